@@ -1,0 +1,1 @@
+"""Authoring: how people describe stages, assets and workflows."""

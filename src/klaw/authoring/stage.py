@@ -1,0 +1,285 @@
+"""Stages and assets: the decorators and the definition they produce."""
+
+from __future__ import annotations
+
+import inspect
+import re
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, overload
+
+from klaw.authoring.resources import NO_RETRY, Resources, RetryPolicy
+from klaw.errors import DefinitionError
+
+NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+class StageKind(str, Enum):
+    ASSET = "asset"  # result stored as a versioned dataset
+    STAGE = "stage"  # result handed on, not stored
+
+
+class InputType(str, Enum):
+    """What form a stage wants an upstream value in (from its parameter annotation)."""
+
+    ANY = "any"  # exactly what the upstream returned
+    ARROW = "arrow"  # pyarrow.Table
+    POLARS = "polars"  # polars.DataFrame
+    POLARS_LAZY = "polars_lazy"  # polars.LazyFrame
+
+
+@dataclass(frozen=True, slots=True)
+class StageInput:
+    param: str  # the function parameter that receives it
+    upstream: str  # the stage that produces it
+    type: InputType = InputType.ANY
+
+
+@dataclass(frozen=True, slots=True)
+class StageDef:
+    """A stage of a workflow: a function, where its inputs come from, and how to run it."""
+
+    name: str
+    fn: Callable[..., Any]
+    kind: StageKind
+    inputs: tuple[StageInput, ...] = ()
+    after: tuple[str, ...] = ()  # ordering-only dependencies (``deps=``): nothing is passed
+    params_arg: str | None = None
+    params_model: type[Any] | None = None
+    retry: RetryPolicy = NO_RETRY
+    timeout: float | None = None
+    resources: Resources = field(default_factory=Resources)
+    tags: frozenset[str] = frozenset()
+    key: str | None = None  # asset key; the stage name unless given
+    description: str = ""
+
+    @property
+    def upstream(self) -> tuple[str, ...]:
+        """Every stage this one depends on, inputs first, without repeats."""
+        seen = dict.fromkeys(i.upstream for i in self.inputs)
+        seen.update(dict.fromkeys(self.after))
+        return tuple(seen)
+
+    @property
+    def asset_key(self) -> str | None:
+        return (self.key or self.name) if self.kind is StageKind.ASSET else None
+
+    @property
+    def location(self) -> str:
+        """``file:line`` where the stage's function is defined."""
+        code = getattr(self.fn, "__code__", None)
+        if code is None:
+            return "<unknown>"
+        return f"{code.co_filename}:{code.co_firstlineno}"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the underlying function directly (handy in unit tests of user code)."""
+        return self.fn(*args, **kwargs)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A process worker looks the stage up by module and name instead of pickling code.
+        return (_lookup_stage, (self.fn.__module__, self.fn.__qualname__, self.name))
+
+
+def _lookup_stage(module: str, qualname: str, name: str) -> StageDef:
+    import importlib
+
+    obj: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    if not isinstance(obj, StageDef) or obj.name != name:
+        raise DefinitionError(
+            f"Stage {name!r} could not be found again as {module}.{qualname} in a worker "
+            "process.",
+            hint="Define stages at module level so process workers can import them.",
+        )
+    return obj
+
+
+def _input_type(annotation: Any) -> InputType:
+    if not isinstance(annotation, type):
+        return InputType.ANY
+    module, name = annotation.__module__, annotation.__name__
+    if module.startswith("polars"):
+        if name == "DataFrame":
+            return InputType.POLARS
+        if name == "LazyFrame":
+            return InputType.POLARS_LAZY
+    if module.startswith("pyarrow") and name == "Table":
+        return InputType.ARROW
+    return InputType.ANY
+
+
+def _is_params_model(annotation: Any) -> bool:
+    pydantic = sys.modules.get("pydantic")
+    return (
+        pydantic is not None
+        and isinstance(annotation, type)
+        and issubclass(annotation, pydantic.BaseModel)
+    )
+
+
+def _build(
+    fn: Callable[..., Any],
+    kind: StageKind,
+    *,
+    name: str | None,
+    deps: Iterable[str | StageDef],
+    inputs: Mapping[str, str | StageDef] | None,
+    retries: int | RetryPolicy,
+    timeout: float | None,
+    resources: Resources | None,
+    tags: Iterable[str],
+    key: str | None,
+) -> StageDef:
+    if isinstance(fn, StageDef):
+        raise DefinitionError(f"Stage {fn.name!r} is decorated twice ({fn.location}).")
+    if not callable(fn):
+        raise DefinitionError(f"@klaw.{kind.value} needs a function, got {type(fn).__name__}.")
+    stage_name = name or fn.__name__
+    where = _where(fn)
+    if not NAME_PATTERN.match(stage_name):
+        raise DefinitionError(
+            f"Stage name {stage_name!r} ({where}) is not valid: use letters, digits and "
+            "underscores, starting with a letter or underscore, at most 63 characters."
+        )
+    if key is not None and not NAME_PATTERN.match(key):
+        raise DefinitionError(f"Asset key {key!r} of stage {stage_name!r} ({where}) is not valid.")
+    try:
+        signature = inspect.signature(fn, eval_str=True)
+    except NameError:  # a forward reference that is not defined yet: use the raw annotations
+        signature = inspect.signature(fn)
+    explicit = {param: _stage_name(up) for param, up in (inputs or {}).items()}
+    unknown = set(explicit) - set(signature.parameters)
+    if unknown:
+        raise DefinitionError(
+            f"Stage {stage_name!r} ({where}) maps inputs {sorted(unknown)} that are not "
+            f"parameters of {fn.__name__}()."
+        )
+    stage_inputs: list[StageInput] = []
+    params_arg: str | None = None
+    params_model: type[Any] | None = None
+    for param in signature.parameters.values():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            raise DefinitionError(
+                f"Stage {stage_name!r} ({where}) takes *{param.name}; list its inputs as named "
+                "parameters so Klaw can tell which stages it depends on."
+            )
+        if _is_params_model(param.annotation):
+            if params_arg is not None:
+                raise DefinitionError(
+                    f"Stage {stage_name!r} ({where}) takes two params models "
+                    f"({params_arg!r} and {param.name!r}); merge them into one."
+                )
+            params_arg, params_model = param.name, param.annotation
+            continue
+        if param.name == "params":
+            raise DefinitionError(
+                f"Stage {stage_name!r} ({where}): the parameter 'params' must be annotated with "
+                "a pydantic BaseModel subclass (for example `params: RevenueParams`)."
+            )
+        upstream = explicit.get(param.name, param.name)
+        stage_inputs.append(StageInput(param.name, upstream, _input_type(param.annotation)))
+    policy = retries if isinstance(retries, RetryPolicy) else RetryPolicy(retries=retries)
+    if timeout is not None and timeout <= 0:
+        raise DefinitionError(f"Stage {stage_name!r} ({where}) has timeout={timeout}; use > 0.")
+    return StageDef(
+        name=stage_name,
+        fn=fn,
+        kind=kind,
+        inputs=tuple(stage_inputs),
+        after=tuple(_stage_name(d) for d in deps),
+        params_arg=params_arg,
+        params_model=params_model,
+        retry=policy,
+        timeout=timeout,
+        resources=resources or Resources(),
+        tags=frozenset(tags),
+        key=key,
+        description=inspect.cleandoc(fn.__doc__ or ""),
+    )
+
+
+def _stage_name(ref: str | StageDef) -> str:
+    return ref.name if isinstance(ref, StageDef) else ref
+
+
+def _where(fn: Callable[..., Any]) -> str:
+    code = getattr(fn, "__code__", None)
+    return f"{code.co_filename}:{code.co_firstlineno}" if code else repr(fn)
+
+
+class StageDecorator:
+    """``@klaw.asset`` and ``@klaw.stage``: use bare or with options."""
+
+    def __init__(self, kind: StageKind, doc: str) -> None:
+        self.kind = kind
+        self.__doc__ = doc
+
+    @overload
+    def __call__(self, fn: Callable[..., Any], /) -> StageDef: ...
+    @overload
+    def __call__(
+        self,
+        *,
+        name: str | None = None,
+        deps: Iterable[str | StageDef] = (),
+        inputs: Mapping[str, str | StageDef] | None = None,
+        retries: int | RetryPolicy = 0,
+        timeout: float | None = None,
+        resources: Resources | None = None,
+        tags: Iterable[str] = (),
+        key: str | None = None,
+    ) -> Callable[[Callable[..., Any]], StageDef]: ...
+
+    def __call__(
+        self,
+        fn: Callable[..., Any] | None = None,
+        /,
+        *,
+        name: str | None = None,
+        deps: Iterable[str | StageDef] = (),
+        inputs: Mapping[str, str | StageDef] | None = None,
+        retries: int | RetryPolicy = 0,
+        timeout: float | None = None,
+        resources: Resources | None = None,
+        tags: Iterable[str] = (),
+        key: str | None = None,
+    ) -> StageDef | Callable[[Callable[..., Any]], StageDef]:
+        kind = self.kind
+        if key is not None and kind is not StageKind.ASSET:
+            raise DefinitionError("key= is for assets; a plain stage's result is not stored.")
+
+        def build(f: Callable[..., Any]) -> StageDef:
+            return _build(
+                f,
+                kind,
+                name=name,
+                deps=tuple(deps),
+                inputs=inputs,
+                retries=retries,
+                timeout=timeout,
+                resources=resources,
+                tags=tuple(tags),
+                key=key,
+            )
+
+        return build(fn) if fn is not None else build
+
+
+asset = StageDecorator(
+    StageKind.ASSET,
+    """Declare an asset: a stage whose result is stored as a versioned dataset.
+
+    Use bare (``@klaw.asset``) or with options (``@klaw.asset(retries=2, timeout=60)``).
+    Parameters named after other stages receive their results; a parameter annotated with a
+    pydantic model receives the run's params. The function must return a pyarrow Table, a
+    Polars DataFrame or a DuckDB relation.
+    """,
+)
+stage = StageDecorator(
+    StageKind.STAGE,
+    "Declare a stage whose result is handed to downstream stages but not stored.",
+)

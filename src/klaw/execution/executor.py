@@ -1,0 +1,33 @@
+"""The executor seam: where stage attempts run. The runner does not know which one it drives."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from klaw.execution.task import Outcome, Task
+from klaw.execution.values import ValueStore
+
+Deliver = Callable[[Outcome], None]
+
+
+class Executor(Protocol):
+    @property
+    def capacity(self) -> int:
+        """How many attempts may run at once."""
+
+    def open(self, deliver: Deliver, values: ValueStore) -> None:
+        """Start workers. Every submitted task ends with exactly one ``deliver(outcome)``,
+        called from any thread. Stage values are kept in ``values``."""
+
+    def submit(self, task: Task) -> None: ...
+
+    def stop(self, task: Task) -> None:
+        """Stop a running attempt; its outcome arrives with ``stopped=True``."""
+
+    def abandon(self, task: Task) -> None:
+        """Give up on an attempt that did not stop in time: free its slot; anything it
+        delivers later is ignored by the runner (its token is stale)."""
+
+    def close(self) -> None:
+        """Stop every worker and wait for them (stopping what still runs)."""

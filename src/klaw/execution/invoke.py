@@ -1,0 +1,97 @@
+"""The one boundary where user code runs: resolve inputs, call the stage, capture its output,
+check and store what it returned. Runs inside the executor (a worker thread or process)."""
+
+from __future__ import annotations
+
+import time
+import traceback
+from typing import Any
+
+from klaw import tabular
+from klaw.authoring.stage import StageKind
+from klaw.errors import NonRetryableError, OutputError
+from klaw.execution.capture import capture
+from klaw.execution.task import AssetStoreFactory, Outcome, Task
+from klaw.execution.values import ValueStore
+
+
+class StageStopped(BaseException):
+    """Raised inside a stage's thread to stop it (cancel or timeout). A BaseException, so a
+    stage's own ``except Exception`` does not swallow it."""
+
+
+def invoke(task: Task, values: ValueStore, assets: AssetStoreFactory) -> Outcome:
+    """Run one stage attempt. Never raises for a failure of user code: the outcome says how
+    the attempt ended, with the user's traceback kept."""
+    stage = task.stage
+    started = time.time()
+    outcome = Outcome(stage.name, task.attempt, task.token, started, started)
+    with capture(task.run_id, stage.name, task.attempt) as log:
+        try:
+            kwargs = _arguments(task, values, assets)
+            result = stage.fn(**kwargs)
+            result = tabular.materialise(result)
+            if stage.kind is StageKind.ASSET:
+                _store(task, result, outcome, assets)
+            else:
+                outcome.rows, outcome.bytes = tabular.measure(result)
+            if task.keep_value:
+                values.put(stage.name, result)
+        except StageStopped:
+            outcome.error = "stopped"
+            outcome.stopped = True
+        except OutputError as exc:
+            outcome.error = exc.message
+            outcome.retryable = False
+        except BaseException as exc:
+            if isinstance(exc, KeyboardInterrupt | SystemExit):
+                outcome.error = f"{type(exc).__name__} raised in stage"
+            else:
+                outcome.error = f"{type(exc).__name__}: {exc}"
+            outcome.traceback = _user_traceback(exc)
+            outcome.retryable = not isinstance(exc, NonRetryableError)
+            for line in outcome.traceback.rstrip("\n").split("\n"):
+                log.add("stderr", line, "ERROR")
+    outcome.ended_at = time.time()
+    outcome.logs = log.records
+    return outcome
+
+
+def _arguments(task: Task, values: ValueStore, assets: AssetStoreFactory) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {}
+    for item in task.inputs:
+        if item.ref is not None:
+            value: Any = assets().read(item.ref.key, item.ref.snapshot)
+        else:
+            value = values.get(item.upstream)
+        kwargs[item.param] = tabular.convert(value, item.type)
+    if task.stage.params_arg is not None:
+        kwargs[task.stage.params_arg] = task.params
+    return kwargs
+
+
+def _store(task: Task, result: Any, outcome: Outcome, assets: AssetStoreFactory) -> None:
+    stage = task.stage
+    if not tabular.is_tabular(result):
+        raise OutputError(
+            f"Asset stage {stage.name!r} ({stage.location}) returned "
+            f"{tabular.describe(result)}, which is not tabular. Return a pyarrow Table, a Polars "
+            "DataFrame or a DuckDB relation, or declare it with @klaw.stage if its result "
+            "should not be stored."
+        )
+    table = tabular.to_arrow(result)
+    key = stage.asset_key
+    assert key is not None
+    outcome.asset_key = key
+    outcome.snapshot = assets().commit(
+        key, table, run_id=task.run_id, stage=stage.name, attempt=task.attempt
+    )
+    outcome.rows, outcome.bytes = table.num_rows, table.nbytes
+
+
+def _user_traceback(exc: BaseException) -> str:
+    """The traceback from the first frame of user code (Klaw's own frames dropped)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_globals.get("__name__", "").startswith("klaw."):
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb))

@@ -1,0 +1,173 @@
+"""Readiness: the pure state machine that decides what may run next.
+
+No clock, no I/O, no threads: feed it what happened (a stage started, succeeded, failed,
+was cancelled) and it answers with the transitions that follow. Any executor can drive it,
+and it can be tested on its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from klaw.states import RunState, StageState
+
+S = StageState
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    stage: str
+    state: StageState
+    attempt: int
+
+
+class Readiness:
+    """Stage states of one run.
+
+    ``upstream`` maps every planned stage to the planned stages it waits for; ``retries``
+    gives each stage's retry budget; ``done`` names stages already satisfied (reused from an
+    earlier run), which count as succeeded and are never started.
+    """
+
+    def __init__(
+        self,
+        upstream: Mapping[str, tuple[str, ...]],
+        retries: Mapping[str, int],
+        *,
+        fail_fast: bool = False,
+        done: frozenset[str] = frozenset(),
+    ) -> None:
+        self._upstream = upstream
+        self._downstream: dict[str, list[str]] = {name: [] for name in upstream}
+        for name, ups in upstream.items():
+            for up in ups:
+                self._downstream[up].append(name)
+        self._retries = retries
+        self._fail_fast = fail_fast
+        self.state: dict[str, StageState] = {}
+        self.attempt: dict[str, int] = dict.fromkeys(upstream, 0)
+        self._waiting: dict[str, int] = {}
+        self._open = 0  # stages not yet terminal
+        self._failed = False
+        self._cancelled = False
+        for name, ups in upstream.items():
+            if name in done:
+                self.state[name] = S.SUCCEEDED
+            else:
+                self.state[name] = S.PENDING
+                self._open += 1
+        for name, ups in upstream.items():
+            self._waiting[name] = sum(1 for up in ups if self.state[up] is not S.SUCCEEDED)
+
+    # -- queries -----------------------------------------------------------------------------
+    @property
+    def finished(self) -> bool:
+        return self._open == 0
+
+    @property
+    def run_state(self) -> RunState:
+        if not self.finished:
+            return RunState.RUNNING
+        if self._cancelled:
+            return RunState.CANCELLED
+        return RunState.FAILED if self._failed else RunState.SUCCEEDED
+
+    def remaining_retries(self, stage: str) -> int:
+        return self._retries.get(stage, 0) - (self.attempt[stage] - 1)
+
+    # -- events ------------------------------------------------------------------------------
+    def start(self) -> list[Transition]:
+        """The stages that are ready at the beginning of the run."""
+        return [
+            self._ready(name)
+            for name, st in self.state.items()
+            if st is S.PENDING and self._waiting[name] == 0
+        ]
+
+    def started(self, stage: str) -> Transition:
+        self._expect(stage, S.READY)
+        self.state[stage] = S.RUNNING
+        return Transition(stage, S.RUNNING, self.attempt[stage])
+
+    def succeeded(self, stage: str) -> list[Transition]:
+        """The stage succeeded; returns its transition and the stages it made ready."""
+        self._expect(stage, S.RUNNING)
+        out = [self._end(stage, S.SUCCEEDED)]
+        if self._cancelled or (self._fail_fast and self._failed):
+            return out
+        for down in self._downstream[stage]:
+            self._waiting[down] -= 1
+            if self._waiting[down] == 0 and self.state[down] is S.PENDING:
+                out.append(self._ready(down))
+        return out
+
+    def failed(
+        self, stage: str, *, retryable: bool = True, state: StageState = S.FAILED
+    ) -> list[Transition]:
+        """The attempt failed (``FAILED``) or ran out of time (``TIMED_OUT``). Returns
+        ``RETRYING`` when the stage has retries left, otherwise its final state and
+        ``UPSTREAM_FAILED`` for everything downstream (and with fail-fast, ``SKIPPED`` for
+        every stage not yet started)."""
+        self._expect(stage, S.RUNNING)
+        if retryable and not self._cancelled and self.remaining_retries(stage) > 0:
+            self.state[stage] = S.RETRYING
+            return [Transition(stage, S.RETRYING, self.attempt[stage])]
+        self._failed = True
+        out = [self._end(stage, state)]
+        out.extend(self._fail_downstream(stage))
+        if self._fail_fast:
+            out.extend(self._skip_unstarted())
+        return out
+
+    def retry_due(self, stage: str) -> Transition:
+        """A retrying stage's wait is over: it is ready again as a new attempt."""
+        self._expect(stage, S.RETRYING)
+        return self._ready(stage)
+
+    def stopped(self, stage: str) -> Transition:
+        """A running stage was stopped by a cancel."""
+        self._expect(stage, S.RUNNING)
+        return self._end(stage, S.CANCELLED)
+
+    def cancel(self) -> list[Transition]:
+        """Cancel the run: every stage not started or waiting to retry ends ``CANCELLED``.
+        Running stages stay running until the executor reports them stopped."""
+        self._cancelled = True
+        return [
+            self._end(name, S.CANCELLED)
+            for name, st in list(self.state.items())
+            if st in (S.PENDING, S.READY, S.RETRYING)
+        ]
+
+    # -- internals ---------------------------------------------------------------------------
+    def _ready(self, stage: str) -> Transition:
+        self.attempt[stage] += 1
+        self.state[stage] = S.READY
+        return Transition(stage, S.READY, self.attempt[stage])
+
+    def _end(self, stage: str, state: StageState) -> Transition:
+        self.state[stage] = state
+        self._open -= 1
+        return Transition(stage, state, self.attempt[stage])
+
+    def _fail_downstream(self, stage: str) -> list[Transition]:
+        out = []
+        stack = list(self._downstream[stage])
+        while stack:
+            down = stack.pop()
+            if self.state[down] is S.PENDING:
+                out.append(self._end(down, S.UPSTREAM_FAILED))
+                stack.extend(self._downstream[down])
+        return out
+
+    def _skip_unstarted(self) -> list[Transition]:
+        return [
+            self._end(name, S.SKIPPED)
+            for name, st in list(self.state.items())
+            if st in (S.PENDING, S.READY, S.RETRYING)
+        ]
+
+    def _expect(self, stage: str, state: StageState) -> None:
+        if self.state[stage] is not state:
+            raise ValueError(f"stage {stage!r} is {self.state[stage].value}, not {state.value}")

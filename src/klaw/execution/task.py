@@ -1,0 +1,68 @@
+"""What the runner hands an executor, and what comes back. Only references cross: a stage's
+inputs are named by upstream stage (value held by the executor) or by asset snapshot."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from klaw.authoring.stage import StageDef
+from klaw.ids import AssetRef
+from klaw.metadata.records import LogRecord
+
+if TYPE_CHECKING:
+    from klaw.storage.store import AssetStore
+
+AssetStoreFactory = Callable[[], "AssetStore"]
+
+
+@dataclass(frozen=True, slots=True)
+class InputRef:
+    """Where one parameter's value comes from: the upstream stage's value in the executor's
+    value store, or (when ``ref`` is set) a stored asset snapshot."""
+
+    param: str
+    upstream: str
+    type: str
+    ref: AssetRef | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    run_id: str
+    stage: StageDef
+    attempt: int
+    token: str
+    inputs: tuple[InputRef, ...]
+    params: Any = None  # the validated params model instance, when the stage takes one
+    keep_value: bool = True  # False when no downstream stage needs the value
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.stage.name, self.attempt)
+
+
+@dataclass(slots=True)
+class Outcome:
+    """How an attempt ended. ``error`` is set when it did not succeed."""
+
+    stage: str
+    attempt: int
+    token: str
+    started_at: float
+    ended_at: float
+    error: str | None = None
+    traceback: str | None = None
+    retryable: bool = True
+    stopped: bool = False  # ended by a cancel or timeout that Klaw asked for
+    asset_key: str | None = None
+    snapshot: int | None = None
+    rows: int | None = None
+    bytes: int | None = None
+    logs: list[LogRecord] = field(default_factory=list)
+    value: Any = None  # process executors only: the value travels back to the parent's store
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None

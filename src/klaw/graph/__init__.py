@@ -1,0 +1,1 @@
+"""Graph: build, validate, select and plan workflows."""

@@ -1,0 +1,1 @@
+"""Metadata: runs, stage attempts, events, logs and metrics (leaf adapter)."""

@@ -1,0 +1,115 @@
+"""The records the metadata store keeps. Plain msgspec Structs: cheap to build, easy to encode."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from klaw.states import RunState, StageState
+
+
+class RunRecord(msgspec.Struct, kw_only=True):
+    """One run of a workflow. ``state`` is the projection of the run's events."""
+
+    run_id: str
+    workflow: str
+    state: RunState
+    created_at: float
+    started_at: float | None = None
+    ended_at: float | None = None
+    params: dict[str, Any] = msgspec.field(default_factory=dict)
+    selection: str | None = None
+    parent_run_id: str | None = None
+    # Who drives the run: the owner process, so a run whose owner died is known to be abandoned.
+    owner_host: str = ""
+    owner_pid: int = 0
+    error: str | None = None
+    stage_counts: dict[str, int] = msgspec.field(default_factory=dict)
+
+
+class AttemptRecord(msgspec.Struct, kw_only=True):
+    """One attempt of one stage in one run (attempt numbers start at 1; 0 means reused)."""
+
+    run_id: str
+    stage: str
+    attempt: int
+    state: StageState
+    token: str = ""
+    queued_at: float | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    error: str | None = None
+    traceback: str | None = None
+    asset_key: str | None = None
+    snapshot_id: int | None = None
+    reused_from: str | None = None
+    rows: int | None = None
+    bytes: int | None = None
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at is None or self.ended_at is None:
+            return None
+        return self.ended_at - self.started_at
+
+
+class EventRecord(msgspec.Struct, kw_only=True):
+    """An append-only transition. ``seq`` is assigned by the store (per run, from 1)."""
+
+    run_id: str
+    kind: str
+    ts: float
+    stage: str | None = None
+    attempt: int | None = None
+    state: str | None = None
+    data: dict[str, Any] = msgspec.field(default_factory=dict)
+    seq: int = 0
+
+
+class LogRecord(msgspec.Struct, kw_only=True, array_like=True):
+    """One captured line of a stage attempt. ``stream`` is ``stdout``, ``stderr`` or ``log``."""
+
+    run_id: str
+    stage: str
+    attempt: int
+    stream: str
+    ts: float
+    line: str
+    level: str | None = None
+    seq: int = 0
+
+
+class MetricRecord(msgspec.Struct, kw_only=True, array_like=True):
+    """A named number about a run or stage attempt (``duration_s``, ``rows``, ``bytes``...)."""
+
+    run_id: str
+    name: str
+    value: float
+    ts: float
+    stage: str | None = None
+    attempt: int | None = None
+
+
+class Batch(msgspec.Struct, kw_only=True):
+    """Everything one scheduling round writes, committed in a single transaction.
+
+    A transition is committed when ``MetadataWriter.commit`` returns; nothing in a batch is
+    visible before the whole batch is.
+    """
+
+    events: list[EventRecord] = msgspec.field(default_factory=list)
+    attempts: list[AttemptRecord] = msgspec.field(default_factory=list)
+    runs: list[RunRecord] = msgspec.field(default_factory=list)
+    logs: list[LogRecord] = msgspec.field(default_factory=list)
+    metrics: list[MetricRecord] = msgspec.field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.events or self.attempts or self.runs or self.logs or self.metrics)
+
+
+class RunFilter(msgspec.Struct, kw_only=True, frozen=True):
+    workflow: str | None = None
+    states: tuple[RunState, ...] = ()
+    limit: int = 50
+    before: str | None = None  # run id cursor: runs strictly older than this one

@@ -1,0 +1,605 @@
+"""``SQLiteMetadataStore``: the embedded metadata store (one SQLite file in WAL mode).
+
+Writes are explicit ``BEGIN IMMEDIATE`` transactions on an autocommit connection, so a writer
+takes the write lock up front and waits (busy timeout) instead of failing half-way. ``commit``
+is the hot path: one transaction per scheduling round, ``executemany`` per record list, SQL kept
+as module constants so the statement cache reuses prepared statements, no ``SELECT`` once a
+run's sequence counters are known.
+
+Event and log ``seq`` numbers are assigned here, per run, from 1, by counters kept in memory and
+seeded from ``MAX(seq)`` the first time a run is touched. A writer in another process (a cancel
+request) can move a run's event sequence on; the next commit then hits the primary key, and is
+retried once with counters reseeded from the database.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import msgspec
+
+from klaw.errors import MetadataError, RunConflictError, RunNotFoundError
+from klaw.metadata import migrations
+from klaw.metadata.records import (
+    AttemptRecord,
+    Batch,
+    EventRecord,
+    LogRecord,
+    MetricRecord,
+    RunFilter,
+    RunRecord,
+)
+from klaw.states import RunState, StageState
+
+BUSY_TIMEOUT_S = 10.0
+
+_RUN_COLUMNS = (
+    "run_id, workflow, state, created_at, started_at, ended_at, params, selection, "
+    "parent_run_id, owner_host, owner_pid, error, stage_counts"
+)
+_RUN_UPDATES = ", ".join(f"{column} = excluded.{column}" for column in _RUN_COLUMNS.split(", ")[1:])
+INSERT_RUN = f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES ({', '.join('?' * 13)})"
+UPSERT_RUN = f"{INSERT_RUN} ON CONFLICT (run_id) DO UPDATE SET {_RUN_UPDATES}"
+SELECT_RUN = f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?"
+SELECT_RUNS = f"SELECT {_RUN_COLUMNS} FROM runs WHERE 1 = 1"
+SELECT_RUN_CREATED = "SELECT created_at FROM runs WHERE run_id = ?"
+SELECT_RUN_IDS_IN_RANGE = "SELECT run_id FROM runs WHERE run_id >= ? AND run_id < ? LIMIT 3"
+SELECT_ACTIVE_RUNS = (
+    "SELECT run_id, owner_host, owner_pid FROM runs "
+    "WHERE workflow = ? AND state IN (?, ?) ORDER BY created_at, run_id"
+)
+MARK_ABANDONED = "UPDATE runs SET state = ?, error = ?, ended_at = ? WHERE run_id = ?"
+
+_ATTEMPT_COLUMNS = (
+    "run_id, stage, attempt, state, token, queued_at, started_at, ended_at, error, traceback, "
+    "asset_key, snapshot_id, reused_from, row_count, byte_count"
+)
+_ATTEMPT_UPDATES = ", ".join(
+    f"{column} = excluded.{column}" for column in _ATTEMPT_COLUMNS.split(", ")[3:]
+)
+UPSERT_ATTEMPT = (
+    f"INSERT INTO attempts ({_ATTEMPT_COLUMNS}) VALUES ({', '.join('?' * 15)}) "
+    f"ON CONFLICT (run_id, stage, attempt) DO UPDATE SET {_ATTEMPT_UPDATES}"
+)
+SELECT_ATTEMPTS = (
+    f"SELECT {_ATTEMPT_COLUMNS} FROM attempts WHERE run_id = ? ORDER BY stage, attempt"
+)
+
+INSERT_EVENT = (
+    "INSERT INTO events (run_id, seq, ts, kind, stage, attempt, state, data) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+SELECT_EVENTS = (
+    "SELECT run_id, seq, ts, kind, stage, attempt, state, data FROM events "
+    "WHERE run_id = ? AND seq > ? ORDER BY seq"
+)
+SELECT_MAX_EVENT_SEQ = "SELECT COALESCE(MAX(seq), 0) FROM events WHERE run_id = ?"
+
+INSERT_LOG = (
+    "INSERT INTO logs (run_id, stage, attempt, stream, seq, ts, level, line) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+SELECT_LOGS = (
+    "SELECT run_id, stage, attempt, stream, seq, ts, level, line FROM logs WHERE run_id = ?"
+)
+LOGS_ORDER = " ORDER BY stage, attempt, seq"
+SELECT_MAX_LOG_SEQ = "SELECT COALESCE(MAX(seq), 0) FROM logs WHERE run_id = ?"
+
+INSERT_METRIC = (
+    "INSERT INTO metrics (run_id, stage, attempt, name, value, ts) VALUES (?, ?, ?, ?, ?, ?)"
+)
+SELECT_METRICS = (
+    "SELECT run_id, stage, attempt, name, value, ts FROM metrics WHERE run_id = ? ORDER BY name, ts"
+)
+
+BEGIN = "BEGIN IMMEDIATE"
+COMMIT = "COMMIT"
+ROLLBACK = "ROLLBACK"
+
+_ACTIVE = (RunState.QUEUED.value, RunState.RUNNING.value)
+_EMPTY_JSON = "{}"
+_encode = msgspec.json.encode
+_decode = msgspec.json.decode
+
+
+def _json(value: dict[str, Any]) -> str:
+    return _encode(value).decode() if value else _EMPTY_JSON
+
+
+def _run_row(run: RunRecord) -> tuple[Any, ...]:
+    return (
+        run.run_id,
+        run.workflow,
+        run.state.value,
+        run.created_at,
+        run.started_at,
+        run.ended_at,
+        _json(run.params),
+        run.selection,
+        run.parent_run_id,
+        run.owner_host,
+        run.owner_pid,
+        run.error,
+        _json(run.stage_counts),
+    )
+
+
+def _run_from_row(row: tuple[Any, ...]) -> RunRecord:
+    return RunRecord(
+        run_id=row[0],
+        workflow=row[1],
+        state=RunState(row[2]),
+        created_at=row[3],
+        started_at=row[4],
+        ended_at=row[5],
+        params=_decode(row[6]),
+        selection=row[7],
+        parent_run_id=row[8],
+        owner_host=row[9],
+        owner_pid=row[10],
+        error=row[11],
+        stage_counts=_decode(row[12]),
+    )
+
+
+def _attempt_from_row(row: tuple[Any, ...]) -> AttemptRecord:
+    return AttemptRecord(
+        run_id=row[0],
+        stage=row[1],
+        attempt=row[2],
+        state=StageState(row[3]),
+        token=row[4],
+        queued_at=row[5],
+        started_at=row[6],
+        ended_at=row[7],
+        error=row[8],
+        traceback=row[9],
+        asset_key=row[10],
+        snapshot_id=row[11],
+        reused_from=row[12],
+        rows=row[13],
+        bytes=row[14],
+    )
+
+
+def _event_from_row(row: tuple[Any, ...]) -> EventRecord:
+    return EventRecord(
+        run_id=row[0],
+        seq=row[1],
+        ts=row[2],
+        kind=row[3],
+        stage=row[4],
+        attempt=row[5],
+        state=row[6],
+        data=_decode(row[7]),
+    )
+
+
+def owner_alive(host: str, pid: int) -> bool:
+    """Whether a run's owner process may still be alive. Only a process on this host can be
+    proven gone; an unknown owner (pid 0) or another host's process counts as alive."""
+    if pid <= 0 or host != socket.gethostname():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists, under another user
+        return True
+    return True
+
+
+class SQLiteMetadataStore:
+    """Runs, attempts, events, logs and metrics in one SQLite database file.
+
+    The constructor only records the path: the connection opens on first use, and the schema
+    is created or upgraded only by ``migrate()``. Every other method refuses a database that is
+    not at the current schema version. Safe to share between threads (one connection, guarded
+    by a lock); several processes may write the same file at once.
+    """
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = path if str(path) == ":memory:" else Path(path)
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        self._ready = False
+        self._event_seq: dict[str, int] = {}
+        self._log_seq: dict[str, int] = {}
+
+    def __repr__(self) -> str:
+        return f"SQLiteMetadataStore({str(self.path)!r})"
+
+    def __enter__(self) -> SQLiteMetadataStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- connection ------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        if isinstance(self.path, Path):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = sqlite3.connect(
+                self.path,
+                timeout=BUSY_TIMEOUT_S,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+        except sqlite3.Error as exc:
+            raise self._error("open", exc) from exc
+        self._conn = conn
+        return conn
+
+    def _ready_connection(self) -> sqlite3.Connection:
+        """The connection, checked once to be on the current schema. Call with the lock held."""
+        conn = self._conn if self._conn is not None else self._connect()
+        if not self._ready:
+            try:
+                migrations.check_version(conn, str(self.path))
+            except sqlite3.Error as exc:
+                raise self._error("read the schema version of", exc) from exc
+            self._ready = True
+        return conn
+
+    def _error(self, action: str, exc: sqlite3.Error) -> MetadataError:
+        return MetadataError(
+            f"could not {action} metadata database {self.path}: {exc}",
+            hint="check that the file is a Klaw metadata database, that its folder is writable "
+            "and that the disk is not full",
+        )
+
+    def migrate(self) -> None:
+        with self._lock:
+            conn = self._conn if self._conn is not None else self._connect()
+            try:
+                migrations.migrate(conn, str(self.path))
+            except sqlite3.Error as exc:
+                raise self._error("migrate", exc) from exc
+            self._ready = True
+
+    def close(self) -> None:
+        with self._lock:
+            conn, self._conn = self._conn, None
+            self._ready = False
+            self._event_seq.clear()
+            self._log_seq.clear()
+            if conn is not None:
+                conn.close()
+
+    # -- writes ----------------------------------------------------------------------------
+
+    def commit(self, batch: Batch) -> None:
+        if not batch:
+            return
+        with self._lock:
+            conn = self._ready_connection()
+            try:
+                try:
+                    self._write(conn, batch)
+                except sqlite3.IntegrityError:
+                    # Another process appended events to one of these runs (a cancel request):
+                    # forget the counters of the batch's runs and try once more.
+                    for run_id in {event.run_id for event in batch.events}:
+                        self._event_seq.pop(run_id, None)
+                    for run_id in {log.run_id for log in batch.logs}:
+                        self._log_seq.pop(run_id, None)
+                    self._write(conn, batch)
+            except sqlite3.Error as exc:
+                raise self._error("commit a batch to", exc) from exc
+            for run in batch.runs:
+                if run.state.terminal:  # a finished run's counters reseed if it is ever touched
+                    self._event_seq.pop(run.run_id, None)
+                    self._log_seq.pop(run.run_id, None)
+
+    def _write(self, conn: sqlite3.Connection, batch: Batch) -> None:
+        conn.execute(BEGIN)
+        try:
+            if batch.runs:
+                conn.executemany(UPSERT_RUN, [_run_row(run) for run in batch.runs])
+            if batch.attempts:
+                conn.executemany(UPSERT_ATTEMPT, [self._attempt_row(a) for a in batch.attempts])
+            event_seq: dict[str, int] = {}
+            if batch.events:
+                conn.executemany(INSERT_EVENT, self._event_rows(conn, batch.events, event_seq))
+            log_seq: dict[str, int] = {}
+            if batch.logs:
+                conn.executemany(INSERT_LOG, self._log_rows(conn, batch.logs, log_seq))
+            if batch.metrics:
+                conn.executemany(
+                    INSERT_METRIC,
+                    [(m.run_id, m.stage, m.attempt, m.name, m.value, m.ts) for m in batch.metrics],
+                )
+            conn.execute(COMMIT)
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute(ROLLBACK)
+            raise
+        # Counters move only once the batch is durable, so a failed batch leaves no gap.
+        self._event_seq.update(event_seq)
+        self._log_seq.update(log_seq)
+
+    @staticmethod
+    def _attempt_row(a: AttemptRecord) -> tuple[Any, ...]:
+        return (
+            a.run_id,
+            a.stage,
+            a.attempt,
+            a.state.value,
+            a.token,
+            a.queued_at,
+            a.started_at,
+            a.ended_at,
+            a.error,
+            a.traceback,
+            a.asset_key,
+            a.snapshot_id,
+            a.reused_from,
+            a.rows,
+            a.bytes,
+        )
+
+    def _event_rows(
+        self, conn: sqlite3.Connection, events: Iterable[EventRecord], next_seq: dict[str, int]
+    ) -> list[tuple[Any, ...]]:
+        known = self._event_seq
+        rows = []
+        for event in events:
+            run_id = event.run_id
+            seq = next_seq.get(run_id)
+            if seq is None:
+                seq = known.get(run_id)
+                if seq is None:
+                    seq = conn.execute(SELECT_MAX_EVENT_SEQ, (run_id,)).fetchone()[0]
+            seq += 1
+            next_seq[run_id] = event.seq = seq
+            data = event.data
+            rows.append(
+                (
+                    run_id,
+                    seq,
+                    event.ts,
+                    event.kind,
+                    event.stage,
+                    event.attempt,
+                    event.state,
+                    _encode(data).decode() if data else _EMPTY_JSON,
+                )
+            )
+        return rows
+
+    def _log_rows(
+        self, conn: sqlite3.Connection, logs: Iterable[LogRecord], next_seq: dict[str, int]
+    ) -> list[tuple[Any, ...]]:
+        known = self._log_seq
+        rows = []
+        for log in logs:
+            run_id = log.run_id
+            seq = next_seq.get(run_id)
+            if seq is None:
+                seq = known.get(run_id)
+                if seq is None:
+                    seq = conn.execute(SELECT_MAX_LOG_SEQ, (run_id,)).fetchone()[0]
+            seq += 1
+            next_seq[run_id] = log.seq = seq
+            rows.append(
+                (run_id, log.stage, log.attempt, log.stream, seq, log.ts, log.level, log.line)
+            )
+        return rows
+
+    def create_run(self, run: RunRecord, *, max_active: int | None = None) -> None:
+        with self._lock:
+            conn = self._ready_connection()
+            try:
+                conn.execute(BEGIN)
+                try:
+                    if max_active is not None:
+                        self._check_limit(conn, run.workflow, max_active)
+                    conn.execute(INSERT_RUN, _run_row(run))
+                    data = {"workflow": run.workflow}
+                    if run.parent_run_id is not None:
+                        data["parent_run_id"] = run.parent_run_id
+                    if run.selection is not None:
+                        data["selection"] = run.selection
+                    conn.execute(
+                        INSERT_EVENT,
+                        (
+                            run.run_id,
+                            1,
+                            run.created_at,
+                            "run_created",
+                            None,
+                            None,
+                            run.state.value,
+                            _json(data),
+                        ),
+                    )
+                    conn.execute(COMMIT)
+                except sqlite3.IntegrityError as exc:
+                    conn.execute(ROLLBACK)
+                    if conn.execute(SELECT_RUN_CREATED, (run.run_id,)).fetchone() is None:
+                        raise
+                    raise MetadataError(
+                        f"run {run.run_id!r} already exists in metadata database {self.path}",
+                        hint="give the new run a fresh id (klaw.ids.new_run_id())",
+                    ) from exc
+                except RunConflictError:
+                    conn.execute(COMMIT)  # keep the abandoned runs marked failed
+                    raise
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute(ROLLBACK)
+                    raise
+            except sqlite3.Error as exc:
+                raise self._error("create a run in", exc) from exc
+            self._event_seq[run.run_id] = 1
+            self._log_seq[run.run_id] = 0
+
+    def _check_limit(self, conn: sqlite3.Connection, workflow: str, max_active: int) -> None:
+        """Mark active runs with a dead owner failed; raise if ``max_active`` live ones remain.
+        Runs inside the caller's write transaction."""
+        live: list[tuple[str, str, int]] = []
+        now = time.time()
+        for run_id, host, pid in conn.execute(SELECT_ACTIVE_RUNS, (workflow, *_ACTIVE)):
+            if owner_alive(host, pid):
+                live.append((run_id, host, pid))
+                continue
+            error = f"abandoned: owner process {pid} on {host} is gone"
+            conn.execute(MARK_ABANDONED, (RunState.FAILED.value, error, now, run_id))
+            seq = conn.execute(SELECT_MAX_EVENT_SEQ, (run_id,)).fetchone()[0] + 1
+            data = _json({"error": error, "owner_host": host, "owner_pid": pid})
+            conn.execute(
+                INSERT_EVENT,
+                (run_id, seq, now, "run_abandoned", None, None, RunState.FAILED.value, data),
+            )
+            self._event_seq.pop(run_id, None)
+        if len(live) >= max_active:
+            blockers = ", ".join(f"{rid} (owner pid {pid} on {host})" for rid, host, pid in live)
+            raise RunConflictError(
+                f"workflow {workflow!r} already has {len(live)} active run(s), the limit is "
+                f"{max_active}: {blockers}",
+                hint=f"wait for it to finish, cancel it with `klaw cancel {live[0][0]}`, or raise "
+                "the workflow's concurrency limit",
+            )
+
+    def request_cancel(self, run_id: str) -> RunRecord:
+        with self._lock:
+            conn = self._ready_connection()
+            try:
+                conn.execute(BEGIN)
+                try:
+                    row = conn.execute(SELECT_RUN, (run_id,)).fetchone()
+                    if row is None:
+                        conn.execute(ROLLBACK)
+                        raise self._not_found(conn, run_id)
+                    seq = conn.execute(SELECT_MAX_EVENT_SEQ, (run_id,)).fetchone()[0] + 1
+                    conn.execute(
+                        INSERT_EVENT,
+                        (run_id, seq, time.time(), "cancel_requested", None, None, None, "{}"),
+                    )
+                    conn.execute(COMMIT)
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute(ROLLBACK)
+                    raise
+            except sqlite3.Error as exc:
+                raise self._error("record a cancel request in", exc) from exc
+            if run_id in self._event_seq:
+                self._event_seq[run_id] = seq
+            return _run_from_row(row)
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def _query(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        with self._lock:
+            conn = self._ready_connection()
+            try:
+                return conn.execute(sql, args).fetchall()
+            except sqlite3.Error as exc:
+                raise self._error("read", exc) from exc
+
+    def get_run(self, run_id: str) -> RunRecord:
+        with self._lock:
+            conn = self._ready_connection()
+            try:
+                row = conn.execute(SELECT_RUN, (run_id,)).fetchone()
+                if row is None:
+                    raise self._not_found(conn, run_id)
+            except sqlite3.Error as exc:
+                raise self._error("read", exc) from exc
+        return _run_from_row(row)
+
+    def _not_found(self, conn: sqlite3.Connection, run_id: str) -> RunNotFoundError:
+        """The error for an unknown id, naming up to 3 ids sharing its longest prefix (>= 4)."""
+        close: list[str] = []
+        for length in range(len(run_id), 3, -1):
+            prefix = run_id[:length]
+            upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+            close = [r[0] for r in conn.execute(SELECT_RUN_IDS_IN_RANGE, (prefix, upper))]
+            if close:
+                break
+        message = f"no run with id {run_id!r} in metadata database {self.path}"
+        if close:
+            message += f" (did you mean {', '.join(repr(c) for c in close)}?)"
+        return RunNotFoundError(message, hint="check the run id; list recent runs to find it")
+
+    def list_runs(self, filter: RunFilter) -> list[RunRecord]:
+        sql = SELECT_RUNS
+        args: list[Any] = []
+        if filter.workflow is not None:
+            sql += " AND workflow = ?"
+            args.append(filter.workflow)
+        if filter.states:
+            sql += f" AND state IN ({', '.join('?' * len(filter.states))})"
+            args.extend(state.value for state in filter.states)
+        with self._lock:
+            conn = self._ready_connection()
+            try:
+                if filter.before is not None:
+                    cursor = conn.execute(SELECT_RUN_CREATED, (filter.before,)).fetchone()
+                    if cursor is None:  # run ids sort by time: compare the ids
+                        sql += " AND run_id < ?"
+                        args.append(filter.before)
+                    else:
+                        sql += " AND (created_at < ? OR (created_at = ? AND run_id < ?))"
+                        args.extend((cursor[0], cursor[0], filter.before))
+                sql += " ORDER BY created_at DESC, run_id DESC LIMIT ?"
+                args.append(filter.limit)
+                rows = conn.execute(sql, args).fetchall()
+            except sqlite3.Error as exc:
+                raise self._error("read", exc) from exc
+        return [_run_from_row(row) for row in rows]
+
+    def list_attempts(self, run_id: str) -> list[AttemptRecord]:
+        return [_attempt_from_row(row) for row in self._query(SELECT_ATTEMPTS, (run_id,))]
+
+    def list_events(self, run_id: str, *, after_seq: int = 0) -> list[EventRecord]:
+        return [_event_from_row(row) for row in self._query(SELECT_EVENTS, (run_id, after_seq))]
+
+    def read_logs(
+        self, run_id: str, *, stage: str | None = None, attempt: int | None = None
+    ) -> list[LogRecord]:
+        sql = SELECT_LOGS
+        args: tuple[Any, ...] = (run_id,)
+        if stage is not None:
+            sql += " AND stage = ?"
+            args += (stage,)
+        if attempt is not None:
+            sql += " AND attempt = ?"
+            args += (attempt,)
+        return [
+            LogRecord(
+                run_id=r[0],
+                stage=r[1],
+                attempt=r[2],
+                stream=r[3],
+                seq=r[4],
+                ts=r[5],
+                level=r[6],
+                line=r[7],
+            )
+            for r in self._query(sql + LOGS_ORDER, args)
+        ]
+
+    def list_metrics(self, run_id: str) -> list[MetricRecord]:
+        return [
+            MetricRecord(run_id=r[0], stage=r[1], attempt=r[2], name=r[3], value=r[4], ts=r[5])
+            for r in self._query(SELECT_METRICS, (run_id,))
+        ]

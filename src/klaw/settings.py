@@ -1,0 +1,103 @@
+"""Settings, read once: command-line flag > ``KLAW_*`` environment > ``klaw.toml`` > default."""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+
+class KlawSettings(BaseSettings):
+    """Where Klaw keeps things and how it runs stages."""
+
+    model_config = SettingsConfigDict(env_prefix="KLAW_", extra="ignore", frozen=True)
+
+    home: Path = Field(Path(".klaw"), description="Directory of the embedded metadata and lake.")
+    metadata_url: str | None = Field(
+        None, description="Metadata database; default sqlite:///<home>/klaw.db."
+    )
+    lake_catalog: str | None = Field(
+        None, description="DuckLake catalog; default <home>/lake.sqlite."
+    )
+    lake_data: str | None = Field(None, description="Parquet data path; default <home>/lake/.")
+    executor: Literal["thread", "process"] = Field("thread", description="Local executor kind.")
+    max_workers: int | None = Field(None, ge=1, description="Stages run at once (default cores+4).")
+    stop_grace: float = Field(5.0, ge=0, description="Seconds a stopped stage has to end.")
+    log_level: str = Field("warning", description="Level of Klaw's own logs on stderr.")
+    log_format: Literal["console", "json"] = Field("console", description="Klaw's log format.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _FileSource(settings_cls))
+
+    def resolve(self, root: Path) -> KlawSettings:
+        """These settings with every path made absolute against the project root."""
+        home = self.home if self.home.is_absolute() else root / self.home
+        return self.model_copy(update={"home": home})
+
+    @property
+    def metadata_path(self) -> Path:
+        url = self.metadata_url
+        if url is None:
+            return self.home / "klaw.db"
+        if url.startswith("sqlite:///"):
+            return Path(url.removeprefix("sqlite:///"))
+        return Path(url)
+
+    @property
+    def catalog(self) -> str:
+        return self.lake_catalog or str(self.home / "lake.sqlite")
+
+    @property
+    def data_path(self) -> str:
+        return self.lake_data or str(self.home / "lake")
+
+
+_file_values: ContextVar[dict[str, Any]] = ContextVar("klaw_file_settings", default={})
+
+
+class _FileSource(PydanticBaseSettingsSource):
+    """The ``[settings]`` values of ``klaw.toml`` (handed in by the project loader)."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return _file_values.get().get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        values = _file_values.get()
+        return {k: v for k, v in values.items() if k in self.settings_cls.model_fields}
+
+
+def load_settings(file_values: dict[str, Any], **flags: Any) -> KlawSettings:
+    """Settings from flags (``None`` means not given), env, and the project file's values."""
+    from klaw.errors import ConfigError
+
+    unknown = set(file_values) - set(KlawSettings.model_fields)
+    if unknown:
+        raise ConfigError(
+            f"Unknown setting(s) {', '.join(sorted(unknown))} in the project file.",
+            hint=f"Known settings: {', '.join(KlawSettings.model_fields)}.",
+        )
+    token = _file_values.set(dict(file_values))
+    try:
+        return KlawSettings(**{k: v for k, v in flags.items() if v is not None})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(
+            f"Settings are not valid: {problems}.",
+            hint="Check the flag, the KLAW_* environment variable or the [settings] table of "
+            "klaw.toml that sets it.",
+        ) from None
+    finally:
+        _file_values.reset(token)

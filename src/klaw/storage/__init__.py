@@ -1,0 +1,1 @@
+"""Storage: versioned datasets (leaf adapter)."""

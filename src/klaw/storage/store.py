@@ -1,0 +1,49 @@
+"""The asset store seam: versioned datasets, one snapshot per successful asset stage."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+import msgspec
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+
+class SnapshotInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """One snapshot of one asset, with the run and attempt that committed it."""
+
+    key: str
+    snapshot: int
+    committed_at: float
+    rows: int
+    run_id: str | None = None
+    stage: str | None = None
+    attempt: int | None = None
+    schema: dict[str, str] = msgspec.field(default_factory=dict)  # column -> Arrow type
+
+
+class AssetInfo(msgspec.Struct, frozen=True, kw_only=True):
+    key: str
+    latest_snapshot: int
+    snapshots: int
+    rows: int
+    updated_at: float
+    schema: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class AssetStore(Protocol):
+    def commit(self, key: str, table: pa.Table, *, run_id: str, stage: str, attempt: int) -> int:
+        """Replace the asset's contents with ``table`` as exactly one new snapshot; return its
+        id. The snapshot is tagged with run, stage and attempt."""
+
+    def read(self, key: str, snapshot: int | None = None) -> pa.Table:
+        """The latest snapshot, or the one asked for (time travel). ``AssetNotFoundError``
+        names the key and the closest keys, or the snapshot and the ones that exist."""
+
+    def snapshots(self, key: str) -> list[SnapshotInfo]:
+        """Every snapshot of the asset, oldest first, with row counts and schema."""
+
+    def assets(self) -> list[AssetInfo]: ...
+
+    def close(self) -> None: ...
