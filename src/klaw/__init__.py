@@ -1,0 +1,40 @@
+"""Klaw: a Python-first data orchestrator.
+
+Describe workflows as DAGs of stages that produce versioned datasets (assets), run them on a
+laptop with nothing to set up, and inspect every run, log and snapshot.
+"""
+
+from klaw.authoring.resources import Resources as Resources
+from klaw.authoring.resources import RetryPolicy as RetryPolicy
+from klaw.authoring.stage import StageDef as StageDef
+from klaw.authoring.stage import asset as asset
+from klaw.authoring.stage import stage as stage
+from klaw.authoring.workflow import Workflow as Workflow
+from klaw.authoring.workflow import workflow as workflow
+from klaw.errors import KlawError as KlawError
+from klaw.errors import NonRetryableError as NonRetryableError
+from klaw.ids import AssetRef as AssetRef
+from klaw.service.embedded import open_orchestrator as open_orchestrator
+from klaw.service.embedded import plan as plan
+from klaw.service.embedded import run as run
+from klaw.states import RunState as RunState
+from klaw.states import StageState as StageState
+
+__all__ = [
+    "AssetRef",
+    "KlawError",
+    "NonRetryableError",
+    "Resources",
+    "RetryPolicy",
+    "RunState",
+    "StageDef",
+    "StageState",
+    "Workflow",
+    "asset",
+    "open_orchestrator",
+    "plan",
+    "run",
+    "stage",
+    "workflow",
+]
+__version__ = "0.1.0"

@@ -84,18 +84,29 @@ class StageDef:
 
 
 def _lookup_stage(module: str, qualname: str, name: str) -> StageDef:
+    """Find a stage again in a worker process: by its function's qualified name, else among
+    the module's stages, lists of stages and workflows."""
     import importlib
 
-    obj: Any = importlib.import_module(module)
+    mod = importlib.import_module(module)
+    obj: Any = mod
     for part in qualname.split("."):
-        obj = getattr(obj, part)
-    if not isinstance(obj, StageDef) or obj.name != name:
-        raise DefinitionError(
-            f"Stage {name!r} could not be found again as {module}.{qualname} in a worker "
-            "process.",
-            hint="Define stages at module level so process workers can import them.",
-        )
-    return obj
+        obj = getattr(obj, part, None)
+    if isinstance(obj, StageDef) and obj.name == name:
+        return obj
+    for value in vars(mod).values():
+        candidates = getattr(value, "stages", value)
+        if isinstance(candidates, StageDef):
+            candidates = (candidates,)
+        if isinstance(candidates, list | tuple):
+            for item in candidates:
+                if isinstance(item, StageDef) and item.name == name:
+                    return item
+    raise DefinitionError(
+        f"Stage {name!r} could not be found again in module {module} by a worker process.",
+        hint="Define stages (or the list or workflow that holds them) at module level so "
+        "process workers can import them.",
+    )
 
 
 def _input_type(annotation: Any) -> InputType:
@@ -223,6 +234,7 @@ class StageDecorator:
     @overload
     def __call__(
         self,
+        /,
         *,
         name: str | None = None,
         deps: Iterable[str | StageDef] = (),

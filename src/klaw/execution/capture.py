@@ -104,13 +104,18 @@ class _LogHandler(logging.Handler):
 
 
 def install() -> None:
-    """Put the proxies and the log handler in place (once per process)."""
+    """Put the proxies and the log handler in place. Cheap when they already are; puts the
+    proxies back when something (a test runner, a notebook) swapped the streams since."""
     global _installed
+    if isinstance(sys.stdout, _StreamProxy) and isinstance(sys.stderr, _StreamProxy):
+        return
     with _install_lock:
+        if not isinstance(sys.stdout, _StreamProxy):
+            sys.stdout = _StreamProxy("stdout", sys.stdout)
+        if not isinstance(sys.stderr, _StreamProxy):
+            sys.stderr = _StreamProxy("stderr", sys.stderr)
         if _installed:
             return
-        sys.stdout = _StreamProxy("stdout", sys.stdout)  # type: ignore[assignment]
-        sys.stderr = _StreamProxy("stderr", sys.stderr)  # type: ignore[assignment]
         handler = _LogHandler(level=logging.NOTSET)
         handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
         root = logging.getLogger()

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from klaw.execution.task import Outcome, Task
+from klaw.execution.task import Outcome, Started, Task
 from klaw.execution.values import ValueStore
 
-Deliver = Callable[[Outcome], None]
+Deliver = Callable[[Outcome | Started], None]
 
 
 class Executor(Protocol):
@@ -18,7 +18,8 @@ class Executor(Protocol):
 
     def open(self, deliver: Deliver, values: ValueStore) -> None:
         """Start workers. Every submitted task ends with exactly one ``deliver(outcome)``,
-        called from any thread. Stage values are kept in ``values``."""
+        called from any thread; a task whose stage has a timeout first delivers ``Started``
+        when the stage begins. Stage values are kept in ``values``."""
 
     def submit(self, task: Task) -> None: ...
 

@@ -15,7 +15,7 @@ import threading
 
 from klaw.execution.executor import Deliver
 from klaw.execution.invoke import StageStopped, invoke
-from klaw.execution.task import AssetStoreFactory, Outcome, Task
+from klaw.execution.task import AssetStoreFactory, Outcome, Started, Task
 from klaw.execution.values import ValueStore
 
 
@@ -60,6 +60,8 @@ class ThreadExecutor:
             try:
                 with self._lock:
                     self._running[task.key] = me
+                if task.stage.timeout is not None:
+                    deliver(Started(task.stage.name, task.attempt, task.token))
                 outcome = invoke(task, values, self._assets)
             except StageStopped:  # landed outside the stage's own frame
                 pass

@@ -25,7 +25,7 @@ import structlog
 from klaw.authoring.stage import StageKind
 from klaw.execution.executor import Executor
 from klaw.execution.readiness import Readiness, Transition
-from klaw.execution.task import InputRef, Outcome, Task
+from klaw.execution.task import InputRef, Outcome, Started, Task
 from klaw.execution.values import ValueStore
 from klaw.graph.plan import Plan
 from klaw.ids import AssetRef, new_token
@@ -61,6 +61,7 @@ class RunOptions:
     params: Mapping[type[Any], Any] = field(default_factory=dict)
     reused: Mapping[str, Reused] = field(default_factory=dict)
     external: Mapping[str, AssetRef] = field(default_factory=dict)  # unselected upstream assets
+    on_events: Callable[[list[EventRecord]], None] | None = None  # after each durable write
 
 
 class Runner:
@@ -177,16 +178,23 @@ class Runner:
             return
         if item is _FORCE:
             self._begin_cancel("cancel requested")
-            for task in list(self._tasks.values()):
-                self._abandon(task)
+            for running in list(self._tasks.values()):
+                self._abandon(running)
+            return
+        task = self._tasks.get((item.stage, item.attempt))
+        if task is None or task.token != item.token:
+            return  # a stale attempt (abandoned after a stop): fenced off
+        if isinstance(item, Started):
+            limit = task.stage.timeout
+            assert limit is not None
+            self._timer(limit, "timeout", task.stage.name, task.attempt)
             return
         outcome: Outcome = item
-        task = self._tasks.get((outcome.stage, outcome.attempt))
-        if task is None or task.token != outcome.token:
-            return  # a stale attempt (abandoned after a stop): fenced off
         del self._tasks[task.key]
         record = self._attempts[task.key]
-        record.started_at, record.ended_at = outcome.started_at, outcome.ended_at
+        if not outcome.stopped:  # a stopped attempt keeps the start recorded at submit
+            record.started_at = outcome.started_at
+        record.ended_at = outcome.ended_at
         record.rows, record.bytes = outcome.rows, outcome.bytes
         if outcome.value is not None and task.keep_value:
             self._values.put(outcome.stage, outcome.value)
@@ -274,8 +282,6 @@ class Runner:
         record = self._attempts[task.key]
         record.token, record.started_at = task.token, time.time()
         self._apply([transition])
-        if stage.timeout is not None:
-            self._timer(stage.timeout, "timeout", name, task.attempt)
         self.executor.submit(task)
 
     # -- cancel and stop -----------------------------------------------------------------------
@@ -386,6 +392,8 @@ class Runner:
             batch.attempts = list({(a.stage, a.attempt): a for a in batch.attempts}.values())
             self.metadata.commit(batch)
             self._batch = Batch()
+            if self.options.on_events is not None and batch.events:
+                self.options.on_events(batch.events)
 
     def _finish(self) -> RunRecord:
         run = self.run

@@ -43,6 +43,16 @@ class Task:
         return (self.stage.name, self.attempt)
 
 
+@dataclass(frozen=True, slots=True)
+class Started:
+    """Sent before a stage with a timeout begins, so its clock starts when the stage does
+    (not while a worker process is still starting)."""
+
+    stage: str
+    attempt: int
+    token: str
+
+
 @dataclass(slots=True)
 class Outcome:
     """How an attempt ended. ``error`` is set when it did not succeed."""

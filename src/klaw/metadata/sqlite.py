@@ -19,7 +19,8 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -37,17 +38,32 @@ from klaw.metadata.records import (
     RunFilter,
     RunRecord,
 )
-from klaw.states import RunState, StageState
+from klaw.states import RunState
 
 BUSY_TIMEOUT_S = 10.0
 
-_RUN_COLUMNS = (
-    "run_id, workflow, state, created_at, started_at, ended_at, params, selection, "
-    "parent_run_id, owner_host, owner_pid, error, stage_counts"
-)
-_RUN_UPDATES = ", ".join(f"{column} = excluded.{column}" for column in _RUN_COLUMNS.split(", ")[1:])
-INSERT_RUN = f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES ({', '.join('?' * 13)})"
-UPSERT_RUN = f"{INSERT_RUN} ON CONFLICT (run_id) DO UPDATE SET {_RUN_UPDATES}"
+# Column lists. Runs and attempts list their columns in the record's field order, so a record
+# becomes a row with ``astuple`` and a row a record by zipping with the field names.
+_RUN_FIELDS: tuple[str, ...] = RunRecord.__struct_fields__
+_ATTEMPT_FIELDS: tuple[str, ...] = AttemptRecord.__struct_fields__
+_RUN_COLUMNS = ", ".join(_RUN_FIELDS)
+_RENAMED = {"rows": "row_count", "bytes": "byte_count"}  # ``rows`` is an SQL keyword
+_ATTEMPT_COLUMNS = ", ".join(_RENAMED.get(field, field) for field in _ATTEMPT_FIELDS)
+_EVENT_FIELDS = ("run_id", "seq", "ts", "kind", "stage", "attempt", "state", "data")
+_LOG_FIELDS = ("run_id", "stage", "attempt", "stream", "seq", "ts", "level", "line")
+_METRIC_FIELDS = ("run_id", "stage", "attempt", "name", "value", "ts")
+
+
+def _insert(table: str, columns: tuple[str, ...]) -> str:
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+
+
+def _updates(columns: str, key_length: int) -> str:
+    return ", ".join(f"{c} = excluded.{c}" for c in columns.split(", ")[key_length:])
+
+
+INSERT_RUN = f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES ({', '.join('?' * len(_RUN_FIELDS))})"
+UPSERT_RUN = f"{INSERT_RUN} ON CONFLICT (run_id) DO UPDATE SET {_updates(_RUN_COLUMNS, 1)}"
 SELECT_RUN = f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?"
 SELECT_RUNS = f"SELECT {_RUN_COLUMNS} FROM runs WHERE 1 = 1"
 SELECT_RUN_CREATED = "SELECT created_at FROM runs WHERE run_id = ?"
@@ -58,46 +74,28 @@ SELECT_ACTIVE_RUNS = (
 )
 MARK_ABANDONED = "UPDATE runs SET state = ?, error = ?, ended_at = ? WHERE run_id = ?"
 
-_ATTEMPT_COLUMNS = (
-    "run_id, stage, attempt, state, token, queued_at, started_at, ended_at, error, traceback, "
-    "asset_key, snapshot_id, reused_from, row_count, byte_count"
-)
-_ATTEMPT_UPDATES = ", ".join(
-    f"{column} = excluded.{column}" for column in _ATTEMPT_COLUMNS.split(", ")[3:]
-)
 UPSERT_ATTEMPT = (
-    f"INSERT INTO attempts ({_ATTEMPT_COLUMNS}) VALUES ({', '.join('?' * 15)}) "
-    f"ON CONFLICT (run_id, stage, attempt) DO UPDATE SET {_ATTEMPT_UPDATES}"
+    f"INSERT INTO attempts ({_ATTEMPT_COLUMNS}) VALUES ({', '.join('?' * len(_ATTEMPT_FIELDS))}) "
+    f"ON CONFLICT (run_id, stage, attempt) DO UPDATE SET {_updates(_ATTEMPT_COLUMNS, 3)}"
 )
 SELECT_ATTEMPTS = (
     f"SELECT {_ATTEMPT_COLUMNS} FROM attempts WHERE run_id = ? ORDER BY stage, attempt"
 )
 
-INSERT_EVENT = (
-    "INSERT INTO events (run_id, seq, ts, kind, stage, attempt, state, data) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-)
+INSERT_EVENT = _insert("events", _EVENT_FIELDS)
 SELECT_EVENTS = (
-    "SELECT run_id, seq, ts, kind, stage, attempt, state, data FROM events "
-    "WHERE run_id = ? AND seq > ? ORDER BY seq"
+    f"SELECT {', '.join(_EVENT_FIELDS)} FROM events WHERE run_id = ? AND seq > ? ORDER BY seq"
 )
 SELECT_MAX_EVENT_SEQ = "SELECT COALESCE(MAX(seq), 0) FROM events WHERE run_id = ?"
 
-INSERT_LOG = (
-    "INSERT INTO logs (run_id, stage, attempt, stream, seq, ts, level, line) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-)
-SELECT_LOGS = (
-    "SELECT run_id, stage, attempt, stream, seq, ts, level, line FROM logs WHERE run_id = ?"
-)
+INSERT_LOG = _insert("logs", _LOG_FIELDS)
+SELECT_LOGS = f"SELECT {', '.join(_LOG_FIELDS)} FROM logs WHERE run_id = ?"
 LOGS_ORDER = " ORDER BY stage, attempt, seq"
 SELECT_MAX_LOG_SEQ = "SELECT COALESCE(MAX(seq), 0) FROM logs WHERE run_id = ?"
 
-INSERT_METRIC = (
-    "INSERT INTO metrics (run_id, stage, attempt, name, value, ts) VALUES (?, ?, ?, ?, ?, ?)"
-)
+INSERT_METRIC = _insert("metrics", _METRIC_FIELDS)
 SELECT_METRICS = (
-    "SELECT run_id, stage, attempt, name, value, ts FROM metrics WHERE run_id = ? ORDER BY name, ts"
+    f"SELECT {', '.join(_METRIC_FIELDS)} FROM metrics WHERE run_id = ? ORDER BY name, ts"
 )
 
 BEGIN = "BEGIN IMMEDIATE"
@@ -106,8 +104,10 @@ ROLLBACK = "ROLLBACK"
 
 _ACTIVE = (RunState.QUEUED.value, RunState.RUNNING.value)
 _EMPTY_JSON = "{}"
+_NO_COUNTERS: dict[str, int] = {}
 _encode = msgspec.json.encode
 _decode = msgspec.json.decode
+_astuple = msgspec.structs.astuple
 
 
 def _json(value: dict[str, Any]) -> str:
@@ -133,54 +133,59 @@ def _run_row(run: RunRecord) -> tuple[Any, ...]:
 
 
 def _run_from_row(row: tuple[Any, ...]) -> RunRecord:
-    return RunRecord(
-        run_id=row[0],
-        workflow=row[1],
-        state=RunState(row[2]),
-        created_at=row[3],
-        started_at=row[4],
-        ended_at=row[5],
-        params=_decode(row[6]),
-        selection=row[7],
-        parent_run_id=row[8],
-        owner_host=row[9],
-        owner_pid=row[10],
-        error=row[11],
-        stage_counts=_decode(row[12]),
-    )
+    fields = dict(zip(_RUN_FIELDS, row, strict=True))
+    fields["params"] = _decode(row[6])
+    fields["stage_counts"] = _decode(row[12])
+    return msgspec.convert(fields, RunRecord)
+
+
+def _attempt_row(attempt: AttemptRecord) -> list[Any]:
+    row = list(_astuple(attempt))  # the fields are in column order
+    row[3] = row[3]._value_
+    return row
+
+
+def _event_row(e: EventRecord) -> tuple[Any, ...]:
+    data = _encode(e.data).decode() if e.data else _EMPTY_JSON
+    return (e.run_id, e.seq, e.ts, e.kind, e.stage, e.attempt, e.state, data)
 
 
 def _attempt_from_row(row: tuple[Any, ...]) -> AttemptRecord:
-    return AttemptRecord(
-        run_id=row[0],
-        stage=row[1],
-        attempt=row[2],
-        state=StageState(row[3]),
-        token=row[4],
-        queued_at=row[5],
-        started_at=row[6],
-        ended_at=row[7],
-        error=row[8],
-        traceback=row[9],
-        asset_key=row[10],
-        snapshot_id=row[11],
-        reused_from=row[12],
-        rows=row[13],
-        bytes=row[14],
-    )
+    return msgspec.convert(dict(zip(_ATTEMPT_FIELDS, row, strict=True)), AttemptRecord)
 
 
 def _event_from_row(row: tuple[Any, ...]) -> EventRecord:
-    return EventRecord(
-        run_id=row[0],
-        seq=row[1],
-        ts=row[2],
-        kind=row[3],
-        stage=row[4],
-        attempt=row[5],
-        state=row[6],
-        data=_decode(row[7]),
-    )
+    fields = dict(zip(_EVENT_FIELDS, row, strict=True))
+    fields["data"] = _decode(row[7])
+    return EventRecord(**fields)
+
+
+@contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """A write transaction: ``BEGIN IMMEDIATE`` takes the write lock up front (waiting up to the
+    busy timeout), so a writer never fails half-way on a lock upgrade."""
+    conn.execute(BEGIN)
+    try:
+        yield
+        conn.execute(COMMIT)
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute(ROLLBACK)
+        raise
+
+
+def _enable_wal(conn: sqlite3.Connection) -> None:
+    """Switch to WAL. The switch can report "locked" at once, without the busy handler, while
+    another process opens the same new file; retry it until the busy timeout."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
 
 
 def owner_alive(host: str, pid: int) -> bool:
@@ -241,7 +246,7 @@ class SQLiteMetadataStore:
                 check_same_thread=False,
             )
             conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-            conn.execute("PRAGMA journal_mode = WAL")
+            _enable_wal(conn)
             conn.execute("PRAGMA synchronous = NORMAL")
         except sqlite3.Error as exc:
             raise self._error("open", exc) from exc
@@ -260,11 +265,19 @@ class SQLiteMetadataStore:
         return conn
 
     def _error(self, action: str, exc: sqlite3.Error) -> MetadataError:
-        return MetadataError(
-            f"could not {action} metadata database {self.path}: {exc}",
-            hint="check that the file is a Klaw metadata database, that its folder is writable "
-            "and that the disk is not full",
-        )
+        if isinstance(exc, sqlite3.IntegrityError):
+            hint = "a record breaks a constraint (a required field is missing?); none was written"
+        elif "locked" in str(exc):
+            hint = (
+                f"another process held the write lock for over {BUSY_TIMEOUT_S:g} s; "
+                "find it (`fuser` on the file) or retry"
+            )
+        else:
+            hint = (
+                "check that the file is a Klaw metadata database, that its folder is writable "
+                "and that the disk is not full"
+            )
+        return MetadataError(f"could not {action} metadata database {self.path}: {exc}", hint=hint)
 
     def migrate(self) -> None:
         with self._lock:
@@ -315,13 +328,20 @@ class SQLiteMetadataStore:
             if batch.runs:
                 conn.executemany(UPSERT_RUN, [_run_row(run) for run in batch.runs])
             if batch.attempts:
-                conn.executemany(UPSERT_ATTEMPT, [self._attempt_row(a) for a in batch.attempts])
-            event_seq: dict[str, int] = {}
+                conn.executemany(UPSERT_ATTEMPT, [_attempt_row(a) for a in batch.attempts])
+            event_seq = log_seq = _NO_COUNTERS
             if batch.events:
-                conn.executemany(INSERT_EVENT, self._event_rows(conn, batch.events, event_seq))
-            log_seq: dict[str, int] = {}
+                event_seq = self._number(conn, batch.events, self._event_seq, SELECT_MAX_EVENT_SEQ)
+                conn.executemany(INSERT_EVENT, [_event_row(e) for e in batch.events])
             if batch.logs:
-                conn.executemany(INSERT_LOG, self._log_rows(conn, batch.logs, log_seq))
+                log_seq = self._number(conn, batch.logs, self._log_seq, SELECT_MAX_LOG_SEQ)
+                conn.executemany(
+                    INSERT_LOG,
+                    [
+                        (g.run_id, g.stage, g.attempt, g.stream, g.seq, g.ts, g.level, g.line)
+                        for g in batch.logs
+                    ],
+                )
             if batch.metrics:
                 conn.executemany(
                     INSERT_METRIC,
@@ -337,124 +357,61 @@ class SQLiteMetadataStore:
         self._log_seq.update(log_seq)
 
     @staticmethod
-    def _attempt_row(a: AttemptRecord) -> tuple[Any, ...]:
-        return (
-            a.run_id,
-            a.stage,
-            a.attempt,
-            a.state.value,
-            a.token,
-            a.queued_at,
-            a.started_at,
-            a.ended_at,
-            a.error,
-            a.traceback,
-            a.asset_key,
-            a.snapshot_id,
-            a.reused_from,
-            a.rows,
-            a.bytes,
-        )
-
-    def _event_rows(
-        self, conn: sqlite3.Connection, events: Iterable[EventRecord], next_seq: dict[str, int]
-    ) -> list[tuple[Any, ...]]:
-        known = self._event_seq
-        rows = []
-        for event in events:
-            run_id = event.run_id
-            seq = next_seq.get(run_id)
+    def _number(
+        conn: sqlite3.Connection,
+        records: Sequence[EventRecord] | Sequence[LogRecord],
+        known: dict[str, int],
+        select_max: str,
+    ) -> dict[str, int]:
+        """Give each record the next ``seq`` of its run; return the runs' new counters."""
+        counters: dict[str, int] = {}
+        for record in records:
+            run_id = record.run_id
+            seq = counters.get(run_id)
             if seq is None:
                 seq = known.get(run_id)
-                if seq is None:
-                    seq = conn.execute(SELECT_MAX_EVENT_SEQ, (run_id,)).fetchone()[0]
-            seq += 1
-            next_seq[run_id] = event.seq = seq
-            data = event.data
-            rows.append(
-                (
-                    run_id,
-                    seq,
-                    event.ts,
-                    event.kind,
-                    event.stage,
-                    event.attempt,
-                    event.state,
-                    _encode(data).decode() if data else _EMPTY_JSON,
-                )
-            )
-        return rows
-
-    def _log_rows(
-        self, conn: sqlite3.Connection, logs: Iterable[LogRecord], next_seq: dict[str, int]
-    ) -> list[tuple[Any, ...]]:
-        known = self._log_seq
-        rows = []
-        for log in logs:
-            run_id = log.run_id
-            seq = next_seq.get(run_id)
-            if seq is None:
-                seq = known.get(run_id)
-                if seq is None:
-                    seq = conn.execute(SELECT_MAX_LOG_SEQ, (run_id,)).fetchone()[0]
-            seq += 1
-            next_seq[run_id] = log.seq = seq
-            rows.append(
-                (run_id, log.stage, log.attempt, log.stream, seq, log.ts, log.level, log.line)
-            )
-        return rows
+                if seq is None:  # first touch of this run by this store
+                    seq = conn.execute(select_max, (run_id,)).fetchone()[0]
+            counters[run_id] = record.seq = seq + 1
+        return counters
 
     def create_run(self, run: RunRecord, *, max_active: int | None = None) -> None:
+        data = {"workflow": run.workflow}
+        if run.parent_run_id is not None:
+            data["parent_run_id"] = run.parent_run_id
+        if run.selection is not None:
+            data["selection"] = run.selection
+        created = (run.run_id, 1, run.created_at, "run_created", None, None, run.state.value)
         with self._lock:
             conn = self._ready_connection()
             try:
-                conn.execute(BEGIN)
-                try:
+                with _transaction(conn):
+                    # Dead owners' runs are marked failed even when the new run is refused.
+                    conflict = None
                     if max_active is not None:
-                        self._check_limit(conn, run.workflow, max_active)
-                    conn.execute(INSERT_RUN, _run_row(run))
-                    data = {"workflow": run.workflow}
-                    if run.parent_run_id is not None:
-                        data["parent_run_id"] = run.parent_run_id
-                    if run.selection is not None:
-                        data["selection"] = run.selection
-                    conn.execute(
-                        INSERT_EVENT,
-                        (
-                            run.run_id,
-                            1,
-                            run.created_at,
-                            "run_created",
-                            None,
-                            None,
-                            run.state.value,
-                            _json(data),
-                        ),
-                    )
-                    conn.execute(COMMIT)
-                except sqlite3.IntegrityError as exc:
-                    conn.execute(ROLLBACK)
-                    if conn.execute(SELECT_RUN_CREATED, (run.run_id,)).fetchone() is None:
-                        raise
-                    raise MetadataError(
-                        f"run {run.run_id!r} already exists in metadata database {self.path}",
-                        hint="give the new run a fresh id (klaw.ids.new_run_id())",
-                    ) from exc
-                except RunConflictError:
-                    conn.execute(COMMIT)  # keep the abandoned runs marked failed
-                    raise
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute(ROLLBACK)
-                    raise
+                        conflict = self._check_limit(conn, run.workflow, max_active)
+                    if conflict is None:
+                        conn.execute(INSERT_RUN, _run_row(run))
+                        conn.execute(INSERT_EVENT, (*created, _json(data)))
+            except sqlite3.IntegrityError as exc:
+                if conn.execute(SELECT_RUN_CREATED, (run.run_id,)).fetchone() is None:
+                    raise self._error("create a run in", exc) from exc
+                raise MetadataError(
+                    f"run {run.run_id!r} already exists in metadata database {self.path}",
+                    hint="give the new run a fresh id (klaw.ids.new_run_id())",
+                ) from exc
             except sqlite3.Error as exc:
                 raise self._error("create a run in", exc) from exc
+            if conflict is not None:
+                raise conflict
             self._event_seq[run.run_id] = 1
             self._log_seq[run.run_id] = 0
 
-    def _check_limit(self, conn: sqlite3.Connection, workflow: str, max_active: int) -> None:
-        """Mark active runs with a dead owner failed; raise if ``max_active`` live ones remain.
-        Runs inside the caller's write transaction."""
+    def _check_limit(
+        self, conn: sqlite3.Connection, workflow: str, max_active: int
+    ) -> RunConflictError | None:
+        """Mark active runs with a dead owner failed; the error to raise if ``max_active`` live
+        ones remain. Runs inside the caller's write transaction."""
         live: list[tuple[str, str, int]] = []
         now = time.time()
         for run_id, host, pid in conn.execute(SELECT_ACTIVE_RUNS, (workflow, *_ACTIVE)):
@@ -465,40 +422,30 @@ class SQLiteMetadataStore:
             conn.execute(MARK_ABANDONED, (RunState.FAILED.value, error, now, run_id))
             seq = conn.execute(SELECT_MAX_EVENT_SEQ, (run_id,)).fetchone()[0] + 1
             data = _json({"error": error, "owner_host": host, "owner_pid": pid})
-            conn.execute(
-                INSERT_EVENT,
-                (run_id, seq, now, "run_abandoned", None, None, RunState.FAILED.value, data),
-            )
+            abandoned = (run_id, seq, now, "run_abandoned", None, None, RunState.FAILED.value)
+            conn.execute(INSERT_EVENT, (*abandoned, data))
             self._event_seq.pop(run_id, None)
-        if len(live) >= max_active:
-            blockers = ", ".join(f"{rid} (owner pid {pid} on {host})" for rid, host, pid in live)
-            raise RunConflictError(
-                f"workflow {workflow!r} already has {len(live)} active run(s), the limit is "
-                f"{max_active}: {blockers}",
-                hint=f"wait for it to finish, cancel it with `klaw cancel {live[0][0]}`, or raise "
-                "the workflow's concurrency limit",
-            )
+        if len(live) < max_active:
+            return None
+        blockers = ", ".join(f"{rid} (owner pid {pid} on {host})" for rid, host, pid in live)
+        return RunConflictError(
+            f"workflow {workflow!r} already has {len(live)} active run(s), the limit is "
+            f"{max_active}: {blockers}",
+            hint=f"wait for it to finish, cancel it with `klaw cancel {live[0][0]}`, or raise "
+            "the workflow's concurrency limit",
+        )
 
     def request_cancel(self, run_id: str) -> RunRecord:
         with self._lock:
             conn = self._ready_connection()
             try:
-                conn.execute(BEGIN)
-                try:
+                with _transaction(conn):
                     row = conn.execute(SELECT_RUN, (run_id,)).fetchone()
                     if row is None:
-                        conn.execute(ROLLBACK)
                         raise self._not_found(conn, run_id)
                     seq = conn.execute(SELECT_MAX_EVENT_SEQ, (run_id,)).fetchone()[0] + 1
-                    conn.execute(
-                        INSERT_EVENT,
-                        (run_id, seq, time.time(), "cancel_requested", None, None, None, "{}"),
-                    )
-                    conn.execute(COMMIT)
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute(ROLLBACK)
-                    raise
+                    cancel = (run_id, seq, time.time(), "cancel_requested", None, None, None)
+                    conn.execute(INSERT_EVENT, (*cancel, _EMPTY_JSON))
             except sqlite3.Error as exc:
                 raise self._error("record a cancel request in", exc) from exc
             if run_id in self._event_seq:
@@ -584,22 +531,9 @@ class SQLiteMetadataStore:
         if attempt is not None:
             sql += " AND attempt = ?"
             args += (attempt,)
-        return [
-            LogRecord(
-                run_id=r[0],
-                stage=r[1],
-                attempt=r[2],
-                stream=r[3],
-                seq=r[4],
-                ts=r[5],
-                level=r[6],
-                line=r[7],
-            )
-            for r in self._query(sql + LOGS_ORDER, args)
-        ]
+        rows = self._query(sql + LOGS_ORDER, args)
+        return [LogRecord(**dict(zip(_LOG_FIELDS, row, strict=True))) for row in rows]
 
     def list_metrics(self, run_id: str) -> list[MetricRecord]:
-        return [
-            MetricRecord(run_id=r[0], stage=r[1], attempt=r[2], name=r[3], value=r[4], ts=r[5])
-            for r in self._query(SELECT_METRICS, (run_id,))
-        ]
+        rows = self._query(SELECT_METRICS, (run_id,))
+        return [MetricRecord(**dict(zip(_METRIC_FIELDS, row, strict=True))) for row in rows]

@@ -1,0 +1,111 @@
+"""The Typer application: global options, error handling, command groups."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from klaw.cli.output import Format
+from klaw.errors import KlawError
+
+if TYPE_CHECKING:
+    from klaw.service.orchestrator import Orchestrator
+
+app = typer.Typer(
+    name="klaw",
+    help="Klaw: define, run and inspect data workflows.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+runs_app = typer.Typer(help="Look at runs.", no_args_is_help=True)
+assets_app = typer.Typer(help="Look at assets and their snapshots.", no_args_is_help=True)
+workflows_app = typer.Typer(help="Look at the project's workflows.", no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
+app.add_typer(assets_app, name="assets")
+app.add_typer(workflows_app, name="workflows")
+
+
+@dataclass
+class CliState:
+    project: Path | None = None
+    debug: bool = False
+    log_level: str | None = None
+    _orchestrator: Orchestrator | None = field(default=None, repr=False)
+
+    def orchestrator(self, **flags: Any) -> Orchestrator:
+        if self._orchestrator is None:
+            from klaw.service.orchestrator import Orchestrator
+
+            self._orchestrator = Orchestrator.open(self.project, log_level=self.log_level, **flags)
+        return self._orchestrator
+
+
+STATE = CliState()
+
+OutputOpt = Annotated[
+    Format, typer.Option("--output", "-o", help="table for people, json for programs.")
+]
+
+
+@app.callback()
+def _global(
+    project: Annotated[
+        Path | None,
+        typer.Option("--project", "-p", help="Project folder (default: search upward).",
+                     envvar="KLAW_PROJECT"),
+    ] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")] = False,
+    log_level: Annotated[
+        str | None, typer.Option("--log-level", help="Level of Klaw's own logs (stderr).")
+    ] = None,
+) -> None:
+    STATE.project, STATE.debug, STATE.log_level = project, debug, log_level
+
+
+def run_app() -> None:
+    from klaw.cli import assets, definitions, runs  # noqa: F401  (register commands)
+
+    try:
+        app(standalone_mode=False)
+    except KlawError as exc:
+        _report(exc)
+        sys.exit(exc.exit_code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.stderr.write("Aborted.\n")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        sys.stderr.write("Interrupted.\n")
+        sys.exit(130)
+    except Exception as exc:
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(2)
+        raise
+    finally:
+        if STATE._orchestrator is not None:
+            STATE._orchestrator.close()
+
+
+def _report(exc: KlawError) -> None:
+    from rich.markup import escape
+
+    from klaw.cli.output import error_console
+
+    err = error_console()
+    if STATE.debug:
+        import traceback
+
+        err.print(escape("".join(traceback.format_exception(exc))), end="")
+    err.print(f"[bold red]error:[/bold red] {escape(exc.message)}")
+    if exc.hint:
+        err.print(f"[dim]hint:[/dim] {escape(exc.hint)}")

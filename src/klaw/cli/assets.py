@@ -1,0 +1,72 @@
+"""Commands about assets: list, show."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from klaw.cli.app import STATE, OutputOpt, assets_app
+from klaw.cli.output import Format, console, emit_json, table, when
+
+
+@assets_app.command("list")
+def assets_list(output: OutputOpt = Format.TABLE) -> None:
+    """List every asset in the lake with its latest snapshot."""
+    orch = STATE.orchestrator()
+    infos = orch.assets()
+    if output is Format.JSON:
+        emit_json(infos)
+        return
+    table(
+        "Assets",
+        ["key", "latest snapshot", "snapshots", "rows", "columns", "updated"],
+        [
+            [a.key, a.latest_snapshot, a.snapshots, a.rows, len(a.schema), when(a.updated_at)]
+            for a in infos
+        ],
+    )
+
+
+@assets_app.command("show")
+def assets_show(
+    key: Annotated[str, typer.Argument(help="Asset key.")],
+    snapshot: Annotated[
+        int | None, typer.Option("--snapshot", help="A past snapshot (default: latest).")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=0, help="Rows to show.")] = 10,
+    output: OutputOpt = Format.TABLE,
+) -> None:
+    """Show an asset: its snapshots, schema and the first rows of one snapshot."""
+    orch = STATE.orchestrator()
+    snaps = orch.snapshots(key)
+    data = orch.read_asset(key, snapshot)
+    chosen = snapshot if snapshot is not None else (snaps[-1].snapshot if snaps else None)
+    head = data.slice(0, limit)
+    if output is Format.JSON:
+        emit_json(
+            {
+                "key": key,
+                "snapshot": chosen,
+                "rows": data.num_rows,
+                "schema": {f.name: str(f.type) for f in data.schema},
+                "snapshots": snaps,
+                "preview": head.to_pylist(),
+            }
+        )
+        return
+    table(
+        f"Snapshots of {key}",
+        ["snapshot", "committed", "rows", "run", "stage", "attempt"],
+        [
+            [s.snapshot, when(s.committed_at), s.rows, s.run_id or "-", s.stage or "-",
+             s.attempt if s.attempt is not None else "-"]
+            for s in snaps
+        ],
+    )
+    console().print(f"schema: {', '.join(f'{f.name} {f.type}' for f in data.schema)}")
+    table(
+        f"{key}@{chosen}: first {head.num_rows} of {data.num_rows} rows",
+        [f.name for f in data.schema],
+        [[row[f.name] for f in data.schema] for row in head.to_pylist()],
+    )

@@ -1,0 +1,328 @@
+"""The orchestrator: every action Klaw offers, on one object. The CLI (and later the HTTP API,
+Flight and cron) call these methods; none of them has logic of its own."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from klaw.authoring.params import dump_params, resolve_params
+from klaw.authoring.stage import StageKind
+from klaw.authoring.workflow import Workflow
+from klaw.errors import (
+    AssetNotFoundError,
+    DefinitionError,
+    KlawError,
+    MetadataError,
+    SelectionError,
+)
+from klaw.graph.build import WorkflowGraph, build_graph
+from klaw.graph.plan import Plan, make_plan
+from klaw.ids import AssetRef, new_run_id
+from klaw.metadata.records import (
+    AttemptRecord,
+    Batch,
+    EventRecord,
+    LogRecord,
+    RunFilter,
+    RunRecord,
+)
+from klaw.service.project import Project, find_project, load_workflows
+from klaw.service.wiring import LakeFactory, make_executor, open_metadata
+from klaw.settings import KlawSettings, load_settings
+from klaw.states import RunState, StageState
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from klaw.metadata.sqlite import SQLiteMetadataStore
+    from klaw.storage.store import AssetInfo, SnapshotInfo
+
+
+@dataclass(frozen=True, slots=True)
+class RunRequest:
+    workflow: str
+    selection: str | None = None
+    params: Mapping[str, Any] | None = None
+    executor: str | None = None
+    max_workers: int | None = None
+    fail_fast: bool = False
+    resume: str | None = None
+
+
+class Orchestrator:
+    """A project with its settings and stores. Stores open lazily, on first use."""
+
+    def __init__(
+        self,
+        project: Project,
+        settings: KlawSettings,
+        workflows: Iterable[Workflow] | None = None,
+    ) -> None:
+        self.project = project
+        self.settings = settings.resolve(project.root)
+        self.lake = LakeFactory(self.settings.catalog, self.settings.data_path)
+        self._graphs: dict[str, WorkflowGraph] = {}
+        self._active: dict[str, Any] = {}  # run id -> Runner of runs owned by this process
+        if workflows is not None:  # given directly (tests, notebooks) instead of imported
+            self.__dict__["workflows"] = {wf.name: wf for wf in workflows}
+        import structlog
+
+        if not structlog.is_configured():
+            from klaw.observability import configure_logging
+
+            configure_logging(self.settings.log_level, self.settings.log_format)
+
+    @classmethod
+    def open(cls, project_dir: Path | None = None, **flags: Any) -> Orchestrator:
+        project = find_project(project_dir)
+        return cls(project, load_settings(project.settings, **flags))
+
+    @cached_property
+    def metadata(self) -> SQLiteMetadataStore:
+        return open_metadata(self.settings)
+
+    def close(self) -> None:
+        if "metadata" in self.__dict__:
+            self.metadata.close()
+        self.lake.close()
+
+    # -- definitions ---------------------------------------------------------------------------
+    @cached_property
+    def workflows(self) -> dict[str, Workflow]:
+        return load_workflows(self.project)
+
+    def workflow(self, name: str) -> Workflow:
+        found = self.workflows.get(name)
+        if found is None:
+            close = difflib.get_close_matches(name, list(self.workflows), n=3)
+            known = ", ".join(sorted(self.workflows)) or "none"
+            raise DefinitionError(
+                f"No workflow named {name!r} in project {self.project.name!r}"
+                + (f"; did you mean {', '.join(close)}?" if close else f" (workflows: {known})."),
+                hint="`klaw workflows list` shows them.",
+            )
+        return found
+
+    def graph(self, name: str) -> WorkflowGraph:
+        if name not in self._graphs:
+            self._graphs[name] = build_graph(self.workflow(name))
+        return self._graphs[name]
+
+    def validate(self, names: Iterable[str] | None = None) -> dict[str, KlawError | None]:
+        """Every named workflow (all by default) and what is wrong with it, if anything."""
+        from klaw.authoring.params import params_schema
+
+        result: dict[str, KlawError | None] = {}
+        for name in names or sorted(self.workflows):
+            try:
+                params_schema(self.workflow(name))
+                self.graph(name)
+                result[name] = None
+            except KlawError as exc:
+                result[name] = exc
+        return result
+
+    def plan(self, name: str, selection: str | None = None) -> Plan:
+        return make_plan(self.graph(name), selection)
+
+    # -- runs ----------------------------------------------------------------------------------
+    def run(
+        self,
+        request: RunRequest,
+        *,
+        on_events: Callable[[list[EventRecord]], None] | None = None,
+        on_start: Callable[[RunRecord, Plan], None] | None = None,
+    ) -> RunRecord:
+        """Validate, plan and run a workflow to the end in this process."""
+        from klaw.execution.runner import Reused, Runner, RunOptions
+
+        workflow = self.workflow(request.workflow)
+        values = dict(request.params or {})
+        selection = request.selection
+        reused: dict[str, Reused] = {}
+        parent: RunRecord | None = None
+        if request.resume is not None:
+            parent = self.metadata.get_run(request.resume)
+            if parent.workflow != workflow.name:
+                raise SelectionError(
+                    f"Run {parent.run_id} is of workflow {parent.workflow!r}, not "
+                    f"{workflow.name!r}.",
+                    hint=f"Use `klaw run {parent.workflow} --resume {parent.run_id}`.",
+                )
+            if not parent.state.terminal or parent.state is RunState.SUCCEEDED:
+                raise MetadataError(
+                    f"Run {parent.run_id} is {parent.state.value}; only a failed or cancelled "
+                    "run can be resumed.",
+                )
+            values = {**parent.params, **values}
+            selection = selection if selection is not None else parent.selection
+        params = resolve_params(workflow, values)
+        plan = self.plan(workflow.name, selection)
+        if parent is not None:
+            reused = self._reusable(parent, plan)
+        external = self._external_refs(plan)
+        run = RunRecord(
+            run_id=new_run_id(),
+            workflow=workflow.name,
+            state=RunState.QUEUED,
+            created_at=time.time(),
+            params=dump_params(params),
+            selection=selection,
+            parent_run_id=parent.run_id if parent else None,
+            owner_host=socket.gethostname(),
+            owner_pid=os.getpid(),
+        )
+        self.metadata.create_run(run, max_active=workflow.max_active_runs)
+        executor = make_executor(
+            self.settings, self.lake, kind=request.executor, max_workers=request.max_workers
+        )
+        options = RunOptions(
+            fail_fast=request.fail_fast,
+            stop_grace=self.settings.stop_grace,
+            params=params,
+            reused=reused,
+            external=external,
+            on_events=on_events,
+        )
+        runner = Runner(plan, run, executor=executor, metadata=self.metadata, options=options)
+        self._active[run.run_id] = runner
+        try:
+            if on_start is not None:
+                on_start(run, plan)
+            return runner.execute()
+        finally:
+            del self._active[run.run_id]
+
+    def _reusable(self, parent: RunRecord, plan: Plan) -> dict[str, Any]:
+        """Stages of ``parent`` whose snapshots can stand in for running them again."""
+        from klaw.execution.runner import Reused
+
+        best: dict[str, AttemptRecord] = {}
+        for attempt in self.metadata.list_attempts(parent.run_id):
+            if attempt.state is StageState.SUCCEEDED and attempt.snapshot_id is not None:
+                best[attempt.stage] = attempt
+        reused: dict[str, Reused] = {}
+        for name in plan.stages:
+            record = best.get(name)
+            if record is not None and record.asset_key is not None:
+                assert record.snapshot_id is not None
+                origin = record.reused_from or parent.run_id
+                reused[name] = Reused(AssetRef(record.asset_key, record.snapshot_id), origin)
+        return reused
+
+    def _external_refs(self, plan: Plan) -> dict[str, AssetRef]:
+        """The latest snapshot of every unselected upstream asset the plan reads."""
+        refs: dict[str, AssetRef] = {}
+        for stage, ups in plan.external.items():
+            for up in ups:
+                key = plan.graph.stages[up].asset_key
+                assert key is not None
+                if up in refs:
+                    continue
+                try:
+                    snaps = self.lake().snapshots(key)
+                except AssetNotFoundError:
+                    snaps = []
+                if not snaps:
+                    raise SelectionError(
+                        f"Stage {stage!r} reads asset {key!r}, which is not selected and has no "
+                        "snapshot yet.",
+                        hint=f"Run it first, or select it too: --select +{stage}.",
+                    )
+                refs[up] = AssetRef(key, snaps[-1].snapshot)
+        return refs
+
+    def cancel(self, run_id: str, *, wait: float = 30.0) -> RunRecord:
+        """Ask a run to stop and wait until it has: running stages are stopped and the run is
+        recorded ``cancelled``. A run whose owner process is gone is marked cancelled here."""
+        run = self.metadata.request_cancel(run_id)
+        if run.state.terminal:
+            return run
+        same_host = run.owner_host == socket.gethostname()
+        if same_host and _alive(run.owner_pid):
+            active = self._active.get(run_id)
+            if active is not None:  # owned by this process: no signal needed
+                active.cancel()
+            else:
+                os.kill(run.owner_pid, signal.SIGTERM)
+            if wait <= 0:
+                return run
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline:
+                run = self.metadata.get_run(run_id)
+                if run.state.terminal:
+                    return run
+                time.sleep(0.05)
+            raise MetadataError(
+                f"Run {run_id} did not stop within {wait:g} s (owner pid {run.owner_pid}).",
+                hint="Try again, or stop the owner process.",
+            )
+        if same_host:  # the owner died: nothing runs, record the end
+            now = time.time()
+            run.state, run.ended_at, run.error = RunState.CANCELLED, now, "cancelled; owner gone"
+            event = EventRecord(run_id=run_id, kind="run_finished", ts=now, state="cancelled")
+            self.metadata.commit(Batch(runs=[run], events=[event]))
+            return run
+        raise MetadataError(
+            f"Run {run_id} is owned by {run.owner_host}; cancel it there.",
+        )
+
+    def runs(self, filter: RunFilter | None = None) -> list[RunRecord]:
+        return self.metadata.list_runs(filter or RunFilter())
+
+    def get_run(self, run_id: str) -> RunRecord:
+        return self.metadata.get_run(run_id)
+
+    def attempts(self, run_id: str) -> list[AttemptRecord]:
+        self.metadata.get_run(run_id)
+        return self.metadata.list_attempts(run_id)
+
+    def logs(self, run_id: str, stage: str | None = None) -> list[LogRecord]:
+        run = self.metadata.get_run(run_id)
+        if stage is not None:
+            stages = {a.stage for a in self.metadata.list_attempts(run_id)}
+            if stage not in stages:
+                close = difflib.get_close_matches(stage, list(stages), n=3)
+                raise SelectionError(
+                    f"Run {run.run_id} has no stage {stage!r}"
+                    + (f"; did you mean {', '.join(close)}?" if close else "."),
+                )
+        return self.metadata.read_logs(run_id, stage=stage)
+
+    # -- assets --------------------------------------------------------------------------------
+    def assets(self) -> list[AssetInfo]:
+        return self.lake().assets()
+
+    def snapshots(self, key: str) -> list[SnapshotInfo]:
+        return self.lake().snapshots(key)
+
+    def read_asset(self, key: str, snapshot: int | None = None) -> pa.Table:
+        return self.lake().read(key, snapshot)
+
+    def producers(self) -> dict[str, tuple[str, str]]:
+        """asset key -> (workflow, stage) for every asset the project defines."""
+        found: dict[str, tuple[str, str]] = {}
+        for wf in self.workflows.values():
+            for stage in wf.stages:
+                if stage.kind is StageKind.ASSET and stage.asset_key:
+                    found[stage.asset_key] = (wf.name, stage.name)
+        return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

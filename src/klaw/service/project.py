@@ -1,0 +1,162 @@
+"""Projects: ``klaw.toml`` (or ``[tool.klaw]`` in ``pyproject.toml``) names the modules that
+hold workflows; loading a project imports them and collects their workflows."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import importlib.util
+import sys
+import tomllib
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from klaw.authoring.workflow import Workflow
+from klaw.errors import ConfigError, ProjectImportError
+
+PROJECT_FILE = "klaw.toml"
+
+
+@dataclass(frozen=True, slots=True)
+class Project:
+    root: Path
+    file: Path
+    name: str
+    modules: tuple[str, ...]
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+def find_project(start: Path | None = None) -> Project:
+    """The project whose ``klaw.toml`` (or ``pyproject.toml`` with ``[tool.klaw]``) is in
+    ``start`` or the nearest parent."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        candidate = folder / PROJECT_FILE
+        if candidate.exists():
+            return _read(candidate, _load_toml(candidate))
+        pyproject = folder / "pyproject.toml"
+        if pyproject.exists():
+            data = _load_toml(pyproject)
+            table = data.get("tool", {}).get("klaw")
+            if table is not None:
+                return _read(pyproject, {"project": table, "settings": table.get("settings", {})})
+    raise ConfigError(
+        f"No {PROJECT_FILE} found in {here} or any folder above it.",
+        hint="Run `klaw init` to create a project, or pass --project DIR.",
+    )
+
+
+def _load_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except OSError as exc:
+        raise ConfigError(
+            f"Cannot read {path}: {exc.strerror or exc}.",
+            hint="Check the file exists and is readable.",
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(
+            f"{path} is not valid TOML: {exc}.", hint="Fix the line named above."
+        ) from None
+
+
+def _read(path: Path, data: dict[str, Any]) -> Project:
+    table = data.get("project", {})
+    settings = data.get("settings", {})
+    where = f"{path} [project]" if path.name == PROJECT_FILE else f"{path} [tool.klaw]"
+    if not isinstance(table, dict) or not isinstance(settings, dict):
+        raise ConfigError(f"{where} must be a table.")
+    modules = table.get("modules", [])
+    if isinstance(modules, str):
+        modules = [modules]
+    if not isinstance(modules, list) or not all(isinstance(m, str) for m in modules):
+        raise ConfigError(
+            f"{where}: 'modules' must be a list of module names or .py paths.",
+            hint='For example: modules = ["workflows.revenue"].',
+        )
+    if not modules:
+        raise ConfigError(
+            f"{where} names no workflow modules.",
+            hint='Add for example: modules = ["workflows.revenue"].',
+        )
+    known = {"name", "modules", "settings"}
+    unknown = set(table) - known
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(sorted(unknown))}.",
+            hint=f"Known keys: {', '.join(sorted(known))}; settings go under [settings].",
+        )
+    name = table.get("name", path.parent.name)
+    return Project(path.parent, path, str(name), tuple(modules), dict(settings))
+
+
+def load_workflows(project: Project) -> dict[str, Workflow]:
+    """Import the project's modules and collect every ``Workflow`` they define."""
+    root = str(project.root)
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    found: dict[str, Workflow] = {}
+    for name in project.modules:
+        module = _import(project, name)
+        for value in vars(module).values():
+            if isinstance(value, Workflow):
+                other = found.get(value.name)
+                if other is not None and other is not value:
+                    raise ConfigError(
+                        f"Two workflows are named {value.name!r} ({other.source} and {name}).",
+                        hint="Rename one of them.",
+                    )
+                found[value.name] = dataclasses.replace(value, source=name)
+    return found
+
+
+def _import(project: Project, name: str) -> Any:
+    try:
+        if name.endswith(".py"):
+            path = (project.root / name).resolve()
+            if not path.exists():
+                raise ConfigError(f"{project.file} names {name}, which does not exist.")
+            module_name = path.stem
+            if module_name in sys.modules:
+                return sys.modules[module_name]
+            spec = importlib.util.spec_from_file_location(module_name, path)
+            assert spec is not None and spec.loader is not None
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[module_name] = module
+            spec.loader.exec_module(module)
+            return module
+        return importlib.import_module(name)
+    except ConfigError:
+        raise
+    except SyntaxError as exc:
+        raise ProjectImportError(
+            f"Workflow module {name!r} has a syntax error at {exc.filename}:{exc.lineno}: "
+            f"{exc.msg}.",
+            hint="Fix the line named above.",
+        ) from exc
+    except ModuleNotFoundError as exc:
+        if exc.name and name.startswith(exc.name):
+            raise ProjectImportError(
+                f"Workflow module {name!r} (named in {project.file}) was not found under "
+                f"{project.root}.",
+                hint="Check the module name, or give a path ending in .py.",
+            ) from exc
+        raise _failed(project, name, exc) from exc
+    except Exception as exc:
+        raise _failed(project, name, exc) from exc
+
+
+def _failed(project: Project, name: str, exc: BaseException) -> ProjectImportError:
+    frames = traceback.extract_tb(exc.__traceback__)
+    root = str(project.root)
+    inside = [f for f in frames if f.filename.startswith(root)] or frames
+    where = f"{inside[-1].filename}:{inside[-1].lineno}" if inside else name
+    error = ProjectImportError(
+        f"Workflow module {name!r} failed to import at {where}: {type(exc).__name__}: {exc}",
+        hint="Fix the error above; run with --debug for the full traceback.",
+    )
+    error.__cause__ = exc
+    return error

@@ -1,0 +1,83 @@
+"""The one place that chooses concrete backends from settings."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from klaw.errors import ConfigError
+from klaw.settings import KlawSettings
+
+if TYPE_CHECKING:
+    from klaw.execution.executor import Executor
+    from klaw.metadata.sqlite import SQLiteMetadataStore
+    from klaw.storage.store import AssetStore
+
+
+def open_metadata(settings: KlawSettings) -> SQLiteMetadataStore:
+    """The metadata store, migrated (the embedded default upgrades itself)."""
+    url = settings.metadata_url
+    if url is not None and not url.startswith("sqlite:"):
+        raise ConfigError(
+            f"KLAW_METADATA_URL={url!r}: only sqlite:/// URLs are supported by this version.",
+            hint="Unset it to use the embedded default (<home>/klaw.db).",
+        )
+    from klaw.metadata.sqlite import SQLiteMetadataStore
+
+    path = settings.metadata_path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    store = SQLiteMetadataStore(path)
+    store.migrate()
+    return store
+
+
+class LakeFactory:
+    """Opens the asset store on first use, once per process. Picklable, so a process worker
+    opens its own store and commits snapshots from where the stage ran."""
+
+    def __init__(self, catalog: str, data_path: str) -> None:
+        self.catalog, self.data_path = catalog, data_path
+        self._store: AssetStore | None = None
+
+    def __call__(self) -> AssetStore:
+        if self._store is None:
+            from pathlib import Path
+
+            from klaw.storage.ducklake import DuckLakeAssetStore
+
+            Path(self.data_path).mkdir(parents=True, exist_ok=True)
+            self._store = DuckLakeAssetStore(self.catalog, self.data_path)
+        return self._store
+
+    @property
+    def opened(self) -> bool:
+        return self._store is not None
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def __getstate__(self) -> dict[str, str]:
+        return {"catalog": self.catalog, "data_path": self.data_path}
+
+    def __setstate__(self, state: dict[str, str]) -> None:
+        self.catalog, self.data_path = state["catalog"], state["data_path"]
+        self._store = None
+
+
+def make_executor(
+    settings: KlawSettings, lake: LakeFactory, *, kind: str | None, max_workers: int | None
+) -> Executor:
+    chosen = kind or settings.executor
+    workers = max_workers or settings.max_workers
+    if chosen == "thread":
+        from klaw.execution.local import ThreadExecutor
+
+        return ThreadExecutor(lake, workers)
+    if chosen == "process":
+        from klaw.execution.process import ProcessExecutor
+
+        return ProcessExecutor(lake, workers)
+    raise ConfigError(
+        f"Unknown executor {chosen!r}.", hint="Use --executor thread (default) or process."
+    )

@@ -1,0 +1,209 @@
+"""Driving the real ``klaw`` executable in subprocesses, and writing small projects for it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import psutil
+
+KLAW = Path(sys.executable).parent / "klaw"
+T = TypeVar("T")
+
+# Generous: the suite shares the machine with other test runs and benchmarks.
+COMMAND_TIMEOUT = 120.0
+WAIT = 60.0
+
+
+def flat(text: str) -> str:
+    """``text`` with every run of whitespace made one space (rich wraps long messages)."""
+    return " ".join(text.split())
+
+
+def env() -> dict[str, str]:
+    """The environment of every ``klaw`` process: no stray ``KLAW_*`` settings, a wide
+    console so rich does not wrap messages, no colours."""
+    values = {k: v for k, v in os.environ.items() if not k.startswith("KLAW_")}
+    values.update(COLUMNS="200", NO_COLOR="1", TERM="dumb")
+    return values
+
+
+@dataclass
+class Result:
+    args: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def out(self) -> str:
+        """stdout and stderr together, whitespace flattened."""
+        return flat(self.stdout + "\n" + self.stderr)
+
+    def json(self) -> Any:
+        try:
+            return json.loads(self.stdout)
+        except ValueError as exc:
+            raise AssertionError(f"not JSON: {self}") from exc
+
+    def __str__(self) -> str:
+        return (
+            f"klaw {' '.join(self.args)} -> exit {self.returncode}\n"
+            f"--- stdout\n{self.stdout}\n--- stderr\n{self.stderr}"
+        )
+
+
+def klaw(cwd: Path, *args: str, timeout: float = COMMAND_TIMEOUT) -> Result:
+    """Run ``klaw ARGS`` in ``cwd`` to the end."""
+    done = subprocess.run(
+        [str(KLAW), *args],
+        cwd=cwd,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    return Result(tuple(args), done.returncode, done.stdout, done.stderr)
+
+
+class Background:
+    """``klaw ARGS`` started in its own session (like a terminal's foreground job), so a
+    Ctrl-C can be sent to its whole process group."""
+
+    def __init__(self, cwd: Path, *args: str) -> None:
+        self.args = tuple(args)
+        self.proc = subprocess.Popen(
+            [str(KLAW), *args],
+            cwd=cwd,
+            env=env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def ctrl_c(self) -> None:
+        """What a terminal does on Ctrl-C: SIGINT to the foreground process group."""
+        os.killpg(self.proc.pid, signal.SIGINT)
+
+    def finish(self, timeout: float = WAIT) -> Result:
+        """Wait (bounded) for the process to exit; its output."""
+        stdout, stderr = self.proc.communicate(timeout=timeout)
+        return Result(self.args, self.proc.returncode, stdout, stderr)
+
+    def kill(self) -> None:
+        """Clean-up after a failed test: nothing may outlive it."""
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.communicate(timeout=WAIT)
+
+
+def wait_for(what: str, check: Callable[[], T | None], timeout: float = WAIT) -> T:
+    """Poll ``check`` until it returns something truthy, at most ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up after {timeout:g} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def gone(pid: int) -> bool:
+    """The process no longer runs (it exited; a zombie counts as exited)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def write_project(root: Path, modules: dict[str, str], *, name: str = "t") -> Path:
+    """A project in ``root``: ``klaw.toml`` naming ``wf.<module>`` for each module, whose
+    source is given (dedented)."""
+    root.mkdir(parents=True, exist_ok=True)
+    names = ", ".join(f'"wf.{m}"' for m in modules)
+    (root / "klaw.toml").write_text(f'[project]\nname = "{name}"\nmodules = [{names}]\n')
+    (root / "wf").mkdir(exist_ok=True)
+    (root / "wf" / "__init__.py").write_text("")
+    for module, source in modules.items():
+        (root / "wf" / f"{module}.py").write_text(textwrap.dedent(source).lstrip("\n"))
+    return root
+
+
+def line_of(path: Path, text: str) -> int:
+    """The 1-based number of the first line of ``path`` containing ``text``."""
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if text in line:
+            return number
+    raise AssertionError(f"{text!r} not in {path}")
+
+
+def assert_error(result: Result, code: int, *needles: str) -> None:
+    """A clean error: exit ``code``, every needle in the output, no Python traceback."""
+    assert result.returncode == code, str(result)
+    assert "Traceback" not in result.stderr, str(result)
+    assert "error:" in result.stderr, str(result)
+    for needle in needles:
+        assert flat(needle) in result.out, f"{needle!r} missing from:\n{result}"
+
+
+def run_id_of(result: Result) -> str:
+    """The run id printed by ``klaw run`` (table output: ``run ID STATE in ...``)."""
+    for line in result.stdout.splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and parts[0] == "run":
+            return parts[1]
+    raise AssertionError(f"no run id in:\n{result}")
+
+
+def attempts_by_stage(show: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """``runs show -o json`` attempts grouped by stage, in attempt order."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    for attempt in show["attempts"]:
+        found.setdefault(attempt["stage"], []).append(attempt)
+    for attempts in found.values():
+        attempts.sort(key=lambda a: a["attempt"])
+    return found
+
+
+def wait_until_running(cwd: Path, run: Background, workflow: str, stage: str) -> str:
+    """Wait until ``workflow`` has a running run whose ``stage`` is running; its run id.
+    Polls ``runs list`` and ``runs show`` (bounded)."""
+
+    def running_run() -> str | None:
+        if run.proc.poll() is not None:
+            raise AssertionError(f"klaw run ended early:\n{run.finish()}")
+        listed = klaw(cwd, "runs", "list", "--workflow", workflow, "--state", "running",
+                      "-o", "json")
+        assert listed.returncode == 0, str(listed)
+        runs = listed.json()
+        return runs[0]["run_id"] if runs else None
+
+    run_id = wait_for(f"a running run of {workflow}", running_run)
+
+    def stage_running() -> bool:
+        show = klaw(cwd, "runs", "show", run_id, "-o", "json")
+        assert show.returncode == 0, str(show)
+        states = {a["stage"]: a["state"] for a in show.json()["attempts"]}
+        return states.get(stage) == "running"
+
+    wait_for(f"stage {stage} of run {run_id} running", stage_running)
+    return run_id

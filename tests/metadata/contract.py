@@ -1,0 +1,567 @@
+"""The metadata store contract: every backend's test class subclasses ``MetadataStoreContract``
+and provides a ``store`` fixture (an already-migrated, empty store)."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import subprocess
+import sys
+from typing import Protocol
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from klaw.errors import MetadataError, RunConflictError, RunNotFoundError
+from klaw.metadata.records import (
+    AttemptRecord,
+    Batch,
+    EventRecord,
+    LogRecord,
+    MetricRecord,
+    RunFilter,
+    RunRecord,
+)
+from klaw.metadata.store import MetadataReader, MetadataWriter, MetricsReader
+from klaw.states import RunState, StageState
+
+
+class Store(MetadataWriter, MetadataReader, MetricsReader, Protocol):
+    pass
+
+
+_ids = itertools.count()
+
+
+def fresh_id(prefix: str = "run") -> str:
+    """A run id unique within the test session (ids sort by creation order)."""
+    return f"{prefix}{next(_ids):08d}"
+
+
+def make_run(run_id: str | None = None, **fields: object) -> RunRecord:
+    values: dict[str, object] = {
+        "run_id": run_id or fresh_id(),
+        "workflow": "wf",
+        "state": RunState.QUEUED,
+        "created_at": 1_000.0,
+        "owner_host": socket.gethostname(),
+        "owner_pid": os.getpid(),
+    }
+    values.update(fields)
+    return RunRecord(**values)  # type: ignore[arg-type]
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited and been reaped."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def event(run_id: str, kind: str, ts: float = 1.0, **fields: object) -> EventRecord:
+    return EventRecord(run_id=run_id, kind=kind, ts=ts, **fields)  # type: ignore[arg-type]
+
+
+class MetadataStoreContract:
+    # -- runs ------------------------------------------------------------------------------
+
+    def test_run_round_trips_every_field(self, store: Store) -> None:
+        run = make_run(
+            state=RunState.RUNNING,
+            created_at=1_700_000_000.25,
+            started_at=1_700_000_001.5,
+            ended_at=None,
+            params={"day": "2024-01-01", "nested": {"n": [1, 2.5, None, True]}},
+            selection="orders+",
+            parent_run_id="parent-run-0001",
+            owner_host="host-a",
+            owner_pid=4242,
+            error="a previous error",
+            stage_counts={"succeeded": 3, "running": 1},
+        )
+        store.create_run(run)
+        assert store.get_run(run.run_id) == run
+
+    def test_create_run_appends_run_created_event(self, store: Store) -> None:
+        run = make_run(created_at=5.0)
+        store.create_run(run)
+        events = store.list_events(run.run_id)
+        assert [(e.seq, e.kind, e.run_id) for e in events] == [(1, "run_created", run.run_id)]
+        assert events[0].ts == 5.0
+
+    def test_create_run_twice_is_refused(self, store: Store) -> None:
+        run = make_run()
+        store.create_run(run)
+        with pytest.raises(MetadataError, match=run.run_id):
+            store.create_run(run)
+        assert len(store.list_events(run.run_id)) == 1
+
+    def test_run_upsert_latest_wins(self, store: Store) -> None:
+        run = make_run()
+        store.create_run(run)
+        running = make_run(run.run_id, state=RunState.RUNNING, started_at=2.0)
+        store.commit(Batch(runs=[running]))
+        assert store.get_run(run.run_id) == running
+        done = make_run(
+            run.run_id,
+            state=RunState.SUCCEEDED,
+            started_at=2.0,
+            ended_at=9.0,
+            stage_counts={"succeeded": 4},
+        )
+        store.commit(Batch(runs=[done]))
+        assert store.get_run(run.run_id) == done
+
+    def test_commit_inserts_a_run_it_has_not_seen(self, store: Store) -> None:
+        run = make_run(state=RunState.RUNNING)
+        store.commit(Batch(runs=[run]))
+        assert store.get_run(run.run_id) == run
+
+    def test_get_unknown_run_names_the_id(self, store: Store) -> None:
+        with pytest.raises(RunNotFoundError, match="no-such-run-xyz") as info:
+            store.get_run("no-such-run-xyz")
+        assert "did you mean" not in str(info.value)
+
+    def test_get_unknown_run_suggests_close_ids(self, store: Store) -> None:
+        stem = fresh_id("near")
+        for suffix in ("a1", "a2", "a3", "a4"):
+            store.create_run(make_run(f"{stem}{suffix}"))
+        far = fresh_id("far")
+        store.create_run(make_run(far))
+        decoy = f"{stem[:4]}-shares-only-four-chars"  # sorts before the stem's runs
+        store.create_run(make_run(decoy))
+        with pytest.raises(RunNotFoundError) as info:
+            store.get_run(f"{stem}zz")
+        message = str(info.value)
+        assert f"{stem}zz" in message
+        assert "did you mean" in message
+        assert sum(f"{stem}a{i}" in message for i in range(1, 5)) == 3
+        assert far not in message
+        assert decoy not in message
+
+    def test_list_runs_newest_first_with_filters(self, store: Store) -> None:
+        wf = fresh_id("wf")
+        other = fresh_id("wf")
+        runs = [
+            make_run(workflow=wf, created_at=100.0 + i, state=state)
+            for i, state in enumerate(
+                [RunState.SUCCEEDED, RunState.FAILED, RunState.RUNNING, RunState.QUEUED]
+            )
+        ]
+        for run in runs:
+            store.create_run(run)
+        store.create_run(make_run(workflow=other, created_at=500.0))
+
+        listed = store.list_runs(RunFilter(workflow=wf))
+        assert [r.run_id for r in listed] == [r.run_id for r in reversed(runs)]
+        assert listed[0] == runs[-1]
+
+        active = store.list_runs(RunFilter(workflow=wf, states=(RunState.QUEUED, RunState.RUNNING)))
+        assert [r.run_id for r in active] == [runs[3].run_id, runs[2].run_id]
+
+        assert [r.run_id for r in store.list_runs(RunFilter(workflow=wf, limit=2))] == [
+            runs[3].run_id,
+            runs[2].run_id,
+        ]
+        everyone = store.list_runs(RunFilter(limit=1000))
+        ids = [r.run_id for r in everyone]
+        assert set(ids) >= {r.run_id for r in runs}
+        created = [r.created_at for r in everyone]
+        assert created == sorted(created, reverse=True)
+
+    def test_list_runs_pages_with_before_cursor(self, store: Store) -> None:
+        wf = fresh_id("wf")
+        # Two runs share a created_at: the run id breaks the tie.
+        runs = [make_run(workflow=wf, created_at=float(10 + i // 2)) for i in range(7)]
+        for run in runs:
+            store.create_run(run)
+        expected = [r.run_id for r in sorted(runs, key=lambda r: (r.created_at, r.run_id))][::-1]
+        seen: list[str] = []
+        cursor: str | None = None
+        for _ in range(10):
+            page = store.list_runs(RunFilter(workflow=wf, limit=3, before=cursor))
+            if not page:
+                break
+            assert len(page) <= 3
+            seen.extend(r.run_id for r in page)
+            cursor = page[-1].run_id
+        assert seen == expected
+
+    # -- attempts --------------------------------------------------------------------------
+
+    def test_attempt_round_trips_every_field(self, store: Store) -> None:
+        run = make_run()
+        store.create_run(run)
+        attempt = AttemptRecord(
+            run_id=run.run_id,
+            stage="daily_revenue",
+            attempt=2,
+            state=StageState.SUCCEEDED,
+            token="tok-123",
+            queued_at=1.0,
+            started_at=2.0,
+            ended_at=5.5,
+            error="boom once",
+            traceback="Traceback (most recent call last):\n  ...",
+            asset_key="daily_revenue",
+            snapshot_id=2**40 + 7,
+            reused_from="older-run",
+            rows=12_345_678_901,
+            bytes=2**41,
+        )
+        store.commit(Batch(attempts=[attempt]))
+        [got] = store.list_attempts(run.run_id)
+        assert got == attempt
+        assert got.duration == 3.5
+
+    def test_attempt_upsert_latest_state_wins(self, store: Store) -> None:
+        run = make_run()
+        store.create_run(run)
+
+        def attempt(state: StageState, **fields: object) -> AttemptRecord:
+            return AttemptRecord(
+                run_id=run.run_id,
+                stage="s",
+                attempt=1,
+                state=state,
+                **fields,  # type: ignore[arg-type]
+            )
+
+        store.commit(Batch(attempts=[attempt(StageState.READY, queued_at=1.0)]))
+        store.commit(Batch(attempts=[attempt(StageState.RUNNING, queued_at=1.0, started_at=2.0)]))
+        # Two updates of one attempt in one batch: the later one wins.
+        store.commit(
+            Batch(
+                attempts=[
+                    attempt(StageState.FAILED, error="x"),
+                    attempt(StageState.SUCCEEDED, queued_at=1.0, started_at=2.0, ended_at=3.0),
+                ]
+            )
+        )
+        assert store.list_attempts(run.run_id) == [
+            attempt(StageState.SUCCEEDED, queued_at=1.0, started_at=2.0, ended_at=3.0)
+        ]
+
+    def test_attempts_ordered_by_stage_then_attempt(self, store: Store) -> None:
+        run = make_run()
+        store.create_run(run)
+        keys = [("b", 2), ("a", 1), ("b", 1), ("c", 0), ("a", 3), ("a", 2)]
+        store.commit(
+            Batch(
+                attempts=[
+                    AttemptRecord(run_id=run.run_id, stage=s, attempt=n, state=StageState.PENDING)
+                    for s, n in keys
+                ]
+            )
+        )
+        got = [(a.stage, a.attempt) for a in store.list_attempts(run.run_id)]
+        assert got == sorted(keys)
+        assert store.list_attempts("no-such-run") == []
+
+    # -- events ----------------------------------------------------------------------------
+
+    def test_event_round_trips_every_field(self, store: Store) -> None:
+        run = make_run()
+        store.create_run(run)
+        sent = event(
+            run.run_id,
+            "stage_failed",
+            ts=123.5,
+            stage="orders",
+            attempt=3,
+            state="failed",
+            data={"error": "boom", "retry_in": 1.5, "tags": ["a", "b"], "n": None},
+        )
+        store.commit(Batch(events=[sent]))
+        got = store.list_events(run.run_id)[-1]
+        assert (got.run_id, got.kind, got.ts, got.stage, got.attempt, got.state, got.data) == (
+            run.run_id,
+            "stage_failed",
+            123.5,
+            "orders",
+            3,
+            "failed",
+            {"error": "boom", "retry_in": 1.5, "tags": ["a", "b"], "n": None},
+        )
+        assert got.seq == 2
+
+    def test_event_seq_monotonic_across_commits_and_per_run(self, store: Store) -> None:
+        a, b = make_run(), make_run()
+        store.create_run(a)
+        store.create_run(b)
+        store.commit(Batch(events=[event(a.run_id, "x"), event(b.run_id, "y")]))
+        store.commit(Batch(events=[event(a.run_id, f"x{i}") for i in range(3)]))
+        store.commit(Batch(events=[event(b.run_id, "y2"), event(a.run_id, "x3")]))
+        assert [(e.seq, e.kind) for e in store.list_events(a.run_id)] == [
+            (1, "run_created"),
+            (2, "x"),
+            (3, "x0"),
+            (4, "x1"),
+            (5, "x2"),
+            (6, "x3"),
+        ]
+        assert [(e.seq, e.kind) for e in store.list_events(b.run_id)] == [
+            (1, "run_created"),
+            (2, "y"),
+            (3, "y2"),
+        ]
+
+    def test_list_events_after_seq(self, store: Store) -> None:
+        run = make_run()
+        store.create_run(run)
+        store.commit(Batch(events=[event(run.run_id, f"e{i}") for i in range(5)]))
+        assert [e.seq for e in store.list_events(run.run_id, after_seq=4)] == [5, 6]
+        assert store.list_events(run.run_id, after_seq=6) == []
+        assert store.list_events("no-such-run") == []
+
+    @settings(
+        max_examples=40,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture],
+    )
+    @given(
+        batches=st.lists(
+            st.lists(
+                st.tuples(
+                    st.sampled_from([0, 1]),
+                    st.text(min_size=1, max_size=12),
+                    st.dictionaries(
+                        st.text(max_size=5),
+                        st.one_of(st.integers(-(2**53), 2**53), st.text(max_size=8)),
+                        max_size=3,
+                    ),
+                ),
+                max_size=6,
+            ),
+            max_size=6,
+        )
+    )
+    def test_any_batches_round_trip_events_in_order(
+        self, store: Store, batches: list[list[tuple[int, str, dict[str, object]]]]
+    ) -> None:
+        runs = [make_run(), make_run()]
+        for run in runs:
+            store.create_run(run)
+        sent: list[list[tuple[str, dict[str, object]]]] = [[], []]
+        for items in batches:
+            store.commit(
+                Batch(events=[event(runs[i].run_id, kind, data=data) for i, kind, data in items])
+            )
+            for i, kind, data in items:
+                sent[i].append((kind, data))
+        for run, expected in zip(runs, sent, strict=True):
+            got = store.list_events(run.run_id)[1:]
+            assert [(e.kind, e.data) for e in got] == expected
+            assert [e.seq for e in got] == list(range(2, len(expected) + 2))
+
+    # -- logs and metrics ------------------------------------------------------------------
+
+    def test_logs_round_trip_order_and_filters(self, store: Store) -> None:
+        run = make_run()
+        store.create_run(run)
+
+        def log(stage: str, attempt: int, line: str, **fields: object) -> LogRecord:
+            values: dict[str, object] = {"stream": "stdout", "ts": 1.0, **fields}
+            return LogRecord(
+                run_id=run.run_id,
+                stage=stage,
+                attempt=attempt,
+                line=line,
+                **values,  # type: ignore[arg-type]
+            )
+
+        store.commit(
+            Batch(logs=[log("b", 1, "b1-first"), log("a", 2, "a2-first"), log("a", 1, "a1-first")])
+        )
+        store.commit(
+            Batch(
+                logs=[
+                    log("a", 1, "a1-second", stream="stderr", level="WARNING", ts=2.5),
+                    log("b", 1, "b1-second"),
+                ]
+            )
+        )
+        got = store.read_logs(run.run_id)
+        assert [g.line for g in got] == [
+            "a1-first",
+            "a1-second",
+            "a2-first",
+            "b1-first",
+            "b1-second",
+        ]
+        assert sorted(g.seq for g in got) == [1, 2, 3, 4, 5]
+        second = got[1]
+        assert (second.run_id, second.stage, second.attempt, second.stream) == (
+            run.run_id,
+            "a",
+            1,
+            "stderr",
+        )
+        assert (second.ts, second.level, second.seq) == (2.5, "WARNING", 4)
+        assert [g.line for g in store.read_logs(run.run_id, stage="a")] == [
+            "a1-first",
+            "a1-second",
+            "a2-first",
+        ]
+        assert [g.line for g in store.read_logs(run.run_id, stage="a", attempt=1)] == [
+            "a1-first",
+            "a1-second",
+        ]
+        assert [g.line for g in store.read_logs(run.run_id, attempt=1)] == [
+            "a1-first",
+            "a1-second",
+            "b1-first",
+            "b1-second",
+        ]
+        assert store.read_logs(run.run_id, stage="zzz") == []
+
+    def test_metrics_round_trip(self, store: Store) -> None:
+        run = make_run()
+        store.create_run(run)
+        metrics = [
+            MetricRecord(
+                run_id=run.run_id, name="duration_s", value=1.25, ts=3.0, stage="a", attempt=1
+            ),
+            MetricRecord(run_id=run.run_id, name="rows", value=1e12, ts=4.0),
+        ]
+        store.commit(Batch(metrics=metrics))
+        got = store.list_metrics(run.run_id)
+        assert sorted(got, key=lambda m: m.name) == metrics
+        assert store.list_metrics("no-such-run") == []
+
+    # -- batches ---------------------------------------------------------------------------
+
+    def test_empty_batch_is_a_noop(self, store: Store) -> None:
+        run = make_run()
+        store.create_run(run)
+        store.commit(Batch())
+        assert store.list_events(run.run_id)[-1].seq == 1
+        store.commit(Batch(events=[event(run.run_id, "next")]))
+        assert [e.seq for e in store.list_events(run.run_id)] == [1, 2]
+
+    def test_failed_batch_writes_nothing_and_leaves_no_seq_gap(self, store: Store) -> None:
+        run = make_run()
+        store.create_run(run)
+        broken = make_run(workflow=None)  # NOT NULL violation, after the events in the batch
+        with pytest.raises(MetadataError):
+            store.commit(
+                Batch(
+                    events=[event(run.run_id, "lost")],
+                    attempts=[
+                        AttemptRecord(
+                            run_id=run.run_id, stage="s", attempt=1, state=StageState.READY
+                        )
+                    ],
+                    runs=[broken],
+                )
+            )
+        assert [e.kind for e in store.list_events(run.run_id)] == ["run_created"]
+        assert store.list_attempts(run.run_id) == []
+        store.commit(Batch(events=[event(run.run_id, "kept")]))
+        assert [(e.seq, e.kind) for e in store.list_events(run.run_id)] == [
+            (1, "run_created"),
+            (2, "kept"),
+        ]
+
+    def test_migrate_again_is_harmless(self, store: Store) -> None:
+        run = make_run()
+        store.create_run(run)
+        store.migrate()
+        assert store.get_run(run.run_id) == run
+
+    # -- concurrency limit -----------------------------------------------------------------
+
+    def test_limit_refuses_when_live_owner_runs(self, store: Store) -> None:
+        wf = fresh_id("wf")
+        live = make_run(workflow=wf, state=RunState.RUNNING, owner_pid=os.getpid())
+        store.create_run(live)
+        blocked = make_run(workflow=wf)
+        with pytest.raises(RunConflictError) as info:
+            store.create_run(blocked, max_active=1)
+        message = str(info.value)
+        assert wf in message
+        assert live.run_id in message
+        assert str(os.getpid()) in message
+        assert "klaw cancel" in message
+        with pytest.raises(RunNotFoundError):
+            store.get_run(blocked.run_id)
+        assert store.get_run(live.run_id).state is RunState.RUNNING
+
+    def test_limit_counts_queued_and_running_only(self, store: Store) -> None:
+        wf = fresh_id("wf")
+        store.create_run(make_run(workflow=wf, state=RunState.QUEUED))
+        for state in (RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED):
+            store.create_run(make_run(workflow=wf, state=state))
+        store.create_run(make_run(workflow=fresh_id("wf"), state=RunState.RUNNING))
+        second = make_run(workflow=wf)
+        store.create_run(second, max_active=2)
+        assert store.get_run(second.run_id).state is RunState.QUEUED
+        with pytest.raises(RunConflictError):
+            store.create_run(make_run(workflow=wf), max_active=2)
+
+    def test_limit_marks_dead_owner_failed_and_lets_new_run_in(self, store: Store) -> None:
+        wf = fresh_id("wf")
+        pid = dead_pid()
+        host = socket.gethostname()
+        orphan = make_run(workflow=wf, state=RunState.RUNNING, owner_pid=pid, owner_host=host)
+        store.create_run(orphan)
+        store.commit(Batch(events=[event(orphan.run_id, "stage_started")]))
+        fresh = make_run(workflow=wf)
+        store.create_run(fresh, max_active=1)
+
+        assert store.get_run(fresh.run_id).state is RunState.QUEUED
+        failed = store.get_run(orphan.run_id)
+        assert failed.state is RunState.FAILED
+        assert failed.error == f"abandoned: owner process {pid} on {host} is gone"
+        assert failed.ended_at is not None
+        events = store.list_events(orphan.run_id)
+        assert [(e.seq, e.kind) for e in events] == [
+            (1, "run_created"),
+            (2, "stage_started"),
+            (3, "run_abandoned"),
+        ]
+
+    def test_limit_marks_dead_owner_failed_even_when_refusing(self, store: Store) -> None:
+        wf = fresh_id("wf")
+        orphan = make_run(workflow=wf, state=RunState.RUNNING, owner_pid=dead_pid())
+        live = make_run(workflow=wf, state=RunState.RUNNING)
+        store.create_run(orphan)
+        store.create_run(live)
+        with pytest.raises(RunConflictError) as info:
+            store.create_run(make_run(workflow=wf), max_active=1)
+        assert orphan.run_id not in str(info.value)
+        assert store.get_run(orphan.run_id).state is RunState.FAILED
+
+    def test_limit_assumes_other_hosts_owner_alive(self, store: Store) -> None:
+        wf = fresh_id("wf")
+        remote = make_run(
+            workflow=wf,
+            state=RunState.RUNNING,
+            owner_pid=dead_pid(),
+            owner_host=socket.gethostname() + "-elsewhere",
+        )
+        store.create_run(remote)
+        with pytest.raises(RunConflictError, match=remote.run_id):
+            store.create_run(make_run(workflow=wf), max_active=1)
+        assert store.get_run(remote.run_id).state is RunState.RUNNING
+
+    # -- cancel ----------------------------------------------------------------------------
+
+    def test_request_cancel_appends_event_and_returns_run(self, store: Store) -> None:
+        run = make_run(state=RunState.RUNNING)
+        store.create_run(run)
+        store.commit(Batch(events=[event(run.run_id, "stage_started")]))
+        assert store.request_cancel(run.run_id) == run
+        store.commit(Batch(events=[event(run.run_id, "run_cancelled")]))
+        assert [(e.seq, e.kind) for e in store.list_events(run.run_id)] == [
+            (1, "run_created"),
+            (2, "stage_started"),
+            (3, "cancel_requested"),
+            (4, "run_cancelled"),
+        ]
+
+    def test_request_cancel_unknown_run(self, store: Store) -> None:
+        with pytest.raises(RunNotFoundError, match="no-such-run-abc"):
+            store.request_cancel("no-such-run-abc")

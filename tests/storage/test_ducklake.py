@@ -1,0 +1,268 @@
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from klaw.errors import AssetNotFoundError, StorageError
+from klaw.storage import ducklake
+from klaw.storage.ducklake import DuckLakeAssetStore
+
+from .contract import AssetStoreContract, commit, ints
+
+
+class TestDuckLakeAssetStore(AssetStoreContract):
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> Iterator[DuckLakeAssetStore]:
+        store = DuckLakeAssetStore(tmp_path / "lake.sqlite", tmp_path / "lake")
+        yield store
+        store.close()
+
+    @pytest.fixture
+    def reopen(self, tmp_path: Path) -> Callable[[], DuckLakeAssetStore]:
+        return lambda: DuckLakeAssetStore(tmp_path / "lake.sqlite", tmp_path / "lake")
+
+
+@pytest.fixture
+def lake(tmp_path: Path) -> Iterator[DuckLakeAssetStore]:
+    store = DuckLakeAssetStore(tmp_path / "lake.sqlite", tmp_path / "lake")
+    yield store
+    store.close()
+
+
+def catalog_rows(tmp_path: Path, sql: str) -> list[tuple[object, ...]]:
+    """Read the SQLite catalog directly, past the store, to check what DuckLake recorded."""
+    with contextlib.closing(sqlite3.connect(tmp_path / "lake.sqlite")) as con:
+        return con.execute(sql).fetchall()
+
+
+def test_constructing_a_store_touches_nothing(tmp_path: Path) -> None:
+    store = DuckLakeAssetStore(tmp_path / "a" / "lake.sqlite", tmp_path / "a" / "lake")
+    assert not (tmp_path / "a").exists()
+    store.close()
+    assert not (tmp_path / "a").exists()
+
+
+def test_first_use_creates_catalog_and_data_folders(tmp_path: Path) -> None:
+    with DuckLakeAssetStore(tmp_path / "a" / "lake.sqlite", tmp_path / "b" / "lake") as store:
+        assert store.assets() == []
+    assert (tmp_path / "a" / "lake.sqlite").is_file()
+    assert (tmp_path / "b" / "lake").is_dir()
+
+
+def test_a_commit_writes_parquet_files_under_the_data_path(
+    tmp_path: Path, lake: DuckLakeAssetStore
+) -> None:
+    table = pa.table({"a": [1, 2, 3], "b": ["x", "y", "z"]})  # small: would be inlined by default
+    commit(lake, "orders", table)
+    files = sorted((tmp_path / "lake").rglob("*.parquet"))
+    assert len(files) == 1
+    assert pq.read_table(files[0]).num_rows == 3
+    assert catalog_rows(tmp_path, "SELECT count(*) FROM ducklake_data_file") == [(1,)]
+    commit(lake, "orders", ints(2))
+    assert (
+        len(list((tmp_path / "lake").rglob("*.parquet"))) == 2
+    )  # the old file stays for time travel
+
+
+def test_each_commit_is_exactly_one_catalog_snapshot(
+    tmp_path: Path, lake: DuckLakeAssetStore
+) -> None:
+    """Counted in the catalog itself, so snapshots no asset owns would be seen too."""
+    lake.assets()  # creates the catalog
+    cases = [ints(3), ints(4), pa.table({"b": ["x"]}), ints(0), ints(0), ints(2), ints(2)]
+    for i, table in enumerate(cases):
+        (before,) = catalog_rows(tmp_path, "SELECT count(*) FROM ducklake_snapshot")
+        snapshot = commit(lake, "orders", table, run_id=f"run{i}")
+        (after,) = catalog_rows(tmp_path, "SELECT count(*) FROM ducklake_snapshot")
+        (latest,) = catalog_rows(tmp_path, "SELECT max(snapshot_id) FROM ducklake_snapshot")
+        assert after[0] == before[0] + 1, f"commit {i} made {after[0] - before[0]} snapshots"
+        assert latest[0] == snapshot
+
+
+def test_a_replacement_ends_the_old_files_and_keeps_them_for_time_travel(
+    tmp_path: Path, lake: DuckLakeAssetStore
+) -> None:
+    first = commit(lake, "orders", ints(3))
+    second = commit(lake, "orders", ints(5))
+    files = catalog_rows(
+        tmp_path,
+        "SELECT begin_snapshot, end_snapshot, record_count FROM ducklake_data_file ORDER BY 1",
+    )
+    assert files == [(first, second, 3), (second, None, 5)]
+    assert len(list((tmp_path / "lake").rglob("*.parquet"))) == 2
+    assert lake.read("orders", first).num_rows == 3
+    assert catalog_rows(tmp_path, "SELECT count(*) FROM ducklake_delete_file") == [(0,)]
+
+
+def test_snapshots_are_tagged_in_the_catalog(tmp_path: Path, lake: DuckLakeAssetStore) -> None:
+    snapshot = lake.commit("orders", ints(1), run_id="r-42", stage="load", attempt=2)
+    ((author, message, extra),) = catalog_rows(
+        tmp_path,
+        "SELECT author, commit_message, commit_extra_info FROM ducklake_snapshot_changes"
+        f" WHERE snapshot_id = {snapshot}",
+    )
+    assert author == "klaw"
+    assert "orders" in message and "r-42" in message
+    assert '"run_id":"r-42"' in extra and '"stage":"load"' in extra and '"attempt":2' in extra
+
+
+def test_keys_are_case_insensitive_and_a_clash_is_refused(lake: DuckLakeAssetStore) -> None:
+    first = commit(lake, "Orders", ints(2))
+    with pytest.raises(StorageError, match="'orders' clashes with the existing asset 'Orders'"):
+        commit(lake, "orders", ints(3))
+    assert lake.read("orders").num_rows == 2
+    assert [s.snapshot for s in lake.snapshots("ORDERS")] == [first]
+    assert [a.key for a in lake.assets()] == ["Orders"]
+
+
+def test_a_failed_commit_leaves_no_snapshot_and_the_store_usable(
+    tmp_path: Path, lake: DuckLakeAssetStore
+) -> None:
+    first = commit(lake, "orders", ints(2))
+    dup = pa.Table.from_arrays([pa.array([1]), pa.array([2])], names=["a", "a"])
+    with pytest.raises(StorageError, match="could not commit asset 'orders'"):
+        commit(lake, "orders", dup)
+    assert [s.snapshot for s in lake.snapshots("orders")] == [first]
+    assert catalog_rows(tmp_path, "SELECT max(snapshot_id) FROM ducklake_snapshot") == [(first,)]
+    second = commit(lake, "orders", ints(3))
+    assert lake.read("orders").num_rows == 3
+    assert second > first
+
+
+def test_a_snapshot_from_before_the_asset_existed_is_refused(lake: DuckLakeAssetStore) -> None:
+    other = commit(lake, "customers", ints(1))
+    commit(lake, "orders", ints(1))
+    with pytest.raises(AssetNotFoundError, match=f"no snapshot {other}"):
+        lake.read("orders", other)
+
+
+def test_extensions_come_from_the_packages_and_nothing_is_downloaded(
+    lake: DuckLakeAssetStore,
+) -> None:
+    commit(lake, "orders", ints(1))
+    con = lake._connection()
+    settings = con.execute(
+        "SELECT current_setting('autoinstall_known_extensions'),"
+        " current_setting('autoload_known_extensions')"
+    ).fetchall()
+    assert settings == [(False, False)]
+    loaded = dict(
+        con.execute(
+            "SELECT extension_name, install_mode FROM duckdb_extensions()"
+            " WHERE extension_name IN ('ducklake', 'sqlite_scanner') AND loaded"
+        ).fetchall()
+    )
+    assert loaded == {"ducklake": "NOT_INSTALLED", "sqlite_scanner": "NOT_INSTALLED"}
+
+
+def test_a_needed_extension_that_is_not_installed_is_a_clear_error(tmp_path: Path) -> None:
+    if importlib.util.find_spec("duckdb_extension_httpfs") is not None:
+        pytest.skip("duckdb-extension-httpfs is installed here")
+    store = DuckLakeAssetStore(tmp_path / "lake.sqlite", "s3://some-bucket/lake/")
+    with pytest.raises(StorageError) as info:
+        commit(store, "orders", ints(1))
+    assert "duckdb-extension-httpfs" in str(info.value)
+    assert "pip install" in str(info.value)
+    assert not (tmp_path / "lake.sqlite").exists()  # refused before anything was opened
+
+
+def test_a_query_needing_an_unloaded_extension_is_refused_not_downloaded(
+    lake: DuckLakeAssetStore,
+) -> None:
+    import duckdb
+
+    commit(lake, "orders", ints(1))
+    with pytest.raises(duckdb.Error, match="httpfs") as info:
+        lake._connection().execute("SELECT * FROM 's3://some-bucket/x.parquet'").fetchall()
+    error = ducklake._storage_error(info.value, "could not read asset 'x'")
+    assert "never downloads" in str(error)
+    assert "pip install duckdb-extension-httpfs==" in str(error)
+
+
+def test_missing_extension_package_is_named(tmp_path: Path) -> None:
+    with pytest.raises(StorageError, match="duckdb-extension-no-such-thing"):
+        ducklake._extension_file("no_such_thing")
+
+
+def test_catalog_strings() -> None:
+    attach, extension, options = ducklake._catalog_attach("postgres:dbname=klaw host=db")
+    assert (attach, extension, options) == (
+        "ducklake:postgres:dbname=klaw host=db",
+        "postgres_scanner",
+        [],
+    )
+    attach, extension, _ = ducklake._catalog_attach("sqlite:relative/lake.sqlite")
+    assert attach == f"ducklake:sqlite:{Path('relative/lake.sqlite').resolve()}"
+    assert extension == "sqlite_scanner"
+
+
+def test_unsupported_data_path_scheme(tmp_path: Path) -> None:
+    store = DuckLakeAssetStore(tmp_path / "lake.sqlite", "ftp://host/lake")
+    with pytest.raises(StorageError, match="ftp://"):
+        store.assets()
+
+
+_CHILD = textwrap.dedent(
+    """
+    import sys
+    import pyarrow as pa
+    from klaw.storage.ducklake import DuckLakeAssetStore
+
+    catalog, data, key, count = sys.argv[1:5]
+    store = DuckLakeAssetStore(catalog, data)
+    ids = []
+    for i in range(int(count)):
+        table = pa.table({"a": list(range(i + 1)), "writer": [key] * (i + 1)})
+        ids.append(store.commit(key, table, run_id=f"{key}{i}", stage=key, attempt=1))
+        table = pa.table({"a": list(range(i + 1)), "writer": [key] * (i + 1)})
+        ids.append(store.commit("shared", table, run_id=f"{key}{i}", stage=key, attempt=1))
+    store.close()
+    print(" ".join(map(str, ids)))
+    """
+)
+
+
+def test_two_processes_commit_to_one_catalog(tmp_path: Path) -> None:
+    catalog, data = tmp_path / "lake.sqlite", tmp_path / "lake"
+    count = 8
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", _CHILD, str(catalog), str(data), key, str(count)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for key in ("left", "right")
+    ]
+    results = [child.communicate(timeout=100) for child in children]
+    for child, (out, err) in zip(children, results, strict=True):
+        assert child.returncode == 0, err
+    ids = [int(i) for out, _ in results for i in out.split()]
+    assert len(ids) == len(set(ids)) == 4 * count
+
+    with DuckLakeAssetStore(catalog, data) as store:
+        assert [a.key for a in store.assets()] == ["left", "right", "shared"]
+        for key in ("left", "right"):
+            snaps = store.snapshots(key)
+            assert [s.rows for s in snaps] == list(range(1, count + 1))
+            assert [s.run_id for s in snaps] == [f"{key}{i}" for i in range(count)]
+        shared = store.snapshots("shared")
+        assert len(shared) == 2 * count
+        for snap in shared:  # each version is one writer's whole table, never a mix
+            table = store.read("shared", snap.snapshot)
+            assert set(table.column("writer").to_pylist()) == {snap.stage}
+            assert table.column("a").to_pylist() == list(range(table.num_rows))
+            assert table.num_rows == snap.rows
