@@ -63,17 +63,17 @@ class KlawSettings(BaseSettings):
         return self.lake_data or str(self.home / "lake")
 
 
-_file_values: ContextVar[dict[str, Any]] = ContextVar("klaw_file_settings", default={})
+_file_values: ContextVar[dict[str, Any] | None] = ContextVar("klaw_file_settings", default=None)
 
 
 class _FileSource(PydanticBaseSettingsSource):
     """The ``[settings]`` values of ``klaw.toml`` (handed in by the project loader)."""
 
     def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
-        return _file_values.get().get(field_name), field_name, False
+        return (_file_values.get() or {}).get(field_name), field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        values = _file_values.get()
+        values = _file_values.get() or {}
         return {k: v for k, v in values.items() if k in self.settings_cls.model_fields}
 
 

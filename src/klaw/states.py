@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class RunState(str, Enum):
+class RunState(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
@@ -17,7 +17,7 @@ class RunState(str, Enum):
         return self in _TERMINAL_RUN
 
 
-class StageState(str, Enum):
+class StageState(StrEnum):
     PENDING = "pending"
     READY = "ready"
     RUNNING = "running"

@@ -191,8 +191,9 @@ def wait_until_running(cwd: Path, run: Background, workflow: str, stage: str) ->
     def running_run() -> str | None:
         if run.proc.poll() is not None:
             raise AssertionError(f"klaw run ended early:\n{run.finish()}")
-        listed = klaw(cwd, "runs", "list", "--workflow", workflow, "--state", "running",
-                      "-o", "json")
+        listed = klaw(
+            cwd, "runs", "list", "--workflow", workflow, "--state", "running", "-o", "json"
+        )
         assert listed.returncode == 0, str(listed)
         runs = listed.json()
         return runs[0]["run_id"] if runs else None

@@ -119,16 +119,6 @@ def test_runs_show_lists_three_succeeded_attempts_with_snapshots(example: Exampl
     assert len(set(snapshots)) == 3
 
 
-def test_runs_show_table_for_people(example: Example) -> None:
-    show = example.klaw("runs", "show", example.first_id)
-    assert show.returncode == 0, str(show)
-    assert f"run {example.first_id}" in show.out
-    assert "workflow example" in show.out
-    by_stage = attempts_by_stage(example.first_show())
-    for stage in STAGES:
-        assert f"{stage}@{by_stage[stage][0]['snapshot_id']}" in show.out
-
-
 def test_assets_list_shows_three_assets(example: Example) -> None:
     listed = example.klaw("assets", "list", "-o", "json")
     assert listed.returncode == 0, str(listed)
@@ -136,10 +126,6 @@ def test_assets_list_shows_three_assets(example: Example) -> None:
     assert sorted(assets) == sorted(STAGES)
     assert all(a["snapshots"] == 2 for a in assets.values())  # one per run
     assert assets["daily_revenue"]["rows"] == 2
-    table = example.klaw("assets", "list")
-    assert table.returncode == 0, str(table)
-    for stage in STAGES:
-        assert stage in table.out
 
 
 def test_assets_show_has_schema_and_one_preview_row(example: Example) -> None:
@@ -162,9 +148,9 @@ def test_assets_show_of_an_older_snapshot_travels_back(example: Example) -> None
     data = shown.json()
     assert data["snapshot"] == old
     assert data["preview"] == ALL_ORDERS
-    latest = example.klaw("assets", "show", "daily_revenue", "-o", "json").json()
-    assert latest["preview"] == AT_LEAST_20
-    assert latest["snapshot"] != old
+    assert data["rows"] == 2
+    latest = attempts_by_stage(example.second.json())["daily_revenue"][0]["snapshot_id"]
+    assert old != latest
 
 
 def test_plan_orders_the_stages(example: Example) -> None:
@@ -202,8 +188,6 @@ def test_validate_ok(example: Example) -> None:
     result = example.klaw("validate")
     assert result.returncode == 0, str(result)
     assert "ok example" in result.out
-    as_json = example.klaw("validate", "-o", "json")
-    assert as_json.json() == [{"workflow": "example", "ok": True, "problems": []}]
 
 
 # -- bad input against a project with runs and assets -----------------------------------------

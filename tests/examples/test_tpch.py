@@ -38,6 +38,8 @@ ASSETS = {
 }
 TOP_N = 5
 
+pytestmark = pytest.mark.slow  # real runs in subprocesses: several seconds in all
+
 
 @pytest.fixture(scope="module")
 def tpch_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -172,12 +174,8 @@ def corrupt(source: Path, target: Path) -> tuple[list[int], list[int]]:
             shutil.copy(source / f"{table}.parquet", target / f"{table}.parquet")
     con = duckdb.connect()
     con.read_parquet(str(source / "lineitem.parquet")).create_view("lineitem")
-    keys = [
-        k
-        for (k,) in con.sql(
-            "SELECT DISTINCT l_orderkey FROM lineitem ORDER BY 1 LIMIT 5"
-        ).fetchall()
-    ]
+    first = con.sql("SELECT DISTINCT l_orderkey FROM lineitem ORDER BY 1 LIMIT 5").fetchall()
+    keys = [row[0] for row in first]
     negative, dropped = keys[:3], keys[3:]
     con.execute(
         f"""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import pyarrow as pa
 import pytest
@@ -207,8 +208,9 @@ class AssetStoreContract:
         assert [a.key for a in store.assets()] == ["_Mixed_Case_9", "a" * 63]
 
     def test_a_non_table_is_rejected(self, store: AssetStore) -> None:
+        not_a_table: Any = {"a": [1]}
         with pytest.raises(StorageError, match="'orders'"):
-            store.commit("orders", {"a": [1]}, run_id="r", stage="s", attempt=1)  # type: ignore[arg-type]
+            store.commit("orders", not_a_table, run_id="r", stage="s", attempt=1)
 
     # -- listing ------------------------------------------------------------------------------
 

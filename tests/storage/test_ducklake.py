@@ -9,7 +9,9 @@ import sys
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -40,7 +42,7 @@ def lake(tmp_path: Path) -> Iterator[DuckLakeAssetStore]:
     store.close()
 
 
-def catalog_rows(tmp_path: Path, sql: str) -> list[tuple[object, ...]]:
+def catalog_rows(tmp_path: Path, sql: str) -> list[tuple[Any, ...]]:
     """Read the SQLite catalog directly, past the store, to check what DuckLake recorded."""
     with contextlib.closing(sqlite3.connect(tmp_path / "lake.sqlite")) as con:
         return con.execute(sql).fetchall()
@@ -180,8 +182,6 @@ def test_a_needed_extension_that_is_not_installed_is_a_clear_error(tmp_path: Pat
 def test_a_query_needing_an_unloaded_extension_is_refused_not_downloaded(
     lake: DuckLakeAssetStore,
 ) -> None:
-    import duckdb
-
     commit(lake, "orders", ints(1))
     with pytest.raises(duckdb.Error, match="httpfs") as info:
         lake._connection().execute("SELECT * FROM 's3://some-bucket/x.parquet'").fetchall()
@@ -248,7 +248,7 @@ def test_two_processes_commit_to_one_catalog(tmp_path: Path) -> None:
         for key in ("left", "right")
     ]
     results = [child.communicate(timeout=100) for child in children]
-    for child, (out, err) in zip(children, results, strict=True):
+    for child, (_, err) in zip(children, results, strict=True):
         assert child.returncode == 0, err
     ids = [int(i) for out, _ in results for i in out.split()]
     assert len(ids) == len(set(ids)) == 4 * count

@@ -7,7 +7,7 @@ import re
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any, overload
 
 from klaw.authoring.resources import NO_RETRY, Resources, RetryPolicy
@@ -16,12 +16,12 @@ from klaw.errors import DefinitionError
 NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 
-class StageKind(str, Enum):
+class StageKind(StrEnum):
     ASSET = "asset"  # result stored as a versioned dataset
     STAGE = "stage"  # result handed on, not stored
 
 
-class InputType(str, Enum):
+class InputType(StrEnum):
     """What form a stage wants an upstream value in (from its parameter annotation)."""
 
     ANY = "any"  # exactly what the upstream returned
@@ -187,6 +187,12 @@ def _build(
             params_arg, params_model = param.name, param.annotation
             continue
         if param.name == "params":
+            if isinstance(param.annotation, str):
+                raise DefinitionError(
+                    f"Stage {stage_name!r} ({where}): the annotation {param.annotation!r} of "
+                    "'params' cannot be resolved.",
+                    hint="Define the params model at module level, above the stage.",
+                )
             raise DefinitionError(
                 f"Stage {stage_name!r} ({where}): the parameter 'params' must be annotated with "
                 "a pydantic BaseModel subclass (for example `params: RevenueParams`)."

@@ -57,8 +57,12 @@ OutputOpt = Annotated[
 def _global(
     project: Annotated[
         Path | None,
-        typer.Option("--project", "-p", help="Project folder (default: search upward).",
-                     envvar="KLAW_PROJECT"),
+        typer.Option(
+            "--project",
+            "-p",
+            help="Project folder (default: search upward).",
+            envvar="KLAW_PROJECT",
+        ),
     ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")] = False,
     log_level: Annotated[

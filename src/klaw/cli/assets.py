@@ -59,8 +59,14 @@ def assets_show(
         f"Snapshots of {key}",
         ["snapshot", "committed", "rows", "run", "stage", "attempt"],
         [
-            [s.snapshot, when(s.committed_at), s.rows, s.run_id or "-", s.stage or "-",
-             s.attempt if s.attempt is not None else "-"]
+            [
+                s.snapshot,
+                when(s.committed_at),
+                s.rows,
+                s.run_id or "-",
+                s.stage or "-",
+                s.attempt if s.attempt is not None else "-",
+            ]
             for s in snaps
         ],
     )

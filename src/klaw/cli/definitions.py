@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -97,7 +97,7 @@ def plan(
     orch = STATE.orchestrator()
     the_plan = orch.plan(workflow, select)
     stages = the_plan.graph.stages
-    rows = []
+    rows: list[dict[str, Any]] = []
     for level, names in enumerate(the_plan.levels):
         for name in names:
             s = stages[name]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import sys
 from collections.abc import Sequence
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import Any
 
 import msgspec
@@ -13,7 +13,7 @@ import msgspec
 from klaw.errors import KlawError
 
 
-class Format(str, Enum):
+class Format(StrEnum):
     TABLE = "table"
     JSON = "json"
 

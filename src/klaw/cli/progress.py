@@ -41,8 +41,9 @@ class RunProgress:
             f"{len(plan.stages)} stage(s)"
         )
         self.task = self.progress.add_task(run.workflow, total=len(plan.stages))
-        self.live = Live(self._render(), console=self.console, refresh_per_second=8,
-                         transient=False)
+        self.live = Live(
+            self._render(), console=self.console, refresh_per_second=8, transient=False
+        )
         self.live.start()
 
     def events(self, events: list[EventRecord]) -> None:

@@ -68,8 +68,9 @@ def run(
         took = seconds((result.ended_at or 0) - (result.started_at or 0))
         out.print(f"run {result.run_id} {styled(result.state.value)} in {took} ({counts})")
         if result.state is not RunState.SUCCEEDED:
-            out.print(f"  logs: klaw logs {result.run_id}   details: klaw runs show "
-                      f"{result.run_id}")
+            out.print(
+                f"  logs: klaw logs {result.run_id}   details: klaw runs show {result.run_id}"
+            )
             if result.state is RunState.FAILED:
                 out.print(f"  resume: klaw run {workflow} --resume {result.run_id}")
     if result.state is not RunState.SUCCEEDED:
@@ -121,10 +122,14 @@ def runs_show(
         emit_json({"run": record, "attempts": attempts})
         return
     out = console()
-    out.print(f"[bold]run {record.run_id}[/bold]  workflow {record.workflow}  "
-              f"{styled(record.state.value)}")
-    out.print(f"  created {when(record.created_at)}  started {when(record.started_at)}  "
-              f"ended {when(record.ended_at)}")
+    out.print(
+        f"[bold]run {record.run_id}[/bold]  workflow {record.workflow}  "
+        f"{styled(record.state.value)}"
+    )
+    out.print(
+        f"  created {when(record.created_at)}  started {when(record.started_at)}  "
+        f"ended {when(record.ended_at)}"
+    )
     if record.params:
         out.print(f"  params {record.params}")
     if record.selection:
@@ -171,8 +176,9 @@ def logs(
         level = f" {rec.level}" if rec.level and rec.stream == "log" else ""
         sys.stdout.write(f"{prefix}{level}: {rec.line}\n")
     if not lines:
-        sys.stderr.write(f"run {run_id} has no captured output"
-                         + (f" for stage {stage}" if stage else "") + "\n")
+        sys.stderr.write(
+            f"run {run_id} has no captured output" + (f" for stage {stage}" if stage else "") + "\n"
+        )
 
 
 @app.command()

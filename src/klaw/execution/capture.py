@@ -106,7 +106,7 @@ class _LogHandler(logging.Handler):
 def install() -> None:
     """Put the proxies and the log handler in place. Cheap when they already are; puts the
     proxies back when something (a test runner, a notebook) swapped the streams since."""
-    global _installed
+    global _installed  # noqa: PLW0603  (one process-wide installation)
     if isinstance(sys.stdout, _StreamProxy) and isinstance(sys.stderr, _StreamProxy):
         return
     with _install_lock:

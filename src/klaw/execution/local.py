@@ -104,7 +104,9 @@ class ThreadExecutor:
 
 
 def _raise_in(ident: int) -> None:
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(StageStopped))
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(ident), ctypes.py_object(StageStopped)
+    )
 
 
 def stopped_outcome(task: Task) -> Outcome:

@@ -8,6 +8,7 @@ by the worker that ran the stage.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -111,8 +112,15 @@ class ProcessExecutor:
                 received = worker.conn.recv()
             if isinstance(received, tuple):  # the worker could not load the task
                 now = time.time()
-                received = Outcome(task.stage.name, task.attempt, task.token, now, now,
-                                   received[1], retryable=False)
+                received = Outcome(
+                    task.stage.name,
+                    task.attempt,
+                    task.token,
+                    now,
+                    now,
+                    received[1],
+                    retryable=False,
+                )
             outcome: Outcome = received
         except (EOFError, OSError):
             worker.process.join(timeout=5)
@@ -161,10 +169,8 @@ class ProcessExecutor:
             worker.killed = True
             _kill(worker)
         for worker in idle:
-            try:
+            with contextlib.suppress(OSError):
                 worker.conn.send(None)
-            except OSError:
-                pass
         for worker in [*busy, *idle]:
             worker.process.join(timeout=5)
             if worker.process.is_alive():
@@ -181,7 +187,5 @@ def _kill(worker: _Worker) -> None:
     if pid is None:
         return
     for kill in (os.killpg, os.kill):
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             kill(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass

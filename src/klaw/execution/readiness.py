@@ -51,7 +51,7 @@ class Readiness:
         self._open = 0  # stages not yet terminal
         self._failed = False
         self._cancelled = False
-        for name, ups in upstream.items():
+        for name in upstream:
             if name in done:
                 self.state[name] = S.SUCCEEDED
             else:

@@ -16,13 +16,12 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
-from types import FrameType
 from dataclasses import dataclass, field
+from types import FrameType
 from typing import Any
 
 import structlog
 
-from klaw.authoring.stage import StageKind
 from klaw.execution.executor import Executor
 from klaw.execution.readiness import Readiness, Transition
 from klaw.execution.task import InputRef, Outcome, Started, Task
@@ -90,8 +89,7 @@ class Runner:
         self._values = ValueStore()
         # consumers still to finish, per stage whose value is held in memory
         self._downstream_in_plan = {
-            n: tuple(d for d in plan.graph.downstream[n] if d in plan.upstream)
-            for n in plan.stages
+            n: tuple(d for d in plan.graph.downstream[n] if d in plan.upstream) for n in plan.stages
         }
         self._consumers = {n: len(d) for n, d in self._downstream_in_plan.items()}
         self._tasks: dict[tuple[str, int], Task] = {}  # running attempts
@@ -307,8 +305,15 @@ class Runner:
             f"; the attempt did not stop within {self.options.stop_grace:g} s and was abandoned"
         )
         self._outcomes.put(
-            Outcome(task.stage.name, task.attempt, task.token, time.time(), time.time(),
-                    record.error, stopped=True)
+            Outcome(
+                task.stage.name,
+                task.attempt,
+                task.token,
+                time.time(),
+                time.time(),
+                record.error,
+                stopped=True,
+            )
         )
 
     # -- records -------------------------------------------------------------------------------
@@ -364,19 +369,40 @@ class Runner:
             reused_from=reused.run_id,
         )
         self._batch.attempts.append(record)
-        self._event("stage", stage=name, attempt=0, state=S.SUCCEEDED.value,
-                    reused_from=reused.run_id, snapshot=reused.ref.snapshot)
+        self._event(
+            "stage",
+            stage=name,
+            attempt=0,
+            state=S.SUCCEEDED.value,
+            reused_from=reused.run_id,
+            snapshot=reused.ref.snapshot,
+        )
 
-    def _event(self, kind: str, *, stage: str | None = None, attempt: int | None = None,
-               state: str | None = None, **data: Any) -> None:
+    def _event(
+        self,
+        kind: str,
+        *,
+        stage: str | None = None,
+        attempt: int | None = None,
+        state: str | None = None,
+        **data: Any,
+    ) -> None:
         self._batch.events.append(
-            EventRecord(run_id=self.run.run_id, kind=kind, ts=time.time(), stage=stage,
-                        attempt=attempt, state=state, data=data)
+            EventRecord(
+                run_id=self.run.run_id,
+                kind=kind,
+                ts=time.time(),
+                stage=stage,
+                attempt=attempt,
+                state=state,
+                data=data,
+            )
         )
 
     def _timer(self, delay: float, kind: str, stage: str, attempt: int) -> None:
-        heapq.heappush(self._timers, (time.monotonic() + delay, next(self._seq), kind, stage,
-                                      attempt))
+        heapq.heappush(
+            self._timers, (time.monotonic() + delay, next(self._seq), kind, stage, attempt)
+        )
 
     def _release_inputs(self, name: str) -> None:
         """``name`` is done for good: values it consumed may be freed after their last use."""
@@ -403,15 +429,18 @@ class Runner:
         for st in self._readiness.state.values():
             counts[st.value] = counts.get(st.value, 0) + 1
         run.stage_counts = counts
-        failed = [n for n, st in self._readiness.state.items()
-                  if st in (S.FAILED, S.TIMED_OUT)]
+        failed = [n for n, st in self._readiness.state.items() if st in (S.FAILED, S.TIMED_OUT)]
         if failed:
             run.error = f"stage(s) failed: {', '.join(failed)}"
         self._batch.runs.append(run)
         self._event("run_finished", state=run.state.value)
         self._batch.metrics.append(
-            MetricRecord(run_id=run.run_id, name="run_duration_s",
-                         value=run.ended_at - (run.started_at or run.ended_at), ts=run.ended_at)
+            MetricRecord(
+                run_id=run.run_id,
+                name="run_duration_s",
+                value=run.ended_at - (run.started_at or run.ended_at),
+                ts=run.ended_at,
+            )
         )
         self._flush()
         self._log.info("run finished", state=run.state.value)

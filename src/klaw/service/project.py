@@ -59,7 +59,7 @@ def _load_toml(path: Path) -> dict[str, Any]:
         ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(
-            f"{path} is not valid TOML: {exc}.", hint="Fix the line named above."
+            f"{path} is not valid TOML: {exc}.", hint="Fix the TOML syntax where it says."
         ) from None
 
 

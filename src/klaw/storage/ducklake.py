@@ -23,7 +23,6 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -142,7 +141,9 @@ class DuckLakeAssetStore:
                     snapshot = self._commit_once(con, key, table, message, extra)
                     break
                 except duckdb.Error as exc:
-                    landed = _landed_snapshot(con, extra)
+                    landed = None
+                    with contextlib.suppress(duckdb.Error):
+                        landed = _landed_snapshot(con, extra)
                     if landed is not None:  # the commit failed after it was durable
                         snapshot = landed
                         break
@@ -249,10 +250,8 @@ class DuckLakeAssetStore:
     def _open(self) -> duckdb.DuckDBPyConnection:
         attach, catalog_extension, options = _catalog_attach(self.catalog)
         data_path, data_extension = _data_location(self.data_path)
-        extensions = [catalog_extension, "ducklake"]
-        if data_extension is not None:
-            extensions.insert(0, data_extension)
-        files = [_extension_file(name) for name in extensions]  # before anything is opened
+        names = [n for n in (data_extension, catalog_extension, "ducklake") if n is not None]
+        files = [_extension_file(name) for name in names]  # before anything is opened
         options = [f"DATA_PATH {_literal(data_path)}", "DATA_INLINING_ROW_LIMIT 0", *options]
         options.append(f"METADATA_CATALOG {_literal(_META)}")
         con = duckdb.connect(
@@ -340,8 +339,8 @@ class DuckLakeAssetStore:
             self._members.add((key.lower(), known))
         if snapshot not in ids:
             shown = ", ".join(str(i) for i in ids[-_LISTED_SNAPSHOTS:])
-            more = len(ids) - _LISTED_SNAPSHOTS
-            listed = f"the last {_LISTED_SNAPSHOTS} of {len(ids)} are" if more > 0 else "it has"
+            many = len(ids) > _LISTED_SNAPSHOTS
+            listed = f"the last {_LISTED_SNAPSHOTS} of {len(ids)} are" if many else "it has"
             raise AssetNotFoundError(
                 f"asset {key!r} has no snapshot {snapshot}; {listed} {shown}",
                 hint="read the latest snapshot, or one of the ids listed",
@@ -370,9 +369,8 @@ class DuckLakeAssetStore:
         close = difflib.get_close_matches(key, names, n=3, cutoff=0.6)
         close += [n for n in names if n.lower() == key.lower() and n not in close]
         suggestion = f"; did you mean {', '.join(repr(n) for n in close)}?" if close else ""
-        where = f"the lake at {str(self.catalog)!r}"
         return AssetNotFoundError(
-            f"asset {key!r} does not exist in {where}{suggestion}",
+            f"asset {key!r} does not exist in the lake at {str(self.catalog)!r}{suggestion}",
             hint="run `klaw assets list` to see every asset",
         )
 
@@ -416,44 +414,33 @@ def _history(cur: duckdb.DuckDBPyConnection, key: str | None) -> dict[str, list[
     """Snapshots per lower-cased key, oldest first (every key when ``key`` is None)."""
     histories: dict[str, list[_Commit]] = {}
     for name, snapshot, at, extra in cur.execute(_HISTORY_SQL, {"key": key}).fetchall():
-        tags = _tags(extra)
-        attempt = tags.get("attempt")
-        histories.setdefault(name, []).append(
-            _Commit(
-                snapshot=int(snapshot),
-                committed_at=float(at),
-                run_id=_text(tags.get("run_id")),
-                stage=_text(tags.get("stage")),
-                attempt=attempt if isinstance(attempt, int) else None,
-            )
-        )
+        commit = _Commit(int(snapshot), float(at), *_tags(extra))
+        histories.setdefault(name, []).append(commit)
     return histories
 
 
-def _tags(extra: object) -> dict[str, Any]:
-    if not isinstance(extra, str):
-        return {}
+def _tags(extra: object) -> tuple[str | None, str | None, int | None]:
+    """Run id, stage and attempt from a snapshot's extra info; None for what is not there."""
     try:
-        tags = json.loads(extra)
+        tags = json.loads(extra) if isinstance(extra, str) else {}
     except ValueError:
-        return {}
-    return tags if isinstance(tags, dict) else {}
-
-
-def _text(value: object) -> str | None:
-    return value if isinstance(value, str) else None
+        tags = {}
+    got = tags if isinstance(tags, dict) else {}
+    run_id, stage, attempt = got.get("run_id"), got.get("stage"), got.get("attempt")
+    return (
+        run_id if isinstance(run_id, str) else None,
+        stage if isinstance(stage, str) else None,
+        attempt if isinstance(attempt, int) and not isinstance(attempt, bool) else None,
+    )
 
 
 def _landed_snapshot(con: duckdb.DuckDBPyConnection, extra: str) -> int | None:
     """The snapshot a commit tagged ``extra`` (which holds a unique id) produced, if it did."""
-    try:
-        row = con.execute(
-            f"SELECT max(snapshot_id) FROM {_META}.ducklake_snapshot_changes"
-            " WHERE commit_extra_info = ?",
-            [extra],
-        ).fetchone()
-    except duckdb.Error:
-        return None
+    row = con.execute(
+        f"SELECT max(snapshot_id) FROM {_META}.ducklake_snapshot_changes"
+        " WHERE commit_extra_info = ?",
+        [extra],
+    ).fetchone()
     return None if row is None or row[0] is None else int(row[0])
 
 
@@ -512,13 +499,7 @@ def _catalog_attach(catalog: str | Path) -> tuple[str, str, list[str]]:
     if isinstance(catalog, str) and catalog.startswith("sqlite:"):
         text = text.removeprefix("sqlite:")
     path = Path(text).expanduser().resolve()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StorageError(
-            f"cannot create the folder for the DuckLake catalog {str(path)!r}: {exc.strerror}",
-            hint="choose a catalog path in a folder you can write",
-        ) from None
+    _make_folder(path.parent, "the folder for the DuckLake catalog")
     options = ["META_JOURNAL_MODE 'WAL'", f"META_BUSY_TIMEOUT {_BUSY_TIMEOUT_MS}"]
     return f"ducklake:sqlite:{path}", "sqlite_scanner", options
 
@@ -535,11 +516,15 @@ def _data_location(data_path: str | Path) -> tuple[str, str | None]:
             )
         return text.rstrip("/") + "/", _REMOTE_EXTENSIONS[scheme]
     path = Path(text).expanduser().resolve()
+    _make_folder(path, "the data folder")
+    return str(path) + "/", None
+
+
+def _make_folder(path: Path, what: str) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StorageError(
-            f"cannot create the data folder {str(path)!r}: {exc.strerror}",
-            hint="choose a data path you can write",
+            f"cannot create {what} {str(path)!r}: {exc.strerror}",
+            hint="choose a path in a folder you can write",
         ) from None
-    return str(path) + "/", None

@@ -1,0 +1,154 @@
+"""W3: an 8-stage pipeline over a 1,000,000-row table (pyarrow compute and Polars), run by Klaw
+or called in a loop. Each measurement runs in its own process so that peak RSS belongs to it:
+
+    python -m bench.pipeline time [--repeat N]      # Klaw and the loop, interleaved
+    python -m bench.pipeline memory {klaw,loop}     # one pass, nothing warmed
+
+prints one JSON object: the timed samples per runner, or the peak RSS and the RSS just before
+the pass started. ``KLAW_BENCH_ROWS`` shrinks the table for a quick try.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+
+ROWS = 1_000_000
+
+
+def _rows() -> int:
+    return int(os.environ.get("KLAW_BENCH_ROWS", ROWS))
+
+
+# -- the eight stages: parameter names are the stages they read --------------------------------
+
+
+def events() -> pa.Table:
+    """The source: ``ROWS`` rows of ids, keys, values, quantities and a region string."""
+    n = _rows()
+    frame = pl.DataFrame({"id": pl.int_range(0, n, eager=True)}).with_columns(
+        key=pl.col("id") * 7919 % 1000,
+        value=(pl.col("id") * 104729 % 10007).cast(pl.Float64) / 100.0,
+        qty=pl.col("id") % 17 + 1,
+        region=pl.format("r{}", pl.col("id") % 8),
+    )
+    return frame.to_arrow()
+
+
+def priced(events: pa.Table) -> pa.Table:
+    return events.append_column("amount", pc.multiply(events["value"], events["qty"]))
+
+
+def large(priced: pa.Table) -> pa.Table:
+    return priced.filter(pc.greater(priced["amount"], 300.0))
+
+
+def key_stats(events: pa.Table) -> pa.Table:
+    return events.group_by("key").aggregate([("value", "mean"), ("qty", "sum")])
+
+
+def joined(large: pa.Table, key_stats: pa.Table) -> pl.DataFrame:
+    return pl.from_arrow(large).join(pl.from_arrow(key_stats), on="key")  # type: ignore[union-attr]
+
+
+def scored(joined: pl.DataFrame) -> pl.DataFrame:
+    return joined.with_columns(score=pl.col("amount") / pl.col("value_mean"))
+
+
+def ranked(scored: pl.DataFrame) -> pl.DataFrame:
+    return scored.sort("score", descending=True)
+
+
+def summary(ranked: pl.DataFrame) -> pl.DataFrame:
+    return ranked.group_by("region").agg(
+        pl.len().alias("rows"), pl.col("score").sum(), pl.col("amount").max()
+    )
+
+
+FUNCTIONS: tuple[Callable[..., Any], ...] = (
+    events,
+    priced,
+    large,
+    key_stats,
+    joined,
+    scored,
+    ranked,
+    summary,
+)
+
+
+# -- the two ways of running them ---------------------------------------------------------------
+
+
+def klaw_runner(base: str, workers: int | None) -> Callable[[], None]:
+    """A fresh home under ``base`` for every run, metadata recorded as always."""
+    import klaw
+
+    wf = klaw.workflow("pipeline", [klaw.stage(fn) for fn in FUNCTIONS])
+
+    def run() -> None:
+        home = tempfile.mkdtemp(dir=base)
+        record = klaw.run(wf, home=home, max_workers=workers)
+        if record.state.value != "succeeded":
+            raise RuntimeError(f"W3 run ended {record.state.value}: {record.error}")
+
+    return run
+
+
+def loop_runner() -> Callable[[], None]:
+    from bench.floors import pipeline_loop
+
+    return lambda: pipeline_loop(FUNCTIONS)
+
+
+def _rss() -> int:
+    import psutil
+
+    return int(psutil.Process().memory_info().rss)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.pipeline")
+    commands = parser.add_subparsers(dest="mode", required=True)
+    timed = commands.add_parser("time", help="Klaw and the loop, timed interleaved")
+    timed.add_argument("--repeat", type=int, default=5)
+    memory = commands.add_parser("memory", help="peak RSS of one pass")
+    memory.add_argument("runner", choices=["klaw", "loop"])
+    for sub in (timed, memory):
+        sub.add_argument("--workers", type=int, default=None)
+    args = parser.parse_args(argv)
+
+    base = tempfile.mkdtemp(prefix="klaw-bench-w3-")
+    try:
+        if args.mode == "time":
+            from bench.timing import Case, interleaved
+
+            samples = interleaved(
+                {"klaw": Case(klaw_runner(base, args.workers)), "loop": Case(loop_runner())},
+                args.repeat,
+            )
+            out: dict[str, Any] = {name: list(s.seconds) for name, s in samples.items()}
+        else:
+            run = klaw_runner(base, args.workers) if args.runner == "klaw" else loop_runner()
+            baseline = _rss()
+            run()
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+            out = {"peak_rss": peak, "baseline_rss": baseline}
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    json.dump(out, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,373 @@
+"""The workloads W0-W4: each measures Klaw and its floor in the same run and returns rows."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import klaw
+from bench import floors, graphs
+from bench.report import Basis, Row, Target, Unit
+from bench.timing import Case, interleaved
+
+REPO = Path(__file__).resolve().parent.parent
+
+PER_STAGE_TARGET = Target(100e-6, Basis.KLAW)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """What every workload is given: a scratch folder, how many timed samples to take (``None``:
+    each workload's own default) and the worker count Klaw and the thread-pool floors share."""
+
+    scratch: Path
+    repeat: int | None
+    workers: int
+
+    def times(self, default: int) -> int:
+        return self.repeat if self.repeat is not None else default
+
+    def home(self) -> Path:
+        """A fresh, empty Klaw home."""
+        return Path(tempfile.mkdtemp(prefix="home-", dir=self.scratch))
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    key: str
+    title: str
+    run: Callable[[Settings], list[Row]]
+
+
+def _env() -> dict[str, str]:
+    """This environment without ``KLAW_*`` settings, which would change what is measured."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("KLAW_")}
+
+
+def _klaw_runs(wf: klaw.Workflow, settings: Settings) -> Case:
+    """A Klaw run of ``wf`` in this process with a fresh home (made outside the timing) and
+    its metadata durably recorded in SQLite."""
+    homes: list[Path] = []
+
+    def setup() -> None:
+        homes.append(settings.home())
+
+    def run() -> None:
+        record = klaw.run(wf, home=homes[-1], max_workers=settings.workers)
+        if record.state.value != "succeeded":
+            raise RuntimeError(f"{wf.name} ended {record.state.value}: {record.error}")
+
+    return Case(run, setup)
+
+
+# -- W0: `klaw run` of a one-stage workflow, whole process --------------------------------------
+
+_PROJECT = """\
+[project]
+name = "bench"
+modules = ["flows"]
+"""
+
+_STAGE_MODULE = """\
+import klaw
+
+
+@klaw.stage
+def one() -> int:
+    return 42
+
+
+one_stage = klaw.workflow("one", [one])
+"""
+
+_ASSET_MODULE = """\
+import klaw
+import pyarrow as pa
+
+
+@klaw.asset
+def one() -> pa.Table:
+    return pa.table({"x": [1, 2, 3]})
+
+
+one_asset = klaw.workflow("one", [one])
+"""
+
+
+def _project(root: Path, module: str) -> Path:
+    root.mkdir(parents=True)
+    (root / "klaw.toml").write_text(_PROJECT)
+    (root / "flows.py").write_text(textwrap.dedent(module))
+    return root
+
+
+def _cli_run(project: Path) -> Callable[[], None]:
+    command = [str(Path(sys.executable).parent / "klaw"), "--project", str(project), "run", "one"]
+    env = _env()
+
+    def run() -> None:
+        done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"`{' '.join(command)}` failed:\n{done.stdout}{done.stderr}")
+
+    return run
+
+
+def cold_start(settings: Settings) -> list[Row]:
+    stage_project = _project(settings.scratch / "w0-stage", _STAGE_MODULE)
+    asset_project = _project(settings.scratch / "w0-asset", _ASSET_MODULE)
+    samples = interleaved(
+        {
+            "stage": Case(_cli_run(stage_project)),
+            "asset": Case(_cli_run(asset_project)),
+            "floor": Case(floors.empty_interpreter),
+        },
+        settings.times(5),
+    )
+    floor = samples["floor"].median
+    return [
+        Row(
+            "W0",
+            "`klaw run`, one stage (whole process)",
+            Unit.SECONDS,
+            samples["stage"].median,
+            floor,
+            "python -c pass",
+            Target(0.5, Basis.KLAW, strict=True),
+        ),
+        Row(
+            "W0",
+            "`klaw run`, one asset (opens DuckLake)",
+            Unit.SECONDS,
+            samples["asset"].median,
+            floor,
+            "python -c pass",
+        ),
+    ]
+
+
+# -- W1: fan-out of 500 ------------------------------------------------------------------------
+
+FANOUT_WIDTH = 500
+
+
+def fan_out(settings: Settings) -> list[Row]:
+    width = FANOUT_WIDTH
+    stages = width + 2
+    wf = graphs.fanout(width)
+    one = klaw.workflow("single", [klaw.stage(graphs.root)])
+    with ThreadPoolExecutor(settings.workers) as pool:
+        samples = interleaved(
+            {
+                "klaw": _klaw_runs(wf, settings),
+                "single": _klaw_runs(one, settings),
+                "loop": Case(lambda: floors.fanout_loop(width)),
+                "pool": Case(lambda: floors.fanout_pool(pool, width)),
+            },
+            settings.times(7),
+        )
+    klaw_per = samples["klaw"].median / stages
+    marginal = (samples["klaw"].median - samples["single"].median) / (stages - 1)
+    label = f"fan-out {width} (1+{width}+1), per stage"
+    notes = {"run_s": samples["klaw"].median, "stages": stages}
+    return [
+        Row(
+            "W1",
+            label,
+            Unit.PER_STAGE,
+            klaw_per,
+            samples["loop"].median / stages,
+            "plain loop",
+            PER_STAGE_TARGET,
+            notes,
+        ),
+        Row(
+            "W1",
+            label,
+            Unit.PER_STAGE,
+            klaw_per,
+            samples["pool"].median / stages,
+            f"ThreadPoolExecutor({settings.workers})",
+            PER_STAGE_TARGET,
+            notes,
+        ),
+        Row(
+            "W1",
+            "  marginal per stage (minus a 1-stage run)",
+            Unit.PER_STAGE,
+            marginal,
+            notes={"single_run_s": samples["single"].median},
+        ),
+    ]
+
+
+# -- W2: chain of 200 --------------------------------------------------------------------------
+
+CHAIN_LENGTH = 200
+
+
+def chain(settings: Settings) -> list[Row]:
+    length = CHAIN_LENGTH
+    wf = graphs.chain(length)
+    with ThreadPoolExecutor(settings.workers) as pool:
+        samples = interleaved(
+            {
+                "klaw": _klaw_runs(wf, settings),
+                "loop": Case(lambda: floors.chain_loop(length)),
+                "pool": Case(lambda: floors.chain_pool(pool, length)),
+            },
+            settings.times(7),
+        )
+    klaw_per = samples["klaw"].median / length
+    label = f"chain {length}, value passed on, per stage"
+    notes = {"run_s": samples["klaw"].median, "stages": length}
+    return [
+        Row(
+            "W2",
+            label,
+            Unit.PER_STAGE,
+            klaw_per,
+            samples["loop"].median / length,
+            "plain loop",
+            PER_STAGE_TARGET,
+            notes,
+        ),
+        Row(
+            "W2",
+            label,
+            Unit.PER_STAGE,
+            klaw_per,
+            samples["pool"].median / length,
+            f"ThreadPoolExecutor({settings.workers})",
+            PER_STAGE_TARGET,
+            notes,
+        ),
+    ]
+
+
+# -- W3: 8 stages over 1M rows -----------------------------------------------------------------
+
+
+def _pipeline(*args: str) -> dict[str, Any]:
+    """``python -m bench.pipeline ARGS`` in a fresh process; its JSON answer."""
+    command = [sys.executable, "-m", "bench.pipeline", *args]
+    done = subprocess.run(
+        command, cwd=REPO, env=_env(), capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"`{' '.join(command)}` failed:\n{done.stderr}")
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def data_pipeline(settings: Settings) -> list[Row]:
+    workers = str(settings.workers)
+    timed = _pipeline("time", "--repeat", str(settings.times(5)), "--workers", workers)
+    klaw_s, loop_s = statistics.median(timed["klaw"]), statistics.median(timed["loop"])
+    peaks: dict[str, list[int]] = {"klaw": [], "loop": []}
+    growth: dict[str, list[int]] = {"klaw": [], "loop": []}
+    for _ in range(min(3, settings.times(3))):
+        for runner in ("klaw", "loop"):
+            mem = _pipeline("memory", runner, "--workers", workers)
+            peaks[runner].append(mem["peak_rss"])
+            growth[runner].append(mem["peak_rss"] - mem["baseline_rss"])
+    rows = "8 stages, 1M rows"
+    return [
+        Row(
+            "W3",
+            f"{rows}: time",
+            Unit.SECONDS,
+            klaw_s,
+            loop_s,
+            "functions in a loop",
+            Target(1.2, Basis.RATIO),
+        ),
+        Row(
+            "W3",
+            f"{rows}: peak RSS (whole process)",
+            Unit.BYTES,
+            statistics.median(peaks["klaw"]),
+            statistics.median(peaks["loop"]),
+            "functions in a loop",
+            Target(1.1, Basis.RATIO),
+        ),
+        Row(
+            "W3",
+            f"{rows}: peak RSS above start",
+            Unit.BYTES,
+            statistics.median(growth["klaw"]),
+            statistics.median(growth["loop"]),
+            "functions in a loop",
+        ),
+    ]
+
+
+# -- W4: a 10,000-stage graph: load, validate, plan --------------------------------------------
+
+LAYERS, WIDTH = 100, 100
+
+
+def large_graph(settings: Settings) -> list[Row]:
+    spec = graphs.layered(LAYERS, WIDTH)
+    parts: dict[str, list[float]] = {"load": [], "plan": []}
+
+    def load_and_plan() -> None:
+        start = time.perf_counter()
+        wf = graphs.layered_workflow(spec)
+        loaded = time.perf_counter()
+        plan = klaw.plan(wf)
+        planned = time.perf_counter()
+        if len(plan.stages) != len(spec):
+            raise RuntimeError("W4 plan lost stages")
+        parts["load"].append(loaded - start)
+        parts["plan"].append(planned - loaded)
+
+    repeat = settings.times(5)
+    samples = interleaved(
+        {"klaw": Case(load_and_plan), "floor": Case(lambda: floors.rustworkx_plan(spec))},
+        repeat,
+    )
+    load = statistics.median(parts["load"][-repeat:])  # the warm-up round is the first
+    plan = statistics.median(parts["plan"][-repeat:])
+    floor = samples["floor"].median
+    label = f"{len(spec):,} stages, {spec.edges:,} edges"
+    return [
+        Row(
+            "W4",
+            f"{label}: load+validate+plan",
+            Unit.SECONDS,
+            samples["klaw"].median,
+            floor,
+            "rustworkx build+toposort",
+            Target(1.0, Basis.KLAW, strict=True),
+        ),
+        Row("W4", "  load (decorators, workflow)", Unit.SECONDS, load),
+        Row(
+            "W4",
+            "  validate+plan (klaw.plan)",
+            Unit.SECONDS,
+            plan,
+            floor,
+            "rustworkx build+toposort",
+        ),
+    ]
+
+
+WORKLOADS: tuple[Workload, ...] = (
+    Workload("W0", "klaw run cold start", cold_start),
+    Workload("W1", "500-stage fan-out", fan_out),
+    Workload("W2", "200-stage chain", chain),
+    Workload("W3", "8-stage 1M-row pipeline", data_pipeline),
+    Workload("W4", "10,000-stage graph plan", large_graph),
+)

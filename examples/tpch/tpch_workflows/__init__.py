@@ -1,0 +1,1 @@
+"""TPC-H example workflows for Klaw: sources, joins, aggregates and a data-quality gate."""

@@ -1,0 +1,1 @@
+"""Execution: readiness, the runner and the executors."""

@@ -1,0 +1,1 @@
+"""Service: the orchestrator and the wiring of concrete backends."""
