@@ -13,7 +13,7 @@ from typing import Any
 
 import rustworkx as rx
 
-from bench import graphs
+from bench import shapes
 
 # -- W0 -----------------------------------------------------------------------------------------
 
@@ -27,37 +27,37 @@ def empty_interpreter() -> None:
 
 
 def fanout_loop(width: int) -> None:
-    value = graphs.root()
+    value = shapes.root()
     for _ in range(width):
-        graphs.noop(value)
-    graphs.join()
+        shapes.noop(value)
+    shapes.join()
 
 
 def fanout_pool(pool: ThreadPoolExecutor, width: int) -> None:
     """root, then ``width`` parallel no-ops, then join: each a task on the pool, each level
     waiting for the one before (what an orchestrator's dependencies mean)."""
-    value = pool.submit(graphs.root).result()
-    done, _ = wait([pool.submit(graphs.noop, value) for _ in range(width)])
+    value = pool.submit(shapes.root).result()
+    done, _ = wait([pool.submit(shapes.noop, value) for _ in range(width)])
     for future in done:
         future.result()
-    pool.submit(graphs.join).result()
+    pool.submit(shapes.join).result()
 
 
 # -- W2: a chain --------------------------------------------------------------------------------
 
 
 def chain_loop(length: int) -> int:
-    value = graphs.start()
+    value = shapes.start()
     for _ in range(1, length):
-        value = graphs.step(value)
+        value = shapes.step(value)
     return value
 
 
 def chain_pool(pool: ThreadPoolExecutor, length: int) -> int:
     """Each step a task on the pool, submitted once the previous one's result is back."""
-    value = pool.submit(graphs.start).result()
+    value = pool.submit(shapes.start).result()
     for _ in range(1, length):
-        value = pool.submit(graphs.step, value).result()
+        value = pool.submit(shapes.step, value).result()
     return value
 
 
@@ -85,7 +85,7 @@ def pipeline_loop(functions: Sequence[Callable[..., Any]]) -> None:
 # -- W4: the graph alone ------------------------------------------------------------------------
 
 
-def rustworkx_plan(spec: graphs.Layered) -> list[int]:
+def rustworkx_plan(spec: shapes.Layered) -> list[int]:
     """Build the same DAG as a bare ``PyDiGraph`` from names, check it is acyclic, sort it."""
     graph = rx.PyDiGraph(check_cycle=False, multigraph=False)
     index = dict(zip(spec.names, graph.add_nodes_from(spec.names), strict=True))

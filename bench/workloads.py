@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import klaw
-from bench import floors, graphs
+from bench import floors, shapes, workflows
 from bench.report import Basis, Row, Target, Unit
 from bench.timing import Case, interleaved
 
@@ -55,13 +55,15 @@ def _env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("KLAW_")}
 
 
-def _klaw_runs(wf: klaw.Workflow, settings: Settings) -> Case:
-    """A Klaw run of ``wf`` in this process with a fresh home (made outside the timing) and
-    its metadata durably recorded in SQLite."""
+def _klaw_runs(wf: klaw.Workflow, settings: Settings, *, fresh: bool = True) -> Case:
+    """A Klaw run of ``wf`` in this process, its metadata durably recorded in SQLite: in a fresh
+    home each time (made outside the timing), or always in the same one (``fresh=False``, a
+    project's second and later runs)."""
     homes: list[Path] = []
 
     def setup() -> None:
-        homes.append(settings.home())
+        if fresh or not homes:
+            homes.append(settings.home())
 
     def run() -> None:
         record = klaw.run(wf, home=homes[-1], max_workers=settings.workers)
@@ -165,29 +167,30 @@ FANOUT_WIDTH = 500
 def fan_out(settings: Settings) -> list[Row]:
     width = FANOUT_WIDTH
     stages = width + 2
-    wf = graphs.fanout(width)
-    one = klaw.workflow("single", [klaw.stage(graphs.root)])
+    wf = workflows.fanout(width)
     with ThreadPoolExecutor(settings.workers) as pool:
         samples = interleaved(
             {
                 "klaw": _klaw_runs(wf, settings),
-                "single": _klaw_runs(one, settings),
+                "reused": _klaw_runs(wf, settings, fresh=False),
+                "single": _klaw_runs(workflows.single(), settings),
                 "loop": Case(lambda: floors.fanout_loop(width)),
                 "pool": Case(lambda: floors.fanout_pool(pool, width)),
             },
             settings.times(7),
         )
-    klaw_per = samples["klaw"].median / stages
+    per = {name: s.median / stages for name, s in samples.items()}
     marginal = (samples["klaw"].median - samples["single"].median) / (stages - 1)
-    label = f"fan-out {width} (1+{width}+1), per stage"
+    label = f"fan-out 1+{width}+1, per stage"
+    pool_label = f"ThreadPoolExecutor({settings.workers})"
     notes = {"run_s": samples["klaw"].median, "stages": stages}
     return [
         Row(
             "W1",
             label,
             Unit.PER_STAGE,
-            klaw_per,
-            samples["loop"].median / stages,
+            per["klaw"],
+            per["loop"],
             "plain loop",
             PER_STAGE_TARGET,
             notes,
@@ -196,15 +199,24 @@ def fan_out(settings: Settings) -> list[Row]:
             "W1",
             label,
             Unit.PER_STAGE,
-            klaw_per,
-            samples["pool"].median / stages,
-            f"ThreadPoolExecutor({settings.workers})",
+            per["klaw"],
+            per["pool"],
+            pool_label,
             PER_STAGE_TARGET,
             notes,
         ),
         Row(
             "W1",
-            "  marginal per stage (minus a 1-stage run)",
+            "  same, home reused",
+            Unit.PER_STAGE,
+            per["reused"],
+            per["pool"],
+            pool_label,
+            notes={"run_s": samples["reused"].median},
+        ),
+        Row(
+            "W1",
+            "  marginal (minus a 1-stage run)",
             Unit.PER_STAGE,
             marginal,
             notes={"single_run_s": samples["single"].median},
@@ -219,26 +231,28 @@ CHAIN_LENGTH = 200
 
 def chain(settings: Settings) -> list[Row]:
     length = CHAIN_LENGTH
-    wf = graphs.chain(length)
+    wf = workflows.chain(length)
     with ThreadPoolExecutor(settings.workers) as pool:
         samples = interleaved(
             {
                 "klaw": _klaw_runs(wf, settings),
+                "reused": _klaw_runs(wf, settings, fresh=False),
                 "loop": Case(lambda: floors.chain_loop(length)),
                 "pool": Case(lambda: floors.chain_pool(pool, length)),
             },
             settings.times(7),
         )
-    klaw_per = samples["klaw"].median / length
-    label = f"chain {length}, value passed on, per stage"
+    per = {name: s.median / length for name, s in samples.items()}
+    label = f"chain of {length}, per stage"
+    pool_label = f"ThreadPoolExecutor({settings.workers})"
     notes = {"run_s": samples["klaw"].median, "stages": length}
     return [
         Row(
             "W2",
             label,
             Unit.PER_STAGE,
-            klaw_per,
-            samples["loop"].median / length,
+            per["klaw"],
+            per["loop"],
             "plain loop",
             PER_STAGE_TARGET,
             notes,
@@ -247,11 +261,20 @@ def chain(settings: Settings) -> list[Row]:
             "W2",
             label,
             Unit.PER_STAGE,
-            klaw_per,
-            samples["pool"].median / length,
-            f"ThreadPoolExecutor({settings.workers})",
+            per["klaw"],
+            per["pool"],
+            pool_label,
             PER_STAGE_TARGET,
             notes,
+        ),
+        Row(
+            "W2",
+            "  same, home reused",
+            Unit.PER_STAGE,
+            per["reused"],
+            per["pool"],
+            pool_label,
+            notes={"run_s": samples["reused"].median},
         ),
     ]
 
@@ -282,7 +305,7 @@ def data_pipeline(settings: Settings) -> list[Row]:
             mem = _pipeline("memory", runner, "--workers", workers)
             peaks[runner].append(mem["peak_rss"])
             growth[runner].append(mem["peak_rss"] - mem["baseline_rss"])
-    rows = "8 stages, 1M rows"
+    rows = "8 stages, 1M rows"  # the growth rows: RSS just before the pass, Klaw warmed up
     return [
         Row(
             "W3",
@@ -304,7 +327,7 @@ def data_pipeline(settings: Settings) -> list[Row]:
         ),
         Row(
             "W3",
-            f"{rows}: peak RSS above start",
+            "  peak RSS growth during the pass",
             Unit.BYTES,
             statistics.median(growth["klaw"]),
             statistics.median(growth["loop"]),
@@ -319,12 +342,12 @@ LAYERS, WIDTH = 100, 100
 
 
 def large_graph(settings: Settings) -> list[Row]:
-    spec = graphs.layered(LAYERS, WIDTH)
+    spec = shapes.layered(LAYERS, WIDTH)
     parts: dict[str, list[float]] = {"load": [], "plan": []}
 
     def load_and_plan() -> None:
         start = time.perf_counter()
-        wf = graphs.layered_workflow(spec)
+        wf = workflows.layered(spec)
         loaded = time.perf_counter()
         plan = klaw.plan(wf)
         planned = time.perf_counter()

@@ -184,8 +184,10 @@ def attempts_by_stage(show: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     return found
 
 
-def wait_until_running(cwd: Path, run: Background, workflow: str, stage: str) -> str:
-    """Wait until ``workflow`` has a running run whose ``stage`` is running; its run id.
+def wait_for_stage(
+    cwd: Path, run: Background, workflow: str, stage: str, state: str = "running"
+) -> str:
+    """Wait until ``workflow`` has a running run whose ``stage`` is in ``state``; its run id.
     Polls ``runs list`` and ``runs show`` (bounded)."""
 
     def running_run() -> str | None:
@@ -200,11 +202,11 @@ def wait_until_running(cwd: Path, run: Background, workflow: str, stage: str) ->
 
     run_id = wait_for(f"a running run of {workflow}", running_run)
 
-    def stage_running() -> bool:
+    def stage_in_state() -> bool:
         show = klaw(cwd, "runs", "show", run_id, "-o", "json")
         assert show.returncode == 0, str(show)
         states = {a["stage"]: a["state"] for a in show.json()["attempts"]}
-        return states.get(stage) == "running"
+        return states.get(stage) == state
 
-    wait_for(f"stage {stage} of run {run_id} running", stage_running)
+    wait_for(f"stage {stage} of run {run_id} {state}", stage_in_state)
     return run_id

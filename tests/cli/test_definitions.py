@@ -101,11 +101,6 @@ def test_validate_reports_every_invalid_workflow(project: Path) -> None:
     assert any("named 'orders'" in p for p in found["twice"]["problems"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Klaw bug: run_app calls app(standalone_mode=False), where typer returns the code "
-    "of typer.Exit instead of raising it, and run_app drops it: validate exits 0",
-)
 def test_validate_exits_2_when_a_workflow_is_invalid(project: Path) -> None:
     result = klaw(project, "validate")
     assert "invalid cyclic" in result.out

@@ -120,6 +120,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Runs:
 
 def test_stage_raising_fails_the_run(runs: Runs) -> None:
     run_id = run_id_of(runs.crash)
+    assert runs.crash.returncode == 1, str(runs.crash)
     assert f"run {run_id} failed" in runs.crash.out
     assert f"klaw logs {run_id}" in runs.crash.out  # says where to look
     assert "Traceback" not in runs.crash.stderr
@@ -154,6 +155,7 @@ def test_snapshots_of_the_stages_that_succeeded_are_kept(runs: Runs) -> None:
 
 
 def test_asset_returning_a_dict_fails_saying_not_tabular(runs: Runs) -> None:
+    assert runs.not_tabular.returncode == 1, str(runs.not_tabular)
     result = runs.not_tabular.json()
     assert result["run"]["state"] == "failed"
     (attempt,) = result["attempts"]
@@ -197,6 +199,7 @@ def test_logs_of_an_unknown_stage_name_the_stages(runs: Runs) -> None:
 
 
 def test_timeout_ends_the_stage_timed_out(runs: Runs) -> None:
+    assert runs.timeout.returncode == 1, str(runs.timeout)
     result = runs.timeout.json()
     assert result["run"]["state"] == "failed"
     (attempt,) = result["attempts"]
@@ -218,19 +221,3 @@ def test_retries_until_success(runs: Runs) -> None:
         None,
     ]
     assert (runs.project / "flaky.count").read_text() == "3"
-
-
-# -- exit codes -------------------------------------------------------------------------------
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="Klaw bug: `klaw run` raises typer.Exit(1) for a run that did not succeed, but "
-    "run_app calls app(standalone_mode=False), which returns the code instead of raising it, "
-    "and drops it: the process exits 0",
-)
-@pytest.mark.parametrize("scenario", ["crash", "not_tabular", "timeout"])
-def test_a_failed_run_exits_1(runs: Runs, scenario: str) -> None:
-    result: Result = getattr(runs, scenario)
-    assert "failed" in result.out
-    assert result.returncode == 1, str(result)

@@ -237,6 +237,8 @@ def test_two_processes_commit_to_one_catalog(tmp_path: Path) -> None:
     catalog, data = tmp_path / "lake.sqlite", tmp_path / "lake"
     count = 8
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    parent = DuckLakeAssetStore(catalog, data)  # open before the children, so it must refresh
+    before = commit(parent, "parent", ints(1))
     children = [
         subprocess.Popen(
             [sys.executable, "-c", _CHILD, str(catalog), str(data), key, str(count)],
@@ -253,8 +255,12 @@ def test_two_processes_commit_to_one_catalog(tmp_path: Path) -> None:
     ids = [int(i) for out, _ in results for i in out.split()]
     assert len(ids) == len(set(ids)) == 4 * count
 
+    assert parent.read("shared").num_rows == count
+    after = commit(parent, "parent", ints(2))
+    assert after > max(ids) > min(ids) > before
+    parent.close()
     with DuckLakeAssetStore(catalog, data) as store:
-        assert [a.key for a in store.assets()] == ["left", "right", "shared"]
+        assert [a.key for a in store.assets()] == ["left", "parent", "right", "shared"]
         for key in ("left", "right"):
             snaps = store.snapshots(key)
             assert [s.rows for s in snaps] == list(range(1, count + 1))

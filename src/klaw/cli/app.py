@@ -76,7 +76,9 @@ def run_app() -> None:
     from klaw.cli import assets, definitions, runs  # noqa: F401  (register commands)
 
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # returns the code of `raise typer.Exit(n)`
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except KlawError as exc:
         _report(exc)
         sys.exit(exc.exit_code)
@@ -89,15 +91,29 @@ def run_app() -> None:
         sys.stderr.write("Interrupted.\n")
         sys.exit(130)
     except Exception as exc:
-        import click
-
-        if isinstance(exc, click.ClickException):
+        usage_error = _click_exception()
+        if usage_error is not None and isinstance(exc, usage_error):
             exc.show()
-            sys.exit(2)
+            sys.exit(exc.exit_code)
         raise
     finally:
         if STATE._orchestrator is not None:
             STATE._orchestrator.close()
+
+
+def _click_exception() -> type[Any] | None:
+    """Click's usage-error class (typer may ship its own copy of click)."""
+    try:
+        from typer._click.exceptions import ClickException
+
+        return ClickException
+    except ImportError:
+        try:
+            from click import ClickException as Plain
+
+            return Plain
+        except ImportError:
+            return None
 
 
 def _report(exc: KlawError) -> None:
