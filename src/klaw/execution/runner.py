@@ -20,8 +20,6 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
-import structlog
-
 from klaw.execution.executor import Executor
 from klaw.execution.readiness import Readiness, Transition
 from klaw.execution.task import InputRef, Outcome, Started, Task
@@ -36,9 +34,10 @@ from klaw.metadata.records import (
     RunRecord,
 )
 from klaw.metadata.store import MetadataWriter
+from klaw.observability import get_logger
 from klaw.states import RunState, StageState
 
-log = structlog.get_logger("klaw.runner")
+log = get_logger("klaw.runner")
 S = StageState
 
 _CANCEL = object()

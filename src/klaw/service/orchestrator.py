@@ -35,6 +35,7 @@ from klaw.metadata.records import (
     RunFilter,
     RunRecord,
 )
+from klaw.observability import configure_logging
 from klaw.service.project import Project, find_project, load_workflows
 from klaw.service.wiring import LakeFactory, make_executor, open_metadata
 from klaw.settings import KlawSettings, load_settings
@@ -74,12 +75,7 @@ class Orchestrator:
         self._active: dict[str, Any] = {}  # run id -> Runner of runs owned by this process
         if workflows is not None:  # given directly (tests, notebooks) instead of imported
             self.__dict__["workflows"] = {wf.name: wf for wf in workflows}
-        import structlog
-
-        if not structlog.is_configured():
-            from klaw.observability import configure_logging
-
-            configure_logging(self.settings.log_level, self.settings.log_format)
+        configure_logging(self.settings.log_level, self.settings.log_format)
 
     @classmethod
     def open(cls, project_dir: Path | None = None, **flags: Any) -> Orchestrator:
