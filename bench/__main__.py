@@ -79,13 +79,15 @@ def main(argv: list[str] | None = None) -> int:
     total = time.perf_counter() - started
 
     load = os.getloadavg()
-    print()
-    print(table(rows))
-    print()
+    out = sys.stderr if args.json == "-" else sys.stdout  # keep stdout pure JSON then
+    print(file=out)
+    print(table(rows), file=out)
+    print(file=out)
     print(
         f"{platform.python_implementation()} {platform.python_version()}, "
-        f"{os.cpu_count()} CPUs, {workers} workers, load average {load[0]:.1f}; "
-        f"medians; benchmark took {total:.0f} s."
+        f"{os.cpu_count()} CPUs, {workers} workers, load average {load[0]:.1f} (timings on a "
+        f"busy machine stretch); medians; benchmark took {total:.0f} s.",
+        file=out,
     )
     if args.json is not None:
         meta = {

@@ -1,12 +1,12 @@
 """W3: an 8-stage pipeline over a 1,000,000-row table (pyarrow compute and Polars), run by Klaw
 or called in a loop. Each measurement runs in its own process so that peak RSS belongs to it:
 
-    python -m bench.pipeline time [--repeat N]      # Klaw and the loop, interleaved
-    python -m bench.pipeline memory {klaw,loop}     # one pass, nothing warmed
+    python -m bench.pipeline time [--repeat N] [--rows N]   # Klaw and the loop, interleaved
+    python -m bench.pipeline memory {klaw,loop} [--rows N]  # one pass
 
 prints one JSON object: the timed samples per runner, or the peak RSS of the process and its
 RSS just before the pass (for Klaw, after a one-stage warm-up run, so that the difference is
-what the data costs). ``KLAW_BENCH_ROWS`` shrinks the table for a quick try.
+what the data costs). ``--rows`` changes the table's size (default 1,000,000).
 """
 
 from __future__ import annotations
@@ -26,10 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 ROWS = 1_000_000
-
-
-def _rows() -> int:
-    return int(os.environ.get("KLAW_BENCH_ROWS", ROWS))
+ROWS_VARIABLE = "BENCH_ROWS"  # how --rows reaches the source stage, which takes no arguments
 
 
 # -- the eight stages: parameter names are the stages they read --------------------------------
@@ -37,7 +34,7 @@ def _rows() -> int:
 
 def events() -> pa.Table:
     """The source: ``ROWS`` rows of ids, keys, values, quantities and a region string."""
-    n = _rows()
+    n = int(os.environ.get(ROWS_VARIABLE, ROWS))
     frame = pl.DataFrame({"id": pl.int_range(0, n, eager=True)}).with_columns(
         key=pl.col("id") * 7919 % 1000,
         value=(pl.col("id") * 104729 % 10007).cast(pl.Float64) / 100.0,
@@ -60,7 +57,8 @@ def key_stats(events: pa.Table) -> pa.Table:
 
 
 def joined(large: pa.Table, key_stats: pa.Table) -> pl.DataFrame:
-    return pl.from_arrow(large).join(pl.from_arrow(key_stats), on="key")  # type: ignore[union-attr]
+    left, right = pl.DataFrame(large), pl.DataFrame(key_stats)
+    return left.join(right, on="key")
 
 
 def scored(joined: pl.DataFrame) -> pl.DataFrame:
@@ -126,9 +124,20 @@ def loop_runner() -> Callable[[], None]:
 
 
 def _rss() -> int:
-    import psutil
+    """This process's resident set size now, in bytes."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:  # not Linux
+        import psutil  # type: ignore[import-untyped]
 
-    return int(psutil.Process().memory_info().rss)
+        return int(psutil.Process().memory_info().rss)
+
+
+def _peak_rss() -> int:
+    """The most this process has ever had resident, in bytes."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB elsewhere
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -140,7 +149,9 @@ def main(argv: list[str] | None = None) -> None:
     memory.add_argument("runner", choices=["klaw", "loop"])
     for sub in (timed, memory):
         sub.add_argument("--workers", type=int, default=None)
+        sub.add_argument("--rows", type=int, default=ROWS)
     args = parser.parse_args(argv)
+    os.environ[ROWS_VARIABLE] = str(args.rows)
 
     base = tempfile.mkdtemp(prefix="klaw-bench-w3-")
     try:
@@ -159,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
                 klaw_warmup(base)
             baseline = _rss()
             run()
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+            peak = _peak_rss()
             out = {"peak_rss": peak, "baseline_rss": baseline, "start_rss": started}
     finally:
         shutil.rmtree(base, ignore_errors=True)

@@ -68,11 +68,11 @@ def quantity(value: float | None, unit: Unit) -> str:
     """A figure in the scale that reads best (µs per stage, ms or s, MiB)."""
     if value is None:
         return "-"
+    if unit is Unit.BYTES:
+        return f"{value / 2**20:,.1f} MiB"
     if unit is Unit.PER_STAGE or abs(value) < 1e-3:
         micro = value * 1e6
         return f"{micro:,.2f} µs" if abs(micro) < 10 else f"{micro:,.1f} µs"
-    if unit is Unit.BYTES:
-        return f"{value / 2**20:,.1f} MiB"
     if abs(value) < 1.0:
         return f"{value * 1e3:,.1f} ms"
     return f"{value:,.2f} s"

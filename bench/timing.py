@@ -54,14 +54,3 @@ def interleaved(cases: Mapping[str, Case], repeat: int, *, warmup: int = 1) -> d
             if i >= warmup:
                 times[name].append(elapsed)
     return {name: Samples(tuple(t)) for name, t in times.items()}
-
-
-def sample(
-    fn: Callable[[], object],
-    repeat: int,
-    *,
-    warmup: int = 1,
-    setup: Callable[[], object] | None = None,
-) -> Samples:
-    """Time one callable ``repeat`` times after ``warmup`` untimed calls."""
-    return interleaved({"only": Case(fn, setup)}, repeat, warmup=warmup)["only"]

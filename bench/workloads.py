@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -110,12 +110,23 @@ one_asset = klaw.workflow("one", [one])
 def _project(root: Path, module: str) -> Path:
     root.mkdir(parents=True)
     (root / "klaw.toml").write_text(_PROJECT)
-    (root / "flows.py").write_text(textwrap.dedent(module))
+    (root / "flows.py").write_text(module)
     return root
 
 
+def _klaw_command() -> str:
+    """The ``klaw`` script installed next to this interpreter (the venv's)."""
+    script = Path(sys.executable).parent / "klaw"
+    if not script.exists():
+        found = shutil.which("klaw")
+        if found is None:
+            raise RuntimeError(f"no `klaw` command next to {sys.executable} or on PATH")
+        return found
+    return str(script)
+
+
 def _cli_run(project: Path) -> Callable[[], None]:
-    command = [str(Path(sys.executable).parent / "klaw"), "--project", str(project), "run", "one"]
+    command = [_klaw_command(), "--project", str(project), "run", "one"]
     env = _env()
 
     def run() -> None:
@@ -127,6 +138,8 @@ def _cli_run(project: Path) -> Callable[[], None]:
 
 
 def cold_start(settings: Settings) -> list[Row]:
+    """``klaw --project DIR run one`` as a new process, start to exit, in a project whose home
+    exists (the warm-up run made it): a one-stage workflow, and a one-asset one (DuckLake)."""
     stage_project = _project(settings.scratch / "w0-stage", _STAGE_MODULE)
     asset_project = _project(settings.scratch / "w0-asset", _ASSET_MODULE)
     samples = interleaved(
@@ -135,7 +148,7 @@ def cold_start(settings: Settings) -> list[Row]:
             "asset": Case(_cli_run(asset_project)),
             "floor": Case(floors.empty_interpreter),
         },
-        settings.times(5),
+        settings.times(7),
     )
     floor = samples["floor"].median
     return [
@@ -165,6 +178,8 @@ FANOUT_WIDTH = 500
 
 
 def fan_out(settings: Settings) -> list[Row]:
+    """Run wall time over the stage count. Also: the same in a reused home, and the marginal
+    cost of a stage (the run minus a one-stage run, over the 501 other stages)."""
     width = FANOUT_WIDTH
     stages = width + 2
     wf = workflows.fanout(width)
@@ -177,7 +192,7 @@ def fan_out(settings: Settings) -> list[Row]:
                 "loop": Case(lambda: floors.fanout_loop(width)),
                 "pool": Case(lambda: floors.fanout_pool(pool, width)),
             },
-            settings.times(7),
+            settings.times(15),
         )
     per = {name: s.median / stages for name, s in samples.items()}
     marginal = (samples["klaw"].median - samples["single"].median) / (stages - 1)
@@ -230,6 +245,8 @@ CHAIN_LENGTH = 200
 
 
 def chain(settings: Settings) -> list[Row]:
+    """Run wall time over the stage count: every stage waits for the one before, so each pays
+    the full round trip (runner -> worker -> runner -> metadata) with nothing to overlap."""
     length = CHAIN_LENGTH
     wf = workflows.chain(length)
     with ThreadPoolExecutor(settings.workers) as pool:
@@ -240,7 +257,7 @@ def chain(settings: Settings) -> list[Row]:
                 "loop": Case(lambda: floors.chain_loop(length)),
                 "pool": Case(lambda: floors.chain_pool(pool, length)),
             },
-            settings.times(7),
+            settings.times(15),
         )
     per = {name: s.median / length for name, s in samples.items()}
     label = f"chain of {length}, per stage"
@@ -295,6 +312,8 @@ def _pipeline(*args: str) -> dict[str, Any]:
 
 
 def data_pipeline(settings: Settings) -> list[Row]:
+    """Time: Klaw and the loop interleaved in one process. Memory: each in processes of its
+    own (median of three), peak RSS of the whole process, and its growth during the pass."""
     workers = str(settings.workers)
     timed = _pipeline("time", "--repeat", str(settings.times(5)), "--workers", workers)
     klaw_s, loop_s = statistics.median(timed["klaw"]), statistics.median(timed["loop"])
@@ -305,11 +324,11 @@ def data_pipeline(settings: Settings) -> list[Row]:
             mem = _pipeline("memory", runner, "--workers", workers)
             peaks[runner].append(mem["peak_rss"])
             growth[runner].append(mem["peak_rss"] - mem["baseline_rss"])
-    rows = "8 stages, 1M rows"  # the growth rows: RSS just before the pass, Klaw warmed up
+    title = "8 stages, 1M rows"
     return [
         Row(
             "W3",
-            f"{rows}: time",
+            f"{title}: time",
             Unit.SECONDS,
             klaw_s,
             loop_s,
@@ -318,7 +337,7 @@ def data_pipeline(settings: Settings) -> list[Row]:
         ),
         Row(
             "W3",
-            f"{rows}: peak RSS (whole process)",
+            f"{title}: peak RSS (whole process)",
             Unit.BYTES,
             statistics.median(peaks["klaw"]),
             statistics.median(peaks["loop"]),
@@ -342,6 +361,8 @@ LAYERS, WIDTH = 100, 100
 
 
 def large_graph(settings: Settings) -> list[Row]:
+    """Building 10,000 StageDefs with the decorator and a workflow ("load"), then
+    ``klaw.plan`` (validate + plan), against the same DAG as a bare rustworkx graph."""
     spec = shapes.layered(LAYERS, WIDTH)
     parts: dict[str, list[float]] = {"load": [], "plan": []}
 

@@ -18,7 +18,6 @@ from .driver import (
     attempts_by_stage,
     gone,
     klaw,
-    wait_for,
     wait_for_stage,
     write_project,
 )

@@ -1,6 +1,7 @@
 """A failure in one branch: by default the other branch carries on; with ``--fail-fast`` the
-stages not yet started are skipped. The good branch waits at a gate the test opens only once
-the failure is recorded, so the order does not depend on timing."""
+running stages are stopped and the stages not yet started are skipped. The good branch waits
+at a gate the test opens only once the failure is recorded, so the order does not depend on
+timing."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from .driver import Background, attempts_by_stage, wait_for_stage, write_project
+from .driver import Background, attempts_by_stage, klaw, wait_for_stage, write_project
 
 BRANCHES = """
 import time
@@ -81,11 +82,14 @@ def test_by_default_the_other_branch_carries_on(project: Path) -> None:
     }
 
 
-def test_fail_fast_skips_the_stages_not_yet_started(project: Path) -> None:
-    code, result = _run(project, "--fail-fast")
+def test_fail_fast_stops_running_stages_and_skips_the_rest(project: Path) -> None:
+    (project / "gate.open").unlink(missing_ok=True)  # the gate stays shut: only a stop ends it
+    finished = klaw(project, "run", "branches", "-o", "json", "--fail-fast")
+    code, result = finished.returncode, finished.json()
     assert code == 1
     assert result["run"]["state"] == "failed"
     states = _states(result)
     assert states["bad"] == "failed"
     assert states["bad_child"] == "upstream_failed"
+    assert states["gate"] == "cancelled"  # stopped while it waited at the gate
     assert states["gate_child"] == "skipped"

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from .driver import assert_error, klaw, write_project
 
 GOOD = """
@@ -39,11 +37,6 @@ def test_unreadable_klaw_toml_names_the_file(tmp_path: Path) -> None:
     assert_error(result, 2, f"Cannot read {tmp_path / 'klaw.toml'}")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Klaw bug: _load_toml catches OSError and TOMLDecodeError but not the "
-    "UnicodeDecodeError tomllib raises for bytes that are not UTF-8: traceback, exit 1",
-)
 def test_klaw_toml_that_is_not_utf8_names_the_file(tmp_path: Path) -> None:
     (tmp_path / "klaw.toml").write_bytes(b'[project]\nname = "caf\xe9"\nmodules = ["wf.m"]\n')
     result = klaw(tmp_path, "workflows", "list")

@@ -185,11 +185,6 @@ def test_logs_of_a_misspelt_stage_name_the_close_one(runs: Runs) -> None:
     assert_error(result, 2, "no stage 'chaty'", "did you mean chatty")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Klaw bug: when no stage name is close, `klaw logs --stage` names neither the run's "
-    "stages nor what to do (no hint)",
-)
 def test_logs_of_an_unknown_stage_name_the_stages(runs: Runs) -> None:
     result = klaw(runs.project, "logs", run_id_of(runs.chat), "--stage", "nope")
     assert_error(result, 2, "'nope'", "chatty", "quiet")

@@ -106,7 +106,7 @@ def test_fail_fast_skips_what_has_not_started(orch: Orchestrator, executor: str)
     final = states(orch, result.run_id)
     assert final["bad"] == "failed"
     assert final["after_bad"] == "upstream_failed"
-    assert "skipped" in final.values() or final["independent"] == "succeeded"
+    assert final["independent"] in {"skipped", "succeeded", "cancelled"}
 
 
 def test_retries_until_success(orch: Orchestrator, executor: str, tmp_path: Path) -> None:

@@ -27,7 +27,10 @@ def run(
         str | None, typer.Option("--executor", help="thread (default) or process.")
     ] = None,
     fail_fast: Annotated[
-        bool, typer.Option("--fail-fast", help="Stop everything at the first failure.")
+        bool,
+        typer.Option(
+            "--fail-fast", help="At the first failure, stop running stages and skip the rest."
+        ),
     ] = False,
     resume: Annotated[
         str | None,

@@ -225,6 +225,11 @@ class Runner:
             wait = self.plan.graph.stages[name].retry.wait_before(outcome.attempt)
             self._timer(wait, "retry", name, outcome.attempt)
         self._apply(transitions)
+        if self.options.fail_fast and transitions[0].state is not S.RETRYING:
+            self._event("run_failing_fast", stage=name)
+            self._cancelling = True  # what still runs is stopped and ends cancelled
+            for running in list(self._tasks.values()):
+                self._stop(running)
 
     def _fire_timers(self) -> None:
         now = time.monotonic()

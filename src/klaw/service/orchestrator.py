@@ -291,6 +291,7 @@ class Orchestrator:
                 raise SelectionError(
                     f"Run {run.run_id} has no stage {stage!r}"
                     + (f"; did you mean {', '.join(close)}?" if close else "."),
+                    hint=f"Its stages: {', '.join(sorted(stages)) or 'none'}.",
                 )
         return self.metadata.read_logs(run_id, stage=stage)
 

@@ -61,6 +61,11 @@ def _load_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(
             f"{path} is not valid TOML: {exc}.", hint="Fix the TOML syntax where it says."
         ) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path} is not UTF-8 text (byte {exc.start} cannot be decoded).",
+            hint="Save the file as UTF-8.",
+        ) from None
 
 
 def _read(path: Path, data: dict[str, Any]) -> Project:
