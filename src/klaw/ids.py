@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 
@@ -20,9 +21,14 @@ def new_run_id() -> str:
     return "".join(reversed(chars))
 
 
+_token_prefix = os.urandom(6).hex()
+_token_counter = itertools.count(1)
+
+
 def new_token() -> str:
-    """An opaque attempt token (fencing: a stale attempt's writes carry an old token)."""
-    return os.urandom(8).hex()
+    """An opaque attempt token, unique across processes (fencing: a stale attempt's writes
+    carry an old token). A random per-process prefix and a counter: no syscall per attempt."""
+    return f"{_token_prefix}{next(_token_counter):x}"
 
 
 class AssetRef(msgspec.Struct, frozen=True):

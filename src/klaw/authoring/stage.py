@@ -54,13 +54,7 @@ class StageDef:
     tags: frozenset[str] = frozenset()
     key: str | None = None  # asset key; the stage name unless given
     description: str = ""
-
-    @property
-    def upstream(self) -> tuple[str, ...]:
-        """Every stage this one depends on, inputs first, without repeats."""
-        seen = dict.fromkeys(i.upstream for i in self.inputs)
-        seen.update(dict.fromkeys(self.after))
-        return tuple(seen)
+    upstream: tuple[str, ...] = ()  # every stage this one depends on, inputs first, no repeats
 
     @property
     def asset_key(self) -> str | None:
@@ -158,10 +152,7 @@ def _build(
         )
     if key is not None and not NAME_PATTERN.match(key):
         raise DefinitionError(f"Asset key {key!r} of stage {stage_name!r} ({where}) is not valid.")
-    try:
-        signature = inspect.signature(fn, eval_str=True)
-    except NameError:  # a forward reference that is not defined yet: use the raw annotations
-        signature = inspect.signature(fn)
+    signature = inspect.signature(fn)
     explicit = {param: _stage_name(up) for param, up in (inputs or {}).items()}
     unknown = set(explicit) - set(signature.parameters)
     if unknown:
@@ -172,7 +163,9 @@ def _build(
     stage_inputs: list[StageInput] = []
     params_arg: str | None = None
     params_model: type[Any] | None = None
-    for param in signature.parameters.values():
+    namespace = getattr(fn, "__globals__", {})
+    for raw in signature.parameters.values():
+        param = raw.replace(annotation=_resolve(raw.annotation, namespace))
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             raise DefinitionError(
                 f"Stage {stage_name!r} ({where}) takes *{param.name}; list its inputs as named "
@@ -197,17 +190,20 @@ def _build(
                 f"Stage {stage_name!r} ({where}): the parameter 'params' must be annotated with "
                 "a pydantic BaseModel subclass (for example `params: RevenueParams`)."
             )
-        upstream = explicit.get(param.name, param.name)
-        stage_inputs.append(StageInput(param.name, upstream, _input_type(param.annotation)))
+        source = explicit.get(param.name, param.name)
+        stage_inputs.append(StageInput(param.name, source, _input_type(param.annotation)))
     policy = retries if isinstance(retries, RetryPolicy) else RetryPolicy(retries=retries)
     if timeout is not None and timeout <= 0:
         raise DefinitionError(f"Stage {stage_name!r} ({where}) has timeout={timeout}; use > 0.")
+    after = tuple(_stage_name(d) for d in deps)
+    upstream = tuple(dict.fromkeys([*(i.upstream for i in stage_inputs), *after]))
     return StageDef(
         name=stage_name,
         fn=fn,
         kind=kind,
         inputs=tuple(stage_inputs),
-        after=tuple(_stage_name(d) for d in deps),
+        after=after,
+        upstream=upstream,
         params_arg=params_arg,
         params_model=params_model,
         retry=policy,
@@ -217,6 +213,25 @@ def _build(
         key=key,
         description=inspect.cleandoc(fn.__doc__ or ""),
     )
+
+
+_resolved: dict[tuple[int, str], Any] = {}
+
+
+def _resolve(annotation: Any, namespace: dict[str, Any]) -> Any:
+    """Evaluate a string annotation (``from __future__ import annotations``) in the function's
+    module, once per module and string; one that cannot be evaluated yet stays a string."""
+    if not isinstance(annotation, str):
+        return annotation
+    key = (id(namespace), annotation)
+    found = _resolved.get(key, _resolved)
+    if found is _resolved:
+        try:
+            found = eval(annotation, namespace)
+        except Exception:
+            return annotation
+        _resolved[key] = found
+    return found
 
 
 def _stage_name(ref: str | StageDef) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from klaw.execution.task import Outcome, Started, Task
 from klaw.execution.values import ValueStore
@@ -32,3 +32,12 @@ class Executor(Protocol):
 
     def close(self) -> None:
         """Stop every worker and wait for them (stopping what still runs)."""
+
+
+@runtime_checkable
+class InlineExecutor(Protocol):
+    """An executor that can also run an attempt on the caller's own thread. The runner uses it
+    when one stage is ready and nothing else runs (a chain), saving two thread hand-offs."""
+
+    def run_here(self, task: Task) -> Outcome:
+        """Run ``task`` on this thread; ``stop(task)`` from any thread still stops it."""

@@ -12,7 +12,16 @@ from dataclasses import dataclass
 
 from klaw.states import RunState, StageState
 
-S = StageState
+# members bound once: attribute access on an Enum class costs a descriptor call per use
+PENDING = StageState.PENDING
+READY = StageState.READY
+RUNNING = StageState.RUNNING
+SUCCEEDED = StageState.SUCCEEDED
+FAILED = StageState.FAILED
+RETRYING = StageState.RETRYING
+SKIPPED = StageState.SKIPPED
+UPSTREAM_FAILED = StageState.UPSTREAM_FAILED
+CANCELLED = StageState.CANCELLED
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,12 +62,12 @@ class Readiness:
         self._cancelled = False
         for name in upstream:
             if name in done:
-                self.state[name] = S.SUCCEEDED
+                self.state[name] = SUCCEEDED
             else:
-                self.state[name] = S.PENDING
+                self.state[name] = PENDING
                 self._open += 1
         for name, ups in upstream.items():
-            self._waiting[name] = sum(1 for up in ups if self.state[up] is not S.SUCCEEDED)
+            self._waiting[name] = sum(1 for up in ups if self.state[up] is not SUCCEEDED)
 
     # -- queries -----------------------------------------------------------------------------
     @property
@@ -82,37 +91,37 @@ class Readiness:
         return [
             self._ready(name)
             for name, st in self.state.items()
-            if st is S.PENDING and self._waiting[name] == 0
+            if st is PENDING and self._waiting[name] == 0
         ]
 
     def started(self, stage: str) -> Transition:
-        self._expect(stage, S.READY)
-        self.state[stage] = S.RUNNING
-        return Transition(stage, S.RUNNING, self.attempt[stage])
+        self._expect(stage, READY)
+        self.state[stage] = RUNNING
+        return Transition(stage, RUNNING, self.attempt[stage])
 
     def succeeded(self, stage: str) -> list[Transition]:
         """The stage succeeded; returns its transition and the stages it made ready."""
-        self._expect(stage, S.RUNNING)
-        out = [self._end(stage, S.SUCCEEDED)]
+        self._expect(stage, RUNNING)
+        out = [self._end(stage, SUCCEEDED)]
         if self._cancelled or (self._fail_fast and self._failed):
             return out
         for down in self._downstream[stage]:
             self._waiting[down] -= 1
-            if self._waiting[down] == 0 and self.state[down] is S.PENDING:
+            if self._waiting[down] == 0 and self.state[down] is PENDING:
                 out.append(self._ready(down))
         return out
 
     def failed(
-        self, stage: str, *, retryable: bool = True, state: StageState = S.FAILED
+        self, stage: str, *, retryable: bool = True, state: StageState = FAILED
     ) -> list[Transition]:
         """The attempt failed (``FAILED``) or ran out of time (``TIMED_OUT``). Returns
         ``RETRYING`` when the stage has retries left, otherwise its final state and
         ``UPSTREAM_FAILED`` for everything downstream (and with fail-fast, ``SKIPPED`` for
         every stage not yet started)."""
-        self._expect(stage, S.RUNNING)
+        self._expect(stage, RUNNING)
         if retryable and not self._cancelled and self.remaining_retries(stage) > 0:
-            self.state[stage] = S.RETRYING
-            return [Transition(stage, S.RETRYING, self.attempt[stage])]
+            self.state[stage] = RETRYING
+            return [Transition(stage, RETRYING, self.attempt[stage])]
         self._failed = True
         out = [self._end(stage, state)]
         out.extend(self._fail_downstream(stage))
@@ -122,29 +131,29 @@ class Readiness:
 
     def retry_due(self, stage: str) -> Transition:
         """A retrying stage's wait is over: it is ready again as a new attempt."""
-        self._expect(stage, S.RETRYING)
+        self._expect(stage, RETRYING)
         return self._ready(stage)
 
     def stopped(self, stage: str) -> Transition:
         """A running stage was stopped by a cancel."""
-        self._expect(stage, S.RUNNING)
-        return self._end(stage, S.CANCELLED)
+        self._expect(stage, RUNNING)
+        return self._end(stage, CANCELLED)
 
     def cancel(self) -> list[Transition]:
         """Cancel the run: every stage not started or waiting to retry ends ``CANCELLED``.
         Running stages stay running until the executor reports them stopped."""
         self._cancelled = True
         return [
-            self._end(name, S.CANCELLED)
+            self._end(name, CANCELLED)
             for name, st in list(self.state.items())
-            if st in (S.PENDING, S.READY, S.RETRYING)
+            if st in (PENDING, READY, RETRYING)
         ]
 
     # -- internals ---------------------------------------------------------------------------
     def _ready(self, stage: str) -> Transition:
         self.attempt[stage] += 1
-        self.state[stage] = S.READY
-        return Transition(stage, S.READY, self.attempt[stage])
+        self.state[stage] = READY
+        return Transition(stage, READY, self.attempt[stage])
 
     def _end(self, stage: str, state: StageState) -> Transition:
         self.state[stage] = state
@@ -156,16 +165,16 @@ class Readiness:
         stack = list(self._downstream[stage])
         while stack:
             down = stack.pop()
-            if self.state[down] is S.PENDING:
-                out.append(self._end(down, S.UPSTREAM_FAILED))
+            if self.state[down] is PENDING:
+                out.append(self._end(down, UPSTREAM_FAILED))
                 stack.extend(self._downstream[down])
         return out
 
     def _skip_unstarted(self) -> list[Transition]:
         return [
-            self._end(name, S.SKIPPED)
+            self._end(name, SKIPPED)
             for name, st in list(self.state.items())
-            if st in (S.PENDING, S.READY, S.RETRYING)
+            if st in (PENDING, READY, RETRYING)
         ]
 
     def _expect(self, stage: str, state: StageState) -> None:

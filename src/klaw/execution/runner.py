@@ -15,13 +15,17 @@ import signal
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any
+from typing import Any, cast
 
-from klaw.execution.executor import Executor
+import msgspec
+
+from klaw.execution.executor import Executor, InlineExecutor
 from klaw.execution.readiness import Readiness, Transition
+from klaw.execution.recorder import Recorder
 from klaw.execution.task import InputRef, Outcome, Started, Task
 from klaw.execution.values import ValueStore
 from klaw.graph.plan import Plan
@@ -38,9 +42,16 @@ from klaw.observability import get_logger
 from klaw.states import RunState, StageState
 
 log = get_logger("klaw.runner")
-S = StageState
+# members bound once: attribute access on an Enum class costs a descriptor call per use
+READY = StageState.READY
+SUCCEEDED = StageState.SUCCEEDED
+FAILED = StageState.FAILED
+RETRYING = StageState.RETRYING
+TIMED_OUT = StageState.TIMED_OUT
 
 _CANCEL = object()
+_FAST = 0.002  # seconds: stages shorter than this get a queued successor per worker
+_ENDS = frozenset(s for s in StageState if s.terminal) | {StageState.RETRYING}
 _FORCE = object()
 
 
@@ -87,17 +98,30 @@ class Runner:
         )
         self._values = ValueStore()
         # consumers still to finish, per stage whose value is held in memory
-        self._downstream_in_plan = {
-            n: tuple(d for d in plan.graph.downstream[n] if d in plan.upstream) for n in plan.stages
+        # values are kept for the planned stages that take them as an input (not for ``deps=``)
+        consumers: dict[str, int] = dict.fromkeys(plan.stages, 0)
+        for name in plan.stages:
+            for up in {i.upstream for i in stages[name].inputs}:
+                if up in consumers:
+                    consumers[up] += 1
+        self._consumers = consumers
+        self._value_inputs = {
+            name: tuple({i.upstream for i in stages[name].inputs if i.upstream in consumers})
+            for name in plan.stages
         }
-        self._consumers = {n: len(d) for n, d in self._downstream_in_plan.items()}
+        self._inputs = {name: self._input_refs(name) for name in plan.stages}
+        self._recorder = Recorder(metadata, self.options.on_events)
         self._tasks: dict[tuple[str, int], Task] = {}  # running attempts
         self._attempts: dict[tuple[str, int], AttemptRecord] = {}
-        self._waiting: list[str] = []  # ready, waiting for a free slot
+        self._waiting: deque[str] = deque()  # ready, waiting for a free slot
         self._timers: list[tuple[float, int, str, str, int]] = []
         self._seq = itertools.count()
         self._batch = Batch()
         self._cancelling = False
+        self._fast = False
+        self._ready_events: dict[str, EventRecord] = {}
+        self._inline_task: Task | None = None
+        self._inline = isinstance(executor, InlineExecutor)
         self._timed_out: set[tuple[str, int]] = set()
         self._log = log.bind(run_id=run.run_id, workflow=run.workflow)
 
@@ -106,6 +130,13 @@ class Runner:
         """Ask the run to stop (thread- and signal-safe): running attempts are stopped, nothing
         new starts, and the run ends ``cancelled``."""
         self._outcomes.put(_CANCEL)
+        self._stop_inline()
+
+    def _stop_inline(self) -> None:
+        """A stage running on the runner's own thread cannot wait for the loop: stop it now."""
+        task = self._inline_task
+        if task is not None:
+            self.executor.stop(task)
 
     def execute(self) -> RunRecord:
         """Run the plan to the end and return the final run record."""
@@ -117,6 +148,7 @@ class Runner:
         for name, reused in self.options.reused.items():
             self._record_reused(name, reused)
         self._log.info("run started", stages=len(self.plan.stages))
+        self._recorder.start()
         self.executor.open(self._outcomes.put, self._values)
         restore = self._install_signals()
         try:
@@ -127,7 +159,10 @@ class Runner:
         finally:
             restore()
             self.executor.close()
-        return self._finish()
+        try:
+            return self._finish()
+        finally:
+            self._recorder.close()
 
     def _install_signals(self) -> Callable[[], None]:
         """Ctrl-C and SIGTERM cancel the run (a second Ctrl-C abandons what has not stopped).
@@ -138,6 +173,7 @@ class Runner:
 
         def on_signal(signum: int, frame: FrameType | None) -> None:
             self._outcomes.put(_CANCEL if next(presses) == 1 else _FORCE)
+            self._stop_inline()
 
         previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
 
@@ -196,17 +232,8 @@ class Runner:
         if outcome.value is not None and task.keep_value:
             self._values.put(outcome.stage, outcome.value)
         self._batch.logs.extend(outcome.logs)
-        self._batch.metrics.append(
-            MetricRecord(
-                run_id=self.run.run_id,
-                stage=outcome.stage,
-                attempt=outcome.attempt,
-                name="duration_s",
-                value=outcome.ended_at - outcome.started_at,
-                ts=outcome.ended_at,
-            )
-        )
         name = outcome.stage
+        self._fast = outcome.ended_at - outcome.started_at < _FAST
         if outcome.ok:
             record.asset_key, record.snapshot_id = outcome.asset_key, outcome.snapshot
             self._apply(self._readiness.succeeded(name))
@@ -219,13 +246,13 @@ class Runner:
         if not timed_out:
             record.error, record.traceback = outcome.error, outcome.traceback
         self._log.warning("stage failed", stage=name, attempt=outcome.attempt, error=record.error)
-        state = S.TIMED_OUT if timed_out else S.FAILED
+        state = TIMED_OUT if timed_out else FAILED
         transitions = self._readiness.failed(name, retryable=outcome.retryable, state=state)
-        if transitions[0].state is S.RETRYING:
+        if transitions[0].state is RETRYING:
             wait = self.plan.graph.stages[name].retry.wait_before(outcome.attempt)
             self._timer(wait, "retry", name, outcome.attempt)
         self._apply(transitions)
-        if self.options.fail_fast and transitions[0].state is not S.RETRYING:
+        if self.options.fail_fast and transitions[0].state is not RETRYING:
             self._event("run_failing_fast", stage=name)
             self._cancelling = True  # what still runs is stopped and ends cancelled
             for running in list(self._tasks.values()):
@@ -237,7 +264,7 @@ class Runner:
             _, _, kind, name, attempt = heapq.heappop(self._timers)
             task = self._tasks.get((name, attempt))
             if kind == "retry":
-                if self._readiness.state[name] is S.RETRYING and not self._cancelling:
+                if self._readiness.state[name] is RETRYING and not self._cancelling:
                     self._apply([self._readiness.retry_due(name)])
             elif task is None:
                 continue  # the attempt already ended
@@ -250,41 +277,69 @@ class Runner:
                 self._abandon(task)
 
     def _dispatch(self) -> None:
-        free = self.executor.capacity - len(self._tasks)
+        # While stages finish within a couple of milliseconds, keep one task queued per worker
+        # so a worker goes straight on to its next stage instead of waiting for this loop.
+        # (A queued task counts as running for those few milliseconds.)
+        capacity = self.executor.capacity
+        free = (4 * capacity if self._fast else capacity) - len(self._tasks)
         while self._waiting and free > 0:
-            name = self._waiting.pop(0)
-            if self._readiness.state[name] is not S.READY:
+            name = self._waiting.popleft()
+            if self._readiness.state[name] is not READY:
                 continue  # cancelled or skipped while it waited
+            alone = not self._tasks and not self._waiting
+            if alone and self._inline and self.plan.graph.stages[name].timeout is None:
+                self._run_inline(name)
+                return
             self._submit(name)
             free -= 1
 
-    def _submit(self, name: str) -> None:
+    def _run_inline(self, name: str) -> None:
+        """The only stage that can run now: run it on this thread (no hand-off to a worker).
+        Its outcome goes through the queue like any other; a cancel stops it as usual."""
+        task = self._submit(name, start=False)
+        self._flush()  # `running` is recorded while the stage runs
+        executor = cast(InlineExecutor, self.executor)
+        self._inline_task = task
+        try:
+            outcome = executor.run_here(task)
+        finally:
+            self._inline_task = None
+        self._outcomes.put(outcome)
+
+    def _submit(self, name: str, *, start: bool = True) -> Task:
         transition = self._readiness.started(name)
         stage = self.plan.graph.stages[name]
-        external = self.options.external
-        reused = self.options.reused
-        inputs = []
-        for item in stage.inputs:
-            ref: AssetRef | None = None
-            if item.upstream in reused:
-                ref = reused[item.upstream].ref
-            elif item.upstream not in self.plan.upstream:
-                ref = external[item.upstream]
-            inputs.append(InputRef(item.param, item.upstream, item.type.value, ref))
         task = Task(
             run_id=self.run.run_id,
             stage=stage,
             attempt=transition.attempt,
             token=new_token(),
-            inputs=tuple(inputs),
+            inputs=self._inputs[name],
             params=self.options.params.get(stage.params_model) if stage.params_model else None,
-            keep_value=bool(self._downstream_in_plan[name]),
+            keep_value=self._consumers[name] > 0,
         )
         self._tasks[task.key] = task
+        self._ready_events.pop(name, None)
         record = self._attempts[task.key]
         record.token, record.started_at = task.token, time.time()
         self._apply([transition])
-        self.executor.submit(task)
+        if start:
+            self.executor.submit(task)
+        return task
+
+    def _input_refs(self, name: str) -> tuple[InputRef, ...]:
+        """Where each input of ``name`` comes from: a value in memory, or a snapshot when the
+        upstream was reused from an earlier run or is not part of the plan."""
+        reused, external = self.options.reused, self.options.external
+        refs = []
+        for item in self.plan.graph.stages[name].inputs:
+            ref: AssetRef | None = None
+            if item.upstream in reused:
+                ref = reused[item.upstream].ref
+            elif item.upstream not in self.plan.upstream:
+                ref = external[item.upstream]
+            refs.append(InputRef(item.param, item.upstream, item.type.value, ref))
+        return tuple(refs)
 
     # -- cancel and stop -----------------------------------------------------------------------
     def _begin_cancel(self, reason: str) -> None:
@@ -337,26 +392,31 @@ class Runner:
                     asset_key=stage.asset_key,
                 )
                 self._attempts[key] = record
-            if t.state is S.READY:
-                self._waiting.append(t.stage)
-            record.state = t.state
-            ends = t.state.terminal or t.state is S.RETRYING
-            if ends and record.ended_at is None:
-                record.ended_at = now
-            if t.state.terminal:
-                self._release_inputs(t.stage)
+            state = t.state
+            record.state = state
             self._batch.attempts.append(record)
-            self._batch.events.append(
-                EventRecord(
-                    run_id=run_id,
-                    kind="stage",
-                    ts=now,
-                    stage=t.stage,
-                    attempt=t.attempt,
-                    state=t.state.value,
-                    data={"error": record.error} if ends and record.error else {},
-                )
+            event = EventRecord(
+                run_id=run_id,
+                kind="stage",
+                ts=now,
+                stage=t.stage,
+                attempt=t.attempt,
+                state=state,
             )
+            if state is READY:
+                # held back until the next write: a stage that starts in the same round goes
+                # straight to `running` in the log; one that waits for a slot shows `ready`
+                self._waiting.append(t.stage)
+                self._ready_events[t.stage] = event
+                continue
+            if state in _ENDS:
+                if record.ended_at is None:
+                    record.ended_at = now
+                if record.error:
+                    event.data = {"error": record.error}
+                if state is not RETRYING:
+                    self._release_inputs(t.stage)
+            self._batch.events.append(event)
 
     def _record_reused(self, name: str, reused: Reused) -> None:
         now = time.time()
@@ -364,7 +424,7 @@ class Runner:
             run_id=self.run.run_id,
             stage=name,
             attempt=0,
-            state=S.SUCCEEDED,
+            state=SUCCEEDED,
             queued_at=now,
             started_at=now,
             ended_at=now,
@@ -377,7 +437,7 @@ class Runner:
             "stage",
             stage=name,
             attempt=0,
-            state=S.SUCCEEDED.value,
+            state=SUCCEEDED.value,
             reused_from=reused.run_id,
             snapshot=reused.ref.snapshot,
         )
@@ -410,20 +470,24 @@ class Runner:
 
     def _release_inputs(self, name: str) -> None:
         """``name`` is done for good: values it consumed may be freed after their last use."""
-        for up in self.plan.upstream[name]:
+        for up in self._value_inputs[name]:
             self._consumers[up] -= 1
             if self._consumers[up] <= 0:
                 self._values.release(up)
 
     def _flush(self) -> None:
+        """Hand this round's records to the recorder (committed in order, off this thread)."""
         batch = self._batch
+        if self._ready_events:
+            batch.events.extend(self._ready_events.values())
+            self._ready_events.clear()
         if batch:
-            # one record per attempt per batch: the last state written wins anyway
-            batch.attempts = list({(a.stage, a.attempt): a for a in batch.attempts}.values())
-            self.metadata.commit(batch)
+            # one copy per attempt: the recorder reads it while this thread moves on
+            unique = {(a.stage, a.attempt): a for a in batch.attempts}
+            batch.attempts = [msgspec.structs.replace(a) for a in unique.values()]
+            batch.runs = [msgspec.structs.replace(r) for r in batch.runs]
+            self._recorder.put(batch)
             self._batch = Batch()
-            if self.options.on_events is not None and batch.events:
-                self.options.on_events(batch.events)
 
     def _finish(self) -> RunRecord:
         run = self.run
@@ -433,19 +497,22 @@ class Runner:
         for st in self._readiness.state.values():
             counts[st.value] = counts.get(st.value, 0) + 1
         run.stage_counts = counts
-        failed = [n for n, st in self._readiness.state.items() if st in (S.FAILED, S.TIMED_OUT)]
+        failed = [n for n, st in self._readiness.state.items() if st in (FAILED, TIMED_OUT)]
         if failed:
             run.error = f"stage(s) failed: {', '.join(failed)}"
         self._batch.runs.append(run)
         self._event("run_finished", state=run.state.value)
-        self._batch.metrics.append(
-            MetricRecord(
-                run_id=run.run_id,
-                name="run_duration_s",
-                value=run.ended_at - (run.started_at or run.ended_at),
-                ts=run.ended_at,
+        assets = [a for a in self._attempts.values() if a.asset_key and a.snapshot_id is not None]
+        for metric, value in (
+            ("run_duration_s", run.ended_at - (run.started_at or run.ended_at)),
+            ("rows_written", sum(a.rows or 0 for a in assets)),
+            ("bytes_written", sum(a.bytes or 0 for a in assets)),
+            ("stages", len(self.plan.stages)),
+        ):
+            self._batch.metrics.append(
+                MetricRecord(run_id=run.run_id, name=metric, value=value, ts=run.ended_at)
             )
-        )
         self._flush()
+        self._recorder.drain()
         self._log.info("run finished", state=run.state.value)
         return run

@@ -1,0 +1,111 @@
+"""The recorder: writes a run's transitions to the metadata store on its own thread.
+
+The runner hands over one batch per scheduling round and goes straight on; the recorder
+commits whatever has queued up since its last commit in one transaction (group commit), so a
+slow disk or a WAL checkpoint never stalls scheduling and there is no flush timer. Batches are
+committed in order; a transition is durable once the commit that holds it returns, and
+``drain`` waits for that.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+
+from klaw.errors import MetadataError
+from klaw.metadata.records import Batch, EventRecord
+from klaw.metadata.store import MetadataWriter
+
+_STOP = None
+
+
+class Recorder:
+    def __init__(
+        self,
+        metadata: MetadataWriter,
+        on_events: Callable[[list[EventRecord]], None] | None = None,
+    ) -> None:
+        self._metadata = metadata
+        self._on_events = on_events
+        self._queue: queue.SimpleQueue[Batch | threading.Event | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._work, name="klaw-recorder", daemon=True)
+        self._thread.start()
+
+    def put(self, batch: Batch) -> None:
+        if self.error is not None:
+            raise MetadataError(f"Recording the run failed: {self.error}") from self.error
+        self._queue.put(batch)
+
+    def drain(self) -> None:
+        """Wait until everything put so far is committed (raises if a commit failed)."""
+        done = threading.Event()
+        self._queue.put(done)
+        done.wait()
+        if self.error is not None:
+            raise MetadataError(f"Recording the run failed: {self.error}") from self.error
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._queue.put(_STOP)
+            self._thread.join()
+            self._thread = None
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            pending: list[Batch] = []
+            waiters: list[threading.Event] = []
+            stop = False
+            while True:
+                if item is None:
+                    stop = True
+                elif isinstance(item, threading.Event):
+                    waiters.append(item)
+                else:
+                    pending.append(item)
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            if pending and self.error is None:
+                self._commit(_merge(pending))
+            for waiter in waiters:
+                waiter.set()
+            if stop:
+                return
+
+    def _commit(self, batch: Batch) -> None:
+        try:
+            self._metadata.commit(batch)
+        except BaseException as exc:  # reported to the runner through put/drain
+            self.error = exc
+            return
+        if self._on_events is not None and batch.events:
+            try:
+                self._on_events(batch.events)
+            except Exception:  # a display callback must not stop the recording
+                self._on_events = None
+
+
+def _merge(batches: list[Batch]) -> Batch:
+    if len(batches) == 1:
+        return batches[0]
+    merged = Batch()
+    attempts = {}
+    runs = {}
+    for b in batches:
+        merged.events.extend(b.events)
+        merged.logs.extend(b.logs)
+        merged.metrics.extend(b.metrics)
+        for a in b.attempts:
+            attempts[(a.run_id, a.stage, a.attempt)] = a
+        for r in b.runs:
+            runs[r.run_id] = r
+    merged.attempts = list(attempts.values())
+    merged.runs = list(runs.values())
+    return merged
