@@ -138,7 +138,7 @@ def main() -> int:
   {shown(home / "lake.sqlite")}  the DuckLake catalog: assets and their snapshots
   {shown(home / "lake")}/        the snapshots' Parquet files
 
-Look around with:
+Look around with (klaw is in .venv/bin; `source .venv/bin/activate` puts it on PATH):
   klaw --project {project} runs list
   klaw --project {project} runs show {run_id}
   klaw --project {project} logs {run_id} --stage quality_check
