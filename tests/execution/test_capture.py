@@ -40,7 +40,8 @@ def test_partial_lines_and_logging_levels() -> None:
 
 
 def test_outside_a_stage_output_goes_to_the_real_stream(capsys: object) -> None:
-    with capture("r", "s", 1):
-        pass
+    with capture("r", "s", 1) as log:
+        print("inside")
     print("after")
+    assert [r.line for r in log.records] == ["inside"]
     assert "after" in capsys.readouterr().out  # type: ignore[attr-defined]

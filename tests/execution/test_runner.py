@@ -265,3 +265,19 @@ def test_partial_selection_reads_latest_snapshot(orch: Orchestrator, executor: s
     assert set(states(orch, result.run_id)) == {"doubled", "total", "summary"}
     assert len(orch.snapshots("numbers")) == 1
     assert len(orch.snapshots("doubled")) == 2
+
+
+def test_a_wide_fan_out_uses_a_bounded_pool(tmp_path: Path) -> None:
+    seen: set[str] = set()
+
+    def leaf(root: int) -> int:
+        seen.add(threading.current_thread().name + str(threading.get_ident()))
+        time.sleep(0.001)
+        return root
+
+    stages = [wf.root] + [
+        klaw.stage(name=f"wide_{i}", inputs={"root": "root"})(leaf) for i in range(200)
+    ]
+    result = klaw.run(klaw.workflow("wide", stages), home=tmp_path / "h", max_workers=4)
+    assert result.state is RunState.SUCCEEDED
+    assert 1 <= len(seen) <= 5  # four workers, plus the runner's own thread for a lone stage

@@ -29,7 +29,7 @@ from klaw.states import RunState, StageState
 
 
 class Store(MetadataWriter, MetadataReader, MetricsReader, Protocol):
-    pass
+    """Everything a full metadata backend offers."""
 
 
 _ids = itertools.count()

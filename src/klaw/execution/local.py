@@ -93,8 +93,8 @@ class ThreadExecutor:
                 if task.stage.timeout is not None:
                     deliver(Started(task.stage.name, task.attempt, task.token))
                 outcome = invoke(task, values, self._assets)
-            except StageStopped:  # landed outside the stage's own frame
-                pass
+            except StageStopped:  # landed outside the stage's own frame: reported as stopped
+                outcome = None
             with self._lock:
                 self._running.pop(task.key, None)
                 self._stopping.discard(task.key)
