@@ -6,6 +6,7 @@ laptop with nothing to set up, and inspect every run, log and snapshot.
 
 from klaw.authoring.resources import Resources as Resources
 from klaw.authoring.resources import RetryPolicy as RetryPolicy
+from klaw.authoring.sql import klaw_sql as sql
 from klaw.authoring.stage import StageDef as StageDef
 from klaw.authoring.stage import asset as asset
 from klaw.authoring.stage import stage as stage
@@ -15,6 +16,7 @@ from klaw.errors import KlawError as KlawError
 from klaw.errors import NonRetryableError as NonRetryableError
 from klaw.ids import AssetRef as AssetRef
 from klaw.service.embedded import open_orchestrator as open_orchestrator
+from klaw.service.embedded import open_project as open_project
 from klaw.service.embedded import plan as plan
 from klaw.service.embedded import run as run
 from klaw.states import RunState as RunState
@@ -32,8 +34,10 @@ __all__ = [
     "Workflow",
     "asset",
     "open_orchestrator",
+    "open_project",
     "plan",
     "run",
+    "sql",
     "stage",
     "workflow",
 ]

@@ -59,6 +59,14 @@ class AssetStoreContract:
         assert read.schema.names == table.schema.names
         assert read.equals(table), read.to_pydict()
 
+    def test_read_with_a_limit(self, store: AssetStore) -> None:
+        first = commit(store, "orders", ints(100))
+        commit(store, "orders", ints(50, start=1000))
+        assert store.read("orders", limit=3).num_rows == 3
+        assert store.read("orders", first, limit=2).column("a").to_pylist() == [0, 1]
+        empty = store.read("orders", limit=0)
+        assert empty.num_rows == 0 and empty.schema.names == ["a"]
+
     def test_read_by_snapshot_returns_that_snapshot(self, store: AssetStore) -> None:
         first = commit(store, "orders", ints(3))
         assert store.read("orders", first).column("a").to_pylist() == [0, 1, 2]

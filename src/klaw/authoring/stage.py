@@ -74,14 +74,29 @@ class StageDef:
 
     def __reduce__(self) -> tuple[Any, ...]:
         # A process worker looks the stage up by module and name instead of pickling code.
-        return (_lookup_stage, (self.fn.__module__, self.fn.__qualname__, self.name))
+        if not inspect.isfunction(self.fn):  # a callable object (an SQL stage): field by field
+            from dataclasses import fields
+
+            return (StageDef, tuple(getattr(self, f.name) for f in fields(self)))
+        code = getattr(self.fn, "__code__", None)
+        file = code.co_filename if code is not None else None
+        return (_lookup_stage, (self.fn.__module__, self.fn.__qualname__, self.name, file))
 
 
-def _lookup_stage(module: str, qualname: str, name: str) -> StageDef:
+def _lookup_stage(module: str, qualname: str, name: str, file: str | None = None) -> StageDef:
     """Find a stage again in a worker process: by its function's qualified name, else among
-    the module's stages, lists of stages and workflows."""
+    the module's stages, lists of stages and workflows. A module that is not importable by
+    name (a folder workflow's workflow.py) is loaded from its file."""
     import importlib
+    import importlib.util
+    import sys
 
+    if module not in sys.modules and file is not None and module.startswith("klaw_folder_"):
+        spec = importlib.util.spec_from_file_location(module, file)
+        if spec is not None and spec.loader is not None:
+            loaded = importlib.util.module_from_spec(spec)
+            sys.modules[module] = loaded
+            spec.loader.exec_module(loaded)
     mod = importlib.import_module(module)
     obj: Any = mod
     for part in qualname.split("."):

@@ -24,6 +24,8 @@ class Workflow:
     max_active_runs: int = 1
     tags: frozenset[str] = frozenset()
     source: str = ""  # module or folder the workflow came from, for messages
+    depends_on: tuple[str, ...] = ()  # workflows whose assets this one reads (folder form)
+    executor: str | None = None  # the executor its runs use unless a flag says other
     params_models: tuple[type[Any], ...] = field(default=(), repr=False)
 
     def stage(self, name: str) -> StageDef:

@@ -40,16 +40,16 @@ def assets_show(
     """Show an asset: its snapshots, schema and the first rows of one snapshot."""
     orch = STATE.orchestrator()
     snaps = orch.snapshots(key)
-    data = orch.read_asset(key, snapshot)
+    head = orch.read_asset(key, snapshot, limit)
     chosen = snapshot if snapshot is not None else (snaps[-1].snapshot if snaps else None)
-    head = data.slice(0, limit)
+    total = next((s.rows for s in snaps if s.snapshot == chosen), head.num_rows)
     if output is Format.JSON:
         emit_json(
             {
                 "key": key,
                 "snapshot": chosen,
-                "rows": data.num_rows,
-                "schema": {f.name: str(f.type) for f in data.schema},
+                "rows": total,
+                "schema": {f.name: str(f.type) for f in head.schema},
                 "snapshots": snaps,
                 "preview": head.to_pylist(),
             }
@@ -70,9 +70,9 @@ def assets_show(
             for s in snaps
         ],
     )
-    console().print(f"schema: {', '.join(f'{f.name} {f.type}' for f in data.schema)}")
+    console().print(f"schema: {', '.join(f'{f.name} {f.type}' for f in head.schema)}")
     table(
-        f"{key}@{chosen}: first {head.num_rows} of {data.num_rows} rows",
-        [f.name for f in data.schema],
-        [[row[f.name] for f in data.schema] for row in head.to_pylist()],
+        f"{key}@{chosen}: first {head.num_rows} of {total} rows",
+        [f.name for f in head.schema],
+        [[row[f.name] for f in head.schema] for row in head.to_pylist()],
     )

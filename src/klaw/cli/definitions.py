@@ -16,15 +16,18 @@ from klaw.errors import GraphError
 def init(
     directory: Annotated[Path, typer.Argument(help="Where to create the project.")] = Path("."),
     name: Annotated[str | None, typer.Option(help="Project name (default: folder name).")] = None,
+    template: Annotated[
+        str, typer.Option(help="python: a Python workflow; sql: a folder workflow in SQL.")
+    ] = "python",
 ) -> None:
     """Create a working project: klaw.toml, an example workflow and a test."""
     from klaw.cli.scaffold import scaffold
 
-    written = scaffold(directory, name)
+    written, workflow = scaffold(directory, name, template)
     out = console()
     for path in written:
         out.print(f"  created {path}")
-    out.print(f"\nNext: cd {directory} && klaw run example")
+    out.print(f"\nNext: cd {directory} && klaw run {workflow}")
 
 
 @workflows_app.command("list")
@@ -134,8 +137,22 @@ def plan(
 
 
 @app.command()
-def schema(workflow: Annotated[str, typer.Argument(help="Workflow name.")]) -> None:
-    """Print the JSON Schema of a workflow's params."""
+def schema(
+    workflow: Annotated[str | None, typer.Argument(help="Workflow name.")] = None,
+    config: Annotated[
+        bool, typer.Option("--config", help="The JSON Schema of a folder's config.yaml.")
+    ] = False,
+) -> None:
+    """Print the JSON Schema of a workflow's params (or of config.yaml with --config)."""
+    if config:
+        from klaw.authoring.config import config_schema
+
+        emit_json(config_schema())
+        return
+    if workflow is None:
+        from klaw.errors import SelectionError
+
+        raise SelectionError("Name a workflow, or pass --config.", hint="klaw schema WORKFLOW")
     from klaw.authoring.params import params_schema
 
     orch = STATE.orchestrator()

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import difflib
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import rustworkx as rx
 
+from klaw.authoring.sql import SqlQuery
 from klaw.authoring.stage import StageDef
 from klaw.authoring.workflow import Workflow
 from klaw.errors import GraphError
@@ -22,15 +24,22 @@ class WorkflowGraph:
     order: tuple[str, ...]
     upstream: dict[str, tuple[str, ...]]
     downstream: dict[str, tuple[str, ...]]
+    # inputs that are assets of other workflows: stage-input name -> asset key
+    foreign: dict[str, str] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
         return self.workflow.name
 
 
-def build_graph(workflow: Workflow) -> WorkflowGraph:
+def build_graph(workflow: Workflow, assets: Mapping[str, str] | None = None) -> WorkflowGraph:
     """Validate ``workflow`` and return its graph. Every problem found (duplicate names,
-    unknown dependencies, cycles, conflicting asset keys) is reported in one ``GraphError``."""
+    unknown dependencies, cycles, conflicting asset keys) is reported in one ``GraphError``.
+
+    ``assets`` maps the asset keys of the project's other workflows to their workflow: an
+    input naming one of them is read from that asset's latest snapshot."""
+    assets = assets or {}
+    foreign: dict[str, str] = {}
     problems: list[str] = []
     stages: dict[str, StageDef] = {}
     counts = Counter(s.name for s in workflow.stages)
@@ -55,9 +64,12 @@ def build_graph(workflow: Workflow) -> WorkflowGraph:
     index = {name: graph.add_node(name) for name in stages}
     edges = []
     for s in stages.values():
+        inputs = {i.upstream for i in s.inputs}
         for up in s.upstream:
-            if up not in index:
-                problems.append(_unknown(workflow, s, up, list(stages)))
+            if up not in index and up in inputs and up in assets:
+                foreign[up] = up
+            elif up not in index:
+                problems.append(_unknown(workflow, s, up, [*stages, *assets]))
             elif up == s.name:
                 problems.append(
                     f"Stage {s.name!r} ({s.location}) depends on itself: cycle {up} -> {up}."
@@ -70,7 +82,7 @@ def build_graph(workflow: Workflow) -> WorkflowGraph:
     if problems:
         raise GraphError(problems, hint="Fix the definitions, then run `klaw validate`.")
     order = tuple(rx.lexicographical_topological_sort(graph, key=str))
-    upstream = {n: stages[n].upstream for n in order}
+    upstream = {n: tuple(u for u in stages[n].upstream if u not in foreign) for n in order}
     downstream: dict[str, list[str]] = {n: [] for n in order}
     for n in order:
         for up in upstream[n]:
@@ -81,6 +93,7 @@ def build_graph(workflow: Workflow) -> WorkflowGraph:
         order=order,
         upstream=upstream,
         downstream={n: tuple(d) for n, d in downstream.items()},
+        foreign=foreign,
     )
 
 
@@ -88,9 +101,12 @@ def _unknown(workflow: Workflow, stage: StageDef, up: str, names: list[str]) -> 
     close = difflib.get_close_matches(up, names, n=3, cutoff=0.6)
     how = next((i.param for i in stage.inputs if i.upstream == up), None)
     source = f"parameter {how!r}" if how else "deps="
+    if how and isinstance(stage.fn, SqlQuery):
+        source = "SQL, which reads it as a table"
     message = (
         f"Stage {stage.name!r} ({stage.location}) depends on {up!r} (from its {source}), "
-        f"but workflow {workflow.name!r} has no stage of that name"
+        f"but workflow {workflow.name!r} has no stage of that name and no workflow of the "
+        "project makes an asset of that name"
     )
     if close:
         return message + f"; did you mean {' or '.join(repr(c) for c in close)}?"

@@ -42,6 +42,7 @@ def make_plan(graph: WorkflowGraph, selection: str | None = None) -> Plan:
         outside = tuple(u for u in graph.upstream[name] if u not in chosen)
         upstream[name] = inside
         needed = {i.upstream for i in graph.stages[name].inputs}
+        foreign = tuple(u for u in graph.stages[name].upstream if u in graph.foreign)
         for up in outside:
             if up in needed and graph.stages[up].kind is not StageKind.ASSET:
                 raise SelectionError(
@@ -49,7 +50,7 @@ def make_plan(graph: WorkflowGraph, selection: str | None = None) -> Plan:
                     "selected and is not stored.",
                     hint=f"Select it too, for example --select +{name}.",
                 )
-        reads = tuple(u for u in outside if u in needed)
+        reads = tuple(u for u in outside if u in needed) + foreign
         if reads:
             external[name] = reads
     return Plan(graph, stages, upstream, external, selection)

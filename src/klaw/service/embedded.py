@@ -23,6 +23,13 @@ def plan(workflow: Workflow, select: str | None = None) -> Plan:
     return make_plan(build_graph(workflow), select)
 
 
+def open_project(directory: str | Path | None = None, **settings: Any) -> Orchestrator:
+    """The project whose ``klaw.toml`` is in ``directory`` (or above it), as the CLI sees it."""
+    from klaw.service.orchestrator import Orchestrator
+
+    return Orchestrator.open(Path(directory) if directory is not None else None, **settings)
+
+
 def open_orchestrator(
     *workflows: Workflow, home: str | Path = ".klaw", **settings: Any
 ) -> Orchestrator:

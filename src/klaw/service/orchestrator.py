@@ -20,6 +20,7 @@ from klaw.authoring.workflow import Workflow
 from klaw.errors import (
     AssetNotFoundError,
     DefinitionError,
+    GraphError,
     KlawError,
     MetadataError,
     SelectionError,
@@ -72,6 +73,7 @@ class Orchestrator:
         self.settings = settings.resolve(project.root)
         self.lake = LakeFactory(self.settings.catalog, self.settings.data_path)
         self._graphs: dict[str, WorkflowGraph] = {}
+        self._sql_checked: set[str] = set()
         self._active: dict[str, Any] = {}  # run id -> Runner of runs owned by this process
         if workflows is not None:  # given directly (tests, notebooks) instead of imported
             self.__dict__["workflows"] = {wf.name: wf for wf in workflows}
@@ -110,7 +112,9 @@ class Orchestrator:
 
     def graph(self, name: str) -> WorkflowGraph:
         if name not in self._graphs:
-            self._graphs[name] = build_graph(self.workflow(name))
+            workflow = self.workflow(name)
+            others = {k: wf for k, (wf, _) in self.producers().items() if wf != name}
+            self._graphs[name] = build_graph(workflow, others)
         return self._graphs[name]
 
     def validate(self, names: Iterable[str] | None = None) -> dict[str, KlawError | None]:
@@ -121,14 +125,51 @@ class Orchestrator:
         for name in names or sorted(self.workflows):
             try:
                 params_schema(self.workflow(name))
-                self.graph(name)
+                self.check_sql(self.graph(name))
                 result[name] = None
             except KlawError as exc:
                 result[name] = exc
         return result
 
     def plan(self, name: str, selection: str | None = None) -> Plan:
-        return make_plan(self.graph(name), selection)
+        """Validate (graph and SQL) and plan the selected stages."""
+        graph = self.graph(name)
+        self.check_sql(graph)
+        return make_plan(graph, selection)
+
+    def check_sql(self, graph: WorkflowGraph) -> None:
+        """Parse and plan every SQL stage against its upstream schemas, before anything runs.
+        Schemas of upstream assets come from their latest snapshot, when there is one."""
+        from klaw.authoring.sql import SqlQuery, check_sql_stages
+
+        if graph.name in self._sql_checked:
+            return
+        stages = list(graph.stages.values())
+        sql = [s for s in stages if isinstance(s.fn, SqlQuery)]
+        if sql:
+            known = self._stored_schemas({i.upstream for s in sql for i in s.inputs}, graph)
+            problems = check_sql_stages(stages, known)
+            if problems:
+                raise GraphError(problems, hint="Fix the SQL, then run `klaw validate`.")
+        self._sql_checked.add(graph.name)
+
+    def _stored_schemas(self, names: set[str], graph: WorkflowGraph) -> dict[str, Any]:
+        """The schema of each named asset's latest snapshot (None: not stored yet)."""
+        keys = {
+            n: graph.foreign.get(n) or getattr(graph.stages.get(n), "asset_key", None)
+            for n in names
+        }
+        schemas: dict[str, Any] = dict.fromkeys(graph.foreign)
+        if not Path(self.settings.catalog).exists():  # nothing stored yet: no lake to open
+            return schemas
+        for name, key in keys.items():
+            if key is None or (name in graph.stages and _is_sql(graph.stages[name])):
+                continue
+            try:
+                schemas[name] = self.lake().read(key, limit=0).schema
+            except AssetNotFoundError:
+                continue
+        return schemas
 
     # -- runs ----------------------------------------------------------------------------------
     def run(
@@ -179,7 +220,10 @@ class Orchestrator:
         )
         self.metadata.create_run(run, max_active=workflow.max_active_runs)
         executor = make_executor(
-            self.settings, self.lake, kind=request.executor, max_workers=request.max_workers
+            self.settings,
+            self.lake,
+            kind=request.executor or workflow.executor,
+            max_workers=request.max_workers,
         )
         options = RunOptions(
             fail_fast=request.fail_fast,
@@ -220,7 +264,7 @@ class Orchestrator:
         refs: dict[str, AssetRef] = {}
         for stage, ups in plan.external.items():
             for up in ups:
-                key = plan.graph.stages[up].asset_key
+                key = plan.graph.foreign.get(up) or plan.graph.stages[up].asset_key
                 assert key is not None
                 if up in refs:
                     continue
@@ -302,8 +346,10 @@ class Orchestrator:
     def snapshots(self, key: str) -> list[SnapshotInfo]:
         return self.lake().snapshots(key)
 
-    def read_asset(self, key: str, snapshot: int | None = None) -> pa.Table:
-        return self.lake().read(key, snapshot)
+    def read_asset(
+        self, key: str, snapshot: int | None = None, limit: int | None = None
+    ) -> pa.Table:
+        return self.lake().read(key, snapshot, limit)
 
     def producers(self) -> dict[str, tuple[str, str]]:
         """asset key -> (workflow, stage) for every asset the project defines."""
@@ -313,6 +359,12 @@ class Orchestrator:
                 if stage.kind is StageKind.ASSET and stage.asset_key:
                     found[stage.asset_key] = (wf.name, stage.name)
         return found
+
+
+def _is_sql(stage: Any) -> bool:
+    from klaw.authoring.sql import SqlQuery
+
+    return isinstance(stage.fn, SqlQuery)
 
 
 def _alive(pid: int) -> bool:

@@ -26,6 +26,7 @@ class Project:
     name: str
     modules: tuple[str, ...]
     settings: dict[str, Any] = field(default_factory=dict)
+    workflow_dirs: tuple[str, ...] = ()  # folders of folder workflows (<dir>/<name>/config.yaml)
 
 
 def find_project(start: Path | None = None) -> Project:
@@ -82,12 +83,20 @@ def _read(path: Path, data: dict[str, Any]) -> Project:
             f"{where}: 'modules' must be a list of module names or .py paths.",
             hint='For example: modules = ["workflows.revenue"].',
         )
-    if not modules:
+    dirs = table.get("workflow_dirs")
+    if dirs is None:
+        dirs = ["workflows"] if (path.parent / "workflows").is_dir() else []
+    if isinstance(dirs, str):
+        dirs = [dirs]
+    if not isinstance(dirs, list) or not all(isinstance(d, str) for d in dirs):
+        raise ConfigError(f"{where}: 'workflow_dirs' must be a list of folder names.")
+    if not modules and not dirs:
         raise ConfigError(
-            f"{where} names no workflow modules.",
-            hint='Add for example: modules = ["workflows.revenue"].',
+            f"{where} names no workflow modules and no workflow folders.",
+            hint='Add for example: modules = ["workflows.revenue"], or workflow_dirs = '
+            '["workflows"] with one folder per workflow holding config.yaml.',
         )
-    known = {"name", "modules", "settings"}
+    known = {"name", "modules", "settings", "workflow_dirs"}
     unknown = set(table) - known
     if unknown:
         raise ConfigError(
@@ -95,7 +104,7 @@ def _read(path: Path, data: dict[str, Any]) -> Project:
             hint=f"Known keys: {', '.join(sorted(known))}; settings go under [settings].",
         )
     name = table.get("name", path.parent.name)
-    return Project(path.parent, path, str(name), tuple(modules), dict(settings))
+    return Project(path.parent, path, str(name), tuple(modules), dict(settings), tuple(dirs))
 
 
 def load_workflows(project: Project) -> dict[str, Workflow]:
@@ -115,6 +124,27 @@ def load_workflows(project: Project) -> dict[str, Workflow]:
                         hint="Rename one of them.",
                     )
                 found[value.name] = dataclasses.replace(value, source=name)
+    if project.workflow_dirs:
+        from klaw.service.folders import find_folders, load_folder
+
+        for folder in find_folders(project.root, project.workflow_dirs):
+            wf = load_folder(folder)
+            other = found.get(wf.name)
+            if other is not None:
+                raise ConfigError(
+                    f"Two workflows are named {wf.name!r} ({other.source} and {folder}).",
+                    hint="Rename one of them.",
+                )
+            found[wf.name] = wf
+    names = set(found)
+    for wf in found.values():
+        missing = [d for d in wf.depends_on if d not in names]
+        if missing:
+            raise ConfigError(
+                f"Workflow {wf.name!r} ({wf.source}) depends_on {', '.join(missing)}, which the "
+                "project does not define.",
+                hint=f"Workflows: {', '.join(sorted(names))}.",
+            )
     return found
 
 

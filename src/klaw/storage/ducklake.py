@@ -154,12 +154,13 @@ class DuckLakeAssetStore:
         self._members.add((key.lower(), snapshot))
         return snapshot
 
-    def read(self, key: str, snapshot: int | None = None) -> pa.Table:
+    def read(self, key: str, snapshot: int | None = None, limit: int | None = None) -> pa.Table:
         _check_key(key)
+        head = "" if limit is None else f" LIMIT {int(limit)}"
         if snapshot is None:
             cur = self._cursor()
             try:
-                return cur.execute(f"SELECT * FROM {_table(key)}").to_arrow_table()
+                return cur.execute(f"SELECT * FROM {_table(key)}{head}").to_arrow_table()
             except duckdb.CatalogException:
                 raise self._not_found(key) from None
             except duckdb.Error as exc:
@@ -174,7 +175,7 @@ class DuckLakeAssetStore:
         with self._reading(key) as cur:
             if (key.lower(), snapshot) not in self._members:
                 self._check_snapshot(cur, key, snapshot)
-            return cur.execute(f"SELECT * FROM {_table(key, snapshot)}").to_arrow_table()
+            return cur.execute(f"SELECT * FROM {_table(key, snapshot)}{head}").to_arrow_table()
 
     def snapshots(self, key: str) -> list[SnapshotInfo]:
         _check_key(key)

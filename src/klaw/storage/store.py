@@ -37,9 +37,10 @@ class AssetStore(Protocol):
         """Replace the asset's contents with ``table`` as exactly one new snapshot; return its
         id. The snapshot is tagged with run, stage and attempt."""
 
-    def read(self, key: str, snapshot: int | None = None) -> pa.Table:
-        """The latest snapshot, or the one asked for (time travel). ``AssetNotFoundError``
-        names the key and the closest keys, or the snapshot and the ones that exist."""
+    def read(self, key: str, snapshot: int | None = None, limit: int | None = None) -> pa.Table:
+        """The latest snapshot, or the one asked for (time travel); its first ``limit`` rows
+        when a limit is given (``limit=0``: the schema alone). ``AssetNotFoundError`` names
+        the key and the closest keys, or the snapshot and the ones that exist."""
 
     def snapshots(self, key: str) -> list[SnapshotInfo]:
         """Every snapshot of the asset, oldest first, with row counts and schema."""
