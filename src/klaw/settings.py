@@ -23,7 +23,10 @@ class KlawSettings(BaseSettings):
         None, description="DuckLake catalog; default <home>/lake.sqlite."
     )
     lake_data: str | None = Field(None, description="Parquet data path; default <home>/lake/.")
-    executor: Literal["thread", "process"] = Field("thread", description="Local executor kind.")
+    executor: Literal["thread", "process", "ray"] = Field("thread", description="Executor kind.")
+    ray_address: str | None = Field(
+        None, description="Ray cluster to join (host:port); a local Ray when unset."
+    )
     max_workers: int | None = Field(None, ge=1, description="Stages run at once (default cores+4).")
     stop_grace: float = Field(5.0, ge=0, description="Seconds a stopped stage has to end.")
     log_level: str = Field("warning", description="Level of Klaw's own logs on stderr.")

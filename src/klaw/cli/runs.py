@@ -24,7 +24,7 @@ def run(
         int | None, typer.Option("--max-workers", min=1, help="Stages run at once.")
     ] = None,
     executor: Annotated[
-        str | None, typer.Option("--executor", help="thread (default) or process.")
+        str | None, typer.Option("--executor", help="thread (default), process or ray.")
     ] = None,
     fail_fast: Annotated[
         bool,

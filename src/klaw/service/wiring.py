@@ -78,6 +78,15 @@ def make_executor(
         from klaw.execution.process import ProcessExecutor
 
         return ProcessExecutor(lake, workers)
+    if chosen == "ray":
+        try:
+            from klaw.execution.ray import RayExecutor
+        except ImportError:
+            raise ConfigError(
+                "The Ray executor needs Ray.", hint='Install it: pip install "klaw[ray]".'
+            ) from None
+        return RayExecutor(lake, workers, address=settings.ray_address)
     raise ConfigError(
-        f"Unknown executor {chosen!r}.", hint="Use --executor thread (default) or process."
+        f"Unknown executor {chosen!r}.",
+        hint="Use --executor thread (default), process or ray.",
     )
