@@ -3,8 +3,9 @@
 Data moves through Ray's object store, never through this process. A task returns its outcome
 and its value as two objects; the runner's value store holds the value's ``ObjectRef``, and a
 downstream task receives its upstream refs as arguments, which Ray resolves where it runs.
-Asset snapshots are committed by the worker that ran the stage. One thread waits on every
-in-flight outcome with ``ray.wait`` and delivers it; the driver never fetches a value.
+Asset snapshots are committed by the worker that ran the stage. Ray calls back when an
+outcome is ready (``ObjectRef.future()``), and the callback delivers it: no thread waits and
+nothing polls; the driver never fetches a value.
 
 Ray retries nothing (``max_retries=0``): retries are the runner's. A stop force-cancels the
 task, which kills its worker process; a worker that dies under a stage gives a retryable
@@ -44,7 +45,6 @@ from klaw.execution.local import stopped_outcome
 from klaw.execution.task import AssetStoreFactory, Outcome, Started, Task
 from klaw.execution.values import ValueStore
 
-_POLL = 0.01  # seconds the waiter blocks before it takes in tasks submitted meanwhile
 _CONNECT_TIMEOUT = 5.0  # seconds to reach a cluster's address before giving up
 _STORES_KEPT = 4  # asset-store factories a worker process keeps open (one per executor)
 
@@ -82,7 +82,6 @@ class RayExecutor:
         self._nodes: list[dict[str, float]] = []
         self._deliver: Deliver | None = None
         self._values: ValueStore | None = None
-        self._waiter: threading.Thread | None = None
         self._started = False
         self._closed = False
 
@@ -102,8 +101,6 @@ class RayExecutor:
         self._nodes = _nodes()
         cpus = sum(node.get("CPU", 0.0) for node in self._nodes)
         self._size = self._max_workers or max(1, int(cpus))
-        self._waiter = threading.Thread(target=self._watch, name="klaw-ray-waiter", daemon=True)
-        self._waiter.start()
 
     def submit(self, task: Task) -> None:
         deliver, values = self._deliver, self._values
@@ -128,7 +125,8 @@ class RayExecutor:
         with self._lock:
             self._flights[outcome] = _Flight(task, value)
             self._refs[task.key] = outcome
-            self._lock.notify()
+        # Ray calls back when the outcome is ready: no thread waits, nothing polls
+        outcome.future().add_done_callback(functools.partial(self._done, outcome))
 
     def _remote_for(self, stage: StageDef) -> Any:
         """The remote function with the stage's resources, or the reason it cannot run."""
@@ -143,62 +141,28 @@ class RayExecutor:
         except (ValueError, TypeError) as exc:
             return f"Stage {stage.name!r}: Ray does not accept its resources ({res}): {exc}"
 
-    def _watch(self) -> None:
-        """The one waiter: delivers each outcome as Ray reports it ready."""
-        while True:
-            with self._lock:
-                while not self._flights and not self._closed:
-                    self._lock.wait()
-                if self._closed:
-                    return
-                refs = list(self._flights)
-            try:
-                ready, _ = ray.wait(refs, num_returns=1, timeout=_POLL)
-                if ready and len(refs) > 1:  # take every other one that is ready too
-                    ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
-            except Exception as exc:  # the cluster is gone: every attempt in flight ends
-                ready = []
-                self._lose_all(f"lost contact with Ray ({type(exc).__name__}: {exc})")
-            if ready:
-                self._finish(ready)
-
-    def _finish(self, ready: list[Ref]) -> None:
+    def _done(self, ref: Ref, future: Any) -> None:
+        """Ray's callback for a finished outcome (runs on a Ray thread): deliver it."""
         deliver, values = self._deliver, self._values
         assert deliver is not None and values is not None
-        ended: list[tuple[Ref, _Flight, bool]] = []
         with self._lock:
-            for ref in ready:
-                flight = self._flights.pop(ref, None)
-                if flight is None:
-                    continue
-                key = flight.task.key
-                if self._refs.get(key) is ref:
-                    del self._refs[key]
-                ended.append((ref, flight, key in self._stopping))
-                self._stopping.discard(key)
-        try:  # one call for all of them, unless one failed
-            fetched: list[Outcome] | None = ray.get([ref for ref, _, _ in ended])
-        except ray_errors.RayError:
-            fetched = None
-        for i, (ref, flight, stopping) in enumerate(ended):
-            outcome = fetched[i] if fetched is not None else _collect(ref, flight, stopping)
-            if flight.abandoned:
-                continue
-            if outcome.ok and flight.task.keep_value:
-                values.put(flight.task.stage.name, flight.value)
-            deliver(outcome)
-
-    def _lose_all(self, error: str) -> None:
-        assert self._deliver is not None
-        with self._lock:
-            flights = [f for f in self._flights.values() if not f.abandoned]
-            self._flights.clear()
-            self._refs.clear()
-            self._stopping.clear()
-        now = time.time()
-        for flight in flights:
-            task = flight.task
-            self._deliver(Outcome(task.stage.name, task.attempt, task.token, now, now, error))
+            flight = self._flights.pop(ref, None)
+            if flight is None:
+                return
+            key = flight.task.key
+            if self._refs.get(key) is ref:
+                del self._refs[key]
+            stopping = key in self._stopping
+            self._stopping.discard(key)
+            if not self._flights:
+                self._lock.notify_all()
+        error = future.exception()
+        outcome = future.result() if error is None else _lost(flight, error, stopping)
+        if flight.abandoned:
+            return
+        if outcome.ok and flight.task.keep_value:
+            values.put(flight.task.stage.name, flight.value)
+        deliver(outcome)
 
     def stop(self, task: Task) -> None:
         with self._lock:
@@ -218,12 +182,11 @@ class RayExecutor:
         with self._lock:
             self._closed = True
             refs = list(self._flights)
-            self._lock.notify_all()
         for ref in refs:
             with contextlib.suppress(Exception):
                 ray.cancel(ref, force=True)
-        if self._waiter is not None:
-            self._waiter.join(timeout=10)
+        with self._lock:  # let the cancelled attempts report before Ray goes away
+            self._lock.wait_for(lambda: not self._flights, timeout=10)
         with self._lock:
             self._flights.clear()
             self._refs.clear()
@@ -238,26 +201,20 @@ def _fail(deliver: Deliver, task: Task, error: str) -> None:
     deliver(Outcome(task.stage.name, task.attempt, task.token, now, now, error, retryable=False))
 
 
-def _collect(ref: Ref, flight: _Flight, stopping: bool) -> Outcome:
-    """The attempt's outcome, or one that says how Ray lost it."""
+def _lost(flight: _Flight, exc: BaseException, stopping: bool) -> Outcome:
+    """An outcome that says how Ray lost the attempt."""
     task = flight.task
-    try:
-        outcome: Outcome = ray.get(ref)
-        return outcome
-    except ray_errors.RayError as exc:
-        with contextlib.suppress(Exception):  # read the value's error too: Ray logs unread ones
-            ray.get(flight.value, timeout=0)
-        if stopping or isinstance(exc, ray_errors.TaskCancelledError):
-            return stopped_outcome(task)
-        name, now = task.stage.name, time.time()
-        if isinstance(exc, ray_errors.RayTaskError):  # raised before the stage could start
-            cause = exc.cause if isinstance(exc.cause, BaseException) else exc
-            text = str(cause).removeprefix("System error: ")
-            error = f"Stage {name!r} could not start in a Ray worker: {text.split(chr(10))[0]}"
-            return Outcome(name, task.attempt, task.token, now, now, error, text, retryable=False)
-        first = str(exc).strip().split("\n", 1)[0]
-        error = f"Ray worker died while running stage {name!r} ({type(exc).__name__}: {first})"
-        return Outcome(name, task.attempt, task.token, now, now, error)
+    if stopping or isinstance(exc, ray_errors.TaskCancelledError):
+        return stopped_outcome(task)
+    name, now = task.stage.name, time.time()
+    if isinstance(exc, ray_errors.RayTaskError):  # raised before the stage could start
+        cause = exc.cause if isinstance(exc.cause, BaseException) else exc
+        text = str(cause).removeprefix("System error: ")
+        error = f"Stage {name!r} could not start in a Ray worker: {text.split(chr(10))[0]}"
+        return Outcome(name, task.attempt, task.token, now, now, error, text, retryable=False)
+    first = str(exc).strip().split("\n", 1)[0]
+    error = f"Ray worker died while running stage {name!r} ({type(exc).__name__}: {first})"
+    return Outcome(name, task.attempt, task.token, now, now, error)
 
 
 # -- connecting ------------------------------------------------------------------------------
