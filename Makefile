@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python examples/tpch/run_demo.py
+	$(BIN)/python examples/tpch/run_demo.py $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests bench examples

@@ -78,7 +78,7 @@ def test_folder_workflow_takes_defaults_from_config(mixed: Orchestrator) -> None
 
 
 def test_an_asset_of_one_workflow_feeds_another(mixed: Orchestrator) -> None:
-    with pytest.raises(klaw.KlawError, match="'per_user'.*no snapshot yet"):
+    with pytest.raises(klaw.KlawError, match="'per_user' of workflow 'usage'.*no snapshot yet"):
         mixed.run(RunRequest(workflow="reporting"))
     assert mixed.run(RunRequest(workflow="usage")).state is RunState.SUCCEEDED
     result = mixed.run(RunRequest(workflow="reporting"))
@@ -159,8 +159,11 @@ billing = klaw.workflow("billing", [payments])
 """
 
 
-@pytest.mark.parametrize("engine", ["duckdb", "datafusion"])
-def test_sql_folder_reads_a_python_asset(tmp_path: Path, engine: str) -> None:
+@pytest.mark.parametrize(
+    ("engine", "executor"),
+    [("duckdb", "thread"), ("datafusion", "thread"), ("duckdb", "process")],
+)
+def test_sql_folder_reads_a_python_asset(tmp_path: Path, engine: str, executor: str) -> None:
     root = project(
         tmp_path,
         {
@@ -174,7 +177,8 @@ def test_sql_folder_reads_a_python_asset(tmp_path: Path, engine: str) -> None:
     try:
         assert orch.plan("spend").stages == ("totals", "big_spenders")  # deps from the SQL
         assert orch.run(RunRequest(workflow="billing")).state is RunState.SUCCEEDED
-        result = orch.run(RunRequest(workflow="spend", params={"min_amount": 6.0}))
+        request = RunRequest(workflow="spend", params={"min_amount": 6.0}, executor=executor)
+        result = orch.run(request)
         assert result.state is RunState.SUCCEEDED
         assert orch.read_asset("totals").to_pylist() == [
             {"user_id": 1, "total": 9.0},

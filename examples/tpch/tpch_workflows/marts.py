@@ -7,7 +7,7 @@ import polars as pl
 import pyarrow as pa
 
 import klaw
-from tpch_workflows.params import TpchParams
+from tpch_workflows.params import ForecastParams, TpchParams
 
 log = logging.getLogger(__name__)
 
@@ -104,3 +104,25 @@ def shipping_delays(
         ORDER BY supplier_region, ship_mode
         """
     )
+
+
+# TPC-H Q6 in DataFusion, per ship year: how much more revenue there would have been without
+# the small discounts given on small orders. An SQL stage reads the stages it names as tables
+# (here lineitem_clean) and binds its params as $name.
+forecast_revenue_change = klaw.sql(
+    """
+    -- TPC-H Q6 (forecasting revenue change) per ship year, in DataFusion.
+    SELECT CAST(date_part('year', ship_date) AS INT) AS ship_year,
+           count(*) AS lines,
+           round(sum(extended_price * discount), 2) AS revenue_change
+    FROM lineitem_clean
+    WHERE discount BETWEEN $forecast_min_discount AND $forecast_max_discount
+      AND quantity < $forecast_max_quantity
+    GROUP BY 1
+    ORDER BY 1
+    """,
+    name="forecast_revenue_change",
+    engine="datafusion",
+    params_model=ForecastParams,
+    tags=["mart"],
+)

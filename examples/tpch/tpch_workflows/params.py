@@ -20,6 +20,16 @@ class TpchParams(BaseModel):
     top_n: int = Field(10, ge=1, le=10_000, description="How many customers top_customers keeps.")
 
 
+class ForecastParams(BaseModel):
+    """The bounds of TPC-H Q6 (``forecast_revenue_change``), read by its SQL as ``$name``."""
+
+    forecast_min_discount: float = Field(0.05, ge=0, le=1, description="Lowest discount (Q6).")
+    forecast_max_discount: float = Field(0.07, ge=0, le=1, description="Highest discount (Q6).")
+    forecast_max_quantity: float = Field(
+        24, gt=0, description="Lines with a quantity below this (Q6)."
+    )
+
+
 def source_file(params: TpchParams, table: str) -> Path:
     """The Parquet file of one TPC-H table; fails without retries when it is missing."""
     folder = Path(params.data_dir)

@@ -5,15 +5,19 @@
     orders_clean ─────┤                   └──> customer_revenue* ────────┤
     lineitem_clean ───┤                              └──> top_customers
     suppliers ────────┴──> shipping_delays
+    lineitem_clean ──────> forecast_revenue_change (DataFusion SQL)
 
 order_lines reads nations, customers, orders_clean and lineitem_clean; shipping_delays reads
 lineitem_clean, suppliers and nations; quality_check also reads customers, orders_clean and
 lineitem_clean. (* a plain stage: handed on in memory, not stored.)
+
+The folder workflow ``tpch_sql`` (``workflows/tpch_sql/``) reads the assets this one stores.
 """
 
 import klaw
 from tpch_workflows.marts import (
     customer_revenue,
+    forecast_revenue_change,
     order_lines,
     revenue_by_nation_month,
     shipping_delays,
@@ -35,6 +39,7 @@ tpch = klaw.workflow(
         customer_revenue,
         top_customers,
         shipping_delays,
+        forecast_revenue_change,
         quality_check,
     ],
     description="TPC-H orders to revenue by nation and month, top customers and shipping "

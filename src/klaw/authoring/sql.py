@@ -33,6 +33,7 @@ every problem); :func:`check_sql_stage` reports it, and so does running the stag
 from __future__ import annotations
 
 import re
+import sys
 import types
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -127,7 +128,10 @@ def klaw_sql(
     ``source`` and ``line`` say where the query was written, for messages. Options are those
     of ``@klaw.asset``; ``params_model`` is a pydantic model whose fields the query reads as
     parameters."""
-    where = f"{source or '<sql>'}:{line}"
+    if source is None:  # written in Python: messages point at the call
+        caller = sys._getframe(1)
+        source, line = caller.f_code.co_filename, caller.f_lineno
+    where = f"{source}:{line}"
     if not isinstance(name, str) or not NAME_PATTERN.match(name):
         raise DefinitionError(
             f"SQL stage name {name!r} ({where}) is not valid: use letters, digits and "

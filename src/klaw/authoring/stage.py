@@ -73,14 +73,29 @@ class StageDef:
         return self.fn(*args, **kwargs)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # A process worker looks the stage up by module and name instead of pickling code.
-        if not inspect.isfunction(self.fn):  # a callable object (an SQL stage): field by field
+        # Sent to a worker process field by field when the function pickles by reference (a
+        # module-level function, or a callable object such as an SQL stage's query); a
+        # decorated function, whose module attribute is this stage, is looked up by name.
+        if not inspect.isfunction(self.fn) or _importable(self.fn):
             from dataclasses import fields
 
-            return (StageDef, tuple(getattr(self, f.name) for f in fields(self)))
+            values = {f.name: getattr(self, f.name) for f in fields(self)}
+            model = self.params_model
+            if model is not None and not _importable(model):
+                values["params_model"] = None  # made at load time; workers need only the values
+            return (StageDef, tuple(values.values()))
         code = getattr(self.fn, "__code__", None)
         file = code.co_filename if code is not None else None
         return (_lookup_stage, (self.fn.__module__, self.fn.__qualname__, self.name, file))
+
+
+def _importable(fn: Any) -> bool:
+    """Whether pickle can send a function or class by reference: its module attribute is it."""
+    module = sys.modules.get(fn.__module__)
+    obj: Any = module
+    for part in fn.__qualname__.split("."):
+        obj = getattr(obj, part, None)
+    return obj is fn
 
 
 def _lookup_stage(module: str, qualname: str, name: str, file: str | None = None) -> StageDef:

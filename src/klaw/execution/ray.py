@@ -100,7 +100,9 @@ class RayExecutor:
         self._started = _connect(self._address)
         self._nodes = _nodes()
         cpus = sum(node.get("CPU", 0.0) for node in self._nodes)
-        self._size = self._max_workers or max(1, int(cpus))
+        # Ray queues and places tasks itself: keep a few per CPU in flight so a worker never
+        # waits for the runner (a submitted task counts as running)
+        self._size = self._max_workers or max(4, 4 * int(cpus))
 
     def submit(self, task: Task) -> None:
         deliver, values = self._deliver, self._values

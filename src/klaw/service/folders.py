@@ -131,8 +131,16 @@ def _params_model(name: str, params: dict[str, Any]) -> type[Any] | None:
         return None
     import pydantic
 
+    class FolderParams(pydantic.BaseModel):
+        """Params declared in config.yaml. The class is made at load time and cannot be
+        imported by name, so an instance travels to worker processes as a plain mapping
+        (which SQL stages take as well)."""
+
+        def __reduce__(self) -> tuple[Any, ...]:
+            return (dict, (self.model_dump(),))
+
     fields: dict[str, Any] = {k: (type(v), v) for k, v in params.items()}
-    model: type[Any] = pydantic.create_model(f"{name}_params", **fields)
+    model: type[Any] = pydantic.create_model(f"{name}_params", __base__=FolderParams, **fields)
     return model
 
 

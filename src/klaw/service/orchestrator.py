@@ -218,13 +218,13 @@ class Orchestrator:
             owner_host=socket.gethostname(),
             owner_pid=os.getpid(),
         )
-        self.metadata.create_run(run, max_active=workflow.max_active_runs)
-        executor = make_executor(
+        executor = make_executor(  # a bad executor name is refused before a run is recorded
             self.settings,
             self.lake,
             kind=request.executor or workflow.executor,
             max_workers=request.max_workers,
         )
+        self.metadata.create_run(run, max_active=workflow.max_active_runs)
         options = RunOptions(
             fail_fast=request.fail_fast,
             stop_grace=self.settings.stop_grace,
@@ -273,6 +273,13 @@ class Orchestrator:
                 except AssetNotFoundError:
                     snaps = []
                 if not snaps:
+                    owner = self.producers().get(key, ("?", "?"))[0]
+                    if up in plan.graph.foreign:
+                        raise SelectionError(
+                            f"Stage {stage!r} reads asset {key!r} of workflow {owner!r}, which "
+                            "has no snapshot yet.",
+                            hint=f"Run that workflow first: klaw run {owner}.",
+                        )
                     raise SelectionError(
                         f"Stage {stage!r} reads asset {key!r}, which is not selected and has no "
                         "snapshot yet.",
