@@ -13,6 +13,7 @@ class Unit(StrEnum):
     SECONDS = "s"  # a wall time, printed in µs, ms or s as fits
     PER_STAGE = "s/stage"  # seconds per stage (or per task), printed in µs
     BYTES = "B"  # printed in MiB
+    ROWS_PER_SECOND = "rows/s"  # a throughput, printed in M rows/s; higher is faster
 
 
 class Basis(StrEnum):
@@ -50,8 +51,12 @@ class Row:
 
     @property
     def ratio(self) -> float | None:
+        """Klaw's cost over the floor's: for a throughput, the floor's figure over Klaw's (so
+        that, as for times, above 1 means Klaw takes longer)."""
         if self.floor is None or self.floor <= 0:
             return None
+        if self.unit is Unit.ROWS_PER_SECOND:
+            return self.floor / self.klaw if self.klaw > 0 else None
         return self.klaw / self.floor
 
     @property
@@ -70,6 +75,8 @@ def quantity(value: float | None, unit: Unit) -> str:
         return "-"
     if unit is Unit.BYTES:
         return f"{value / 2**20:,.1f} MiB"
+    if unit is Unit.ROWS_PER_SECOND:
+        return f"{value / 1e6:,.2f} M rows/s"
     if unit is Unit.PER_STAGE or abs(value) < 1e-3:
         micro = value * 1e6
         return f"{micro:,.2f} µs" if abs(micro) < 10 else f"{micro:,.1f} µs"

@@ -1,4 +1,5 @@
-"""The workloads W0-W4: each measures Klaw and its floor in the same run and returns rows."""
+"""The workloads W0-W4 and T1 (in bench/tpch.py): each measures Klaw and its floor in the same
+run and returns rows."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import klaw
-from bench import floors, shapes, workflows
+from bench import floors, shapes, tpch, workflows
 from bench.report import Basis, Row, Target, Unit
 from bench.timing import Case, interleaved
 
@@ -408,10 +409,19 @@ def large_graph(settings: Settings) -> list[Row]:
     ]
 
 
+def ray_rows(settings: Settings) -> list[Row]:
+    """W1-W3 on Ray (one local Ray for all of them), next to the same tasks by hand."""
+    from bench.ray_executor import per_workflow
+
+    return per_workflow(settings.scratch, settings.times(5), None)
+
+
 WORKLOADS: tuple[Workload, ...] = (
     Workload("W0", "klaw run cold start", cold_start),
     Workload("W1", "500-stage fan-out", fan_out),
     Workload("W2", "200-stage chain", chain),
     Workload("W3", "8-stage 1M-row pipeline", data_pipeline),
     Workload("W4", "10,000-stage graph plan", large_graph),
+    Workload("R", "W1-W3 on the Ray executor vs Ray by hand", ray_rows),
+    Workload("T1", f"TPC-H {tpch.scale_text()} per engine", tpch.per_engine),
 )
