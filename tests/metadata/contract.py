@@ -319,7 +319,11 @@ class MetadataStoreContract:
     @settings(
         max_examples=40,
         deadline=None,
-        suppress_health_check=[HealthCheck.function_scoped_fixture],
+        # Every backend's class runs this one test function (differing executors, by design).
+        suppress_health_check=[
+            HealthCheck.function_scoped_fixture,
+            HealthCheck.differing_executors,
+        ],
     )
     @given(
         batches=st.lists(

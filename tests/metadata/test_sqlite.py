@@ -378,3 +378,30 @@ def test_list_runs_cursor_unknown_falls_back_to_id_order(store: SQLiteMetadataSt
         store.create_run(make_run(run_id, created_at=created, workflow="cursor"))
     page = store.list_runs(RunFilter(workflow="cursor", before="r-025"))
     assert [r.run_id for r in page] == ["r-02", "r-01"]
+
+
+def test_prune_drops_old_events_and_metrics_but_keeps_each_runs_last_event(
+    tmp_path: Path,
+) -> None:
+    import time as _time
+
+    from klaw.metadata.records import Batch, EventRecord, MetricRecord, RunRecord
+    from klaw.states import RunState
+
+    store = SQLiteMetadataStore(tmp_path / "prune.db")
+    store.migrate()
+    old, now = _time.time() - 10 * 86400, _time.time()
+    run = RunRecord(run_id="r1", workflow="w", state=RunState.RUNNING, created_at=old)
+    store.create_run(run)
+    store.commit(
+        Batch(
+            events=[EventRecord(run_id="r1", kind="stage", ts=old) for _ in range(5)],
+            metrics=[MetricRecord(run_id="r1", name="m", value=1.0, ts=old)],
+        )
+    )
+    store.commit(Batch(events=[EventRecord(run_id="r1", kind="late", ts=now)]))
+    assert store.prune(86400) == 7  # run_created + 5 old events + 1 metric; the last one stays
+    assert [e.kind for e in store.list_events("r1")] == ["late"]
+    store.commit(Batch(events=[EventRecord(run_id="r1", kind="after", ts=now)]))
+    assert [e.seq for e in store.list_events("r1")] == [7, 8]  # numbering carries on
+    store.close()

@@ -26,9 +26,11 @@ app = typer.Typer(
 runs_app = typer.Typer(help="Look at runs.", no_args_is_help=True)
 assets_app = typer.Typer(help="Look at assets and their snapshots.", no_args_is_help=True)
 workflows_app = typer.Typer(help="Look at the project's workflows.", no_args_is_help=True)
+db_app = typer.Typer(help="The metadata database: upgrade, prune.", no_args_is_help=True)
 app.add_typer(runs_app, name="runs")
 app.add_typer(assets_app, name="assets")
 app.add_typer(workflows_app, name="workflows")
+app.add_typer(db_app, name="db")
 
 
 @dataclass
@@ -73,7 +75,7 @@ def _global(
 
 
 def run_app() -> None:
-    from klaw.cli import assets, definitions, runs  # noqa: F401  (register commands)
+    from klaw.cli import assets, db, definitions, runs  # noqa: F401  (register commands)
 
     try:
         code = app(standalone_mode=False)  # returns the code of `raise typer.Exit(n)`

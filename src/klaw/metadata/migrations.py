@@ -10,6 +10,11 @@ written (a comment); SQLite renders it ``WITHOUT ROWID``, so the table is stored
 on its primary key and a row insert writes one b-tree instead of a table and an index (the
 difference is ~20% of a hot-path ``commit``).
 
+Postgres runs each migration's statements and then its dialect steps
+(``klaw.metadata.postgres_schema.postgres_steps``): there ``events`` and ``metrics`` are
+partitioned by ``ts`` and ``events`` has no primary key, so a later migration must work on a
+partitioned table (no unique index or key without ``ts``).
+
 The applied versions are rows of the ``schema_version`` table. ``migrate`` applies whatever is
 missing in one transaction and refuses a database written by a newer Klaw.
 """

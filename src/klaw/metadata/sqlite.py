@@ -99,6 +99,11 @@ SELECT_METRICS = (
 )
 
 BEGIN = "BEGIN IMMEDIATE"
+PRUNE_EVENTS = (
+    "DELETE FROM events WHERE ts < ? AND seq < "
+    "(SELECT MAX(seq) FROM events AS last WHERE last.run_id = events.run_id)"
+)
+PRUNE_METRICS = "DELETE FROM metrics WHERE ts < ?"
 COMMIT = "COMMIT"
 ROLLBACK = "ROLLBACK"
 
@@ -287,6 +292,28 @@ class SQLiteMetadataStore:
             except sqlite3.Error as exc:
                 raise self._error("migrate", exc) from exc
             self._ready = True
+
+    def prune(self, older_than_seconds: float) -> int:
+        """Delete events and metrics older than the cutoff; return how many rows went. Each
+        run keeps its last event, so its event numbering carries on. Runs, attempts and logs
+        stay."""
+        if older_than_seconds < 0:
+            raise MetadataError(f"prune needs a positive age, got {older_than_seconds!r}.")
+        cutoff = time.time() - older_than_seconds
+        with self._lock:
+            conn = self._ready_connection()
+            try:
+                conn.execute(BEGIN)
+                try:
+                    gone = conn.execute(PRUNE_EVENTS, (cutoff,)).rowcount
+                    gone += conn.execute(PRUNE_METRICS, (cutoff,)).rowcount
+                    conn.execute(COMMIT)
+                except BaseException:
+                    conn.execute(ROLLBACK)
+                    raise
+            except sqlite3.Error as exc:
+                raise self._error("prune", exc) from exc
+        return int(gone)
 
     def close(self) -> None:
         with self._lock:

@@ -52,3 +52,7 @@ class MetadataReader(Protocol):
 
 class MetricsReader(Protocol):
     def list_metrics(self, run_id: str) -> list[MetricRecord]: ...
+
+
+class MetadataStore(MetadataWriter, MetadataReader, MetricsReader, Protocol):
+    """Everything a full metadata backend offers (SQLite, Postgres)."""

@@ -45,7 +45,7 @@ from klaw.states import RunState, StageState
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from klaw.metadata.sqlite import SQLiteMetadataStore
+    from klaw.metadata.store import MetadataStore
     from klaw.storage.store import AssetInfo, SnapshotInfo
 
 
@@ -85,7 +85,7 @@ class Orchestrator:
         return cls(project, load_settings(project.settings, **flags))
 
     @cached_property
-    def metadata(self) -> SQLiteMetadataStore:
+    def metadata(self) -> MetadataStore:
         return open_metadata(self.settings)
 
     def close(self) -> None:

@@ -9,16 +9,27 @@ from klaw.settings import KlawSettings
 
 if TYPE_CHECKING:
     from klaw.execution.executor import Executor
-    from klaw.metadata.sqlite import SQLiteMetadataStore
+    from klaw.metadata.store import MetadataStore
     from klaw.storage.store import AssetStore
 
 
-def open_metadata(settings: KlawSettings) -> SQLiteMetadataStore:
-    """The metadata store, migrated (the embedded default upgrades itself)."""
+def open_metadata(settings: KlawSettings, *, upgrade: bool = True) -> MetadataStore:
+    """The metadata store. The embedded SQLite default upgrades itself; a Postgres database is
+    upgraded only by `klaw db upgrade` (``upgrade`` is ignored for it), and a store on an old
+    schema refuses to work and names that command."""
     url = settings.metadata_url
+    if url is not None and url.startswith(("postgresql://", "postgres://")):
+        try:
+            from klaw.metadata.postgres import PostgresMetadataStore
+        except ImportError:
+            raise ConfigError(
+                "A Postgres metadata URL needs psycopg.",
+                hint='Install it: pip install "klaw[postgres]".',
+            ) from None
+        return PostgresMetadataStore(url)
     if url is not None and not url.startswith("sqlite:"):
         raise ConfigError(
-            f"KLAW_METADATA_URL={url!r}: only sqlite:/// URLs are supported by this version.",
+            f"KLAW_METADATA_URL={url!r} is neither sqlite:///PATH nor postgresql://...",
             hint="Unset it to use the embedded default (<home>/klaw.db).",
         )
     from klaw.metadata.sqlite import SQLiteMetadataStore
@@ -26,7 +37,8 @@ def open_metadata(settings: KlawSettings) -> SQLiteMetadataStore:
     path = settings.metadata_path
     path.parent.mkdir(parents=True, exist_ok=True)
     store = SQLiteMetadataStore(path)
-    store.migrate()
+    if upgrade:
+        store.migrate()
     return store
 
 

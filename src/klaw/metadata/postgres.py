@@ -1,0 +1,532 @@
+"""``PostgresMetadataStore``: the server metadata store (Postgres through psycopg 3).
+
+Same records and semantics as ``SQLiteMetadataStore``; the schema's Postgres dialect (time
+partitions, event heads, NUL-safe text) is described in ``klaw.metadata.postgres_schema``.
+
+Writes are transactions on an autocommit connection. ``commit`` is the hot path: one statement
+per record list (``INSERT ... SELECT * FROM unnest(arrays)``), no ``SELECT`` once a run's
+sequence counters are known. ``seq`` numbers are assigned here, per run, from counters kept in
+memory and seeded (one query for all new runs of a batch) the first time a run is touched. A
+writer in another process (a cancel request) can move a run's events on; the batch's
+compare-and-set on ``event_heads`` then fails and the batch is retried once, its counters
+reseeded under ``FOR UPDATE`` so the retry cannot lose the race again.
+
+Partitions a batch needs are created before its transaction, in a short one of their own under
+an advisory lock (idempotent across processes; the write transaction never runs DDL), and
+remembered in memory so that no record costs a query. ``create_run`` with ``max_active`` holds
+``pg_advisory_xact_lock`` on the workflow name, so the limit check and the insert are atomic
+across processes.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+import time
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlsplit
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+
+from klaw.errors import MetadataError, RunConflictError, RunNotFoundError
+from klaw.metadata import migrations
+from klaw.metadata import postgres_schema as pg
+from klaw.metadata import sqlite as lite
+from klaw.metadata.records import (
+    AttemptRecord,
+    Batch,
+    EventRecord,
+    LogRecord,
+    MetricRecord,
+    RunFilter,
+    RunRecord,
+)
+from klaw.metadata.sqlite import owner_alive
+from klaw.states import RunState
+
+CONNECT_TIMEOUT_S = 10
+_ACTIVE = (RunState.QUEUED.value, RunState.RUNNING.value)
+_NO_COUNTERS: dict[str, int] = {}
+
+
+def _redact(url: str) -> str:
+    """The URL or conninfo string without its password."""
+    text = re.sub(r"(password=)[^&\s]*", r"\1***", url)
+    password = urlsplit(text).password if "://" in text else None
+    return text.replace(f":{password}@", ":***@", 1) if password else text
+
+
+def _retriable(exc: psycopg.Error) -> bool:
+    """A write error that reseeded counters or recreated partitions can cure: a head moved on,
+    a log seq taken by another writer, a partition another process pruned."""
+    errors = psycopg.errors
+    return pg.stale_head(exc) or isinstance(exc, errors.UniqueViolation | errors.CheckViolation)
+
+
+class PostgresMetadataStore:
+    """Runs, attempts, events, logs and metrics in a Postgres database.
+
+    ``url`` is a libpq URL or conninfo string (``postgresql://user@host:5432/db``); choose the
+    schema with ``?options=-csearch_path%3Dname``. The constructor only records it: the
+    connection opens on first use and the schema changes only in ``migrate()``. Safe to share
+    between threads (one connection behind a lock); any number of processes may write.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.location = _redact(url)
+        self._lock = threading.Lock()
+        self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
+        self._ready = False
+        self._native = True  # events and metrics are natively partitioned (not hypertables)
+        self._partitions: set[tuple[str, int]] = set()
+        self._event_seq: dict[str, int] = {}
+        self._log_seq: dict[str, int] = {}
+
+    def __repr__(self) -> str:
+        return f"PostgresMetadataStore({self.location!r})"
+
+    def __enter__(self) -> PostgresMetadataStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- connection ------------------------------------------------------------------------
+
+    def _connect(self) -> psycopg.Connection[tuple[Any, ...]]:
+        options: dict[str, Any] = {"autocommit": True}
+        try:
+            if "connect_timeout" not in conninfo_to_dict(self.url):
+                options["connect_timeout"] = CONNECT_TIMEOUT_S
+            conn = psycopg.connect(self.url, **options)
+        except psycopg.Error as exc:
+            raise self._error("connect to", exc) from exc
+        pg.register_text_adapters(conn)
+        self._conn = conn
+        return conn
+
+    def _ready_connection(self) -> psycopg.Connection[tuple[Any, ...]]:
+        """The connection, checked once to be on the current schema. Call with the lock held."""
+        conn = self._conn if self._conn is not None else self._connect()
+        if not self._ready:
+            try:
+                found = self._version(conn)
+                if found > migrations.LATEST_VERSION:
+                    raise migrations.newer_schema_error(found, self.location)
+                if found < migrations.LATEST_VERSION:
+                    state = "has no Klaw schema" if found == 0 else f"is at version {found}"
+                    raise MetadataError(
+                        f"metadata database {self.location} {state}; this Klaw needs schema "
+                        f"version {migrations.LATEST_VERSION}",
+                        hint=migrations.UPGRADE_HINT,
+                    )
+                self._native = bool(self._one(conn, pg.IS_PARTITIONED))
+            except psycopg.Error as exc:
+                raise self._error("read the schema version of", exc) from exc
+            self._ready = True
+        return conn
+
+    @staticmethod
+    def _one(conn: psycopg.Connection[tuple[Any, ...]], query: str, args: Any = None) -> Any:
+        row = conn.execute(query, args).fetchone()
+        return None if row is None else row[0]
+
+    def _version(self, conn: psycopg.Connection[tuple[Any, ...]]) -> int:
+        if not self._one(conn, pg.HAS_VERSION_TABLE):
+            return 0
+        return int(self._one(conn, migrations.SELECT_VERSION) or 0)
+
+    def _error(self, action: str, exc: psycopg.Error) -> MetadataError:
+        if self._conn is not None and self._conn.broken:  # reconnect on the next call
+            self._conn, self._ready = None, False
+        if isinstance(exc, psycopg.errors.CheckViolation):  # a partition pruned elsewhere
+            self._partitions.clear()
+        if isinstance(exc, psycopg.IntegrityError):
+            hint = "a record breaks a constraint (a required field is missing?); none was written"
+        elif isinstance(exc, psycopg.OperationalError):
+            hint = (
+                "check that Postgres is running and reachable, and that the metadata URL "
+                "(KLAW_METADATA_URL) names the right host, database and user"
+            )
+        else:
+            hint = "check that the database holds a Klaw metadata schema and the user may write"
+        return MetadataError(
+            f"could not {action} metadata database {self.location}: {exc}", hint=hint
+        )
+
+    def migrate(self) -> None:
+        """Apply the missing migrations in one transaction (concurrent callers serialize)."""
+        with self._lock:
+            conn = self._conn if self._conn is not None else self._connect()
+            try:
+                with conn.transaction():
+                    conn.execute(pg.LOCK, (pg.LOCK_CLASS, "migrate"))
+                    conn.execute(migrations.CREATE_SCHEMA_VERSION)
+                    found = self._version(conn)
+                    if found > migrations.LATEST_VERSION:
+                        raise migrations.newer_schema_error(found, self.location)
+                    now = time.time()
+                    timescale = found == 0 and self._enable_timescale(conn)
+                    for migration in migrations.MIGRATIONS[found:]:
+                        for statement in migration.statements:
+                            conn.execute(statement)
+                        for statement in pg.postgres_steps(migration.version, timescale=timescale):
+                            conn.execute(statement)
+                        conn.execute(
+                            pg.INSERT_VERSION, (migration.version, migration.description, now)
+                        )
+                    self._native = bool(self._one(conn, pg.IS_PARTITIONED))
+            except psycopg.Error as exc:
+                raise self._error("migrate", exc) from exc
+            self._ready = True
+
+    @staticmethod
+    def _enable_timescale(conn: psycopg.Connection[tuple[Any, ...]]) -> bool:
+        if conn.execute(pg.TIMESCALE_AVAILABLE).fetchone() is None:
+            return False
+        try:
+            with conn.transaction():  # a savepoint: not preloaded or not allowed -> native
+                conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+        except psycopg.Error:
+            return False
+        return True
+
+    def close(self) -> None:
+        with self._lock:
+            conn, self._conn = self._conn, None
+            self._ready = False
+            self._partitions.clear()
+            self._event_seq.clear()
+            self._log_seq.clear()
+            if conn is not None:
+                conn.close()
+
+    # -- partitions ------------------------------------------------------------------------
+
+    def _ensure_partitions(
+        self, conn: psycopg.Connection[tuple[Any, ...]], needed: set[tuple[str, int]]
+    ) -> None:
+        """Create the partitions in ``needed`` this store has not seen, in their own
+        transaction, so that the write transaction that follows runs no DDL."""
+        missing = needed - self._partitions
+        if not missing or not self._native:
+            return
+        with conn.transaction():
+            conn.execute(pg.LOCK, (pg.LOCK_CLASS, "partitions"))
+            for table, day in sorted(missing):
+                conn.execute(pg.create_partition(table, day))
+        self._partitions |= missing
+
+    def prune(self, older_than_seconds: float) -> int:
+        """Drop the events and metrics partitions (or TimescaleDB chunks) that hold only
+        timestamps older than ``older_than_seconds`` ago; return how many were dropped.
+        Runs, attempts, logs and event sequence heads are kept."""
+        if not older_than_seconds >= 0:
+            raise MetadataError(
+                f"cannot prune metadata older than {older_than_seconds!r} seconds",
+                hint="give a number of seconds of zero or more",
+            )
+        cutoff = time.time() - older_than_seconds
+        dropped: set[tuple[str, int]] = set()
+        with self._lock:
+            conn = self._ready_connection()
+            try:
+                with conn.transaction():
+                    if not self._native:
+                        us = math.floor(cutoff * 1e6)
+                        chunks = [self._one(conn, pg.DROP_CHUNKS, (t, us)) for t in pg.PARTITIONED]
+                        return sum(chunks)
+                    conn.execute(pg.LOCK, (pg.LOCK_CLASS, "partitions"))
+                    for schema, name, table in conn.execute(pg.SELECT_PARTITIONS).fetchall():
+                        day = pg.partition_day(table, name)
+                        if day is not None and (day + 1) * pg.DAY <= cutoff:
+                            conn.execute(
+                                sql.SQL("DROP TABLE {}").format(sql.Identifier(schema, name))
+                            )
+                            dropped.add((table, day))
+            except psycopg.Error as exc:
+                raise self._error("prune", exc) from exc
+            finally:
+                self._partitions -= dropped
+        return len(dropped)
+
+    # -- writes ----------------------------------------------------------------------------
+
+    def commit(self, batch: Batch) -> None:
+        if not batch:
+            return
+        with self._lock:
+            conn = self._ready_connection()
+            try:
+                try:
+                    self._write(conn, batch)
+                except psycopg.Error as exc:
+                    if not _retriable(exc):
+                        raise
+                    # Another process appended to one of these runs (a cancel request) or
+                    # pruned a partition: forget what may be stale and try once more.
+                    for run_id in {event.run_id for event in batch.events}:
+                        self._event_seq.pop(run_id, None)
+                    for run_id in {log.run_id for log in batch.logs}:
+                        self._log_seq.pop(run_id, None)
+                    self._partitions.clear()
+                    self._write(conn, batch)
+            except psycopg.Error as exc:
+                raise self._error("commit a batch to", exc) from exc
+            for run in batch.runs:
+                if run.state.terminal:  # a finished run's counters reseed if it is ever touched
+                    self._event_seq.pop(run.run_id, None)
+                    self._log_seq.pop(run.run_id, None)
+
+    def _write(self, conn: psycopg.Connection[tuple[Any, ...]], batch: Batch) -> None:
+        needed = set()
+        if batch.events:
+            needed = pg.days("events", [e.ts for e in batch.events])
+        if batch.metrics:
+            needed |= pg.days("metrics", [m.ts for m in batch.metrics])
+        self._ensure_partitions(conn, needed)
+        event_seq = log_seq = _NO_COUNTERS
+        with conn.transaction():
+            cur = conn.cursor()
+            if batch.runs:
+                runs = {run.run_id: run for run in batch.runs}.values()  # the last one wins
+                cur.execute(pg.BULK_RUNS.sql, pg.BULK_RUNS.args(map(lite._run_row, runs)))
+            if batch.attempts:
+                attempts = {(a.run_id, a.stage, a.attempt): a for a in batch.attempts}.values()
+                cur.execute(
+                    pg.BULK_ATTEMPTS.sql, pg.BULK_ATTEMPTS.args(map(lite._attempt_row, attempts))
+                )
+            if batch.events:
+                start, event_seq = self._number(cur, batch.events, self._event_seq, pg.SELECT_HEADS)
+                cur.execute(
+                    pg.BULK_EVENTS.sql, pg.BULK_EVENTS.args(map(lite._event_row, batch.events))
+                )
+                heads = [(run_id, seq, start[run_id]) for run_id, seq in event_seq.items()]
+                cur.execute(pg.ADVANCE_HEADS.sql, pg.ADVANCE_HEADS.args(heads))
+            if batch.logs:
+                log_seq = self._number(cur, batch.logs, self._log_seq, pg.SELECT_LOG_HEADS)[1]
+                logs = [
+                    (g.run_id, g.stage, g.attempt, g.stream, g.seq, g.ts, g.level, g.line)
+                    for g in batch.logs
+                ]
+                cur.execute(pg.BULK_LOGS.sql, pg.BULK_LOGS.args(logs))
+            if batch.metrics:
+                metrics = [
+                    (m.run_id, m.stage, m.attempt, m.name, m.value, m.ts) for m in batch.metrics
+                ]
+                cur.execute(pg.BULK_METRICS.sql, pg.BULK_METRICS.args(metrics))
+        # Counters move only once the batch is durable, so a failed batch leaves no gap.
+        self._event_seq.update(event_seq)
+        self._log_seq.update(log_seq)
+
+    @staticmethod
+    def _number(
+        cur: psycopg.Cursor[tuple[Any, ...]],
+        records: Sequence[EventRecord] | Sequence[LogRecord],
+        known: dict[str, int],
+        select_heads: str,
+    ) -> tuple[dict[str, int], dict[str, int]]:
+        """Give each record the next ``seq`` of its run; return the runs' counters before and
+        after. Runs this store has not touched are seeded by one query for all of them."""
+        start = {}
+        unknown = []
+        for run_id in {record.run_id for record in records}:
+            if run_id in known:
+                start[run_id] = known[run_id]
+            else:
+                start[run_id] = 0
+                unknown.append(run_id)
+        if unknown:
+            start.update(cur.execute(select_heads, (unknown,)).fetchall())
+        counters = dict(start)
+        for record in records:
+            counters[record.run_id] = record.seq = counters[record.run_id] + 1
+        return start, counters
+
+    def create_run(self, run: RunRecord, *, max_active: int | None = None) -> None:
+        data = {"workflow": run.workflow}
+        if run.parent_run_id is not None:
+            data["parent_run_id"] = run.parent_run_id
+        if run.selection is not None:
+            data["selection"] = run.selection
+        created = (run.run_id, 1, run.created_at, "run_created", None, None, run.state.value)
+        now = time.time()
+        needed = pg.days(
+            "events", [run.created_at, now] if max_active is not None else [run.created_at]
+        )
+        with self._lock:
+            conn = self._ready_connection()
+            try:
+                self._ensure_partitions(conn, needed)
+                with conn.transaction():
+                    # Dead owners' runs are marked failed even when the new run is refused.
+                    conflict = None
+                    if max_active is not None:
+                        conn.execute(pg.LOCK, (pg.LOCK_CLASS, run.workflow))
+                        conflict = self._check_limit(conn, run.workflow, max_active, now)
+                    if conflict is None:
+                        conn.execute(pg.INSERT_RUN, lite._run_row(run))
+                        conn.execute(pg.NEW_HEAD, (run.run_id,))
+                        conn.execute(pg.INSERT_EVENT, (*created, lite._json(data)))
+            except psycopg.errors.UniqueViolation as exc:
+                if self._one(conn, pg.SELECT_RUN_CREATED, (run.run_id,)) is None:
+                    raise self._error("create a run in", exc) from exc
+                raise MetadataError(
+                    f"run {run.run_id!r} already exists in metadata database {self.location}",
+                    hint="give the new run a fresh id (klaw.ids.new_run_id())",
+                ) from exc
+            except psycopg.Error as exc:
+                raise self._error("create a run in", exc) from exc
+            if conflict is not None:
+                raise conflict
+            self._event_seq[run.run_id] = 1
+            self._log_seq[run.run_id] = 0
+
+    def _check_limit(
+        self, conn: psycopg.Connection[tuple[Any, ...]], workflow: str, max_active: int, now: float
+    ) -> RunConflictError | None:
+        """Mark active runs with a dead owner failed; the error to raise if ``max_active`` live
+        ones remain. Runs inside the caller's transaction, under the workflow's lock."""
+        live: list[tuple[str, str, int]] = []
+        for run_id, host, pid in conn.execute(
+            pg.SELECT_ACTIVE_RUNS, (workflow, *_ACTIVE)
+        ).fetchall():
+            if owner_alive(host, pid):
+                live.append((run_id, host, pid))
+                continue
+            error = f"abandoned: owner process {pid} on {host} is gone"
+            conn.execute(pg.MARK_ABANDONED, (RunState.FAILED.value, error, now, run_id))
+            seq = self._one(conn, pg.BUMP_HEAD, (run_id,))
+            data = lite._json({"error": error, "owner_host": host, "owner_pid": pid})
+            abandoned = (run_id, seq, now, "run_abandoned", None, None, RunState.FAILED.value)
+            conn.execute(pg.INSERT_EVENT, (*abandoned, data))
+            self._event_seq.pop(run_id, None)
+        if len(live) < max_active:
+            return None
+        blockers = ", ".join(f"{rid} (owner pid {pid} on {host})" for rid, host, pid in live)
+        return RunConflictError(
+            f"workflow {workflow!r} already has {len(live)} active run(s), the limit is "
+            f"{max_active}: {blockers}",
+            hint=f"wait for it to finish, cancel it with `klaw cancel {live[0][0]}`, or raise "
+            "the workflow's concurrency limit",
+        )
+
+    def request_cancel(self, run_id: str) -> RunRecord:
+        now = time.time()
+        with self._lock:
+            conn = self._ready_connection()
+            try:
+                self._ensure_partitions(conn, pg.days("events", [now]))
+                with conn.transaction():
+                    row = conn.execute(pg.SELECT_RUN, (run_id,)).fetchone()
+                    if row is None:
+                        raise self._not_found(conn, run_id)
+                    seq = self._one(conn, pg.BUMP_HEAD, (run_id,))
+                    cancel = (run_id, seq, now, "cancel_requested", None, None, None)
+                    conn.execute(pg.INSERT_EVENT, (*cancel, lite._json({})))
+            except psycopg.Error as exc:
+                raise self._error("record a cancel request in", exc) from exc
+            if run_id in self._event_seq:
+                self._event_seq[run_id] = seq
+            return lite._run_from_row(row)
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def _query(self, query: str, args: Sequence[Any]) -> list[tuple[Any, ...]]:
+        with self._lock:
+            conn = self._ready_connection()
+            try:
+                return conn.execute(query, args).fetchall()
+            except psycopg.Error as exc:
+                raise self._error("read", exc) from exc
+
+    def get_run(self, run_id: str) -> RunRecord:
+        with self._lock:
+            conn = self._ready_connection()
+            try:
+                row = conn.execute(pg.SELECT_RUN, (run_id,)).fetchone()
+                if row is None:
+                    raise self._not_found(conn, run_id)
+            except psycopg.Error as exc:
+                raise self._error("read", exc) from exc
+        return lite._run_from_row(row)
+
+    def _not_found(
+        self, conn: psycopg.Connection[tuple[Any, ...]], run_id: str
+    ) -> RunNotFoundError:
+        """The error for an unknown id, naming up to 3 ids sharing its longest prefix (>= 4)."""
+        close: list[str] = []
+        for length in range(len(run_id), 3, -1):
+            prefix = run_id[:length]
+            upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+            close = [r[0] for r in conn.execute(pg.SELECT_RUN_IDS_IN_RANGE, (prefix, upper))]
+            if close:
+                break
+        message = f"no run with id {run_id!r} in metadata database {self.location}"
+        if close:
+            message += f" (did you mean {', '.join(repr(c) for c in close)}?)"
+        return RunNotFoundError(message, hint="check the run id; list recent runs to find it")
+
+    def list_runs(self, filter: RunFilter) -> list[RunRecord]:
+        query = pg.SELECT_RUNS
+        args: list[Any] = []
+        if filter.workflow is not None:
+            query += " AND workflow = %s"
+            args.append(filter.workflow)
+        if filter.states:
+            query += " AND state = ANY(%s)"
+            args.append([state.value for state in filter.states])
+        with self._lock:
+            conn = self._ready_connection()
+            try:
+                if filter.before is not None:
+                    created = conn.execute(pg.SELECT_RUN_CREATED, (filter.before,)).fetchone()
+                    if created is None:  # run ids sort by time: compare the ids
+                        query += " AND run_id < %s"
+                        args.append(filter.before)
+                    else:
+                        query += " AND (created_at < %s OR (created_at = %s AND run_id < %s))"
+                        args.extend((created[0], created[0], filter.before))
+                query += " ORDER BY created_at DESC, run_id DESC LIMIT %s"
+                args.append(filter.limit)
+                rows = conn.execute(query, args).fetchall()
+            except psycopg.Error as exc:
+                raise self._error("read", exc) from exc
+        return [lite._run_from_row(row) for row in rows]
+
+    def list_attempts(self, run_id: str) -> list[AttemptRecord]:
+        return [lite._attempt_from_row(row) for row in self._query(pg.SELECT_ATTEMPTS, (run_id,))]
+
+    def list_events(self, run_id: str, *, after_seq: int = 0) -> list[EventRecord]:
+        return [
+            lite._event_from_row(row) for row in self._query(pg.SELECT_EVENTS, (run_id, after_seq))
+        ]
+
+    def read_logs(
+        self, run_id: str, *, stage: str | None = None, attempt: int | None = None
+    ) -> list[LogRecord]:
+        query = pg.SELECT_LOGS
+        args: tuple[Any, ...] = (run_id,)
+        if stage is not None:
+            query += " AND stage = %s"
+            args += (stage,)
+        if attempt is not None:
+            query += " AND attempt = %s"
+            args += (attempt,)
+        rows = self._query(query + pg.LOGS_ORDER, args)
+        return [LogRecord(**dict(zip(pg.LOG_FIELDS, row, strict=True))) for row in rows]
+
+    def list_metrics(self, run_id: str) -> list[MetricRecord]:
+        rows = self._query(pg.SELECT_METRICS, (run_id,))
+        return [MetricRecord(**dict(zip(pg.METRIC_FIELDS, row, strict=True))) for row in rows]
