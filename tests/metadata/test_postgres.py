@@ -37,8 +37,7 @@ URL = os.environ.get("KLAW_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:
 @pytest.fixture(scope="session")
 def server_url() -> str:
     try:
-        with psycopg.connect(URL, connect_timeout=3):
-            pass
+        psycopg.connect(URL, connect_timeout=3).close()
     except psycopg.OperationalError as exc:
         pytest.skip(f"Postgres is not reachable at {URL} (set KLAW_TEST_POSTGRES_URL): {exc}")
     return URL
@@ -68,7 +67,7 @@ def store(url: str) -> Iterator[PostgresMetadataStore]:
 
 
 class TestPostgresMetadataStore(MetadataStoreContract):
-    pass  # the ``store`` fixture above: migrated, empty, a schema of its own
+    """The contract suite on the ``store`` fixture above: migrated, empty, a schema of its own."""
 
 
 def _sql(url: str, query: str, *args: object) -> list[tuple[object, ...]]:

@@ -255,8 +255,7 @@ def _check_reachable(address: str) -> None:
             hint="Set KLAW_RAY_ADDRESS to the head node's host:port, e.g. 10.0.0.5:6379.",
         )
     try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=_CONNECT_TIMEOUT):
-            pass
+        socket.create_connection((host.strip("[]"), int(port)), timeout=_CONNECT_TIMEOUT).close()
     except OSError as exc:
         raise ConfigError(
             f"Cannot reach the Ray cluster at {address!r}: {exc.strerror or exc}.",

@@ -7,6 +7,7 @@ the cron expression and looks up the time zone; nothing else happens (no clock, 
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -184,10 +185,8 @@ def _zone(where: str, name: object) -> ZoneInfo:
             f"{where}: the time zone must be an IANA name, got {name!r}",
             hint=f"use an IANA name such as {_TZ_EXAMPLES}",
         )
-    try:
+    with contextlib.suppress(ZoneInfoNotFoundError, ValueError):
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        pass
     hint = f"use an IANA name such as {_TZ_EXAMPLES}"
     close = _close_zones(name)
     if close:
@@ -217,10 +216,8 @@ def _catchup(where: str, value: object) -> CatchUp:
     if isinstance(value, CatchUp):
         return value
     if isinstance(value, str):
-        try:
+        with contextlib.suppress(ValueError):
             return CatchUp(value.lower())
-        except ValueError:
-            pass
     raise ConfigError(
         f"{where}: unknown catch-up policy {value!r}",
         hint=f"use one of {', '.join(c.value for c in CatchUp)}",
