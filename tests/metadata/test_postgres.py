@@ -372,7 +372,7 @@ for i in range(workflows):
         store.create_run(run, max_active=1)
         won.append(i)
     except RunConflictError:
-        pass
+        continue  # another process holds this workflow's one slot
 print(" ".join(map(str, won)), flush=True)
 while not (go.parent / "done").exists():  # stay alive: a dead owner's runs would not count
     time.sleep(0.01)
