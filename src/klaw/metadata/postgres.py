@@ -34,9 +34,8 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from klaw.errors import MetadataError, RunConflictError, RunNotFoundError
-from klaw.metadata import migrations
+from klaw.metadata import migrations, rows
 from klaw.metadata import postgres_schema as pg
-from klaw.metadata import sqlite as lite
 from klaw.metadata.records import (
     AttemptRecord,
     Batch,
@@ -46,7 +45,7 @@ from klaw.metadata.records import (
     RunFilter,
     RunRecord,
 )
-from klaw.metadata.sqlite import owner_alive
+from klaw.metadata.rows import owner_alive
 from klaw.states import RunState
 
 CONNECT_TIMEOUT_S = 10
@@ -301,16 +300,16 @@ class PostgresMetadataStore:
             cur = conn.cursor()
             if batch.runs:
                 runs = {run.run_id: run for run in batch.runs}.values()  # the last one wins
-                cur.execute(pg.BULK_RUNS.sql, pg.BULK_RUNS.args(map(lite._run_row, runs)))
+                cur.execute(pg.BULK_RUNS.sql, pg.BULK_RUNS.args(map(rows.run_row, runs)))
             if batch.attempts:
                 attempts = {(a.run_id, a.stage, a.attempt): a for a in batch.attempts}.values()
                 cur.execute(
-                    pg.BULK_ATTEMPTS.sql, pg.BULK_ATTEMPTS.args(map(lite._attempt_row, attempts))
+                    pg.BULK_ATTEMPTS.sql, pg.BULK_ATTEMPTS.args(map(rows.attempt_row, attempts))
                 )
             if batch.events:
                 start, event_seq = self._number(cur, batch.events, self._event_seq, pg.SELECT_HEADS)
                 cur.execute(
-                    pg.BULK_EVENTS.sql, pg.BULK_EVENTS.args(map(lite._event_row, batch.events))
+                    pg.BULK_EVENTS.sql, pg.BULK_EVENTS.args(map(rows.event_row, batch.events))
                 )
                 heads = [(run_id, seq, start[run_id]) for run_id, seq in event_seq.items()]
                 cur.execute(pg.ADVANCE_HEADS.sql, pg.ADVANCE_HEADS.args(heads))
@@ -376,9 +375,9 @@ class PostgresMetadataStore:
                         conn.execute(pg.LOCK, (pg.LOCK_CLASS, run.workflow))
                         conflict = self._check_limit(conn, run.workflow, max_active, now)
                     if conflict is None:
-                        conn.execute(pg.INSERT_RUN, lite._run_row(run))
+                        conn.execute(pg.INSERT_RUN, rows.run_row(run))
                         conn.execute(pg.NEW_HEAD, (run.run_id,))
-                        conn.execute(pg.INSERT_EVENT, (*created, lite._json(data)))
+                        conn.execute(pg.INSERT_EVENT, (*created, rows.json_text(data)))
             except psycopg.errors.UniqueViolation as exc:
                 if self._one(conn, pg.SELECT_RUN_CREATED, (run.run_id,)) is None:
                     raise self._error("create a run in", exc) from exc
@@ -408,7 +407,7 @@ class PostgresMetadataStore:
             error = f"abandoned: owner process {pid} on {host} is gone"
             conn.execute(pg.MARK_ABANDONED, (RunState.FAILED.value, error, now, run_id))
             seq = self._one(conn, pg.BUMP_HEAD, (run_id,))
-            data = lite._json({"error": error, "owner_host": host, "owner_pid": pid})
+            data = rows.json_text({"error": error, "owner_host": host, "owner_pid": pid})
             abandoned = (run_id, seq, now, "run_abandoned", None, None, RunState.FAILED.value)
             conn.execute(pg.INSERT_EVENT, (*abandoned, data))
             self._event_seq.pop(run_id, None)
@@ -434,12 +433,12 @@ class PostgresMetadataStore:
                         raise self._not_found(conn, run_id)
                     seq = self._one(conn, pg.BUMP_HEAD, (run_id,))
                     cancel = (run_id, seq, now, "cancel_requested", None, None, None)
-                    conn.execute(pg.INSERT_EVENT, (*cancel, lite._json({})))
+                    conn.execute(pg.INSERT_EVENT, (*cancel, rows.json_text({})))
             except psycopg.Error as exc:
                 raise self._error("record a cancel request in", exc) from exc
             if run_id in self._event_seq:
                 self._event_seq[run_id] = seq
-            return lite._run_from_row(row)
+            return rows.run_from_row(row)
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -460,7 +459,7 @@ class PostgresMetadataStore:
                     raise self._not_found(conn, run_id)
             except psycopg.Error as exc:
                 raise self._error("read", exc) from exc
-        return lite._run_from_row(row)
+        return rows.run_from_row(row)
 
     def _not_found(
         self, conn: psycopg.Connection[tuple[Any, ...]], run_id: str
@@ -500,17 +499,17 @@ class PostgresMetadataStore:
                         args.extend((created[0], created[0], filter.before))
                 query += " ORDER BY created_at DESC, run_id DESC LIMIT %s"
                 args.append(filter.limit)
-                rows = conn.execute(query, args).fetchall()
+                found = conn.execute(query, args).fetchall()
             except psycopg.Error as exc:
                 raise self._error("read", exc) from exc
-        return [lite._run_from_row(row) for row in rows]
+        return [rows.run_from_row(row) for row in found]
 
     def list_attempts(self, run_id: str) -> list[AttemptRecord]:
-        return [lite._attempt_from_row(row) for row in self._query(pg.SELECT_ATTEMPTS, (run_id,))]
+        return [rows.attempt_from_row(row) for row in self._query(pg.SELECT_ATTEMPTS, (run_id,))]
 
     def list_events(self, run_id: str, *, after_seq: int = 0) -> list[EventRecord]:
         return [
-            lite._event_from_row(row) for row in self._query(pg.SELECT_EVENTS, (run_id, after_seq))
+            rows.event_from_row(row) for row in self._query(pg.SELECT_EVENTS, (run_id, after_seq))
         ]
 
     def read_logs(
@@ -524,9 +523,9 @@ class PostgresMetadataStore:
         if attempt is not None:
             query += " AND attempt = %s"
             args += (attempt,)
-        rows = self._query(query + pg.LOGS_ORDER, args)
-        return [LogRecord(**dict(zip(pg.LOG_FIELDS, row, strict=True))) for row in rows]
+        found = self._query(query + pg.LOGS_ORDER, args)
+        return [LogRecord(**dict(zip(pg.LOG_FIELDS, row, strict=True))) for row in found]
 
     def list_metrics(self, run_id: str) -> list[MetricRecord]:
-        rows = self._query(pg.SELECT_METRICS, (run_id,))
-        return [MetricRecord(**dict(zip(pg.METRIC_FIELDS, row, strict=True))) for row in rows]
+        found = self._query(pg.SELECT_METRICS, (run_id,))
+        return [MetricRecord(**dict(zip(pg.METRIC_FIELDS, row, strict=True))) for row in found]

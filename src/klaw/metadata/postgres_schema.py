@@ -32,8 +32,7 @@ from psycopg.adapt import Dumper, Loader
 from psycopg.pq import Format
 
 from klaw.errors import MetadataError
-from klaw.metadata import migrations
-from klaw.metadata import sqlite as lite
+from klaw.metadata import migrations, rows
 from klaw.metadata.records import RunRecord
 
 DAY = 86_400.0
@@ -50,21 +49,21 @@ def _pg(statement: str) -> str:
     return statement.replace("?", "%s")
 
 
-INSERT_RUN = _pg(lite.INSERT_RUN)
-SELECT_RUN = _pg(lite.SELECT_RUN)
-SELECT_RUNS = lite.SELECT_RUNS
-SELECT_RUN_CREATED = _pg(lite.SELECT_RUN_CREATED)
-SELECT_RUN_IDS_IN_RANGE = _pg(lite.SELECT_RUN_IDS_IN_RANGE)
-SELECT_ACTIVE_RUNS = _pg(lite.SELECT_ACTIVE_RUNS)
-MARK_ABANDONED = _pg(lite.MARK_ABANDONED)
-SELECT_ATTEMPTS = _pg(lite.SELECT_ATTEMPTS)
-INSERT_EVENT = _pg(lite.INSERT_EVENT)
-SELECT_EVENTS = _pg(lite.SELECT_EVENTS)
-SELECT_LOGS = _pg(lite.SELECT_LOGS)
-LOGS_ORDER = lite.LOGS_ORDER
-SELECT_METRICS = _pg(lite.SELECT_METRICS)
-LOG_FIELDS = lite._LOG_FIELDS
-METRIC_FIELDS = lite._METRIC_FIELDS
+INSERT_RUN = _pg(rows.INSERT_RUN)
+SELECT_RUN = _pg(rows.SELECT_RUN)
+SELECT_RUNS = rows.SELECT_RUNS
+SELECT_RUN_CREATED = _pg(rows.SELECT_RUN_CREATED)
+SELECT_RUN_IDS_IN_RANGE = _pg(rows.SELECT_RUN_IDS_IN_RANGE)
+SELECT_ACTIVE_RUNS = _pg(rows.SELECT_ACTIVE_RUNS)
+MARK_ABANDONED = _pg(rows.MARK_ABANDONED)
+SELECT_ATTEMPTS = _pg(rows.SELECT_ATTEMPTS)
+INSERT_EVENT = _pg(rows.INSERT_EVENT)
+SELECT_EVENTS = _pg(rows.SELECT_EVENTS)
+SELECT_LOGS = _pg(rows.SELECT_LOGS)
+LOGS_ORDER = rows.LOGS_ORDER
+SELECT_METRICS = _pg(rows.SELECT_METRICS)
+LOG_FIELDS = rows.LOG_FIELDS
+METRIC_FIELDS = rows.METRIC_FIELDS
 INSERT_VERSION = _pg(migrations.INSERT_VERSION)
 
 SELECT_HEADS = "SELECT run_id, seq FROM event_heads WHERE run_id = ANY(%s) FOR UPDATE"
@@ -116,9 +115,9 @@ class Bulk:
         return columns
 
 
-BULK_RUNS = Bulk("runs", RunRecord.__struct_fields__, lite.UPSERT_RUN)
-BULK_ATTEMPTS = Bulk("attempts", lite._ATTEMPT_COLUMNS.split(", "), lite.UPSERT_ATTEMPT)
-BULK_EVENTS = Bulk("events", lite._EVENT_FIELDS)
+BULK_RUNS = Bulk("runs", RunRecord.__struct_fields__, rows.UPSERT_RUN)
+BULK_ATTEMPTS = Bulk("attempts", rows.ATTEMPT_COLUMNS.split(", "), rows.UPSERT_ATTEMPT)
+BULK_EVENTS = Bulk("events", rows.EVENT_FIELDS)
 BULK_LOGS = Bulk("logs", LOG_FIELDS)
 BULK_METRICS = Bulk("metrics", METRIC_FIELDS)
 # Compare-and-set: a head another writer moved on (seq != prev) becomes NULL, which NOT NULL

@@ -14,8 +14,6 @@ retried once with counters reseeded from the database.
 
 from __future__ import annotations
 
-import os
-import socket
 import sqlite3
 import threading
 import time
@@ -24,8 +22,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any
-
-import msgspec
 
 from klaw.errors import MetadataError, RunConflictError, RunNotFoundError
 from klaw.metadata import migrations
@@ -38,67 +34,45 @@ from klaw.metadata.records import (
     RunFilter,
     RunRecord,
 )
+from klaw.metadata.rows import (
+    ACTIVE,
+    EMPTY_JSON,
+    INSERT_EVENT,
+    INSERT_LOG,
+    INSERT_METRIC,
+    INSERT_RUN,
+    LOG_FIELDS,
+    LOGS_ORDER,
+    MARK_ABANDONED,
+    METRIC_FIELDS,
+    SELECT_ACTIVE_RUNS,
+    SELECT_ATTEMPTS,
+    SELECT_EVENTS,
+    SELECT_LOGS,
+    SELECT_MAX_EVENT_SEQ,
+    SELECT_MAX_LOG_SEQ,
+    SELECT_METRICS,
+    SELECT_RUN,
+    SELECT_RUN_CREATED,
+    SELECT_RUN_IDS_IN_RANGE,
+    SELECT_RUNS,
+    UPSERT_ATTEMPT,
+    UPSERT_RUN,
+    attempt_from_row,
+    attempt_row,
+    event_from_row,
+    event_row,
+    json_text,
+    owner_alive,
+    run_from_row,
+    run_row,
+)
 from klaw.states import RunState
 
 BUSY_TIMEOUT_S = 10.0
 
-# Column lists. Runs and attempts list their columns in the record's field order, so a record
-# becomes a row with ``astuple`` and a row a record by zipping with the field names.
-_RUN_FIELDS: tuple[str, ...] = RunRecord.__struct_fields__
-_ATTEMPT_FIELDS: tuple[str, ...] = AttemptRecord.__struct_fields__
-_RUN_COLUMNS = ", ".join(_RUN_FIELDS)
-_RENAMED = {"rows": "row_count", "bytes": "byte_count"}  # ``rows`` is an SQL keyword
-_ATTEMPT_COLUMNS = ", ".join(_RENAMED.get(field, field) for field in _ATTEMPT_FIELDS)
-_EVENT_FIELDS = ("run_id", "seq", "ts", "kind", "stage", "attempt", "state", "data")
-_LOG_FIELDS = ("run_id", "stage", "attempt", "stream", "seq", "ts", "level", "line")
-_METRIC_FIELDS = ("run_id", "stage", "attempt", "name", "value", "ts")
-
-
-def _insert(table: str, columns: tuple[str, ...]) -> str:
-    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
-
-
-def _updates(columns: str, key_length: int) -> str:
-    return ", ".join(f"{c} = excluded.{c}" for c in columns.split(", ")[key_length:])
-
-
-INSERT_RUN = f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES ({', '.join('?' * len(_RUN_FIELDS))})"
-UPSERT_RUN = f"{INSERT_RUN} ON CONFLICT (run_id) DO UPDATE SET {_updates(_RUN_COLUMNS, 1)}"
-SELECT_RUN = f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?"
-SELECT_RUNS = f"SELECT {_RUN_COLUMNS} FROM runs WHERE 1 = 1"
-SELECT_RUN_CREATED = "SELECT created_at FROM runs WHERE run_id = ?"
-SELECT_RUN_IDS_IN_RANGE = "SELECT run_id FROM runs WHERE run_id >= ? AND run_id < ? LIMIT 3"
-SELECT_ACTIVE_RUNS = (
-    "SELECT run_id, owner_host, owner_pid FROM runs "
-    "WHERE workflow = ? AND state IN (?, ?) ORDER BY created_at, run_id"
-)
-MARK_ABANDONED = "UPDATE runs SET state = ?, error = ?, ended_at = ? WHERE run_id = ?"
-
-UPSERT_ATTEMPT = (
-    f"INSERT INTO attempts ({_ATTEMPT_COLUMNS}) VALUES ({', '.join('?' * len(_ATTEMPT_FIELDS))}) "
-    f"ON CONFLICT (run_id, stage, attempt) DO UPDATE SET {_updates(_ATTEMPT_COLUMNS, 3)}"
-)
-SELECT_ATTEMPTS = (
-    f"SELECT {_ATTEMPT_COLUMNS} FROM attempts WHERE run_id = ? ORDER BY stage, attempt"
-)
-
-INSERT_EVENT = _insert("events", _EVENT_FIELDS)
-SELECT_EVENTS = (
-    f"SELECT {', '.join(_EVENT_FIELDS)} FROM events WHERE run_id = ? AND seq > ? ORDER BY seq"
-)
-SELECT_MAX_EVENT_SEQ = "SELECT COALESCE(MAX(seq), 0) FROM events WHERE run_id = ?"
-
-INSERT_LOG = _insert("logs", _LOG_FIELDS)
-SELECT_LOGS = f"SELECT {', '.join(_LOG_FIELDS)} FROM logs WHERE run_id = ?"
-LOGS_ORDER = " ORDER BY stage, attempt, seq"
-SELECT_MAX_LOG_SEQ = "SELECT COALESCE(MAX(seq), 0) FROM logs WHERE run_id = ?"
-
-INSERT_METRIC = _insert("metrics", _METRIC_FIELDS)
-SELECT_METRICS = (
-    f"SELECT {', '.join(_METRIC_FIELDS)} FROM metrics WHERE run_id = ? ORDER BY name, ts"
-)
-
 BEGIN = "BEGIN IMMEDIATE"
+_NO_COUNTERS: dict[str, int] = {}
 PRUNE_EVENTS = (
     "DELETE FROM events WHERE ts < ? AND seq < "
     "(SELECT MAX(seq) FROM events AS last WHERE last.run_id = events.run_id)"
@@ -106,63 +80,6 @@ PRUNE_EVENTS = (
 PRUNE_METRICS = "DELETE FROM metrics WHERE ts < ?"
 COMMIT = "COMMIT"
 ROLLBACK = "ROLLBACK"
-
-_ACTIVE = (RunState.QUEUED.value, RunState.RUNNING.value)
-_EMPTY_JSON = "{}"
-_NO_COUNTERS: dict[str, int] = {}
-_encode = msgspec.json.encode
-_decode = msgspec.json.decode
-_astuple = msgspec.structs.astuple
-
-
-def _json(value: dict[str, Any]) -> str:
-    return _encode(value).decode() if value else _EMPTY_JSON
-
-
-def _run_row(run: RunRecord) -> tuple[Any, ...]:
-    return (
-        run.run_id,
-        run.workflow,
-        run.state.value,
-        run.created_at,
-        run.started_at,
-        run.ended_at,
-        _json(run.params),
-        run.selection,
-        run.parent_run_id,
-        run.owner_host,
-        run.owner_pid,
-        run.error,
-        _json(run.stage_counts),
-    )
-
-
-def _run_from_row(row: tuple[Any, ...]) -> RunRecord:
-    fields = dict(zip(_RUN_FIELDS, row, strict=True))
-    fields["params"] = _decode(row[6])
-    fields["stage_counts"] = _decode(row[12])
-    return msgspec.convert(fields, RunRecord)
-
-
-def _attempt_row(attempt: AttemptRecord) -> list[Any]:
-    row = list(_astuple(attempt))  # the fields are in column order
-    row[3] = row[3]._value_
-    return row
-
-
-def _event_row(e: EventRecord) -> tuple[Any, ...]:
-    data = _encode(e.data).decode() if e.data else _EMPTY_JSON
-    return (e.run_id, e.seq, e.ts, e.kind, e.stage, e.attempt, e.state, data)
-
-
-def _attempt_from_row(row: tuple[Any, ...]) -> AttemptRecord:
-    return msgspec.convert(dict(zip(_ATTEMPT_FIELDS, row, strict=True)), AttemptRecord)
-
-
-def _event_from_row(row: tuple[Any, ...]) -> EventRecord:
-    fields = dict(zip(_EVENT_FIELDS, row, strict=True))
-    fields["data"] = _decode(row[7])
-    return EventRecord(**fields)
 
 
 @contextmanager
@@ -191,20 +108,6 @@ def _enable_wal(conn: sqlite3.Connection) -> None:
             if "locked" not in str(exc) or time.monotonic() > deadline:
                 raise
             time.sleep(0.005)
-
-
-def owner_alive(host: str, pid: int) -> bool:
-    """Whether a run's owner process may still be alive. Only a process on this host can be
-    proven gone; an unknown owner (pid 0) or another host's process counts as alive."""
-    if pid <= 0 or host != socket.gethostname():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # EPERM: it exists, under another user
-        return True
-    return True
 
 
 class SQLiteMetadataStore:
@@ -353,13 +256,13 @@ class SQLiteMetadataStore:
         conn.execute(BEGIN)
         try:
             if batch.runs:
-                conn.executemany(UPSERT_RUN, [_run_row(run) for run in batch.runs])
+                conn.executemany(UPSERT_RUN, [run_row(run) for run in batch.runs])
             if batch.attempts:
-                conn.executemany(UPSERT_ATTEMPT, [_attempt_row(a) for a in batch.attempts])
+                conn.executemany(UPSERT_ATTEMPT, [attempt_row(a) for a in batch.attempts])
             event_seq = log_seq = _NO_COUNTERS
             if batch.events:
                 event_seq = self._number(conn, batch.events, self._event_seq, SELECT_MAX_EVENT_SEQ)
-                conn.executemany(INSERT_EVENT, [_event_row(e) for e in batch.events])
+                conn.executemany(INSERT_EVENT, [event_row(e) for e in batch.events])
             if batch.logs:
                 log_seq = self._number(conn, batch.logs, self._log_seq, SELECT_MAX_LOG_SEQ)
                 conn.executemany(
@@ -418,8 +321,8 @@ class SQLiteMetadataStore:
                     if max_active is not None:
                         conflict = self._check_limit(conn, run.workflow, max_active)
                     if conflict is None:
-                        conn.execute(INSERT_RUN, _run_row(run))
-                        conn.execute(INSERT_EVENT, (*created, _json(data)))
+                        conn.execute(INSERT_RUN, run_row(run))
+                        conn.execute(INSERT_EVENT, (*created, json_text(data)))
             except sqlite3.IntegrityError as exc:
                 if conn.execute(SELECT_RUN_CREATED, (run.run_id,)).fetchone() is None:
                     raise self._error("create a run in", exc) from exc
@@ -441,14 +344,14 @@ class SQLiteMetadataStore:
         ones remain. Runs inside the caller's write transaction."""
         live: list[tuple[str, str, int]] = []
         now = time.time()
-        for run_id, host, pid in conn.execute(SELECT_ACTIVE_RUNS, (workflow, *_ACTIVE)):
+        for run_id, host, pid in conn.execute(SELECT_ACTIVE_RUNS, (workflow, *ACTIVE)):
             if owner_alive(host, pid):
                 live.append((run_id, host, pid))
                 continue
             error = f"abandoned: owner process {pid} on {host} is gone"
             conn.execute(MARK_ABANDONED, (RunState.FAILED.value, error, now, run_id))
             seq = conn.execute(SELECT_MAX_EVENT_SEQ, (run_id,)).fetchone()[0] + 1
-            data = _json({"error": error, "owner_host": host, "owner_pid": pid})
+            data = json_text({"error": error, "owner_host": host, "owner_pid": pid})
             abandoned = (run_id, seq, now, "run_abandoned", None, None, RunState.FAILED.value)
             conn.execute(INSERT_EVENT, (*abandoned, data))
             self._event_seq.pop(run_id, None)
@@ -472,12 +375,12 @@ class SQLiteMetadataStore:
                         raise self._not_found(conn, run_id)
                     seq = conn.execute(SELECT_MAX_EVENT_SEQ, (run_id,)).fetchone()[0] + 1
                     cancel = (run_id, seq, time.time(), "cancel_requested", None, None, None)
-                    conn.execute(INSERT_EVENT, (*cancel, _EMPTY_JSON))
+                    conn.execute(INSERT_EVENT, (*cancel, EMPTY_JSON))
             except sqlite3.Error as exc:
                 raise self._error("record a cancel request in", exc) from exc
             if run_id in self._event_seq:
                 self._event_seq[run_id] = seq
-            return _run_from_row(row)
+            return run_from_row(row)
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -498,7 +401,7 @@ class SQLiteMetadataStore:
                     raise self._not_found(conn, run_id)
             except sqlite3.Error as exc:
                 raise self._error("read", exc) from exc
-        return _run_from_row(row)
+        return run_from_row(row)
 
     def _not_found(self, conn: sqlite3.Connection, run_id: str) -> RunNotFoundError:
         """The error for an unknown id, naming up to 3 ids sharing its longest prefix (>= 4)."""
@@ -539,13 +442,13 @@ class SQLiteMetadataStore:
                 rows = conn.execute(sql, args).fetchall()
             except sqlite3.Error as exc:
                 raise self._error("read", exc) from exc
-        return [_run_from_row(row) for row in rows]
+        return [run_from_row(row) for row in rows]
 
     def list_attempts(self, run_id: str) -> list[AttemptRecord]:
-        return [_attempt_from_row(row) for row in self._query(SELECT_ATTEMPTS, (run_id,))]
+        return [attempt_from_row(row) for row in self._query(SELECT_ATTEMPTS, (run_id,))]
 
     def list_events(self, run_id: str, *, after_seq: int = 0) -> list[EventRecord]:
-        return [_event_from_row(row) for row in self._query(SELECT_EVENTS, (run_id, after_seq))]
+        return [event_from_row(row) for row in self._query(SELECT_EVENTS, (run_id, after_seq))]
 
     def read_logs(
         self, run_id: str, *, stage: str | None = None, attempt: int | None = None
@@ -559,8 +462,8 @@ class SQLiteMetadataStore:
             sql += " AND attempt = ?"
             args += (attempt,)
         rows = self._query(sql + LOGS_ORDER, args)
-        return [LogRecord(**dict(zip(_LOG_FIELDS, row, strict=True))) for row in rows]
+        return [LogRecord(**dict(zip(LOG_FIELDS, row, strict=True))) for row in rows]
 
     def list_metrics(self, run_id: str) -> list[MetricRecord]:
         rows = self._query(SELECT_METRICS, (run_id,))
-        return [MetricRecord(**dict(zip(_METRIC_FIELDS, row, strict=True))) for row in rows]
+        return [MetricRecord(**dict(zip(METRIC_FIELDS, row, strict=True))) for row in rows]

@@ -1,0 +1,139 @@
+"""Records as rows and back, and the SQL both metadata stores share (``?`` placeholders;
+the Postgres store swaps them for ``%s``). Column lists follow the record's field order, so a
+record becomes a row with ``astuple`` and a row a record by zipping with the field names."""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+import msgspec
+
+from klaw.metadata.records import AttemptRecord, EventRecord, RunRecord
+from klaw.states import RunState
+
+# Column lists. Runs and attempts list their columns in the record's field order, so a record
+# becomes a row with ``astuple`` and a row a record by zipping with the field names.
+RUN_FIELDS: tuple[str, ...] = RunRecord.__struct_fields__
+ATTEMPT_FIELDS: tuple[str, ...] = AttemptRecord.__struct_fields__
+RUN_COLUMNS = ", ".join(RUN_FIELDS)
+RENAMED = {"rows": "row_count", "bytes": "byte_count"}  # ``rows`` is an SQL keyword
+ATTEMPT_COLUMNS = ", ".join(RENAMED.get(field, field) for field in ATTEMPT_FIELDS)
+EVENT_FIELDS = ("run_id", "seq", "ts", "kind", "stage", "attempt", "state", "data")
+LOG_FIELDS = ("run_id", "stage", "attempt", "stream", "seq", "ts", "level", "line")
+METRIC_FIELDS = ("run_id", "stage", "attempt", "name", "value", "ts")
+
+
+def _insert(table: str, columns: tuple[str, ...]) -> str:
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+
+
+def _updates(columns: str, key_length: int) -> str:
+    return ", ".join(f"{c} = excluded.{c}" for c in columns.split(", ")[key_length:])
+
+
+INSERT_RUN = f"INSERT INTO runs ({RUN_COLUMNS}) VALUES ({', '.join('?' * len(RUN_FIELDS))})"
+UPSERT_RUN = f"{INSERT_RUN} ON CONFLICT (run_id) DO UPDATE SET {_updates(RUN_COLUMNS, 1)}"
+SELECT_RUN = f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?"
+SELECT_RUNS = f"SELECT {RUN_COLUMNS} FROM runs WHERE 1 = 1"
+SELECT_RUN_CREATED = "SELECT created_at FROM runs WHERE run_id = ?"
+SELECT_RUN_IDS_IN_RANGE = "SELECT run_id FROM runs WHERE run_id >= ? AND run_id < ? LIMIT 3"
+SELECT_ACTIVE_RUNS = (
+    "SELECT run_id, owner_host, owner_pid FROM runs "
+    "WHERE workflow = ? AND state IN (?, ?) ORDER BY created_at, run_id"
+)
+MARK_ABANDONED = "UPDATE runs SET state = ?, error = ?, ended_at = ? WHERE run_id = ?"
+
+UPSERT_ATTEMPT = (
+    f"INSERT INTO attempts ({ATTEMPT_COLUMNS}) VALUES ({', '.join('?' * len(ATTEMPT_FIELDS))}) "
+    f"ON CONFLICT (run_id, stage, attempt) DO UPDATE SET {_updates(ATTEMPT_COLUMNS, 3)}"
+)
+SELECT_ATTEMPTS = f"SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE run_id = ? ORDER BY stage, attempt"
+
+INSERT_EVENT = _insert("events", EVENT_FIELDS)
+SELECT_EVENTS = (
+    f"SELECT {', '.join(EVENT_FIELDS)} FROM events WHERE run_id = ? AND seq > ? ORDER BY seq"
+)
+SELECT_MAX_EVENT_SEQ = "SELECT COALESCE(MAX(seq), 0) FROM events WHERE run_id = ?"
+
+INSERT_LOG = _insert("logs", LOG_FIELDS)
+SELECT_LOGS = f"SELECT {', '.join(LOG_FIELDS)} FROM logs WHERE run_id = ?"
+LOGS_ORDER = " ORDER BY stage, attempt, seq"
+SELECT_MAX_LOG_SEQ = "SELECT COALESCE(MAX(seq), 0) FROM logs WHERE run_id = ?"
+
+INSERT_METRIC = _insert("metrics", METRIC_FIELDS)
+SELECT_METRICS = (
+    f"SELECT {', '.join(METRIC_FIELDS)} FROM metrics WHERE run_id = ? ORDER BY name, ts"
+)
+
+
+ACTIVE = (RunState.QUEUED.value, RunState.RUNNING.value)
+EMPTY_JSON = "{}"
+_encode = msgspec.json.encode
+_decode = msgspec.json.decode
+_astuple = msgspec.structs.astuple
+
+
+def json_text(value: dict[str, Any]) -> str:
+    return _encode(value).decode() if value else EMPTY_JSON
+
+
+def run_row(run: RunRecord) -> tuple[Any, ...]:
+    return (
+        run.run_id,
+        run.workflow,
+        run.state.value,
+        run.created_at,
+        run.started_at,
+        run.ended_at,
+        json_text(run.params),
+        run.selection,
+        run.parent_run_id,
+        run.owner_host,
+        run.owner_pid,
+        run.error,
+        json_text(run.stage_counts),
+    )
+
+
+def run_from_row(row: tuple[Any, ...]) -> RunRecord:
+    fields = dict(zip(RUN_FIELDS, row, strict=True))
+    fields["params"] = _decode(row[6])
+    fields["stage_counts"] = _decode(row[12])
+    return msgspec.convert(fields, RunRecord)
+
+
+def attempt_row(attempt: AttemptRecord) -> list[Any]:
+    row = list(_astuple(attempt))  # the fields are in column order
+    row[3] = row[3]._value_
+    return row
+
+
+def event_row(e: EventRecord) -> tuple[Any, ...]:
+    data = _encode(e.data).decode() if e.data else EMPTY_JSON
+    return (e.run_id, e.seq, e.ts, e.kind, e.stage, e.attempt, e.state, data)
+
+
+def attempt_from_row(row: tuple[Any, ...]) -> AttemptRecord:
+    return msgspec.convert(dict(zip(ATTEMPT_FIELDS, row, strict=True)), AttemptRecord)
+
+
+def event_from_row(row: tuple[Any, ...]) -> EventRecord:
+    fields = dict(zip(EVENT_FIELDS, row, strict=True))
+    fields["data"] = _decode(row[7])
+    return EventRecord(**fields)
+
+
+def owner_alive(host: str, pid: int) -> bool:
+    """Whether a run's owner process may still be alive. Only a process on this host can be
+    proven gone; an unknown owner (pid 0) or another host's process counts as alive."""
+    if pid <= 0 or host != socket.gethostname():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists, under another user
+        return True
+    return True
