@@ -1,0 +1,342 @@
+"""Typed commands: every control action Klaw offers, as a versioned msgspec Struct on the wire.
+
+HTTP, CLI, TUI, MCP and cron build these values; :class:`klaw.service.dispatcher.Dispatcher`
+turns each into a call on the Orchestrator. On the wire a command is MessagePack: a map whose
+``type`` field names the command. :func:`decode` refuses bad input with a :class:`CommandError`
+subclass whose message names the command and field; its class name is the stable error code.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from typing import Annotated, Any, Final
+
+import msgspec
+
+from klaw.errors import KlawError
+from klaw.metadata.records import AttemptRecord, LogRecord, RunRecord
+from klaw.states import RunState
+from klaw.storage.store import AssetInfo, SnapshotInfo
+
+MAX_COMMAND_BYTES: Final = 1024 * 1024  # 1 MiB: commands carry references, never data
+
+Version = Annotated[int, msgspec.Meta(ge=1)]
+Positive = Annotated[int, msgspec.Meta(ge=1)]
+Seconds = Annotated[float, msgspec.Meta(ge=0)]
+
+
+# -- errors ----------------------------------------------------------------------------------
+class CommandError(KlawError):
+    """A command could not be decoded. ``command`` and ``field`` name what was wrong."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        command: str | None = None,
+        field: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.command = command
+        self.field = field
+
+
+class MalformedCommandError(CommandError):
+    """The bytes are not MessagePack, or not a map with a ``type`` field."""
+
+
+class CommandTooLargeError(CommandError):
+    """The encoded command is over :data:`MAX_COMMAND_BYTES`."""
+
+
+class UnknownCommandError(CommandError):
+    """The ``type`` field names no command."""
+
+
+class InvalidCommandError(CommandError):
+    """A field is missing, of the wrong type or out of range."""
+
+
+class UnsupportedVersionError(CommandError):
+    """The command's version is newer than this Klaw knows."""
+
+
+# -- commands --------------------------------------------------------------------------------
+class _Command(msgspec.Struct, tag=True, kw_only=True, frozen=True):
+    version: Version = 1
+
+
+class SubmitRun(_Command, frozen=True):
+    """Run a workflow to the end; the reply is the final run record."""
+
+    workflow: str
+    selection: str | None = None
+    params: dict[str, Any] = msgspec.field(default_factory=dict)
+    executor: str | None = None
+    max_workers: Positive | None = None
+    fail_fast: bool = False
+    resume: str | None = None
+
+
+class CancelRun(_Command, frozen=True):
+    run_id: str
+    wait: Seconds = 30.0
+
+
+class GetRun(_Command, frozen=True):
+    run_id: str
+
+
+class ListRuns(_Command, frozen=True):
+    workflow: str | None = None
+    states: tuple[RunState, ...] = ()
+    limit: Positive = 50
+    before: str | None = None
+
+
+class ListAttempts(_Command, frozen=True):
+    run_id: str
+
+
+class ReadLogs(_Command, frozen=True):
+    run_id: str
+    stage: str | None = None
+
+
+class ListWorkflows(_Command, frozen=True):
+    pass
+
+
+class PlanWorkflow(_Command, frozen=True):
+    workflow: str
+    selection: str | None = None
+
+
+class ValidateWorkflows(_Command, frozen=True):
+    workflows: tuple[str, ...] = ()  # empty: every workflow of the project
+
+
+class ListAssets(_Command, frozen=True):
+    pass
+
+
+class ListSnapshots(_Command, frozen=True):
+    key: str
+
+
+Command = (
+    SubmitRun
+    | CancelRun
+    | GetRun
+    | ListRuns
+    | ListAttempts
+    | ReadLogs
+    | ListWorkflows
+    | PlanWorkflow
+    | ValidateWorkflows
+    | ListAssets
+    | ListSnapshots
+)
+
+COMMANDS: Final[dict[str, type[_Command]]] = {
+    cls.__name__: cls
+    for cls in (
+        SubmitRun,
+        CancelRun,
+        GetRun,
+        ListRuns,
+        ListAttempts,
+        ReadLogs,
+        ListWorkflows,
+        PlanWorkflow,
+        ValidateWorkflows,
+        ListAssets,
+        ListSnapshots,
+    )
+}
+# The newest version of each command this code understands.
+VERSIONS: Final[dict[str, int]] = dict.fromkeys(COMMANDS, 1)
+
+
+# -- replies ---------------------------------------------------------------------------------
+class _Reply(msgspec.Struct, tag=True, kw_only=True, frozen=True):
+    pass
+
+
+class ErrorReply(_Reply, frozen=True):
+    """What went wrong. ``code`` is the KlawError class name (``UnknownCommandError``...)."""
+
+    code: str
+    message: str
+    hint: str | None = None
+
+
+class RunReply(_Reply, frozen=True):
+    """Reply to SubmitRun, CancelRun and GetRun."""
+
+    run: RunRecord
+
+
+class RunsReply(_Reply, frozen=True):
+    runs: list[RunRecord]
+
+
+class AttemptsReply(_Reply, frozen=True):
+    attempts: list[AttemptRecord]
+
+
+class LogsReply(_Reply, frozen=True):
+    logs: list[LogRecord]
+
+
+class WorkflowInfo(msgspec.Struct, kw_only=True, frozen=True):
+    name: str
+    description: str = ""
+    schedule: str | None = None
+    stages: tuple[str, ...] = ()
+    assets: tuple[str, ...] = ()  # asset keys the workflow produces
+    tags: tuple[str, ...] = ()
+    source: str = ""
+
+
+class WorkflowsReply(_Reply, frozen=True):
+    workflows: list[WorkflowInfo]
+
+
+class PlanReply(_Reply, frozen=True):
+    workflow: str
+    selection: str | None
+    stages: tuple[str, ...]  # topological order
+    levels: list[list[str]]  # stages that can run together, level by level
+    upstream: dict[str, tuple[str, ...]]  # dependencies inside the plan
+    external: dict[str, tuple[str, ...]]  # inputs read from an asset's latest snapshot
+
+
+class ValidationResult(msgspec.Struct, kw_only=True, frozen=True):
+    workflow: str
+    error: ErrorReply | None = None  # None: valid
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class ValidateReply(_Reply, frozen=True):
+    results: list[ValidationResult]
+
+
+class AssetsReply(_Reply, frozen=True):
+    assets: list[AssetInfo]
+
+
+class SnapshotsReply(_Reply, frozen=True):
+    snapshots: list[SnapshotInfo]
+
+
+Reply = (
+    ErrorReply
+    | RunReply
+    | RunsReply
+    | AttemptsReply
+    | LogsReply
+    | WorkflowsReply
+    | PlanReply
+    | ValidateReply
+    | AssetsReply
+    | SnapshotsReply
+)
+
+
+def error_reply(exc: KlawError) -> ErrorReply:
+    return ErrorReply(code=type(exc).__name__, message=exc.message, hint=exc.hint)
+
+
+# -- the wire --------------------------------------------------------------------------------
+_encoder: Final = msgspec.msgpack.Encoder()
+_command_decoder: Final[msgspec.msgpack.Decoder[Command]] = msgspec.msgpack.Decoder(Command)
+_reply_decoder: Final[msgspec.msgpack.Decoder[Reply]] = msgspec.msgpack.Decoder(Reply)
+_AT = re.compile(r" - at `\$\.?([^`]*)`$")
+_MISSING = re.compile(r"missing required field `([^`]*)`")
+
+
+def encode(value: Command | Reply) -> bytes:
+    """MessagePack bytes of a command (or a reply)."""
+    return _encoder.encode(value)
+
+
+def decode(data: bytes) -> Command:
+    """The command in ``data``; a :class:`CommandError` subclass names what is wrong."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise MalformedCommandError(
+            f"A command must be MessagePack bytes, not {type(data).__name__}."
+        )
+    if len(data) > MAX_COMMAND_BYTES:
+        raise CommandTooLargeError(
+            f"Command of {len(data)} bytes is over the limit of {MAX_COMMAND_BYTES} bytes.",
+            hint="Commands carry references (asset key, snapshot id), never data.",
+        )
+    try:
+        raw = msgspec.msgpack.decode(data)
+    except msgspec.DecodeError as exc:
+        raise MalformedCommandError(
+            f"Command is not valid MessagePack: {exc}.",
+            hint="Build commands with klaw.service.commands.encode.",
+        ) from None
+    tag = raw.get("type") if isinstance(raw, dict) else None
+    if not isinstance(tag, str):
+        raise MalformedCommandError(
+            "A command must be a MessagePack map with a string field 'type' naming the "
+            f"command; got {type(raw).__name__}"
+            + (" without 'type'." if isinstance(raw, dict) else "."),
+            field="type",
+            hint=f"Commands: {', '.join(COMMANDS)}.",
+        )
+    if tag not in COMMANDS:
+        close = difflib.get_close_matches(tag, list(COMMANDS), n=3)
+        raise UnknownCommandError(
+            f"Unknown command {tag!r}" + (f"; did you mean {', '.join(close)}?" if close else "."),
+            command=tag,
+            field="type",
+            hint=f"Commands: {', '.join(COMMANDS)}.",
+        )
+    version = raw.get("version", 1)
+    known = VERSIONS[tag]
+    if type(version) is int and version > known:
+        raise UnsupportedVersionError(
+            f"{tag} version {version} is newer than this Klaw supports (version {known}).",
+            command=tag,
+            field="version",
+            hint="Upgrade Klaw on this side, or send the older version.",
+        )
+    try:
+        return _command_decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        raise _invalid(tag, str(exc)) from None
+
+
+def decode_reply(data: bytes) -> Reply:
+    """The reply in ``data`` (the client side of :meth:`Dispatcher.handle`)."""
+    try:
+        return _reply_decoder.decode(data)
+    except msgspec.DecodeError as exc:  # ValidationError is a DecodeError
+        raise MalformedCommandError(f"Reply could not be decoded: {exc}.") from None
+
+
+def _invalid(tag: str, detail: str) -> InvalidCommandError:
+    field: str | None = None
+    at = _AT.search(detail)
+    if at is not None:
+        field = at.group(1) or None
+        detail = detail[: at.start()]
+    missing = _MISSING.search(detail)
+    if missing is not None:
+        field = ".".join(filter(None, (field, missing.group(1))))
+    where = f", field {field!r}" if field else ""
+    return InvalidCommandError(
+        f"Invalid {tag} command{where}: {detail}.",
+        command=tag,
+        field=field,
+        hint=f"See the fields of klaw.service.commands.{tag}.",
+    )

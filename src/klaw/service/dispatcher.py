@@ -1,0 +1,165 @@
+"""The dispatcher: typed commands in, Orchestrator calls, typed replies out.
+
+Every interface (HTTP, CLI, TUI, MCP, cron, Flight ``DoAction``) ends here. The dispatcher only
+translates: a command into the Orchestrator's method, its result into a reply Struct, and any
+:class:`KlawError` into an :class:`ErrorReply`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Final
+
+from klaw.authoring.stage import StageKind
+from klaw.errors import KlawError
+from klaw.metadata.records import RunFilter
+from klaw.observability import get_logger
+from klaw.service.commands import (
+    AssetsReply,
+    AttemptsReply,
+    CancelRun,
+    Command,
+    ErrorReply,
+    GetRun,
+    ListAssets,
+    ListAttempts,
+    ListRuns,
+    ListSnapshots,
+    ListWorkflows,
+    LogsReply,
+    PlanReply,
+    PlanWorkflow,
+    ReadLogs,
+    Reply,
+    RunReply,
+    RunsReply,
+    SnapshotsReply,
+    SubmitRun,
+    ValidateReply,
+    ValidateWorkflows,
+    ValidationResult,
+    WorkflowInfo,
+    WorkflowsReply,
+    decode,
+    encode,
+    error_reply,
+)
+from klaw.service.orchestrator import Orchestrator, RunRequest
+
+_log: Final = get_logger(__name__)
+
+
+class Dispatcher:
+    """Executes commands on one Orchestrator."""
+
+    def __init__(self, orchestrator: Orchestrator) -> None:
+        self.orchestrator = orchestrator
+        self._handlers: dict[type[Any], Callable[[Any], Reply]] = {
+            SubmitRun: self._submit_run,
+            CancelRun: self._cancel_run,
+            GetRun: self._get_run,
+            ListRuns: self._list_runs,
+            ListAttempts: self._list_attempts,
+            ReadLogs: self._read_logs,
+            ListWorkflows: self._list_workflows,
+            PlanWorkflow: self._plan_workflow,
+            ValidateWorkflows: self._validate_workflows,
+            ListAssets: self._list_assets,
+            ListSnapshots: self._list_snapshots,
+        }
+
+    def execute(self, cmd: Command) -> Reply:
+        """The reply to ``cmd``. A KlawError raised by the Orchestrator propagates."""
+        handler = self._handlers.get(type(cmd))
+        if handler is None:
+            raise TypeError(f"Not a command: {cmd!r}")
+        return handler(cmd)
+
+    def handle(self, data: bytes) -> bytes:
+        """Decode, execute, encode. Never raises: a failure comes back as an ErrorReply."""
+        reply: Reply
+        try:
+            reply = self.execute(decode(data))
+        except KlawError as exc:
+            reply = error_reply(exc)
+        except Exception as exc:  # a bug, not bad input: keep serving, say so
+            _log.error("command failed", error=repr(exc), exc_info=True)
+            reply = ErrorReply(
+                code="InternalError",
+                message=f"Internal error: {type(exc).__name__}: {exc}",
+                hint="This is a bug in Klaw; the server log has the traceback.",
+            )
+        return encode(reply)
+
+    # -- handlers ------------------------------------------------------------------------------
+    def _submit_run(self, cmd: SubmitRun) -> RunReply:
+        request = RunRequest(
+            workflow=cmd.workflow,
+            selection=cmd.selection,
+            params=cmd.params,
+            executor=cmd.executor,
+            max_workers=cmd.max_workers,
+            fail_fast=cmd.fail_fast,
+            resume=cmd.resume,
+        )
+        return RunReply(run=self.orchestrator.run(request))
+
+    def _cancel_run(self, cmd: CancelRun) -> RunReply:
+        return RunReply(run=self.orchestrator.cancel(cmd.run_id, wait=cmd.wait))
+
+    def _get_run(self, cmd: GetRun) -> RunReply:
+        return RunReply(run=self.orchestrator.get_run(cmd.run_id))
+
+    def _list_runs(self, cmd: ListRuns) -> RunsReply:
+        filter = RunFilter(
+            workflow=cmd.workflow, states=cmd.states, limit=cmd.limit, before=cmd.before
+        )
+        return RunsReply(runs=self.orchestrator.runs(filter))
+
+    def _list_attempts(self, cmd: ListAttempts) -> AttemptsReply:
+        return AttemptsReply(attempts=self.orchestrator.attempts(cmd.run_id))
+
+    def _read_logs(self, cmd: ReadLogs) -> LogsReply:
+        return LogsReply(logs=self.orchestrator.logs(cmd.run_id, cmd.stage))
+
+    def _list_workflows(self, cmd: ListWorkflows) -> WorkflowsReply:
+        infos = [
+            WorkflowInfo(
+                name=wf.name,
+                description=wf.description,
+                schedule=wf.schedule,
+                stages=tuple(s.name for s in wf.stages),
+                assets=tuple(
+                    s.asset_key for s in wf.stages if s.kind is StageKind.ASSET and s.asset_key
+                ),
+                tags=tuple(sorted(wf.tags)),
+                source=wf.source,
+            )
+            for _, wf in sorted(self.orchestrator.workflows.items())
+        ]
+        return WorkflowsReply(workflows=infos)
+
+    def _plan_workflow(self, cmd: PlanWorkflow) -> PlanReply:
+        plan = self.orchestrator.plan(cmd.workflow, cmd.selection)
+        return PlanReply(
+            workflow=plan.graph.name,
+            selection=plan.selection,
+            stages=plan.stages,
+            levels=plan.levels,
+            upstream=plan.upstream,
+            external=plan.external,
+        )
+
+    def _validate_workflows(self, cmd: ValidateWorkflows) -> ValidateReply:
+        found = self.orchestrator.validate(cmd.workflows or None)
+        results = [
+            ValidationResult(workflow=name, error=None if exc is None else error_reply(exc))
+            for name, exc in found.items()
+        ]
+        return ValidateReply(results=results)
+
+    def _list_assets(self, cmd: ListAssets) -> AssetsReply:
+        return AssetsReply(assets=self.orchestrator.assets())
+
+    def _list_snapshots(self, cmd: ListSnapshots) -> SnapshotsReply:
+        return SnapshotsReply(snapshots=self.orchestrator.snapshots(cmd.key))

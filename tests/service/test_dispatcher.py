@@ -1,0 +1,323 @@
+"""Typed commands on the wire, and a real project driven only through ``Dispatcher.handle``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from klaw.service import commands as c
+from klaw.service.dispatcher import Dispatcher
+from klaw.service.orchestrator import Orchestrator
+from klaw.states import RunState, StageState
+
+# -- encode / decode -------------------------------------------------------------------------
+EVERY_COMMAND: list[c.Command] = [
+    c.SubmitRun(workflow="wf"),
+    c.SubmitRun(
+        workflow="wf",
+        selection="+b",
+        params={"n": 3, "label": "x", "nested": {"a": [1.5, None, True]}},
+        executor="process",
+        max_workers=2,
+        fail_fast=True,
+        resume="r1",
+    ),
+    c.CancelRun(run_id="r1"),
+    c.CancelRun(run_id="r1", wait=0.0),
+    c.GetRun(run_id="r1"),
+    c.ListRuns(),
+    c.ListRuns(workflow="wf", states=(RunState.FAILED, RunState.RUNNING), limit=3, before="r9"),
+    c.ListAttempts(run_id="r1"),
+    c.ReadLogs(run_id="r1"),
+    c.ReadLogs(run_id="r1", stage="a"),
+    c.ListWorkflows(),
+    c.PlanWorkflow(workflow="wf"),
+    c.PlanWorkflow(workflow="wf", selection="tag:raw"),
+    c.ValidateWorkflows(),
+    c.ValidateWorkflows(workflows=("a", "b")),
+    c.ListAssets(),
+    c.ListSnapshots(key="orders"),
+]
+
+
+def test_every_command_type_is_covered() -> None:
+    assert {type(cmd).__name__ for cmd in EVERY_COMMAND} == set(c.COMMANDS)
+
+
+@pytest.mark.parametrize("cmd", EVERY_COMMAND, ids=lambda cmd: type(cmd).__name__)
+def test_round_trip(cmd: c.Command) -> None:
+    data = c.encode(cmd)
+    assert msgspec.msgpack.decode(data)["type"] == type(cmd).__name__
+    assert c.decode(data) == cmd
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=8,
+)
+maybe_text = st.none() | st.text()
+
+
+@given(
+    workflow=st.text(),
+    selection=maybe_text,
+    params=st.dictionaries(st.text(), json_values, max_size=4),
+    executor=maybe_text,
+    max_workers=st.none() | st.integers(1, 2**31),
+    fail_fast=st.booleans(),
+    resume=maybe_text,
+)
+def test_submit_run_round_trips(
+    workflow: str,
+    selection: str | None,
+    params: dict[str, Any],
+    executor: str | None,
+    max_workers: int | None,
+    fail_fast: bool,
+    resume: str | None,
+) -> None:
+    cmd = c.SubmitRun(
+        workflow=workflow,
+        selection=selection,
+        params=params,
+        executor=executor,
+        max_workers=max_workers,
+        fail_fast=fail_fast,
+        resume=resume,
+    )
+    assert c.decode(c.encode(cmd)) == cmd
+
+
+@given(
+    workflow=maybe_text,
+    states=st.lists(st.sampled_from(RunState), max_size=5).map(tuple),
+    limit=st.integers(1, 10_000),
+    before=maybe_text,
+)
+def test_list_runs_round_trips(
+    workflow: str | None, states: tuple[RunState, ...], limit: int, before: str | None
+) -> None:
+    cmd = c.ListRuns(workflow=workflow, states=states, limit=limit, before=before)
+    assert c.decode(c.encode(cmd)) == cmd
+
+
+def raw(value: Any) -> bytes:
+    return msgspec.msgpack.encode(value)
+
+
+@pytest.mark.parametrize(
+    ("data", "error", "names"),
+    [
+        (b"\xc1garbage", c.MalformedCommandError, ["MessagePack"]),
+        (raw([1, 2]), c.MalformedCommandError, ["'type'"]),
+        (raw({"workflow": "wf"}), c.MalformedCommandError, ["'type'"]),
+        (b"\x00" * (c.MAX_COMMAND_BYTES + 1), c.CommandTooLargeError, ["1048577 bytes"]),
+        (raw({"type": "SubmitRunn", "workflow": "w"}), c.UnknownCommandError, ["'SubmitRunn'"]),
+        (raw({"type": "GetRun", "run_id": 7}), c.InvalidCommandError, ["GetRun", "'run_id'"]),
+        (raw({"type": "GetRun"}), c.InvalidCommandError, ["GetRun", "'run_id'", "missing"]),
+        (
+            raw({"type": "ListRuns", "states": ["bogus"]}),
+            c.InvalidCommandError,
+            ["ListRuns", "'states[0]'"],
+        ),
+        (raw({"type": "ListRuns", "limit": 0}), c.InvalidCommandError, ["ListRuns", "'limit'"]),
+        (
+            raw({"type": "SubmitRun", "workflow": "w", "version": 2, "new": 1}),
+            c.UnsupportedVersionError,
+            ["SubmitRun", "version 2"],
+        ),
+        (raw({"type": "GetRun", "run_id": "r", "version": 0}), c.InvalidCommandError, ["version"]),
+    ],
+)
+def test_decode_refuses(data: bytes, error: type[c.CommandError], names: list[str]) -> None:
+    with pytest.raises(error) as info:
+        c.decode(data)
+    assert type(info.value) is error
+    for name in names:
+        assert name in info.value.message
+
+
+def test_unknown_tag_suggests_and_lists_commands() -> None:
+    with pytest.raises(c.UnknownCommandError) as info:
+        c.decode(raw({"type": "SubmitRunn"}))
+    assert "did you mean SubmitRun" in info.value.message
+    assert info.value.field == "type" and "ListSnapshots" in (info.value.hint or "")
+
+
+def test_invalid_field_is_named_on_the_error() -> None:
+    with pytest.raises(c.InvalidCommandError) as info:
+        c.decode(raw({"type": "SubmitRun", "workflow": "w", "max_workers": "two"}))
+    assert (info.value.command, info.value.field) == ("SubmitRun", "max_workers")
+
+
+# -- a real project, driven only through bytes -----------------------------------------------
+FLOWS = """
+import pyarrow as pa
+
+import klaw
+
+
+@klaw.asset
+def numbers() -> pa.Table:
+    print("making numbers")
+    return pa.table({"x": [1, 2, 3]})
+
+
+@klaw.stage
+def total(numbers: pa.Table) -> int:
+    print("summing")
+    return sum(numbers.column("x").to_pylist())
+
+
+pipe = klaw.workflow("pipe", [numbers, total], description="two stages")
+"""
+
+
+@dataclass
+class Served:
+    dispatcher: Dispatcher
+    run: Any  # the RunRecord of the one submitted run
+
+    def send(self, cmd: c.Command | bytes) -> c.Reply:
+        data = cmd if isinstance(cmd, bytes) else c.encode(cmd)
+        return c.decode_reply(self.dispatcher.handle(data))
+
+    def error(self, cmd: c.Command | bytes) -> c.ErrorReply:
+        reply = self.send(cmd)
+        assert isinstance(reply, c.ErrorReply), reply
+        return reply
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    root: Path = tmp_path_factory.mktemp("dispatch-project")
+    (root / "klaw.toml").write_text('[project]\nname = "dproj"\nmodules = ["dispatch_flows.py"]\n')
+    (root / "dispatch_flows.py").write_text(FLOWS)
+    orchestrator = Orchestrator.open(root)
+    dispatcher = Dispatcher(orchestrator)
+    try:
+        reply = c.decode_reply(dispatcher.handle(c.encode(c.SubmitRun(workflow="pipe"))))
+        assert isinstance(reply, c.RunReply), reply
+        yield Served(dispatcher, reply.run)
+    finally:
+        orchestrator.close()
+
+
+def test_submit_run_returns_the_succeeded_run(served: Served) -> None:
+    run = served.run
+    assert run.workflow == "pipe" and run.state is RunState.SUCCEEDED
+    assert run.stage_counts == {"succeeded": 2} and run.ended_at is not None
+
+
+def test_get_and_list_runs(served: Served) -> None:
+    got = served.send(c.GetRun(run_id=served.run.run_id))
+    assert isinstance(got, c.RunReply) and got.run == served.run
+    listed = served.send(c.ListRuns(workflow="pipe", states=(RunState.SUCCEEDED,)))
+    assert isinstance(listed, c.RunsReply)
+    assert [r.run_id for r in listed.runs] == [served.run.run_id]
+    none = served.send(c.ListRuns(states=(RunState.FAILED,)))
+    assert isinstance(none, c.RunsReply) and none.runs == []
+
+
+def test_list_attempts_and_read_logs(served: Served) -> None:
+    attempts = served.send(c.ListAttempts(run_id=served.run.run_id))
+    assert isinstance(attempts, c.AttemptsReply)
+    by_stage = {a.stage: a for a in attempts.attempts}
+    assert set(by_stage) == {"numbers", "total"}
+    assert all(a.state is StageState.SUCCEEDED for a in attempts.attempts)
+    assert by_stage["numbers"].asset_key == "numbers" and by_stage["numbers"].snapshot_id == 1
+
+    logs = served.send(c.ReadLogs(run_id=served.run.run_id))
+    assert isinstance(logs, c.LogsReply)
+    assert [(log.stage, log.line) for log in logs.logs] == [
+        ("numbers", "making numbers"),
+        ("total", "summing"),
+    ]
+    one = served.send(c.ReadLogs(run_id=served.run.run_id, stage="total"))
+    assert isinstance(one, c.LogsReply) and [log.line for log in one.logs] == ["summing"]
+
+
+def test_assets_and_snapshots(served: Served) -> None:
+    assets = served.send(c.ListAssets())
+    assert isinstance(assets, c.AssetsReply)
+    assert [(a.key, a.rows, a.latest_snapshot) for a in assets.assets] == [("numbers", 3, 1)]
+    snaps = served.send(c.ListSnapshots(key="numbers"))
+    assert isinstance(snaps, c.SnapshotsReply)
+    [snap] = snaps.snapshots
+    assert (snap.run_id, snap.stage, snap.attempt) == (served.run.run_id, "numbers", 1)
+    assert snap.schema == {"x": "int64"}
+
+
+def test_workflows_plan_and_validate(served: Served) -> None:
+    workflows = served.send(c.ListWorkflows())
+    assert isinstance(workflows, c.WorkflowsReply)
+    [info] = workflows.workflows
+    assert (info.name, info.stages, info.assets) == ("pipe", ("numbers", "total"), ("numbers",))
+
+    plan = served.send(c.PlanWorkflow(workflow="pipe"))
+    assert isinstance(plan, c.PlanReply)
+    assert plan.stages == ("numbers", "total")
+    assert plan.levels == [["numbers"], ["total"]]
+    assert plan.external == {}
+    partial = served.send(c.PlanWorkflow(workflow="pipe", selection="total"))
+    assert isinstance(partial, c.PlanReply)
+    assert partial.stages == ("total",) and partial.external == {"total": ("numbers",)}
+
+    valid = served.send(c.ValidateWorkflows())
+    assert isinstance(valid, c.ValidateReply)
+    assert [(r.workflow, r.ok) for r in valid.results] == [("pipe", True)]
+    unknown = served.send(c.ValidateWorkflows(workflows=("nope",)))
+    assert isinstance(unknown, c.ValidateReply)
+    [result] = unknown.results
+    assert result.error is not None and result.error.code == "DefinitionError"
+
+
+@pytest.mark.parametrize(
+    ("data", "code", "names"),
+    [
+        (b"\xc1 not msgpack", "MalformedCommandError", ["MessagePack"]),
+        (raw({"type": "GetRun", "run_id": "x" * c.MAX_COMMAND_BYTES}), "CommandTooLargeError", []),
+        (raw({"type": "Explode"}), "UnknownCommandError", ["'Explode'"]),
+        (raw({"type": "GetRun", "run_id": 1}), "InvalidCommandError", ["GetRun", "'run_id'"]),
+        (
+            raw({"type": "ListRuns", "version": 99}),
+            "UnsupportedVersionError",
+            ["ListRuns", "version 99"],
+        ),
+        (c.encode(c.SubmitRun(workflow="pipz")), "DefinitionError", ["'pipz'", "pipe"]),
+        (c.encode(c.PlanWorkflow(workflow="nope")), "DefinitionError", ["'nope'"]),
+        (c.encode(c.GetRun(run_id="no-such-run")), "RunNotFoundError", ["'no-such-run'"]),
+        (c.encode(c.ListAttempts(run_id="no-such-run")), "RunNotFoundError", ["'no-such-run'"]),
+        (c.encode(c.ListSnapshots(key="missing")), "AssetNotFoundError", ["missing"]),
+    ],
+)
+def test_bad_input_gives_an_error_reply(
+    served: Served, data: bytes, code: str, names: list[str]
+) -> None:
+    reply = served.error(data)
+    assert reply.code == code
+    for name in names:
+        assert name in reply.message
+
+
+def test_read_logs_of_an_unknown_stage_names_it(served: Served) -> None:
+    reply = served.error(c.ReadLogs(run_id=served.run.run_id, stage="totl"))
+    assert reply.code == "SelectionError" and "'totl'" in reply.message
+    assert "did you mean total" in reply.message
+
+
+def test_execute_returns_reply_values(served: Served) -> None:
+    reply = served.dispatcher.execute(c.GetRun(run_id=served.run.run_id))
+    assert isinstance(reply, c.RunReply) and reply.run.run_id == served.run.run_id
