@@ -106,7 +106,7 @@ class ReadLogs(_Command, frozen=True):
 
 
 class ListWorkflows(_Command, frozen=True):
-    pass
+    """Every workflow of the project."""
 
 
 class PlanWorkflow(_Command, frozen=True):
@@ -119,7 +119,7 @@ class ValidateWorkflows(_Command, frozen=True):
 
 
 class ListAssets(_Command, frozen=True):
-    pass
+    """Every asset in the lake with its latest snapshot."""
 
 
 class ListSnapshots(_Command, frozen=True):
@@ -162,7 +162,7 @@ VERSIONS: Final[dict[str, int]] = dict.fromkeys(COMMANDS, 1)
 
 # -- replies ---------------------------------------------------------------------------------
 class _Reply(msgspec.Struct, tag=True, kw_only=True, frozen=True):
-    pass
+    """Every reply is tagged, so one decoder reads any of them (errors included)."""
 
 
 class ErrorReply(_Reply, frozen=True):
