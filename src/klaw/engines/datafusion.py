@@ -22,6 +22,7 @@ from klaw.engines.engine import (
     SqlProblem,
     missing_parameter,
     not_one_select,
+    require_tables,
     syntax_error,
     unknown_column,
     unknown_table,
@@ -74,10 +75,7 @@ class DataFusionEngine:
     def check(
         self, query: str, schemas: Mapping[str, pa.Schema], params: Mapping[str, Any]
     ) -> pa.Schema:
-        read = self.tables_read(query)
-        for table_name in sorted(read):
-            if table_name not in schemas:
-                raise unknown_table(table_name, schemas)
+        read = require_tables(self.tables_read(query), schemas)
         ctx = datafusion.SessionContext()
         for table_name in read:
             ctx.create_dataframe([[]], name=table_name, schema=schemas[table_name])

@@ -24,6 +24,7 @@ from klaw.engines.engine import (
     line_of,
     missing_parameter,
     not_one_select,
+    require_tables,
     syntax_error,
     unknown_column,
     unknown_table,
@@ -89,10 +90,7 @@ class DuckDBEngine:
     def check(
         self, query: str, schemas: Mapping[str, pa.Schema], params: Mapping[str, Any]
     ) -> pa.Schema:
-        read = self.tables_read(query)
-        for table_name in sorted(read):
-            if table_name not in schemas:
-                raise unknown_table(table_name, schemas)
+        read = require_tables(self.tables_read(query), schemas)
         cursor = self._cursor()
         try:
             for table_name, schema in schemas.items():

@@ -128,6 +128,15 @@ def unknown_table(name: str, known: Iterable[str], line: int | None = None) -> S
     )
 
 
+def require_tables(read: Iterable[str], schemas: Mapping[str, Any]) -> set[str]:
+    """The tables a query reads, after checking each has a schema (``unknown_table`` if not)."""
+    tables = set(read)
+    for table_name in sorted(tables):
+        if table_name not in schemas:
+            raise unknown_table(table_name, schemas)
+    return tables
+
+
 def unknown_column(
     name: str, schemas: Mapping[str, pa.Schema], line: int | None = None
 ) -> SqlError:

@@ -23,6 +23,7 @@ from klaw.engines.engine import (
     SqlError,
     SqlProblem,
     not_one_select,
+    require_tables,
     syntax_error,
     unknown_column,
     unknown_table,
@@ -56,10 +57,7 @@ class PolarsEngine:
     def check(
         self, query: str, schemas: Mapping[str, pa.Schema], params: Mapping[str, Any]
     ) -> pa.Schema:
-        read = self.tables_read(query)
-        for table_name in sorted(read):
-            if table_name not in schemas:
-                raise unknown_table(table_name, schemas)
+        read = require_tables(self.tables_read(query), schemas)
         frames = {n: self.from_arrow(schemas[n].empty_table()) for n in read}
         return self.to_arrow(self._run(query, frames, params, {n: schemas[n] for n in read})).schema
 

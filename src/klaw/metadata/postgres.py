@@ -354,12 +354,6 @@ class PostgresMetadataStore:
         return start, counters
 
     def create_run(self, run: RunRecord, *, max_active: int | None = None) -> None:
-        data = {"workflow": run.workflow}
-        if run.parent_run_id is not None:
-            data["parent_run_id"] = run.parent_run_id
-        if run.selection is not None:
-            data["selection"] = run.selection
-        created = (run.run_id, 1, run.created_at, "run_created", None, None, run.state.value)
         now = time.time()
         needed = pg.days(
             "events", [run.created_at, now] if max_active is not None else [run.created_at]
@@ -377,14 +371,11 @@ class PostgresMetadataStore:
                     if conflict is None:
                         conn.execute(pg.INSERT_RUN, rows.run_row(run))
                         conn.execute(pg.NEW_HEAD, (run.run_id,))
-                        conn.execute(pg.INSERT_EVENT, (*created, rows.json_text(data)))
+                        conn.execute(pg.INSERT_EVENT, rows.created_event(run))
             except psycopg.errors.UniqueViolation as exc:
                 if self._one(conn, pg.SELECT_RUN_CREATED, (run.run_id,)) is None:
                     raise self._error("create a run in", exc) from exc
-                raise MetadataError(
-                    f"run {run.run_id!r} already exists in metadata database {self.location}",
-                    hint="give the new run a fresh id (klaw.ids.new_run_id())",
-                ) from exc
+                raise rows.duplicate_run(run.run_id, self.location) from exc
             except psycopg.Error as exc:
                 raise self._error("create a run in", exc) from exc
             if conflict is not None:
@@ -404,22 +395,12 @@ class PostgresMetadataStore:
             if owner_alive(host, pid):
                 live.append((run_id, host, pid))
                 continue
-            error = f"abandoned: owner process {pid} on {host} is gone"
-            conn.execute(pg.MARK_ABANDONED, (RunState.FAILED.value, error, now, run_id))
             seq = self._one(conn, pg.BUMP_HEAD, (run_id,))
-            data = rows.json_text({"error": error, "owner_host": host, "owner_pid": pid})
-            abandoned = (run_id, seq, now, "run_abandoned", None, None, RunState.FAILED.value)
-            conn.execute(pg.INSERT_EVENT, (*abandoned, data))
+            error, event = rows.abandoned(run_id, seq, host, pid, now)
+            conn.execute(pg.MARK_ABANDONED, (RunState.FAILED.value, error, now, run_id))
+            conn.execute(pg.INSERT_EVENT, event)
             self._event_seq.pop(run_id, None)
-        if len(live) < max_active:
-            return None
-        blockers = ", ".join(f"{rid} (owner pid {pid} on {host})" for rid, host, pid in live)
-        return RunConflictError(
-            f"workflow {workflow!r} already has {len(live)} active run(s), the limit is "
-            f"{max_active}: {blockers}",
-            hint=f"wait for it to finish, cancel it with `klaw cancel {live[0][0]}`, or raise "
-            "the workflow's concurrency limit",
-        )
+        return rows.run_conflict(workflow, live, max_active)
 
     def request_cancel(self, run_id: str) -> RunRecord:
         now = time.time()

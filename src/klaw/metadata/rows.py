@@ -10,6 +10,7 @@ from typing import Any
 
 import msgspec
 
+from klaw.errors import MetadataError, RunConflictError
 from klaw.metadata.records import AttemptRecord, EventRecord, RunRecord
 from klaw.states import RunState
 
@@ -137,3 +138,49 @@ def owner_alive(host: str, pid: int) -> bool:
     except OSError:  # EPERM: it exists, under another user
         return True
     return True
+
+
+# -- what both stores write when a run is created or found abandoned -------------------------
+
+
+def created_event(run: RunRecord) -> tuple[Any, ...]:
+    """The ``run_created`` event row (seq 1) of a new run."""
+    data: dict[str, Any] = {"workflow": run.workflow}
+    if run.parent_run_id is not None:
+        data["parent_run_id"] = run.parent_run_id
+    if run.selection is not None:
+        data["selection"] = run.selection
+    state = run.state.value
+    return (run.run_id, 1, run.created_at, "run_created", None, None, state, json_text(data))
+
+
+def abandoned(
+    run_id: str, seq: int, host: str, pid: int, now: float
+) -> tuple[str, tuple[Any, ...]]:
+    """The error of a run whose owner process is gone, and its ``run_abandoned`` event row."""
+    error = f"abandoned: owner process {pid} on {host} is gone"
+    data = json_text({"error": error, "owner_host": host, "owner_pid": pid})
+    failed = RunState.FAILED.value
+    return error, (run_id, seq, now, "run_abandoned", None, None, failed, data)
+
+
+def run_conflict(
+    workflow: str, live: list[tuple[str, str, int]], max_active: int
+) -> RunConflictError | None:
+    """The error to raise when ``live`` runs (id, host, pid) fill the workflow's limit."""
+    if len(live) < max_active:
+        return None
+    blockers = ", ".join(f"{rid} (owner pid {pid} on {host})" for rid, host, pid in live)
+    return RunConflictError(
+        f"workflow {workflow!r} already has {len(live)} active run(s), the limit is "
+        f"{max_active}: {blockers}",
+        hint=f"wait for it to finish, cancel it with `klaw cancel {live[0][0]}`, or raise "
+        "the workflow's concurrency limit",
+    )
+
+
+def duplicate_run(run_id: str, location: str) -> MetadataError:
+    return MetadataError(
+        f"run {run_id!r} already exists in metadata database {location}",
+        hint="give the new run a fresh id (klaw.ids.new_run_id())",
+    )

@@ -58,12 +58,15 @@ from klaw.metadata.rows import (
     SELECT_RUNS,
     UPSERT_ATTEMPT,
     UPSERT_RUN,
+    abandoned,
     attempt_from_row,
     attempt_row,
+    created_event,
+    duplicate_run,
     event_from_row,
     event_row,
-    json_text,
     owner_alive,
+    run_conflict,
     run_from_row,
     run_row,
 )
@@ -306,12 +309,6 @@ class SQLiteMetadataStore:
         return counters
 
     def create_run(self, run: RunRecord, *, max_active: int | None = None) -> None:
-        data = {"workflow": run.workflow}
-        if run.parent_run_id is not None:
-            data["parent_run_id"] = run.parent_run_id
-        if run.selection is not None:
-            data["selection"] = run.selection
-        created = (run.run_id, 1, run.created_at, "run_created", None, None, run.state.value)
         with self._lock:
             conn = self._ready_connection()
             try:
@@ -322,14 +319,11 @@ class SQLiteMetadataStore:
                         conflict = self._check_limit(conn, run.workflow, max_active)
                     if conflict is None:
                         conn.execute(INSERT_RUN, run_row(run))
-                        conn.execute(INSERT_EVENT, (*created, json_text(data)))
+                        conn.execute(INSERT_EVENT, created_event(run))
             except sqlite3.IntegrityError as exc:
                 if conn.execute(SELECT_RUN_CREATED, (run.run_id,)).fetchone() is None:
                     raise self._error("create a run in", exc) from exc
-                raise MetadataError(
-                    f"run {run.run_id!r} already exists in metadata database {self.path}",
-                    hint="give the new run a fresh id (klaw.ids.new_run_id())",
-                ) from exc
+                raise duplicate_run(run.run_id, str(self.path)) from exc
             except sqlite3.Error as exc:
                 raise self._error("create a run in", exc) from exc
             if conflict is not None:
@@ -348,22 +342,12 @@ class SQLiteMetadataStore:
             if owner_alive(host, pid):
                 live.append((run_id, host, pid))
                 continue
-            error = f"abandoned: owner process {pid} on {host} is gone"
-            conn.execute(MARK_ABANDONED, (RunState.FAILED.value, error, now, run_id))
             seq = conn.execute(SELECT_MAX_EVENT_SEQ, (run_id,)).fetchone()[0] + 1
-            data = json_text({"error": error, "owner_host": host, "owner_pid": pid})
-            abandoned = (run_id, seq, now, "run_abandoned", None, None, RunState.FAILED.value)
-            conn.execute(INSERT_EVENT, (*abandoned, data))
+            error, event = abandoned(run_id, seq, host, pid, now)
+            conn.execute(MARK_ABANDONED, (RunState.FAILED.value, error, now, run_id))
+            conn.execute(INSERT_EVENT, event)
             self._event_seq.pop(run_id, None)
-        if len(live) < max_active:
-            return None
-        blockers = ", ".join(f"{rid} (owner pid {pid} on {host})" for rid, host, pid in live)
-        return RunConflictError(
-            f"workflow {workflow!r} already has {len(live)} active run(s), the limit is "
-            f"{max_active}: {blockers}",
-            hint=f"wait for it to finish, cancel it with `klaw cancel {live[0][0]}`, or raise "
-            "the workflow's concurrency limit",
-        )
+        return run_conflict(workflow, live, max_active)
 
     def request_cancel(self, run_id: str) -> RunRecord:
         with self._lock:
