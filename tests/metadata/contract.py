@@ -230,16 +230,25 @@ class MetadataStoreContract:
             )
 
         store.commit(Batch(attempts=[attempt(StageState.READY, queued_at=1.0)]))
-        store.commit(Batch(attempts=[attempt(StageState.RUNNING, queued_at=1.0, started_at=2.0)]))
         # Two updates of one attempt in one batch: the later one wins.
         store.commit(
             Batch(
                 attempts=[
-                    attempt(StageState.FAILED, error="x"),
-                    attempt(StageState.SUCCEEDED, queued_at=1.0, started_at=2.0, ended_at=3.0),
+                    attempt(StageState.READY, queued_at=1.0, token="t"),
+                    attempt(StageState.RUNNING, queued_at=1.0, started_at=2.0),
                 ]
             )
         )
+        store.commit(
+            Batch(
+                attempts=[
+                    attempt(StageState.SUCCEEDED, queued_at=1.0, started_at=2.0, ended_at=3.0)
+                ]
+            )
+        )
+        # An attempt that has ended is never written again (a stale writer is fenced off).
+        store.commit(Batch(attempts=[attempt(StageState.FAILED, error="late")]))
+        store.commit(Batch(attempts=[attempt(StageState.RUNNING, started_at=9.0)]))
         assert store.list_attempts(run.run_id) == [
             attempt(StageState.SUCCEEDED, queued_at=1.0, started_at=2.0, ended_at=3.0)
         ]

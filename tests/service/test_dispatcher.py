@@ -35,6 +35,10 @@ EVERY_COMMAND: list[c.Command] = [
     c.ListRuns(),
     c.ListRuns(workflow="wf", states=(RunState.FAILED, RunState.RUNNING), limit=3, before="r9"),
     c.ListAttempts(run_id="r1"),
+    c.ListEvents(run_id="r1"),
+    c.ListEvents(run_id="r1", after_seq=7),
+    c.Ping(),
+    c.SubmitRun(workflow="wf", wait=False),
     c.ReadLogs(run_id="r1"),
     c.ReadLogs(run_id="r1", stage="a"),
     c.ListWorkflows(),
@@ -321,3 +325,49 @@ def test_read_logs_of_an_unknown_stage_names_it(served: Served) -> None:
 def test_execute_returns_reply_values(served: Served) -> None:
     reply = served.dispatcher.execute(c.GetRun(run_id=served.run.run_id))
     assert isinstance(reply, c.RunReply) and reply.run.run_id == served.run.run_id
+
+
+def test_list_events_pages_by_cursor(served: Served) -> None:
+    every = served.send(c.ListEvents(run_id=served.run.run_id))
+    assert isinstance(every, c.EventsReply) and every.run.state is RunState.SUCCEEDED
+    kinds = [e.kind for e in every.events]
+    assert kinds[0] == "run_created" and kinds[-1] == "run_finished"
+    assert [e.seq for e in every.events] == list(range(1, len(kinds) + 1))
+    rest = served.send(c.ListEvents(run_id=served.run.run_id, after_seq=every.events[-2].seq))
+    assert isinstance(rest, c.EventsReply) and [e.kind for e in rest.events] == ["run_finished"]
+
+
+def test_ping_names_the_project(served: Served) -> None:
+    import klaw
+
+    reply = served.send(c.Ping())
+    assert isinstance(reply, c.PongReply)
+    assert (reply.project, reply.klaw_version) == ("dproj", klaw.__version__)
+
+
+def test_submit_without_wait_returns_the_queued_run_and_runs_it(served: Served) -> None:
+    reply = served.send(c.SubmitRun(workflow="pipe", wait=False))
+    assert isinstance(reply, c.RunReply) and reply.run.state is RunState.QUEUED
+    run_id, seq, state = reply.run.run_id, 0, reply.run.state
+    kinds: list[str] = []
+    while not state.terminal:  # follow the run by its events, as a remote client does
+        events = served.send(c.ListEvents(run_id=run_id, after_seq=seq))
+        assert isinstance(events, c.EventsReply)
+        kinds += [e.kind for e in events.events]
+        seq = events.events[-1].seq if events.events else seq
+        state = events.run.state
+        served.dispatcher.orchestrator.wait(run_id, timeout=0.05)
+    events = served.send(c.ListEvents(run_id=run_id, after_seq=seq))
+    assert isinstance(events, c.EventsReply)
+    kinds += [e.kind for e in events.events]
+    assert state is RunState.SUCCEEDED
+    assert kinds[0] == "run_created" and kinds[-1] == "run_finished"
+
+
+def test_submit_without_wait_refuses_bad_input_before_recording(served: Served) -> None:
+    before = served.send(c.ListRuns(limit=100))
+    reply = served.error(c.SubmitRun(workflow="pipe", params={"nope": 1}, wait=False))
+    assert reply.code in {"ParamsError", "DefinitionError", "ConfigError"}, reply
+    after = served.send(c.ListRuns(limit=100))
+    assert isinstance(before, c.RunsReply) and isinstance(after, c.RunsReply)
+    assert len(after.runs) == len(before.runs)

@@ -111,6 +111,11 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX metrics_by_run ON metrics (run_id, name)",
         ),
     ),
+    Migration(
+        version=2,
+        description="stage attempt leases",
+        statements=("ALTER TABLE attempts ADD COLUMN lease_expires_at DOUBLE PRECISION",),
+    ),
 )
 
 LATEST_VERSION: int = MIGRATIONS[-1].version

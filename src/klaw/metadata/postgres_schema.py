@@ -92,7 +92,7 @@ _PARTITION_NAME = re.compile(r"(events|metrics)_p(\d{8})")
 
 # -- bulk writes -----------------------------------------------------------------------------
 
-_FLOATS = {"created_at", "started_at", "ended_at", "queued_at", "ts", "value"}
+_FLOATS = {"created_at", "started_at", "ended_at", "queued_at", "ts", "value", "lease_expires_at"}
 _INTS = {"owner_pid", "attempt", "snapshot_id", "row_count", "byte_count", "seq", "prev"}
 
 

@@ -46,6 +46,8 @@ class AttemptRecord(msgspec.Struct, kw_only=True):
     reused_from: str | None = None
     rows: int | None = None
     bytes: int | None = None
+    # While running: when the attempt's lease runs out unless its worker renews it (epoch s).
+    lease_expires_at: float | None = None
 
     @property
     def duration(self) -> float | None:

@@ -12,7 +12,7 @@ import msgspec
 
 from klaw.errors import MetadataError, RunConflictError
 from klaw.metadata.records import AttemptRecord, EventRecord, RunRecord
-from klaw.states import RunState
+from klaw.states import RunState, StageState
 
 # Column lists. Runs and attempts list their columns in the record's field order, so a record
 # becomes a row with ``astuple`` and a row a record by zipping with the field names.
@@ -46,9 +46,13 @@ SELECT_ACTIVE_RUNS = (
 )
 MARK_ABANDONED = "UPDATE runs SET state = ?, error = ?, ended_at = ? WHERE run_id = ?"
 
+# An attempt that has ended is never written again: a late write from a stale coordinator (or
+# one racing a lease expiry) is dropped by the database itself.
+ENDED = tuple(s.value for s in StageState if s.terminal)
 UPSERT_ATTEMPT = (
     f"INSERT INTO attempts ({ATTEMPT_COLUMNS}) VALUES ({', '.join('?' * len(ATTEMPT_FIELDS))}) "
-    f"ON CONFLICT (run_id, stage, attempt) DO UPDATE SET {_updates(ATTEMPT_COLUMNS, 3)}"
+    f"ON CONFLICT (run_id, stage, attempt) DO UPDATE SET {_updates(ATTEMPT_COLUMNS, 3)} "
+    f"WHERE attempts.state NOT IN ({', '.join(repr(s) for s in ENDED)})"
 )
 SELECT_ATTEMPTS = f"SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE run_id = ? ORDER BY stage, attempt"
 

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Final
 import msgspec
 
 from klaw.errors import KlawError
-from klaw.metadata.records import AttemptRecord, LogRecord, RunRecord
+from klaw.metadata.records import AttemptRecord, EventRecord, LogRecord, RunRecord
 from klaw.states import RunState
 from klaw.storage.store import AssetInfo, SnapshotInfo
 
@@ -69,7 +69,9 @@ class _Command(msgspec.Struct, tag=True, kw_only=True, frozen=True):
 
 
 class SubmitRun(_Command, frozen=True):
-    """Run a workflow to the end; the reply is the final run record."""
+    """Run a workflow. With ``wait`` (the default) the reply is the final run record; without,
+    the run goes on in the background and the reply is the run as just created (follow it with
+    ListEvents or GetRun)."""
 
     workflow: str
     selection: str | None = None
@@ -78,6 +80,7 @@ class SubmitRun(_Command, frozen=True):
     max_workers: Positive | None = None
     fail_fast: bool = False
     resume: str | None = None
+    wait: bool = True
 
 
 class CancelRun(_Command, frozen=True):
@@ -98,6 +101,17 @@ class ListRuns(_Command, frozen=True):
 
 class ListAttempts(_Command, frozen=True):
     run_id: str
+
+
+class ListEvents(_Command, frozen=True):
+    """The run's events after ``after_seq`` (a cursor: pass the last ``seq`` seen)."""
+
+    run_id: str
+    after_seq: Annotated[int, msgspec.Meta(ge=0)] = 0
+
+
+class Ping(_Command, frozen=True):
+    """Is the server there, and which Klaw and project does it serve?"""
 
 
 class ReadLogs(_Command, frozen=True):
@@ -132,6 +146,8 @@ Command = (
     | GetRun
     | ListRuns
     | ListAttempts
+    | ListEvents
+    | Ping
     | ReadLogs
     | ListWorkflows
     | PlanWorkflow
@@ -148,6 +164,8 @@ COMMANDS: Final[dict[str, type[_Command]]] = {
         GetRun,
         ListRuns,
         ListAttempts,
+        ListEvents,
+        Ping,
         ReadLogs,
         ListWorkflows,
         PlanWorkflow,
@@ -185,6 +203,16 @@ class RunsReply(_Reply, frozen=True):
 
 class AttemptsReply(_Reply, frozen=True):
     attempts: list[AttemptRecord]
+
+
+class EventsReply(_Reply, frozen=True):
+    events: list[EventRecord]
+    run: RunRecord  # the run as it stands after these events
+
+
+class PongReply(_Reply, frozen=True):
+    klaw_version: str
+    project: str
 
 
 class LogsReply(_Reply, frozen=True):
@@ -240,6 +268,8 @@ Reply = (
     | RunReply
     | RunsReply
     | AttemptsReply
+    | EventsReply
+    | PongReply
     | LogsReply
     | WorkflowsReply
     | PlanReply

@@ -20,15 +20,19 @@ from klaw.service.commands import (
     CancelRun,
     Command,
     ErrorReply,
+    EventsReply,
     GetRun,
     ListAssets,
     ListAttempts,
+    ListEvents,
     ListRuns,
     ListSnapshots,
     ListWorkflows,
     LogsReply,
+    Ping,
     PlanReply,
     PlanWorkflow,
+    PongReply,
     ReadLogs,
     Reply,
     RunReply,
@@ -60,6 +64,8 @@ class Dispatcher:
             GetRun: self._get_run,
             ListRuns: self._list_runs,
             ListAttempts: self._list_attempts,
+            ListEvents: self._list_events,
+            Ping: self._ping,
             ReadLogs: self._read_logs,
             ListWorkflows: self._list_workflows,
             PlanWorkflow: self._plan_workflow,
@@ -102,6 +108,8 @@ class Dispatcher:
             fail_fast=cmd.fail_fast,
             resume=cmd.resume,
         )
+        if not cmd.wait:
+            return RunReply(run=self.orchestrator.start(request))
         return RunReply(run=self.orchestrator.run(request))
 
     def _cancel_run(self, cmd: CancelRun) -> RunReply:
@@ -118,6 +126,17 @@ class Dispatcher:
 
     def _list_attempts(self, cmd: ListAttempts) -> AttemptsReply:
         return AttemptsReply(attempts=self.orchestrator.attempts(cmd.run_id))
+
+    def _list_events(self, cmd: ListEvents) -> EventsReply:
+        # the run first: when it is finished, every one of its events is already visible
+        run = self.orchestrator.get_run(cmd.run_id)
+        events = self.orchestrator.events(cmd.run_id, after_seq=cmd.after_seq)
+        return EventsReply(events=events, run=run)
+
+    def _ping(self, cmd: Ping) -> PongReply:
+        from klaw import __version__
+
+        return PongReply(klaw_version=__version__, project=self.orchestrator.project.name)
 
     def _read_logs(self, cmd: ReadLogs) -> LogsReply:
         return LogsReply(logs=self.orchestrator.logs(cmd.run_id, cmd.stage))

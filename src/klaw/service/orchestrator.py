@@ -7,12 +7,15 @@ import difflib
 import os
 import signal
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from klaw.authoring.params import dump_params, resolve_params
 from klaw.authoring.stage import StageKind
@@ -25,6 +28,7 @@ from klaw.errors import (
     MetadataError,
     SelectionError,
 )
+from klaw.failpoints import failpoint
 from klaw.graph.build import WorkflowGraph, build_graph
 from klaw.graph.plan import Plan, make_plan
 from klaw.ids import AssetRef, new_run_id
@@ -36,7 +40,7 @@ from klaw.metadata.records import (
     RunFilter,
     RunRecord,
 )
-from klaw.observability import configure_logging
+from klaw.observability import configure_logging, get_logger
 from klaw.service.project import Project, find_project, load_workflows
 from klaw.service.wiring import LakeFactory, make_executor, open_metadata
 from klaw.settings import KlawSettings, load_settings
@@ -45,8 +49,12 @@ from klaw.states import RunState, StageState
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from klaw.execution.runner import Runner
     from klaw.metadata.store import MetadataStore
     from klaw.storage.store import AssetInfo, SnapshotInfo
+
+
+_log = get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +83,7 @@ class Orchestrator:
         self._graphs: dict[str, WorkflowGraph] = {}
         self._sql_checked: set[str] = set()
         self._active: dict[str, Any] = {}  # run id -> Runner of runs owned by this process
+        self._threads: dict[str, threading.Thread] = {}  # runs started with start()
         if workflows is not None:  # given directly (tests, notebooks) instead of imported
             self.__dict__["workflows"] = {wf.name: wf for wf in workflows}
         configure_logging(self.settings.log_level, self.settings.log_format)
@@ -180,6 +189,63 @@ class Orchestrator:
         on_start: Callable[[RunRecord, Plan], None] | None = None,
     ) -> RunRecord:
         """Validate, plan and run a workflow to the end in this process."""
+        runner = self._prepare(request, on_events)
+        run = runner.run
+        self._active[run.run_id] = runner
+        try:
+            if on_start is not None:
+                on_start(run, runner.plan)
+            return runner.execute()
+        finally:
+            del self._active[run.run_id]
+
+    def start(self, request: RunRequest) -> RunRecord:
+        """Validate, plan and record a run, then run it on a background thread of this process.
+        Returns the run as created (``queued``); bad input is refused before anything is
+        recorded, as with :meth:`run`."""
+        runner = self._prepare(request, None)
+        run = runner.run
+        created = msgspec.structs.replace(run)
+        self._active[run.run_id] = runner
+        thread = threading.Thread(
+            target=self._background, args=(runner,), name=f"klaw-run-{run.run_id}", daemon=True
+        )
+        self._threads[run.run_id] = thread
+        thread.start()
+        return created
+
+    def _background(self, runner: Runner) -> None:
+        run_id = runner.run.run_id
+        try:
+            runner.execute()
+        except Exception as exc:  # recorded by the runner where it could be; never lost silently
+            _log.error("background run failed", run_id=run_id, error=repr(exc), exc_info=True)
+        finally:
+            self._active.pop(run_id, None)
+            self._threads.pop(run_id, None)
+
+    def wait(self, run_id: str, *, timeout: float | None = None) -> bool:
+        """Wait for a run started here with :meth:`start` to end; True once it has."""
+        thread = self._threads.get(run_id)
+        if thread is not None:
+            thread.join(timeout)
+            return not thread.is_alive()
+        return True
+
+    def shutdown(self, *, wait: float = 30.0) -> None:
+        """Cancel the runs this process drives in the background and wait for them to stop."""
+        for runner in list(self._active.values()):
+            runner.cancel()
+        deadline = time.monotonic() + wait
+        for thread in list(self._threads.values()):
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+
+    def _prepare(
+        self,
+        request: RunRequest,
+        on_events: Callable[[list[EventRecord]], None] | None,
+    ) -> Runner:
+        """Everything before a run starts: params, plan, executor, the run record."""
         from klaw.execution.runner import Reused, Runner, RunOptions
 
         workflow = self.workflow(request.workflow)
@@ -225,6 +291,7 @@ class Orchestrator:
             max_workers=request.max_workers,
         )
         self.metadata.create_run(run, max_active=workflow.max_active_runs)
+        failpoint("after_create_run")
         options = RunOptions(
             fail_fast=request.fail_fast,
             stop_grace=self.settings.stop_grace,
@@ -233,14 +300,7 @@ class Orchestrator:
             external=external,
             on_events=on_events,
         )
-        runner = Runner(plan, run, executor=executor, metadata=self.metadata, options=options)
-        self._active[run.run_id] = runner
-        try:
-            if on_start is not None:
-                on_start(run, plan)
-            return runner.execute()
-        finally:
-            del self._active[run.run_id]
+        return Runner(plan, run, executor=executor, metadata=self.metadata, options=options)
 
     def _reusable(self, parent: RunRecord, plan: Plan) -> dict[str, Any]:
         """Stages of ``parent`` whose snapshots can stand in for running them again."""
@@ -332,6 +392,9 @@ class Orchestrator:
     def attempts(self, run_id: str) -> list[AttemptRecord]:
         self.metadata.get_run(run_id)
         return self.metadata.list_attempts(run_id)
+
+    def events(self, run_id: str, *, after_seq: int = 0) -> list[EventRecord]:
+        return self.metadata.list_events(run_id, after_seq=after_seq)
 
     def logs(self, run_id: str, stage: str | None = None) -> list[LogRecord]:
         run = self.metadata.get_run(run_id)

@@ -1,0 +1,1 @@
+"""Klaw's network interfaces: Arrow Flight (``klaw.api.flight``) and, later, HTTP."""
