@@ -29,6 +29,12 @@ class KlawSettings(BaseSettings):
     )
     max_workers: int | None = Field(None, ge=1, description="Stages run at once (default cores+4).")
     stop_grace: float = Field(5.0, ge=0, description="Seconds a stopped stage has to end.")
+    lease_ttl: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds a running stage attempt's lease lasts without a heartbeat; after "
+        "that the attempt is given up and retried as a new one.",
+    )
     log_level: str = Field("warning", description="Level of Klaw's own logs on stderr.")
     log_format: Literal["console", "json"] = Field("console", description="Klaw's log format.")
 
