@@ -14,6 +14,7 @@ class Unit(StrEnum):
     PER_STAGE = "s/stage"  # seconds per stage (or per task), printed in µs
     BYTES = "B"  # printed in MiB
     ROWS_PER_SECOND = "rows/s"  # a throughput, printed in M rows/s; higher is faster
+    BYTES_PER_SECOND = "B/s"  # a throughput, printed in GB/s; higher is faster
 
 
 class Basis(StrEnum):
@@ -28,11 +29,14 @@ class Target:
     limit: float
     basis: Basis
     strict: bool = False  # "<" rather than "<="
+    at_least: bool = False  # ">=": a throughput that must reach the limit
 
     def met(self, klaw: float, ratio: float | None) -> bool | None:
         value = klaw if self.basis is Basis.KLAW else ratio
         if value is None or math.isnan(value):
             return None
+        if self.at_least:
+            return value >= self.limit
         return value < self.limit if self.strict else value <= self.limit
 
 
@@ -55,7 +59,7 @@ class Row:
         that, as for times, above 1 means Klaw takes longer)."""
         if self.floor is None or self.floor <= 0:
             return None
-        if self.unit is Unit.ROWS_PER_SECOND:
+        if self.unit in (Unit.ROWS_PER_SECOND, Unit.BYTES_PER_SECOND):
             return self.floor / self.klaw if self.klaw > 0 else None
         return self.klaw / self.floor
 
@@ -77,6 +81,8 @@ def quantity(value: float | None, unit: Unit) -> str:
         return f"{value / 2**20:,.1f} MiB"
     if unit is Unit.ROWS_PER_SECOND:
         return f"{value / 1e6:,.2f} M rows/s"
+    if unit is Unit.BYTES_PER_SECOND:
+        return f"{value / 1e9:,.2f} GB/s"
     if unit is Unit.PER_STAGE or abs(value) < 1e-3:
         micro = value * 1e6
         return f"{micro:,.2f} µs" if abs(micro) < 10 else f"{micro:,.1f} µs"
@@ -88,7 +94,7 @@ def quantity(value: float | None, unit: Unit) -> str:
 def target_text(target: Target | None, unit: Unit) -> str:
     if target is None:
         return "-"
-    sign = "<" if target.strict else "≤"
+    sign = "≥" if target.at_least else "<" if target.strict else "≤"
     if target.basis is Basis.RATIO:
         return f"{sign} {target.limit:g}×"
     return f"{sign} {quantity(target.limit, unit)}"

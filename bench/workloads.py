@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import klaw
-from bench import floors, shapes, tpch, workflows
+from bench import floors, metadata, shapes, tpch, workflows
 from bench.report import Basis, Row, Target, Unit
 from bench.timing import Case, interleaved
 
@@ -416,6 +416,20 @@ def ray_rows(settings: Settings) -> list[Row]:
     return per_workflow(settings.scratch, settings.times(5), None)
 
 
+def flight_throughput(settings: Settings) -> list[Row]:
+    """F1 (bench/flight.py): DoGet / DoPut of a 10M-row asset vs bare Flight."""
+    from bench.flight import throughput
+
+    return throughput(settings)
+
+
+def flight_latency(settings: Settings) -> list[Row]:
+    """F2 (bench/flight.py): command round trips over DoAction vs a bare echo."""
+    from bench.flight import latency
+
+    return latency(settings)
+
+
 WORKLOADS: tuple[Workload, ...] = (
     Workload("W0", "klaw run cold start", cold_start),
     Workload("W1", "500-stage fan-out", fan_out),
@@ -424,4 +438,7 @@ WORKLOADS: tuple[Workload, ...] = (
     Workload("W4", "10,000-stage graph plan", large_graph),
     Workload("R", "W1-W3 on the Ray executor vs Ray by hand", ray_rows),
     Workload("T1", f"TPC-H {tpch.scale_text()} per engine", tpch.per_engine),
+    Workload("F1", "Arrow Flight DoGet/DoPut of 10M rows vs bare Flight", flight_throughput),
+    Workload("F2", "command round trips over Flight DoAction", flight_latency),
+    Workload("M", "metadata write throughput (SQLite, Postgres)", metadata.write_throughput),
 )

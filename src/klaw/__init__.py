@@ -4,6 +4,8 @@ Describe workflows as DAGs of stages that produce versioned datasets (assets), r
 laptop with nothing to set up, and inspect every run, log and snapshot.
 """
 
+import typing as _typing
+
 from klaw.authoring.resources import Resources as Resources
 from klaw.authoring.resources import RetryPolicy as RetryPolicy
 from klaw.authoring.sql import klaw_sql as sql
@@ -22,8 +24,25 @@ from klaw.service.embedded import run as run
 from klaw.states import RunState as RunState
 from klaw.states import StageState as StageState
 
+if _typing.TYPE_CHECKING:
+    from klaw.api.flight.client import Client as Client
+
+# Loaded on first use, so that `import klaw` stays light (pyarrow.flight is heavy).
+_LAZY = {"Client": "klaw.api.flight.client"}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'klaw' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
+
 __all__ = [
     "AssetRef",
+    "Client",
     "KlawError",
     "NonRetryableError",
     "Resources",

@@ -94,5 +94,24 @@ class RunConflictError(MetadataError):
     """A run cannot start because the workflow's concurrency limit is reached."""
 
 
+class MetadataUnavailableError(MetadataError):
+    """The metadata database cannot be reached (down, restarting, network): worth retrying."""
+
+
 class AuthError(KlawError):
     """Authentication or authorisation failed."""
+
+
+class RemoteError(KlawError):
+    """A Klaw server answered with an error this client has no class for, or failed to answer.
+    ``code`` is the server's error code (its KlawError class name), when it sent one."""
+
+    code: str | None = None
+
+
+class ServerUnavailableError(RemoteError):
+    """No Klaw server answers at the address the client was given."""
+
+
+class ScheduleNotFoundError(MetadataError):
+    """No schedule has the given name (a schedule is named after its workflow)."""

@@ -6,7 +6,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
@@ -20,7 +20,9 @@ class KlawSettings(BaseSettings):
         None, description="Metadata database; default sqlite:///<home>/klaw.db."
     )
     lake_catalog: str | None = Field(
-        None, description="DuckLake catalog; default <home>/lake.sqlite."
+        None,
+        description="DuckLake catalog: a SQLite file or a postgresql:// URL; "
+        "default <home>/lake.sqlite.",
     )
     lake_data: str | None = Field(None, description="Parquet data path; default <home>/lake/.")
     executor: Literal["thread", "process", "ray"] = Field("thread", description="Executor kind.")
@@ -37,6 +39,17 @@ class KlawSettings(BaseSettings):
     )
     log_level: str = Field("warning", description="Level of Klaw's own logs on stderr.")
     log_format: Literal["console", "json"] = Field("console", description="Klaw's log format.")
+    tokens: SecretStr | None = Field(
+        None, description="Bearer tokens `klaw server` accepts, comma-separated (rotation)."
+    )
+    tokens_file: Path | None = Field(
+        None, description="File of accepted tokens, one a line (# comments), re-read live."
+    )
+    server_host: str = Field("127.0.0.1", description="Address `klaw server` listens on.")
+    server_port: int = Field(8815, ge=0, le=65535, description="Port of `klaw server` (0: any).")
+    server_cache_mb: int = Field(
+        1024, ge=0, description="MiB of recently read snapshots `klaw server` keeps in memory."
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -30,11 +30,12 @@ def flat(text: str) -> str:
     return " ".join(text.split())
 
 
-def env() -> dict[str, str]:
+def env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment of every ``klaw`` process: no stray ``KLAW_*`` settings, a wide
-    console so rich does not wrap messages, no colours."""
+    console so rich does not wrap messages, no colours; then ``extra``."""
     values = {k: v for k, v in os.environ.items() if not k.startswith("KLAW_")}
     values.update(COLUMNS="200", NO_COLOR="1", TERM="dumb")
+    values.update(extra or {})
     return values
 
 
@@ -63,12 +64,17 @@ class Result:
         )
 
 
-def klaw(cwd: Path, *args: str, timeout: float = COMMAND_TIMEOUT) -> Result:
-    """Run ``klaw ARGS`` in ``cwd`` to the end."""
+def klaw(
+    cwd: Path,
+    *args: str,
+    timeout: float = COMMAND_TIMEOUT,
+    extra_env: Mapping[str, str] | None = None,
+) -> Result:
+    """Run ``klaw ARGS`` in ``cwd`` to the end (``extra_env`` added to its environment)."""
     done = subprocess.run(
         [str(KLAW), *args],
         cwd=cwd,
-        env=env(),
+        env=env(extra_env),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -81,12 +87,12 @@ class Background:
     """``klaw ARGS`` started in its own session (like a terminal's foreground job), so a
     Ctrl-C can be sent to its whole process group."""
 
-    def __init__(self, cwd: Path, *args: str) -> None:
+    def __init__(self, cwd: Path, *args: str, extra_env: Mapping[str, str] | None = None) -> None:
         self.args = tuple(args)
         self.proc = subprocess.Popen(
             [str(KLAW), *args],
             cwd=cwd,
-            env=env(),
+            env=env(extra_env),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

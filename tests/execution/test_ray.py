@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import queue
 import re
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,6 +22,7 @@ import ray  # a missing Ray is an install error here, not a skip
 import klaw
 from klaw.authoring.params import resolve_params
 from klaw.errors import ConfigError
+from klaw.execution.lease import LeaseKeeper
 from klaw.execution.ray import RayExecutor
 from klaw.execution.runner import Runner, RunOptions
 from klaw.execution.task import InputRef, Task
@@ -31,7 +33,8 @@ from klaw.ids import new_run_id
 from klaw.metadata.records import RunRecord
 from klaw.metadata.sqlite import SQLiteMetadataStore
 from klaw.service.orchestrator import RunRequest
-from klaw.service.wiring import LakeFactory
+from klaw.service.wiring import LakeFactory, MetadataFactory
+from klaw.settings import KlawSettings
 from klaw.states import RunState, StageState
 from tests.execution import workflows as wf
 
@@ -49,6 +52,21 @@ def crashy(params: wf.Scratch) -> pa.Table:
 
 
 crashing = klaw.workflow("crashing", [crashy])
+
+
+@klaw.asset
+def stoppable(params: wf.Scratch) -> pa.Table:
+    """Writes its worker's pid; the first attempt waits for a go file before it returns."""
+    scratch = Path(params.scratch)
+    first = not (scratch / "stoppable.pid").exists()
+    if first:
+        (scratch / "stoppable.pid").write_text(str(os.getpid()))
+        while not (scratch / "go").exists():
+            time.sleep(0.02)
+    return pa.table({"first": [first]})
+
+
+stopping = klaw.workflow("stopping", [stoppable])
 
 
 @klaw.stage(retries=2, resources=klaw.Resources(cpus=4096))
@@ -90,6 +108,7 @@ class Harness:
         on_events: Callable[[list[Any]], None] | None = None,
         max_workers: int = 2,
         fail_fast: bool = False,
+        lease_ttl: float | None = None,
     ) -> Runner:
         record = RunRecord(
             run_id=new_run_id(),
@@ -104,8 +123,13 @@ class Harness:
             stop_grace=2.0,
             params=resolve_params(workflow, params or {}),
             on_events=on_events,
+            lease_ttl=lease_ttl,
         )
-        executor = RayExecutor(self.lake, max_workers)
+        leases = None
+        if lease_ttl is not None:  # workers renew leases in this harness's database
+            settings = KlawSettings(metadata_url=f"sqlite:///{self.metadata.path}")
+            leases = LeaseKeeper(MetadataFactory(settings), lease_ttl)
+        executor = RayExecutor(self.lake, max_workers, leases=leases)
         plan = make_plan(build_graph(workflow))
         return Runner(plan, record, executor=executor, metadata=self.metadata, options=options)
 
@@ -362,3 +386,36 @@ def test_the_orchestrator_runs_on_ray_by_name(h: Harness, tmp_path: Path) -> Non
         assert orch.read_asset("summary").to_pylist() == [{"total": 90}]
     finally:
         orch.close()
+
+
+def test_a_ray_worker_stopped_past_its_lease_is_fenced(h: Harness, tmp_path: Path) -> None:
+    """SIGSTOP the Ray worker running an attempt: its lease runs out, a new attempt runs on
+    another worker, and when the stopped one is woken nothing it produced is kept."""
+    runner = h.runner(stopping, {"scratch": str(tmp_path)}, lease_ttl=3.0)
+    done: queue.SimpleQueue[RunRecord] = queue.SimpleQueue()
+    thread = threading.Thread(target=lambda: done.put(runner.execute()), daemon=True)
+    thread.start()
+    pid_file = tmp_path / "stoppable.pid"
+    deadline = time.monotonic() + 60
+    while not pid_file.exists():
+        assert time.monotonic() < deadline, "the stage did not start"
+        time.sleep(0.02)
+    worker = int(pid_file.read_text())
+    os.kill(worker, signal.SIGSTOP)
+    try:
+        deadline = time.monotonic() + 60
+        while StageState.FAILED not in {
+            a.state for a in h.metadata.list_attempts(runner.run.run_id)
+        }:
+            assert time.monotonic() < deadline, "the lease did not expire"
+            time.sleep(0.05)
+        (tmp_path / "go").touch()
+    finally:
+        os.kill(worker, signal.SIGCONT)
+    run = done.get(timeout=120)
+    assert run.state is RunState.SUCCEEDED
+    attempts = {a.attempt: a for a in h.metadata.list_attempts(run.run_id)}
+    assert attempts[1].state is StageState.FAILED and "lease expired" in (attempts[1].error or "")
+    assert attempts[2].state is StageState.SUCCEEDED
+    assert [s.attempt for s in h.lake().snapshots("stoppable")] == [2]
+    assert h.lake().read("stoppable").to_pylist() == [{"first": False}]

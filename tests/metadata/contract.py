@@ -14,21 +14,29 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from klaw.errors import MetadataError, RunConflictError, RunNotFoundError
+from klaw.errors import MetadataError, RunConflictError, RunNotFoundError, ScheduleNotFoundError
 from klaw.metadata.records import (
     AttemptRecord,
     Batch,
     EventRecord,
+    Lease,
     LogRecord,
     MetricRecord,
     RunFilter,
     RunRecord,
+    ScheduleDefinition,
 )
-from klaw.metadata.store import MetadataReader, MetadataWriter, MetricsReader
+from klaw.metadata.store import (
+    LeaseStore,
+    MetadataReader,
+    MetadataWriter,
+    MetricsReader,
+    ScheduleStore,
+)
 from klaw.states import RunState, StageState
 
 
-class Store(MetadataWriter, MetadataReader, MetricsReader, Protocol):
+class Store(MetadataWriter, MetadataReader, LeaseStore, MetricsReader, ScheduleStore, Protocol):
     """Everything a full metadata backend offers."""
 
 
@@ -560,6 +568,77 @@ class MetadataStoreContract:
             store.create_run(make_run(workflow=wf), max_active=1)
         assert store.get_run(remote.run_id).state is RunState.RUNNING
 
+    # -- leases ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _running(store: Store, run: RunRecord, stage: str, token: str, lease: float) -> Lease:
+        store.commit(
+            Batch(
+                attempts=[
+                    AttemptRecord(
+                        run_id=run.run_id,
+                        stage=stage,
+                        attempt=1,
+                        state=StageState.RUNNING,
+                        token=token,
+                        lease_expires_at=lease,
+                    )
+                ]
+            )
+        )
+        return Lease(run.run_id, stage, 1, token)
+
+    def test_renewal_extends_a_live_lease_and_fences_a_stale_one(self, store: Store) -> None:
+        run = make_run(state=RunState.RUNNING)
+        store.create_run(run)
+        live = self._running(store, run, "a", "tok-a", 100.0)
+        stale = Lease(run.run_id, "a", 1, "old-token")
+        unknown = Lease(run.run_id, "not-yet-recorded", 1, "t")  # its write is on its way
+        assert store.renew_leases([live, stale, unknown], 500.0) == [stale]
+        [attempt] = store.list_attempts(run.run_id)
+        assert attempt.lease_expires_at == 500.0
+
+    def test_expiry_ends_only_lapsed_attempts_and_fences_them(self, store: Store) -> None:
+        run = make_run(state=RunState.RUNNING)
+        store.create_run(run)
+        lapsed = self._running(store, run, "a", "tok-a", 100.0)
+        live = self._running(store, run, "b", "tok-b", 300.0)
+        [ended] = store.expire_leases(run.run_id, 200.0, "lease expired")
+        assert (ended.stage, ended.state, ended.error) == ("a", StageState.FAILED, "lease expired")
+        assert ended.ended_at == 200.0
+        assert store.expire_leases(run.run_id, 200.0, "again") == []
+        # the lapsed attempt is fenced: its renewals are refused and its late writes dropped
+        assert store.renew_leases([lapsed, live], 900.0) == [lapsed]
+        late = AttemptRecord(
+            run_id=run.run_id, stage="a", attempt=1, state=StageState.SUCCEEDED, token="tok-a"
+        )
+        store.commit(Batch(attempts=[late]))
+        states = {a.stage: a.state for a in store.list_attempts(run.run_id)}
+        assert states == {"a": StageState.FAILED, "b": StageState.RUNNING}
+
+    def test_adopt_run_takes_over_once_and_fences_unfinished_attempts(self, store: Store) -> None:
+        old = (socket.gethostname(), dead_pid())
+        run = make_run(state=RunState.RUNNING, owner_host=old[0], owner_pid=old[1])
+        store.create_run(run)
+        done = AttemptRecord(
+            run_id=run.run_id, stage="a", attempt=1, state=StageState.SUCCEEDED, token="t1"
+        )
+        store.commit(Batch(attempts=[done]))
+        lease = self._running(store, run, "b", "t2", 1e12)
+        me = (socket.gethostname(), os.getpid())
+        fenced = store.adopt_run(run.run_id, old, me, "owner died")
+        assert fenced is not None
+        assert [(a.stage, a.state, a.error) for a in fenced] == [
+            ("b", StageState.FAILED, "owner died")
+        ]
+        assert store.adopt_run(run.run_id, old, (old[0], 1), "again") is None  # taken already
+        taken = store.get_run(run.run_id)
+        assert (taken.owner_host, taken.owner_pid) == me
+        assert store.renew_leases([lease], 2e12) == [lease]
+        finished = make_run(state=RunState.SUCCEEDED, owner_host=old[0], owner_pid=old[1])
+        store.create_run(finished)
+        assert store.adopt_run(finished.run_id, old, me, "x") is None  # not active
+
     # -- cancel ----------------------------------------------------------------------------
 
     def test_request_cancel_appends_event_and_returns_run(self, store: Store) -> None:
@@ -578,3 +657,114 @@ class MetadataStoreContract:
     def test_request_cancel_unknown_run(self, store: Store) -> None:
         with pytest.raises(RunNotFoundError, match="no-such-run-abc"):
             store.request_cancel("no-such-run-abc")
+
+    # -- schedules -------------------------------------------------------------------------
+
+    def test_synced_schedules_round_trip(self, store: Store) -> None:
+        nightly = sched("nightly", cron="0 3 * * *", timezone="Europe/Paris", catch_up="all")
+        store.sync_schedules([sched("hourly"), nightly], now=100.0)
+        listed = store.list_schedules()
+        assert [s.name for s in listed] == ["hourly", "nightly"]
+        got = listed[1]
+        assert (got.workflow, got.cron, got.timezone, got.catch_up) == (
+            "nightly",
+            "0 3 * * *",
+            "Europe/Paris",
+            "all",
+        )
+        assert got.paused is False and (got.created_at, got.updated_at) == (100.0, 100.0)
+        assert got.paused_at is None and got.resumed_at is None
+        assert (got.last_tick, got.last_tick_at, got.last_run_id, got.last_error) == (
+            None,
+            None,
+            None,
+            None,
+        )
+        store.sync_schedules([], now=200.0)  # nothing to sync: nothing changes
+        assert store.list_schedules() == listed
+
+    def test_a_tick_is_claimed_once(self, store: Store) -> None:
+        store.sync_schedules([sched("hourly")], now=1.0)
+        tick = "2026-05-01T01:00:00Z"
+        assert store.claim_tick("hourly", tick, now=2.0, owner="host-a:1") is True
+        assert store.claim_tick("hourly", tick, now=2.5, owner="host-b:2") is False
+        assert store.claim_tick("hourly", tick, now=3.0, owner="host-a:1") is False
+        assert store.claim_tick("hourly", "2026-05-01T02:00:00Z", now=4.0) is True
+        assert store.claim_tick("no-such-schedule", tick, now=4.0) is False
+
+    def test_finish_tick_records_the_run_or_the_error(self, store: Store) -> None:
+        store.sync_schedules([sched("a"), sched("b")], now=1.0)
+        assert store.claim_tick("a", "2026-05-01T01:00:00Z", now=2.0)
+        store.finish_tick("a", "2026-05-01T01:00:00Z", run_id="run-1")
+        assert store.claim_tick("b", "2026-05-01T01:00:00Z", now=3.0)
+        store.finish_tick("b", "2026-05-01T01:00:00Z", error="RunConflictError: busy")
+        a, b = store.list_schedules()
+        assert (a.last_tick, a.last_tick_at, a.last_run_id, a.last_error) == (
+            "2026-05-01T01:00:00Z",
+            2.0,
+            "run-1",
+            None,
+        )
+        assert (b.last_run_id, b.last_error) == (None, "RunConflictError: busy")
+
+    def test_last_tick_is_the_newest_tick_not_the_latest_claim(self, store: Store) -> None:
+        store.sync_schedules([sched("a")], now=1.0)
+        for tick in ("2026-05-01T10:00:00Z", "2026-05-02T09:00:00Z", "2026-05-01T23:00:00Z"):
+            assert store.claim_tick("a", tick, now=2.0)
+        [a] = store.list_schedules()
+        assert a.last_tick == "2026-05-02T09:00:00Z"
+
+    def test_pause_refuses_claims_and_survives_a_resync(self, store: Store) -> None:
+        store.sync_schedules([sched("a")], now=1.0)
+        paused = store.set_paused("a", True, now=5.0)
+        assert paused.paused is True and paused.paused_at == 5.0
+        assert store.claim_tick("a", "2026-05-01T01:00:00Z", now=6.0) is False
+        store.sync_schedules([sched("a", cron="*/5 * * * *", catch_up="none")], now=7.0)
+        [a] = store.list_schedules()
+        assert a.paused is True and a.paused_at == 5.0 and a.cron == "*/5 * * * *"
+        resumed = store.set_paused("a", False, now=9.0)
+        assert resumed.paused is False and resumed.resumed_at == 9.0
+        assert store.claim_tick("a", "2026-05-01T01:00:00Z", now=10.0) is True
+
+    def test_pause_and_resume_twice_keep_the_first_time(self, store: Store) -> None:
+        store.sync_schedules([sched("a")], now=1.0)
+        store.set_paused("a", True, now=2.0)
+        assert store.set_paused("a", True, now=3.0).paused_at == 2.0
+        store.set_paused("a", False, now=4.0)
+        again = store.set_paused("a", False, now=5.0)
+        assert again.paused is False and again.resumed_at == 4.0
+
+    def test_resync_moves_updated_at_only_when_the_ticks_change(self, store: Store) -> None:
+        store.sync_schedules([sched("a"), sched("b")], now=1.0)
+        store.sync_schedules([sched("a", catch_up="all")], now=2.0)  # policy only; b not given
+        a, b = store.list_schedules()
+        assert (a.catch_up, a.created_at, a.updated_at) == ("all", 1.0, 1.0)
+        assert (b.catch_up, b.updated_at) == ("latest", 1.0)  # left alone
+        for changed in (
+            sched("a", cron="0 4 * * *"),
+            sched("a", cron="0 4 * * *", timezone="Asia/Tokyo"),
+            sched("a", cron="0 4 * * *", timezone="Asia/Tokyo", workflow="other"),
+        ):
+            now = store.list_schedules()[0].updated_at + 1.0
+            store.sync_schedules([changed], now=now)
+            got = store.list_schedules()[0]
+            assert (got.cron, got.timezone, got.workflow) == (
+                changed.cron,
+                changed.timezone,
+                changed.workflow,
+            )
+            assert (got.created_at, got.updated_at) == (1.0, now)
+
+    def test_pausing_an_unknown_schedule_names_it_and_close_names(self, store: Store) -> None:
+        store.sync_schedules([sched("nightly"), sched("hourly")], now=1.0)
+        with pytest.raises(ScheduleNotFoundError) as info:
+            store.set_paused("nightley", True, now=2.0)
+        assert "'nightley'" in info.value.message and "'nightly'" in info.value.message
+        assert info.value.hint
+        assert [s.paused for s in store.list_schedules()] == [False, False]
+
+
+def sched(name: str, **fields: str) -> ScheduleDefinition:
+    """A schedule definition named ``name`` (its workflow too, unless given), hourly in UTC."""
+    values = {"name": name, "workflow": name, "cron": "0 * * * *"} | fields
+    return ScheduleDefinition(**values)

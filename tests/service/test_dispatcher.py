@@ -48,6 +48,9 @@ EVERY_COMMAND: list[c.Command] = [
     c.ValidateWorkflows(workflows=("a", "b")),
     c.ListAssets(),
     c.ListSnapshots(key="orders"),
+    c.ListSchedules(),
+    c.PauseSchedule(name="nightly"),
+    c.ResumeSchedule(name="nightly"),
 ]
 
 
@@ -371,3 +374,137 @@ def test_submit_without_wait_refuses_bad_input_before_recording(served: Served) 
     after = served.send(c.ListRuns(limit=100))
     assert isinstance(before, c.RunsReply) and isinstance(after, c.RunsReply)
     assert len(after.runs) == len(before.runs)
+
+
+# -- schedules -------------------------------------------------------------------------------
+SCHEDULED_FLOWS = """
+import klaw
+
+
+@klaw.stage
+def noop() -> int:
+    return 1
+
+
+nightly = klaw.workflow(
+    "nightly", [noop], schedule="0 3 * * *", timezone="Europe/Paris", catch_up="all"
+)
+adhoc = klaw.workflow("adhoc", [noop])
+"""
+
+
+@pytest.fixture
+def scheduled(tmp_path: Path) -> Iterator[Served]:
+    """A project with a Python schedule, a folder (config.yaml) schedule and an unscheduled
+    workflow, driven through bytes. ``run`` is unused here."""
+    (tmp_path / "klaw.toml").write_text('[project]\nname = "sproj"\nmodules = ["sflows.py"]\n')
+    (tmp_path / "sflows.py").write_text(SCHEDULED_FLOWS)
+    folder = tmp_path / "workflows" / "usage"
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text("engine: python\nschedule: '*/15 * * * *'\n")
+    (folder / "workflow.py").write_text(
+        "import klaw\n\n\n@klaw.stage\ndef count() -> int:\n    return 2\n"
+    )
+    orchestrator = Orchestrator.open(tmp_path)
+    try:
+        yield Served(Dispatcher(orchestrator), None)
+    finally:
+        orchestrator.shutdown()
+        orchestrator.close()
+
+
+def _schedules(served: Served) -> dict[str, c.ScheduleInfo]:
+    reply = served.send(c.ListSchedules())
+    assert isinstance(reply, c.SchedulesReply), reply
+    return {info.name: info for info in reply.schedules}
+
+
+def test_list_schedules_shows_definitions_state_and_next_tick(scheduled: Served) -> None:
+    import time
+
+    from klaw.authoring.cron import parse_tick_key
+
+    listed = _schedules(scheduled)
+    assert list(listed) == ["nightly", "usage"]  # adhoc has no schedule
+    nightly, usage = listed["nightly"], listed["usage"]
+    assert (nightly.workflow, nightly.cron, nightly.timezone, nightly.catch_up) == (
+        "nightly",
+        "0 3 * * *",
+        "Europe/Paris",
+        "all",
+    )
+    assert (usage.cron, usage.timezone, usage.catch_up) == ("*/15 * * * *", "UTC", "latest")
+    for info in (nightly, usage):
+        assert info.paused is False and info.paused_at is None
+        assert (info.last_tick, info.last_run_id, info.last_run_state, info.last_error) == (
+            None,
+            None,
+            None,
+            None,
+        )
+        assert info.next_tick is not None
+        assert parse_tick_key(info.next_tick).timestamp() > time.time() - 1
+    assert parse_tick_key(usage.next_tick or "").minute % 15 == 0
+
+
+def test_pause_and_resume_by_command(scheduled: Served) -> None:
+    paused = scheduled.send(c.PauseSchedule(name="nightly"))
+    assert isinstance(paused, c.ScheduleReply), paused
+    assert paused.schedule.paused and paused.schedule.next_tick is None
+    assert paused.schedule.paused_at is not None
+    listed = _schedules(scheduled)
+    assert listed["nightly"].paused and not listed["usage"].paused
+    again = scheduled.send(c.PauseSchedule(name="nightly"))  # idempotent
+    assert isinstance(again, c.ScheduleReply)
+    assert again.schedule.paused_at == paused.schedule.paused_at
+
+    resumed = scheduled.send(c.ResumeSchedule(name="nightly"))
+    assert isinstance(resumed, c.ScheduleReply), resumed
+    assert not resumed.schedule.paused and resumed.schedule.next_tick is not None
+    assert not _schedules(scheduled)["nightly"].paused
+
+
+def test_list_schedules_shows_the_last_tick_and_its_run(scheduled: Served) -> None:
+    submitted = scheduled.send(c.SubmitRun(workflow="usage"))
+    assert isinstance(submitted, c.RunReply), submitted
+    store = scheduled.dispatcher.orchestrator.metadata
+    scheduled.send(c.PauseSchedule(name="usage"))  # syncs the definitions to the store
+    scheduled.send(c.ResumeSchedule(name="usage"))
+    assert store.claim_tick("usage", "2026-05-01T10:15:00Z", now=1.0)
+    store.finish_tick("usage", "2026-05-01T10:15:00Z", run_id=submitted.run.run_id)
+    assert store.claim_tick("nightly", "2026-05-01T01:00:00Z", now=1.0)
+    store.finish_tick("nightly", "2026-05-01T01:00:00Z", error="RunConflictError: busy")
+    listed = _schedules(scheduled)
+    usage, nightly = listed["usage"], listed["nightly"]
+    assert (usage.last_tick, usage.last_run_id, usage.last_run_state, usage.last_error) == (
+        "2026-05-01T10:15:00Z",
+        submitted.run.run_id,
+        RunState.SUCCEEDED,
+        None,
+    )
+    assert (nightly.last_run_id, nightly.last_error) == (None, "RunConflictError: busy")
+
+
+@pytest.mark.parametrize(
+    ("cmd", "names"),
+    [
+        (c.PauseSchedule(name="nightlly"), ["'nightlly'", "did you mean 'nightly'"]),
+        (c.ResumeSchedule(name="usag"), ["'usag'", "did you mean 'usage'"]),
+        (c.PauseSchedule(name="zzz"), ["'zzz'", "schedules: nightly, usage"]),
+        (c.PauseSchedule(name="adhoc"), ["Workflow 'adhoc'", "has no schedule"]),
+    ],
+)
+def test_unknown_schedule_is_named_with_close_names(
+    scheduled: Served, cmd: c.Command, names: list[str]
+) -> None:
+    reply = scheduled.error(cmd)
+    assert reply.code == "ScheduleNotFoundError"
+    for name in names:
+        assert name in reply.message
+    assert reply.hint
+
+
+def test_schedule_commands_need_a_name() -> None:
+    with pytest.raises(c.InvalidCommandError) as info:
+        c.decode(raw({"type": "PauseSchedule"}))
+    assert (info.value.command, info.value.field) == ("PauseSchedule", "name")

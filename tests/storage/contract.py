@@ -276,7 +276,7 @@ class AssetStoreContract:
             thread.start()
         for thread in threads:
             thread.join(timeout=90)
-        assert errors == []
+        assert errors == [], [f"{type(e).__name__}: {e}" for e in errors]
         all_ids = [s for ids in snapshots.values() for s in ids]
         assert len(all_ids) == len(set(all_ids)) == 4 * per_thread
         for key in keys:

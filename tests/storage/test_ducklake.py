@@ -20,6 +20,7 @@ from klaw.errors import AssetNotFoundError, StorageError
 from klaw.storage import ducklake
 from klaw.storage.ducklake import DuckLakeAssetStore
 
+from .conftest import Lake
 from .contract import AssetStoreContract, commit, ints
 
 
@@ -190,23 +191,6 @@ def test_a_query_needing_an_unloaded_extension_is_refused_not_downloaded(
     assert "pip install duckdb-extension-httpfs==" in str(error)
 
 
-def test_missing_extension_package_is_named(tmp_path: Path) -> None:
-    with pytest.raises(StorageError, match="duckdb-extension-no-such-thing"):
-        ducklake._extension_file("no_such_thing")
-
-
-def test_catalog_strings() -> None:
-    attach, extension, options = ducklake._catalog_attach("postgres:dbname=klaw host=db")
-    assert (attach, extension, options) == (
-        "ducklake:postgres:dbname=klaw host=db",
-        "postgres_scanner",
-        [],
-    )
-    attach, extension, _ = ducklake._catalog_attach("sqlite:relative/lake.sqlite")
-    assert attach == f"ducklake:sqlite:{Path('relative/lake.sqlite').resolve()}"
-    assert extension == "sqlite_scanner"
-
-
 def test_unsupported_data_path_scheme(tmp_path: Path) -> None:
     store = DuckLakeAssetStore(tmp_path / "lake.sqlite", "ftp://host/lake")
     with pytest.raises(StorageError, match="ftp://"):
@@ -233,32 +217,34 @@ _CHILD = textwrap.dedent(
 )
 
 
-def test_two_processes_commit_to_one_catalog(tmp_path: Path) -> None:
-    catalog, data = tmp_path / "lake.sqlite", tmp_path / "lake"
+def test_two_processes_commit_to_one_catalog(lake_place: Lake) -> None:
+    catalog, data = lake_place.catalog, lake_place.data
     count = 8
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     parent = DuckLakeAssetStore(catalog, data)  # open before the children, so it must refresh
-    before = commit(parent, "parent", ints(1))
-    children = [
-        subprocess.Popen(
-            [sys.executable, "-c", _CHILD, str(catalog), str(data), key, str(count)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        for key in ("left", "right")
-    ]
-    results = [child.communicate(timeout=100) for child in children]
-    for child, (_, err) in zip(children, results, strict=True):
-        assert child.returncode == 0, err
-    ids = [int(i) for out, _ in results for i in out.split()]
-    assert len(ids) == len(set(ids)) == 4 * count
+    try:
+        before = commit(parent, "parent", ints(1))
+        children = [
+            subprocess.Popen(
+                [sys.executable, "-c", _CHILD, str(catalog), str(data), key, str(count)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+            )
+            for key in ("left", "right")
+        ]
+        results = [child.communicate(timeout=100) for child in children]
+        for child, (_, err) in zip(children, results, strict=True):
+            assert child.returncode == 0, err
+        ids = [int(i) for out, _ in results for i in out.split()]
+        assert len(ids) == len(set(ids)) == 4 * count
 
-    assert parent.read("shared").num_rows == count
-    after = commit(parent, "parent", ints(2))
-    assert after > max(ids) > min(ids) > before
-    parent.close()
+        assert parent.read("shared").num_rows == count
+        after = commit(parent, "parent", ints(2))
+        assert after > max(ids) > min(ids) > before
+    finally:
+        parent.close()
     with DuckLakeAssetStore(catalog, data) as store:
         assert [a.key for a in store.assets()] == ["left", "parent", "right", "shared"]
         for key in ("left", "right"):

@@ -12,7 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
 from klaw.errors import ConfigError
 
@@ -37,7 +38,19 @@ class FolderConfig(BaseModel):
         description="Engine of workflow.sql (duckdb, datafusion); polars or python for "
         "workflow.py.",
     )
-    schedule: str | None = Field(None, description="Cron expression, e.g. '0 3 * * *'.")
+    schedule: str | None = Field(
+        None,
+        description="Cron expression (five fields: minute hour day-of-month month day-of-week), "
+        "e.g. '0 3 * * *'; read in `timezone`. The trigger service of `klaw server` fires it.",
+    )
+    timezone: str = Field(
+        "UTC", description="IANA time zone the schedule is read in, e.g. 'Europe/Paris'."
+    )
+    catch_up: Literal["none", "latest", "all"] = Field(
+        "latest",
+        description="Ticks missed while no trigger service ran: none (drop them), latest (run "
+        "the most recent one), all (run each, at most 100).",
+    )
     retries: int = Field(0, ge=0, description="Retries of each stage that sets none itself.")
     retry_delay: float = Field(1.0, ge=0, description="Seconds before the first retry.")
     timeout: float | None = Field(None, gt=0, description="Seconds each stage may run.")
@@ -58,6 +71,34 @@ class FolderConfig(BaseModel):
     kind: Literal["asset", "stage"] = Field(
         "asset", description="Whether SQL statements are stored as assets or handed on."
     )
+
+    @field_validator("schedule")
+    @classmethod
+    def _check_schedule(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        from klaw.authoring.schedule import check_cron
+
+        return _schedule_check(check_cron, info, value)
+
+    @field_validator("timezone")
+    @classmethod
+    def _check_timezone(cls, value: str, info: ValidationInfo) -> str:
+        from klaw.authoring.schedule import check_timezone
+
+        return _schedule_check(check_timezone, info, value)
+
+
+def _schedule_check(check: Any, info: ValidationInfo, value: str) -> str:
+    """Run a schedule check of ``klaw.authoring.schedule``; its error as a pydantic error, so
+    the message gets the file and line of the key."""
+    workflow = (info.context or {}).get("workflow", "?")
+    try:
+        checked: str = check(workflow, value)
+    except ConfigError as exc:
+        detail = f"{exc.message} ({exc.hint})" if exc.hint else exc.message
+        raise PydanticCustomError("schedule", detail) from None
+    return checked
 
 
 def config_schema() -> dict[str, Any]:
@@ -93,7 +134,7 @@ def load_config(path: Path) -> FolderConfig:
             hint="See `klaw schema --config` for what config.yaml may hold.",
         )
     try:
-        return FolderConfig.model_validate(data)
+        return FolderConfig.model_validate(data, context={"workflow": path.parent.name})
     except ValidationError as exc:
         raise ConfigError(_describe(path, text, exc), hint=_hint(exc)) from None
 

@@ -13,6 +13,7 @@ from klaw.cli.output import Format
 from klaw.errors import KlawError
 
 if TYPE_CHECKING:
+    from klaw.cli.backend import Backend
     from klaw.service.orchestrator import Orchestrator
 
 app = typer.Typer(
@@ -38,7 +39,9 @@ class CliState:
     project: Path | None = None
     debug: bool = False
     log_level: str | None = None
+    server: str | None = None  # --server / KLAW_SERVER: send commands to this Klaw server
     _orchestrator: Orchestrator | None = field(default=None, repr=False)
+    _backend: Backend | None = field(default=None, repr=False)
 
     def orchestrator(self, **flags: Any) -> Orchestrator:
         if self._orchestrator is None:
@@ -46,6 +49,14 @@ class CliState:
 
             self._orchestrator = Orchestrator.open(self.project, log_level=self.log_level, **flags)
         return self._orchestrator
+
+    def backend(self) -> Backend:
+        """Where typed commands go: the local project, or the server of ``--server``."""
+        if self._backend is None:
+            from klaw.cli.backend import open_backend
+
+            self._backend = open_backend(self.server, self.orchestrator)
+        return self._backend
 
 
 STATE = CliState()
@@ -70,12 +81,29 @@ def _global(
     log_level: Annotated[
         str | None, typer.Option("--log-level", help="Level of Klaw's own logs (stderr).")
     ] = None,
+    server: Annotated[
+        str | None,
+        typer.Option(
+            "--server",
+            help="Send commands to this Klaw server (grpc://host:port); token from KLAW_TOKEN.",
+            envvar="KLAW_SERVER",
+            show_envvar=True,
+        ),
+    ] = None,
 ) -> None:
     STATE.project, STATE.debug, STATE.log_level = project, debug, log_level
+    STATE.server = server or None
 
 
 def run_app() -> None:
-    from klaw.cli import assets, db, definitions, runs  # noqa: F401  (register commands)
+    from klaw.cli import (  # noqa: F401  (register commands)
+        assets,
+        db,
+        definitions,
+        runs,
+        schedules,
+        server,
+    )
 
     try:
         code = app(standalone_mode=False)  # returns the code of `raise typer.Exit(n)`
@@ -99,6 +127,8 @@ def run_app() -> None:
             sys.exit(exc.exit_code)
         raise
     finally:
+        if STATE._backend is not None:
+            STATE._backend.close()
         if STATE._orchestrator is not None:
             STATE._orchestrator.close()
 

@@ -1,4 +1,5 @@
-"""Commands about assets: list, show."""
+"""Commands about assets: list, show. Each goes through the backend: the local project, or the
+server of ``--server`` (rows are read with Flight ``DoGet`` there)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,16 @@ from typing import Annotated
 import typer
 
 from klaw.cli.app import STATE, OutputOpt, assets_app
+from klaw.cli.backend import ask
 from klaw.cli.output import Format, console, emit_json, table, when
 
 
 @assets_app.command("list")
 def assets_list(output: OutputOpt = Format.TABLE) -> None:
     """List every asset in the lake with its latest snapshot."""
-    orch = STATE.orchestrator()
-    infos = orch.assets()
+    from klaw.service.commands import AssetsReply, ListAssets
+
+    infos = ask(STATE.backend(), ListAssets(), AssetsReply).assets
     if output is Format.JSON:
         emit_json(infos)
         return
@@ -38,9 +41,11 @@ def assets_show(
     output: OutputOpt = Format.TABLE,
 ) -> None:
     """Show an asset: its snapshots, schema and the first rows of one snapshot."""
-    orch = STATE.orchestrator()
-    snaps = orch.snapshots(key)
-    head = orch.read_asset(key, snapshot, limit)
+    from klaw.service.commands import ListSnapshots, SnapshotsReply
+
+    backend = STATE.backend()
+    snaps = ask(backend, ListSnapshots(key=key), SnapshotsReply).snapshots
+    head = backend.read_asset(key, snapshot, limit)
     chosen = snapshot if snapshot is not None else (snaps[-1].snapshot if snaps else None)
     total = next((s.rows for s in snaps if s.snapshot == chosen), head.num_rows)
     if output is Format.JSON:

@@ -1,4 +1,5 @@
-"""Commands about the metadata database: upgrade, prune."""
+"""Commands about the metadata database: upgrade, prune. They act on the database of the project
+on this machine, so they refuse to run with ``--server`` / ``KLAW_SERVER``."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Annotated
 import typer
 
 from klaw.cli.app import STATE, OutputOpt, db_app
+from klaw.cli.backend import refuse_remote
 from klaw.cli.output import Format, console, emit_json
 from klaw.errors import ConfigError, MetadataError
 
@@ -30,6 +32,7 @@ def upgrade(output: OutputOpt = Format.TABLE) -> None:
     """Create or upgrade the metadata schema (run before starting a new version)."""
     from klaw.service.wiring import open_metadata
 
+    refuse_remote(STATE.server, "klaw db upgrade")
     orch = STATE.orchestrator()
     store = open_metadata(orch.settings, upgrade=False)
     try:
@@ -50,6 +53,7 @@ def prune(
     output: OutputOpt = Format.TABLE,
 ) -> None:
     """Delete events and metrics older than an age (runs, attempts and logs stay)."""
+    refuse_remote(STATE.server, "klaw db prune")
     seconds = parse_duration(older_than)
     orch = STATE.orchestrator()
     store = orch.metadata

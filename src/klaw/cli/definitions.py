@@ -1,4 +1,7 @@
-"""Commands about definitions: init, workflows list, validate, plan, schema."""
+"""Commands about definitions: init, workflows list, validate, plan, schema.
+
+``workflows list``, ``validate`` and ``plan`` go through the backend (local or ``--server``);
+``init`` and ``schema`` act on this machine's files and project."""
 
 from __future__ import annotations
 
@@ -8,8 +11,8 @@ from typing import Annotated, Any
 import typer
 
 from klaw.cli.app import STATE, OutputOpt, app, workflows_app
+from klaw.cli.backend import ask, local_only
 from klaw.cli.output import Format, console, emit_json, table
-from klaw.errors import GraphError
 
 
 @app.command()
@@ -23,6 +26,8 @@ def init(
     """Create a working project: klaw.toml, an example workflow and a test."""
     from klaw.cli.scaffold import scaffold
 
+    local_only(STATE.server, "klaw init")
+
     written, workflow = scaffold(directory, name, template)
     out = console()
     for path in written:
@@ -33,25 +38,27 @@ def init(
 @workflows_app.command("list")
 def workflows_list(output: OutputOpt = Format.TABLE) -> None:
     """List the project's workflows."""
-    orch = STATE.orchestrator()
-    rows = []
-    for name, wf in sorted(orch.workflows.items()):
-        assets = sum(1 for s in wf.stages if s.asset_key)
-        rows.append(
-            {
-                "name": name,
-                "stages": len(wf.stages),
-                "assets": assets,
-                "schedule": wf.schedule,
-                "module": wf.source,
-                "description": wf.description,
-            }
-        )
+    from klaw.service.commands import ListWorkflows, Ping, PongReply, WorkflowsReply
+
+    backend = STATE.backend()
+    infos = ask(backend, ListWorkflows(), WorkflowsReply).workflows
+    rows = [
+        {
+            "name": wf.name,
+            "stages": len(wf.stages),
+            "assets": len(wf.assets),
+            "schedule": wf.schedule,
+            "module": wf.source,
+            "description": wf.description,
+        }
+        for wf in infos
+    ]
     if output is Format.JSON:
         emit_json(rows)
         return
+    project = ask(backend, Ping(), PongReply).project
     table(
-        f"Workflows of {orch.project.name}",
+        f"Workflows of {project}",
         ["name", "stages", "assets", "schedule", "module"],
         [[r["name"], r["stages"], r["assets"], r["schedule"] or "-", r["module"]] for r in rows],
     )
@@ -63,30 +70,25 @@ def validate(
     output: OutputOpt = Format.TABLE,
 ) -> None:
     """Check workflows for cycles, unknown dependencies, duplicate names and bad params."""
-    orch = STATE.orchestrator()
-    results = orch.validate(workflows)
-    bad = {n: e for n, e in results.items() if e is not None}
+    from klaw.service.commands import ValidateReply, ValidateWorkflows
+
+    cmd = ValidateWorkflows(workflows=tuple(workflows or ()))
+    results = ask(STATE.backend(), cmd, ValidateReply).results
     if output is Format.JSON:
         emit_json(
-            [
-                {
-                    "workflow": n,
-                    "ok": e is None,
-                    "problems": (e.problems if isinstance(e, GraphError) else [e.message])
-                    if e
-                    else [],
-                }
-                for n, e in results.items()
-            ]
+            [{"workflow": r.workflow, "ok": r.ok, "problems": list(r.problems)} for r in results]
         )
     else:
         out = console()
-        for name, error in results.items():
-            if error is None:
-                out.print(f"[green]ok[/green]      {name}")
+        for r in results:
+            if r.error is None:
+                out.print(f"[green]ok[/green]      {r.workflow}")
             else:
-                out.print(f"[red]invalid[/red] {name}: {error}", highlight=False)
-    if bad:
+                hint = f"\n  hint: {r.error.hint}" if r.error.hint else ""
+                out.print(
+                    f"[red]invalid[/red] {r.workflow}: {r.error.message}{hint}", highlight=False
+                )
+    if any(not r.ok for r in results):
         raise typer.Exit(2)
 
 
@@ -97,23 +99,23 @@ def plan(
     output: OutputOpt = Format.TABLE,
 ) -> None:
     """Show what a run would do, in what order, without running anything."""
-    orch = STATE.orchestrator()
-    the_plan = orch.plan(workflow, select)
-    stages = the_plan.graph.stages
+    from klaw.service.commands import PlannedStage, PlanReply, PlanWorkflow
+
+    the_plan = ask(STATE.backend(), PlanWorkflow(workflow=workflow, selection=select), PlanReply)
     rows: list[dict[str, Any]] = []
     for level, names in enumerate(the_plan.levels):
         for name in names:
-            s = stages[name]
+            s = the_plan.details.get(name) or PlannedStage(kind="-")
             rows.append(
                 {
                     "level": level,
                     "stage": name,
-                    "kind": s.kind.value,
-                    "upstream": list(the_plan.upstream[name]),
+                    "kind": s.kind,
+                    "upstream": list(the_plan.upstream.get(name, ())),
                     "reads_latest": list(the_plan.external.get(name, ())),
-                    "retries": s.retry.retries,
+                    "retries": s.retries,
                     "timeout": s.timeout,
-                    "tags": sorted(s.tags),
+                    "tags": list(s.tags),
                 }
             )
     if output is Format.JSON:
@@ -143,7 +145,9 @@ def schema(
         bool, typer.Option("--config", help="The JSON Schema of a folder's config.yaml.")
     ] = False,
 ) -> None:
-    """Print the JSON Schema of a workflow's params (or of config.yaml with --config)."""
+    """Print the JSON Schema of a workflow's params (or of config.yaml with --config).
+
+    Reads the project on this machine, even with --server."""
     if config:
         from klaw.authoring.config import config_schema
 
@@ -155,5 +159,6 @@ def schema(
         raise SelectionError("Name a workflow, or pass --config.", hint="klaw schema WORKFLOW")
     from klaw.authoring.params import params_schema
 
+    local_only(STATE.server, "klaw schema")
     orch = STATE.orchestrator()
     emit_json(params_schema(orch.workflow(workflow)))

@@ -1,5 +1,6 @@
 """The live display of ``klaw run``: a progress bar over the plan's stages, the stages running
-now, and a line for each stage that fails. Fed by the runner after each durable write."""
+now, and a line for each stage that fails. Fed by the runner after each durable write (a local
+run) or by the events a server returns (a run followed with ``--server``)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ from rich.text import Text
 from klaw.states import StageState
 
 if TYPE_CHECKING:
-    from klaw.graph.plan import Plan
     from klaw.metadata.records import EventRecord, RunRecord
 
 _DONE = {s.value for s in StageState if s.terminal}
@@ -35,12 +35,11 @@ class RunProgress:
         self.running: dict[str, int] = {}
         self.states: dict[str, str] = {}
 
-    def start(self, run: RunRecord, plan: Plan) -> None:
+    def start(self, run: RunRecord, stages: int) -> None:
         self.console.print(
-            f"run [bold]{run.run_id}[/bold] of [bold]{run.workflow}[/bold]: "
-            f"{len(plan.stages)} stage(s)"
+            f"run [bold]{run.run_id}[/bold] of [bold]{run.workflow}[/bold]: {stages} stage(s)"
         )
-        self.task = self.progress.add_task(run.workflow, total=len(plan.stages))
+        self.task = self.progress.add_task(run.workflow, total=stages)
         self.live = Live(
             self._render(), console=self.console, refresh_per_second=8, transient=False
         )

@@ -1,4 +1,5 @@
-"""Commands about runs: run, runs list, runs show, logs, cancel."""
+"""Commands about runs: run, runs list, runs show, logs, cancel. Each goes through the backend:
+the local project, or the server of ``--server``."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Annotated
 import typer
 
 from klaw.cli.app import STATE, OutputOpt, app, runs_app
+from klaw.cli.backend import ask
 from klaw.cli.output import Format, console, emit_json, seconds, size, styled, table, when
 from klaw.states import RunState
 
@@ -38,12 +40,15 @@ def run(
     ] = None,
     output: OutputOpt = Format.TABLE,
 ) -> None:
-    """Run a workflow here and now, with a live progress display."""
-    from klaw.authoring.params import parse_assignments
-    from klaw.service.orchestrator import RunRequest
+    """Run a workflow, with a live progress display.
 
-    orch = STATE.orchestrator()
-    request = RunRequest(
+    With --server the run goes on the server and is followed from here until it ends;
+    Ctrl-C cancels it there."""
+    from klaw.authoring.params import parse_assignments
+    from klaw.service.commands import AttemptsReply, ListAttempts, SubmitRun
+
+    backend = STATE.backend()
+    cmd = SubmitRun(
         workflow=workflow,
         selection=select,
         params=parse_assignments(param or []),
@@ -59,13 +64,14 @@ def run(
 
         display = RunProgress(out)
         try:
-            result = orch.run(request, on_start=display.start, on_events=display.events)
+            result = backend.submit(cmd, display)
         finally:
             display.stop()
     else:
-        result = orch.run(request)
+        result = backend.submit(cmd)
     if output is Format.JSON:
-        emit_json({"run": result, "attempts": orch.attempts(result.run_id)})
+        attempts = ask(backend, ListAttempts(run_id=result.run_id), AttemptsReply).attempts
+        emit_json({"run": result, "attempts": attempts})
     else:
         counts = ", ".join(f"{n} {s}" for s, n in sorted(result.stage_counts.items()))
         took = seconds((result.ended_at or 0) - (result.started_at or 0))
@@ -88,10 +94,10 @@ def runs_list(
     output: OutputOpt = Format.TABLE,
 ) -> None:
     """List runs, newest first."""
-    from klaw.metadata.records import RunFilter
+    from klaw.service.commands import ListRuns, RunsReply
 
-    orch = STATE.orchestrator()
-    runs = orch.runs(RunFilter(workflow=workflow, states=tuple(state or ()), limit=limit))
+    cmd = ListRuns(workflow=workflow, states=tuple(state or ()), limit=limit)
+    runs = ask(STATE.backend(), cmd, RunsReply).runs
     if output is Format.JSON:
         emit_json(runs)
         return
@@ -118,9 +124,12 @@ def runs_show(
     output: OutputOpt = Format.TABLE,
 ) -> None:
     """Show one run: its state, params and every stage attempt."""
-    orch = STATE.orchestrator()
-    record = orch.get_run(run_id)
-    attempts = sorted(orch.attempts(run_id), key=lambda a: (a.queued_at or 0, a.attempt))
+    from klaw.service.commands import AttemptsReply, GetRun, ListAttempts, RunReply
+
+    backend = STATE.backend()
+    record = ask(backend, GetRun(run_id=run_id), RunReply).run
+    found = ask(backend, ListAttempts(run_id=run_id), AttemptsReply).attempts
+    attempts = sorted(found, key=lambda a: (a.queued_at or 0, a.attempt))
     if output is Format.JSON:
         emit_json({"run": record, "attempts": attempts})
         return
@@ -167,8 +176,9 @@ def logs(
     output: OutputOpt = Format.TABLE,
 ) -> None:
     """Print what a run's stages wrote to stdout, stderr and logging."""
-    orch = STATE.orchestrator()
-    lines = orch.logs(run_id, stage)
+    from klaw.service.commands import LogsReply, ReadLogs
+
+    lines = ask(STATE.backend(), ReadLogs(run_id=run_id, stage=stage), LogsReply).logs
     if output is Format.JSON:
         emit_json(lines)
         return
@@ -187,12 +197,13 @@ def logs(
 @app.command()
 def cancel(
     run_id: Annotated[str, typer.Argument(help="Run id.")],
-    wait: Annotated[float, typer.Option(help="Seconds to wait for the run to stop.")] = 30.0,
+    wait: Annotated[float, typer.Option(min=0, help="Seconds to wait for the run to stop.")] = 30.0,
     output: OutputOpt = Format.TABLE,
 ) -> None:
     """Cancel a run: stop its running stages and record it cancelled."""
-    orch = STATE.orchestrator()
-    record = orch.cancel(run_id, wait=wait)
+    from klaw.service.commands import CancelRun, RunReply
+
+    record = ask(STATE.backend(), CancelRun(run_id=run_id, wait=wait), RunReply).run
     if output is Format.JSON:
         emit_json(record)
         return

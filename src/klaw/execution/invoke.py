@@ -11,6 +11,7 @@ from klaw import tabular
 from klaw.authoring.stage import StageKind
 from klaw.errors import NonRetryableError, OutputError
 from klaw.execution.capture import capture
+from klaw.execution.lease import LeaseKeeper, LeaseLostError
 from klaw.execution.task import AssetStoreFactory, Outcome, Task
 from klaw.execution.values import ValueStore
 
@@ -20,9 +21,32 @@ class StageStopped(BaseException):
     stage's own ``except Exception`` does not swallow it."""
 
 
-def invoke(task: Task, values: ValueStore, assets: AssetStoreFactory) -> Outcome:
+def invoke(
+    task: Task,
+    values: ValueStore,
+    assets: AssetStoreFactory,
+    leases: LeaseKeeper | None = None,
+) -> Outcome:
     """Run one stage attempt. Never raises for a failure of user code: the outcome says how
-    the attempt ended, with the user's traceback kept."""
+    the attempt ended, with the user's traceback kept. With ``leases``, the attempt's lease is
+    renewed while it runs and checked before its snapshot is committed."""
+    if leases is None:
+        return _invoke(task, values, assets, None)
+    try:
+        leases.hold(task)
+    except LeaseLostError as exc:  # given up before it began: the runner drops this outcome
+        now = time.time()
+        leases.release(task)
+        return Outcome(task.stage.name, task.attempt, task.token, now, now, exc.message, lost=True)
+    try:
+        return _invoke(task, values, assets, leases)
+    finally:
+        leases.release(task)
+
+
+def _invoke(
+    task: Task, values: ValueStore, assets: AssetStoreFactory, leases: LeaseKeeper | None
+) -> Outcome:
     stage = task.stage
     started = time.time()
     outcome = Outcome(stage.name, task.attempt, task.token, started, started)
@@ -32,7 +56,7 @@ def invoke(task: Task, values: ValueStore, assets: AssetStoreFactory) -> Outcome
             result = stage.fn(**kwargs)
             result = tabular.materialise(result)
             if stage.kind is StageKind.ASSET:
-                _store(task, result, outcome, assets)
+                _store(task, result, outcome, assets, leases)
             else:
                 outcome.rows, outcome.bytes = tabular.measure(result)
             if task.keep_value:
@@ -43,6 +67,9 @@ def invoke(task: Task, values: ValueStore, assets: AssetStoreFactory) -> Outcome
         except OutputError as exc:
             outcome.error = exc.message
             outcome.retryable = False
+        except LeaseLostError as exc:
+            outcome.error = exc.message
+            outcome.lost = True
         except BaseException as exc:
             if isinstance(exc, KeyboardInterrupt | SystemExit):
                 outcome.error = f"{type(exc).__name__} raised in stage"
@@ -70,7 +97,13 @@ def _arguments(task: Task, values: ValueStore, assets: AssetStoreFactory) -> dic
     return kwargs
 
 
-def _store(task: Task, result: Any, outcome: Outcome, assets: AssetStoreFactory) -> None:
+def _store(
+    task: Task,
+    result: Any,
+    outcome: Outcome,
+    assets: AssetStoreFactory,
+    leases: LeaseKeeper | None,
+) -> None:
     stage = task.stage
     if not tabular.is_tabular(result):
         raise OutputError(
@@ -83,6 +116,8 @@ def _store(task: Task, result: Any, outcome: Outcome, assets: AssetStoreFactory)
     key = stage.asset_key
     assert key is not None
     outcome.asset_key = key
+    if leases is not None:  # a fenced attempt commits nothing
+        leases.check(task)
     outcome.snapshot = assets().commit(
         key, table, run_id=task.run_id, stage=stage.name, attempt=task.attempt
     )

@@ -20,6 +20,7 @@ from collections import deque
 
 from klaw.execution.executor import Deliver
 from klaw.execution.invoke import StageStopped, invoke
+from klaw.execution.lease import LeaseKeeper
 from klaw.execution.task import AssetStoreFactory, Outcome, Started, Task
 from klaw.execution.values import ValueStore
 
@@ -40,8 +41,14 @@ class _Worker:
 class ThreadExecutor:
     """Runs attempts on at most ``max_workers`` threads of this process."""
 
-    def __init__(self, assets: AssetStoreFactory, max_workers: int | None = None) -> None:
+    def __init__(
+        self,
+        assets: AssetStoreFactory,
+        max_workers: int | None = None,
+        leases: LeaseKeeper | None = None,
+    ) -> None:
         self._assets = assets
+        self._leases = leases
         self._size = max_workers or default_workers()
         self._lock = threading.Lock()
         self._workers: list[_Worker] = []  # live, not abandoned
@@ -92,7 +99,7 @@ class ThreadExecutor:
                     self._running[task.key] = (worker, me)
                 if task.stage.timeout is not None:
                     deliver(Started(task.stage.name, task.attempt, task.token))
-                outcome = invoke(task, values, self._assets)
+                outcome = invoke(task, values, self._assets, self._leases)
             except StageStopped:  # landed outside the stage's own frame: reported as stopped
                 outcome = None
             with self._lock:
@@ -115,7 +122,7 @@ class ThreadExecutor:
         try:
             with self._lock:
                 self._inline = (task.key, threading.get_ident())
-            outcome = invoke(task, values, self._assets)
+            outcome = invoke(task, values, self._assets, self._leases)
             with self._lock:  # a stop raised before this point lands inside the ``try``
                 self._inline = None
                 self._stopping.discard(task.key)

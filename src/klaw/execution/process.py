@@ -20,14 +20,20 @@ from typing import Any
 
 from klaw.execution.executor import Deliver
 from klaw.execution.invoke import invoke
+from klaw.execution.lease import LeaseKeeper
 from klaw.execution.local import default_workers, stopped_outcome
 from klaw.execution.task import AssetStoreFactory, InputRef, Outcome, Started, Task
 from klaw.execution.values import ValueStore
+from klaw.failpoints import failpoint
 
 
-def _worker_main(conn: Connection, assets: AssetStoreFactory) -> None:
+def _worker_main(
+    conn: Connection, assets: AssetStoreFactory, leases: LeaseKeeper | None = None
+) -> None:
     os.setpgrp()  # its own group: a stop kills the stage's children too
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what stops
+    if leases is not None:
+        leases.watch_parent()  # orphaned by a killed coordinator: stop, do not run on
     values = ValueStore()
     while True:
         try:
@@ -44,7 +50,8 @@ def _worker_main(conn: Connection, assets: AssetStoreFactory) -> None:
             values.put(upstream, value)
         if task.stage.timeout is not None:
             conn.send(("started", ""))
-        outcome = invoke(task, values, assets)
+        failpoint("worker_claimed")
+        outcome = invoke(task, values, assets, leases)
         if task.keep_value and outcome.ok:
             outcome.value = values.get(task.stage.name)
         for name in [*inputs, task.stage.name]:
@@ -53,10 +60,10 @@ def _worker_main(conn: Connection, assets: AssetStoreFactory) -> None:
 
 
 class _Worker:
-    def __init__(self, ctx: Any, assets: AssetStoreFactory) -> None:
+    def __init__(self, ctx: Any, assets: AssetStoreFactory, leases: LeaseKeeper | None) -> None:
         self.conn, child = ctx.Pipe()
         self.process: BaseProcess = ctx.Process(
-            target=_worker_main, args=(child, assets), name="klaw-worker", daemon=True
+            target=_worker_main, args=(child, assets, leases), name="klaw-worker", daemon=True
         )
         self.process.start()
         child.close()
@@ -67,8 +74,14 @@ class _Worker:
 class ProcessExecutor:
     """Runs attempts in ``max_workers`` worker processes (started with ``spawn``)."""
 
-    def __init__(self, assets: AssetStoreFactory, max_workers: int | None = None) -> None:
+    def __init__(
+        self,
+        assets: AssetStoreFactory,
+        max_workers: int | None = None,
+        leases: LeaseKeeper | None = None,
+    ) -> None:
         self._assets = assets
+        self._leases = leases
         self._size = max_workers or min(default_workers(), os.cpu_count() or 1)
         self._ctx = multiprocessing.get_context("spawn")
         self._idle: list[_Worker] = []
@@ -92,7 +105,7 @@ class ProcessExecutor:
             if worker is None and len(self._by_task) >= self._size:
                 self._pending.append(task)
                 return
-        self._start(worker or _Worker(self._ctx, self._assets), task)
+        self._start(worker or _Worker(self._ctx, self._assets, self._leases), task)
 
     def _start(self, worker: _Worker, task: Task) -> None:
         assert self._values is not None
@@ -135,8 +148,9 @@ class ProcessExecutor:
                     now,
                     now,
                     f"worker process died (exit code {worker.process.exitcode})",
+                    lost=True,
                 )
-            worker = _Worker(self._ctx, self._assets) if not self._closed else worker
+            worker = _Worker(self._ctx, self._assets, self._leases) if not self._closed else worker
             worker.task = None
         with self._lock:
             self._by_task.pop(task.key, None)

@@ -41,6 +41,7 @@ from klaw.authoring.stage import StageDef
 from klaw.errors import ConfigError
 from klaw.execution.executor import Deliver
 from klaw.execution.invoke import invoke
+from klaw.execution.lease import LeaseKeeper
 from klaw.execution.local import stopped_outcome
 from klaw.execution.task import AssetStoreFactory, Outcome, Started, Task
 from klaw.execution.values import ValueStore
@@ -68,8 +69,10 @@ class RayExecutor:
         assets: AssetStoreFactory,
         max_workers: int | None = None,
         address: str | None = None,
+        leases: LeaseKeeper | None = None,
     ) -> None:
         self._assets = assets
+        self._leases = leases
         self._max_workers = max_workers
         self._address = address
         self._size = max_workers or 1
@@ -92,7 +95,9 @@ class RayExecutor:
     def open(self, deliver: Deliver, values: ValueStore) -> None:
         self._deliver, self._values = deliver, values
         try:
-            self._context = pickle.dumps((uuid.uuid4().hex, _code_path(), self._assets))
+            self._context = pickle.dumps(
+                (uuid.uuid4().hex, _code_path(), (self._assets, self._leases))
+            )
         except Exception as exc:
             raise ConfigError(
                 f"The asset store factory {self._assets!r} cannot be sent to Ray workers: {exc}"
@@ -216,7 +221,7 @@ def _lost(flight: _Flight, exc: BaseException, stopping: bool) -> Outcome:
         return Outcome(name, task.attempt, task.token, now, now, error, text, retryable=False)
     first = str(exc).strip().split("\n", 1)[0]
     error = f"Ray worker died while running stage {name!r} ({type(exc).__name__}: {first})"
-    return Outcome(name, task.attempt, task.token, now, now, error)
+    return Outcome(name, task.attempt, task.token, now, now, error, lost=True)
 
 
 # -- connecting ------------------------------------------------------------------------------
@@ -310,7 +315,7 @@ def _unsatisfiable(
 
 # -- in the worker ---------------------------------------------------------------------------
 
-_contexts: OrderedDict[bytes, AssetStoreFactory] = OrderedDict()
+_contexts: OrderedDict[bytes, tuple[AssetStoreFactory, LeaseKeeper | None]] = OrderedDict()
 
 
 @functools.cache
@@ -331,32 +336,34 @@ def _remote_attempt(
 
 def _attempt(context: bytes, payload: bytes, *inputs: Any) -> tuple[Outcome, Any]:
     """Run one attempt in a Ray worker: ``inputs`` are the upstream values, resolved by Ray."""
-    assets = _worker_assets(context)
+    assets, leases = _worker_context(context)
     task, names = pickle.loads(payload)  # after the paths are in place: it imports the stage
     values = ValueStore()
     for name, value in zip(names, inputs, strict=True):
         values.put(name, value)
-    outcome = invoke(task, values, assets)
+    outcome = invoke(task, values, assets, leases)
     value = values.get(task.stage.name) if task.keep_value and outcome.ok else None
     return outcome, value
 
 
-def _worker_assets(context: bytes) -> AssetStoreFactory:
-    """The asset-store factory of the executor that sent ``context``, kept by this worker
-    process so it opens its store once, not once per task (the oldest ones are closed). The
-    first time, the driver's paths are added to this process's."""
+def _worker_context(context: bytes) -> tuple[AssetStoreFactory, LeaseKeeper | None]:
+    """The asset-store factory and lease keeper of the executor that sent ``context``, kept by
+    this worker process so it opens its stores once, not once per task (the oldest ones are
+    closed). The first time, the driver's paths are added to this process's."""
     found = _contexts.get(context)
     if found is not None:
         _contexts.move_to_end(context)
         return found
     paths: tuple[str, ...]
-    assets: AssetStoreFactory
-    _, paths, assets = pickle.loads(context)
+    pair: tuple[AssetStoreFactory, LeaseKeeper | None]
+    _, paths, pair = pickle.loads(context)
     sys.path.extend(p for p in paths if p not in sys.path)
-    _contexts[context] = assets
+    _contexts[context] = pair
     while len(_contexts) > _STORES_KEPT:
-        _, old = _contexts.popitem(last=False)
+        _, (old, keeper) = _contexts.popitem(last=False)
         close = getattr(old, "close", None)
         if callable(close):
             close()
-    return assets
+        if keeper is not None:
+            keeper.close()
+    return pair

@@ -36,8 +36,13 @@ class Readiness:
 
     ``upstream`` maps every planned stage to the planned stages it waits for; ``retries``
     gives each stage's retry budget; ``done`` names stages already satisfied (reused from an
-    earlier run), which count as succeeded and are never started.
+    earlier run), which count as succeeded and are never started; ``attempts_before`` gives
+    the attempt number a stage's attempts continue from (a run taken over after a crash).
+    An attempt that was *lost* (its worker died or its lease expired) is retried without
+    using the stage's retry budget, up to ``MAX_LOST`` times.
     """
+
+    MAX_LOST = 3
 
     def __init__(
         self,
@@ -46,6 +51,7 @@ class Readiness:
         *,
         fail_fast: bool = False,
         done: frozenset[str] = frozenset(),
+        attempts_before: Mapping[str, int] | None = None,
     ) -> None:
         self._upstream = upstream
         self._downstream: dict[str, list[str]] = {name: [] for name in upstream}
@@ -56,6 +62,11 @@ class Readiness:
         self._fail_fast = fail_fast
         self.state: dict[str, StageState] = {}
         self.attempt: dict[str, int] = dict.fromkeys(upstream, 0)
+        if attempts_before:
+            self.attempt.update({k: v for k, v in attempts_before.items() if k in upstream})
+        # attempts that do not count against the retry budget: earlier ones, and lost ones
+        self._free: dict[str, int] = dict(self.attempt)
+        self._lost: dict[str, int] = {}
         self._waiting: dict[str, int] = {}
         self._open = 0  # stages not yet terminal
         self._failed = False
@@ -83,7 +94,7 @@ class Readiness:
         return RunState.FAILED if self._failed else RunState.SUCCEEDED
 
     def remaining_retries(self, stage: str) -> int:
-        return self._retries.get(stage, 0) - (self.attempt[stage] - 1)
+        return self._retries.get(stage, 0) - (self.attempt[stage] - 1 - self._free[stage])
 
     # -- events ------------------------------------------------------------------------------
     def start(self) -> list[Transition]:
@@ -128,6 +139,17 @@ class Readiness:
         if self._fail_fast:
             out.extend(self._skip_unstarted())
         return out
+
+    def lost(self, stage: str) -> list[Transition]:
+        """The attempt was lost (worker gone, lease expired): it goes back to ``RETRYING`` as
+        a new attempt, without using a retry, unless it was lost ``MAX_LOST`` times."""
+        self._expect(stage, RUNNING)
+        lost = self._lost[stage] = self._lost.get(stage, 0) + 1
+        if lost <= self.MAX_LOST and not self._cancelled:
+            self._free[stage] += 1
+            self.state[stage] = RETRYING
+            return [Transition(stage, RETRYING, self.attempt[stage])]
+        return self.failed(stage, retryable=False)
 
     def retry_due(self, stage: str) -> Transition:
         """A retrying stage's wait is over: it is ready again as a new attempt."""

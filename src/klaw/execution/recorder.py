@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable
 
-from klaw.errors import MetadataError
+from klaw.errors import MetadataError, MetadataUnavailableError
 from klaw.metadata.records import Batch, EventRecord
 from klaw.metadata.store import MetadataWriter
+from klaw.observability import get_logger
 
 _STOP = None
+_log = get_logger("klaw.recorder")
 
 
 class Recorder:
@@ -25,12 +28,17 @@ class Recorder:
         self,
         metadata: MetadataWriter,
         on_events: Callable[[list[EventRecord]], None] | None = None,
+        *,
+        outage: float = 300.0,
     ) -> None:
+        """``outage``: how long (seconds) a commit is retried while the database is
+        unreachable before the run fails; everything waits, in order, meanwhile."""
         self._metadata = metadata
         self._on_events = on_events
         self._queue: queue.SimpleQueue[Batch | threading.Event | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self.error: BaseException | None = None
+        self.outage = outage
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._work, name="klaw-recorder", daemon=True)
@@ -80,11 +88,21 @@ class Recorder:
                 return
 
     def _commit(self, batch: Batch) -> None:
-        try:
-            self._metadata.commit(batch)
-        except BaseException as exc:  # reported to the runner through put/drain
-            self.error = exc
-            return
+        wait, deadline = 0.1, time.monotonic() + self.outage
+        while True:
+            try:
+                self._metadata.commit(batch)
+                break
+            except MetadataUnavailableError as exc:  # the database is away: hold on, in order
+                if time.monotonic() >= deadline:
+                    self.error = exc
+                    return
+                _log.warning("metadata unavailable; retrying", error=exc.message, wait=wait)
+                time.sleep(wait)
+                wait = min(wait * 2, 2.0)
+            except BaseException as exc:  # reported to the runner through put/drain
+                self.error = exc
+                return
         if self._on_events is not None and batch.events:
             try:
                 self._on_events(batch.events)

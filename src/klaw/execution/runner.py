@@ -23,6 +23,7 @@ from typing import Any, cast
 
 import msgspec
 
+from klaw.errors import KlawError
 from klaw.execution.executor import Executor, InlineExecutor
 from klaw.execution.readiness import Readiness, Transition
 from klaw.execution.recorder import Recorder
@@ -37,7 +38,7 @@ from klaw.metadata.records import (
     MetricRecord,
     RunRecord,
 )
-from klaw.metadata.store import MetadataWriter
+from klaw.metadata.store import RunStore
 from klaw.observability import get_logger
 from klaw.states import RunState, StageState
 
@@ -71,6 +72,12 @@ class RunOptions:
     reused: Mapping[str, Reused] = field(default_factory=dict)
     external: Mapping[str, AssetRef] = field(default_factory=dict)  # unselected upstream assets
     on_events: Callable[[list[EventRecord]], None] | None = None  # after each durable write
+    lease_ttl: float | None = None  # seconds; None: attempts hold no lease (nothing expires)
+    # Taking over a run after its owner died: where each stage's attempt numbers continue,
+    # and the run is not started again (it is recovered).
+    attempts_before: Mapping[str, int] = field(default_factory=dict)
+    recovered: bool = False
+    done: frozenset[str] = frozenset()  # stages already finished whose value no one needs
 
 
 class Runner:
@@ -80,7 +87,7 @@ class Runner:
         run: RunRecord,
         *,
         executor: Executor,
-        metadata: MetadataWriter,
+        metadata: RunStore,
         options: RunOptions | None = None,
     ) -> None:
         self.plan = plan
@@ -94,7 +101,8 @@ class Runner:
             plan.upstream,
             {n: stages[n].retry.retries for n in plan.stages},
             fail_fast=self.options.fail_fast,
-            done=frozenset(self.options.reused),
+            done=frozenset(self.options.reused) | self.options.done,
+            attempts_before=self.options.attempts_before,
         )
         self._values = ValueStore()
         # consumers still to finish, per stage whose value is held in memory
@@ -123,6 +131,7 @@ class Runner:
         self._inline_task: Task | None = None
         self._inline = isinstance(executor, InlineExecutor)
         self._timed_out: set[tuple[str, int]] = set()
+        self._lease_timer = False
         self._log = log.bind(run_id=run.run_id, workflow=run.workflow)
 
     # -- public --------------------------------------------------------------------------------
@@ -141,12 +150,17 @@ class Runner:
     def execute(self) -> RunRecord:
         """Run the plan to the end and return the final run record."""
         run = self.run
-        run.state, run.started_at = RunState.RUNNING, time.time()
+        run.state, run.started_at = RunState.RUNNING, run.started_at or time.time()
         run.owner_host, run.owner_pid = socket.gethostname(), os.getpid()
         self._batch.runs.append(run)
-        self._event("run_started", state=RunState.RUNNING.value)
-        for name, reused in self.options.reused.items():
-            self._record_reused(name, reused)
+        if self.options.recovered:
+            self._event(
+                "run_recovered", state=RunState.RUNNING.value, done=len(self.options.reused)
+            )
+        else:
+            self._event("run_started", state=RunState.RUNNING.value)
+            for name, reused in self.options.reused.items():
+                self._record_reused(name, reused)
         self._log.info("run started", stages=len(self.plan.stages))
         self._recorder.start()
         self.executor.open(self._outcomes.put, self._values)
@@ -239,6 +253,10 @@ class Runner:
             self._apply(self._readiness.succeeded(name))
             return
         timed_out = task.key in self._timed_out
+        if outcome.lost and not outcome.stopped and not timed_out:
+            record.error = outcome.error
+            self._lost(task, record)
+            return
         if outcome.stopped and not timed_out:  # stopped by a cancel
             record.error = "cancelled" if outcome.error == "stopped" else outcome.error
             self._apply([self._readiness.stopped(name)])
@@ -263,7 +281,9 @@ class Runner:
         while self._timers and self._timers[0][0] <= now:
             _, _, kind, name, attempt = heapq.heappop(self._timers)
             task = self._tasks.get((name, attempt))
-            if kind == "retry":
+            if kind == "leases":
+                self._expire_leases()
+            elif kind == "retry":
                 if self._readiness.state[name] is RETRYING and not self._cancelling:
                     self._apply([self._readiness.retry_due(name)])
             elif task is None:
@@ -309,6 +329,7 @@ class Runner:
     def _submit(self, name: str, *, start: bool = True) -> Task:
         transition = self._readiness.started(name)
         stage = self.plan.graph.stages[name]
+        ttl, now = self.options.lease_ttl, time.time()
         task = Task(
             run_id=self.run.run_id,
             stage=stage,
@@ -317,11 +338,17 @@ class Runner:
             inputs=self._inputs[name],
             params=self.options.params.get(stage.params_model) if stage.params_model else None,
             keep_value=self._consumers[name] > 0,
+            lease_until=None if ttl is None else now + ttl,
         )
         self._tasks[task.key] = task
         self._ready_events.pop(name, None)
         record = self._attempts[task.key]
-        record.token, record.started_at = task.token, time.time()
+        record.token, record.started_at = task.token, now
+        if ttl is not None:
+            record.lease_expires_at = task.lease_until
+            if not self._lease_timer:
+                self._lease_timer = True
+                self._timer(ttl / 2, "leases", "", 0)
         self._apply([transition])
         if start:
             self.executor.submit(task)
@@ -340,6 +367,46 @@ class Runner:
                 ref = external[item.upstream]
             refs.append(InputRef(item.param, item.upstream, item.type.value, ref))
         return tuple(refs)
+
+    # -- leases --------------------------------------------------------------------------------
+    def _expire_leases(self) -> None:
+        """Give up the attempts whose lease ran out (their worker stopped renewing it): each
+        goes back to be retried as a new attempt; anything the old one sends is dropped."""
+        ttl = self.options.lease_ttl
+        assert ttl is not None
+        self._lease_timer = False
+        if not self._tasks:
+            return
+        reason = f"lease expired: no heartbeat from its worker for {ttl:g} s"
+        try:
+            expired = self.metadata.expire_leases(self.run.run_id, time.time(), reason)
+        except KlawError as exc:  # the store is unreachable: look again next round
+            self._log.warning("could not check leases", error=exc.message)
+            expired = []
+        for found in expired:
+            task = self._tasks.get((found.stage, found.attempt))
+            if task is None or task.token != found.token:
+                continue
+            record = self._attempts[task.key]
+            record.error, record.ended_at = reason, found.ended_at
+            self.executor.abandon(task)
+            self._lost(task, record)
+        self._lease_timer = True
+        self._timer(ttl / 2, "leases", "", 0)
+
+    def _lost(self, task: Task, record: AttemptRecord) -> None:
+        """The attempt's worker is gone (or its lease expired): retry it as a new attempt."""
+        self._tasks.pop(task.key, None)
+        name = task.stage.name
+        self._log.warning(
+            "stage attempt lost", stage=name, attempt=task.attempt, error=record.error
+        )
+        self._event("stage_lost", stage=name, attempt=task.attempt, error=record.error)
+        transitions = self._readiness.lost(name)
+        if transitions[0].state is RETRYING:
+            wait = self.plan.graph.stages[name].retry.wait_before(task.attempt)
+            self._timer(wait, "retry", name, task.attempt)
+        self._apply(transitions)
 
     # -- cancel and stop -----------------------------------------------------------------------
     def _begin_cancel(self, reason: str) -> None:

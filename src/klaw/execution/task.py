@@ -37,6 +37,7 @@ class Task:
     inputs: tuple[InputRef, ...]
     params: Any = None  # the validated params model instance, when the stage takes one
     keep_value: bool = True  # False when no downstream stage needs the value
+    lease_until: float | None = None  # epoch seconds: the lease as granted at submit
 
     @property
     def key(self) -> tuple[str, int]:
@@ -66,6 +67,7 @@ class Outcome:
     traceback: str | None = None
     retryable: bool = True
     stopped: bool = False  # ended by a cancel or timeout that Klaw asked for
+    lost: bool = False  # the worker died or the lease was lost: retried as a new attempt
     asset_key: str | None = None
     snapshot: int | None = None
     rows: int | None = None

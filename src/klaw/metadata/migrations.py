@@ -116,6 +116,37 @@ MIGRATIONS: tuple[Migration, ...] = (
         description="stage attempt leases",
         statements=("ALTER TABLE attempts ADD COLUMN lease_expires_at DOUBLE PRECISION",),
     ),
+    Migration(
+        version=3,
+        description="cron schedules and their claimed ticks",
+        statements=(
+            # One row per schedule (named after its workflow). `paused` is 0 or 1. Ticks before
+            # `updated_at` (the definition's last change) or `resumed_at` never catch up.
+            """CREATE TABLE schedules (
+                name TEXT PRIMARY KEY,
+                workflow TEXT NOT NULL,
+                cron TEXT NOT NULL,
+                timezone TEXT NOT NULL,
+                catch_up TEXT NOT NULL,
+                paused INTEGER NOT NULL,
+                created_at DOUBLE PRECISION NOT NULL,
+                updated_at DOUBLE PRECISION NOT NULL,
+                paused_at DOUBLE PRECISION,
+                resumed_at DOUBLE PRECISION
+            ) /*clustered*/""",
+            # A tick (its UTC key, '2026-03-29T01:00:00Z') is claimed by inserting its row: the
+            # primary key lets exactly one trigger service win it.
+            """CREATE TABLE schedule_ticks (
+                schedule TEXT NOT NULL,
+                tick TEXT NOT NULL,
+                created_at DOUBLE PRECISION NOT NULL,
+                owner TEXT NOT NULL,
+                run_id TEXT,
+                error TEXT,
+                PRIMARY KEY (schedule, tick)
+            ) /*clustered*/""",
+        ),
+    ),
 )
 
 LATEST_VERSION: int = MIGRATIONS[-1].version

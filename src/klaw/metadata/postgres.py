@@ -33,17 +33,25 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from klaw.errors import MetadataError, RunConflictError, RunNotFoundError
+from klaw.errors import (
+    MetadataError,
+    MetadataUnavailableError,
+    RunConflictError,
+    RunNotFoundError,
+)
 from klaw.metadata import migrations, rows
 from klaw.metadata import postgres_schema as pg
 from klaw.metadata.records import (
     AttemptRecord,
     Batch,
     EventRecord,
+    Lease,
     LogRecord,
     MetricRecord,
     RunFilter,
     RunRecord,
+    ScheduleDefinition,
+    ScheduleRecord,
 )
 from klaw.metadata.rows import owner_alive
 from klaw.states import RunState
@@ -160,9 +168,12 @@ class PostgresMetadataStore:
             )
         else:
             hint = "check that the database holds a Klaw metadata schema and the user may write"
-        return MetadataError(
-            f"could not {action} metadata database {self.location}: {exc}", hint=hint
-        )
+        kind = MetadataError
+        if isinstance(exc, psycopg.OperationalError) and not isinstance(
+            exc, psycopg.errors.QueryCanceled
+        ):
+            kind = MetadataUnavailableError
+        return kind(f"could not {action} metadata database {self.location}: {exc}", hint=hint)
 
     def migrate(self) -> None:
         """Apply the missing migrations in one transaction (concurrent callers serialize)."""
@@ -421,6 +432,52 @@ class PostgresMetadataStore:
                 self._event_seq[run_id] = seq
             return rows.run_from_row(row)
 
+    # -- leases ----------------------------------------------------------------------------
+
+    def renew_leases(self, leases: Sequence[Lease], until: float) -> list[Lease]:
+        if not leases:
+            return []
+        lost: list[Lease] = []
+        with self._lock:
+            conn = self._ready_connection()
+            try:
+                with conn.transaction():
+                    for lease in leases:
+                        key = (lease.run_id, lease.stage, lease.attempt)
+                        if conn.execute(pg.RENEW_LEASE, (until, *key, lease.token)).rowcount:
+                            continue
+                        row = conn.execute(pg.SELECT_FENCE, key).fetchone()
+                        if rows.fenced(row, lease.token):
+                            lost.append(lease)
+            except psycopg.Error as exc:
+                raise self._error("renew leases in", exc) from exc
+        return lost
+
+    def expire_leases(self, run_id: str, now: float, reason: str) -> list[AttemptRecord]:
+        with self._lock:
+            conn = self._ready_connection()
+            try:
+                with conn.transaction():
+                    found = conn.execute(pg.EXPIRE_LEASES, (reason, now, run_id, now)).fetchall()
+            except psycopg.Error as exc:
+                raise self._error("expire leases in", exc) from exc
+        return [rows.attempt_from_row(row) for row in found]
+
+    def adopt_run(
+        self, run_id: str, owner: tuple[str, int], new_owner: tuple[str, int], reason: str
+    ) -> list[AttemptRecord] | None:
+        with self._lock:
+            conn = self._ready_connection()
+            try:
+                with conn.transaction():
+                    took = conn.execute(pg.ADOPT_RUN, (*new_owner, run_id, *owner, *_ACTIVE))
+                    if not took.rowcount:
+                        return None
+                    found = conn.execute(pg.FENCE_RUN, (reason, time.time(), run_id)).fetchall()
+            except psycopg.Error as exc:
+                raise self._error("take over a run in", exc) from exc
+        return [rows.attempt_from_row(row) for row in found]
+
     # -- reads -----------------------------------------------------------------------------
 
     def _query(self, query: str, args: Sequence[Any]) -> list[tuple[Any, ...]]:
@@ -510,3 +567,59 @@ class PostgresMetadataStore:
     def list_metrics(self, run_id: str) -> list[MetricRecord]:
         found = self._query(pg.SELECT_METRICS, (run_id,))
         return [MetricRecord(**dict(zip(pg.METRIC_FIELDS, row, strict=True))) for row in found]
+
+    # -- schedules -------------------------------------------------------------------------
+
+    def sync_schedules(self, definitions: Sequence[ScheduleDefinition], *, now: float) -> None:
+        if not definitions:
+            return
+        values = [rows.schedule_row(d, now) for d in definitions]
+        with self._lock:
+            conn = self._ready_connection()
+            try:
+                with conn.transaction():
+                    conn.cursor().executemany(pg.UPSERT_SCHEDULE, values)
+            except psycopg.Error as exc:
+                raise self._error("sync schedules in", exc) from exc
+
+    def list_schedules(self) -> list[ScheduleRecord]:
+        found = self._query(pg.SELECT_SCHEDULES, ())
+        return sorted((rows.schedule_from_row(r) for r in found), key=lambda s: s.name)
+
+    def set_paused(self, name: str, paused: bool, *, now: float) -> ScheduleRecord:
+        change = pg.PAUSE_SCHEDULE if paused else pg.RESUME_SCHEDULE
+        with self._lock:
+            conn = self._ready_connection()
+            try:
+                with conn.transaction():
+                    conn.execute(change, (now, name))
+                    row = conn.execute(pg.SELECT_SCHEDULE, (name,)).fetchone()
+                if row is None:
+                    known = [r[0] for r in conn.execute(pg.SELECT_SCHEDULE_NAMES).fetchall()]
+                    raise rows.schedule_not_found(name, known, self.location)
+            except psycopg.Error as exc:
+                raise self._error("pause or resume a schedule in", exc) from exc
+        return rows.schedule_from_row(row)
+
+    def claim_tick(self, schedule: str, tick: str, *, now: float, owner: str = "") -> bool:
+        with self._lock:
+            conn = self._ready_connection()
+            try:
+                with conn.transaction():
+                    claimed = conn.execute(
+                        pg.CLAIM_TICK, (schedule, tick, float(now), owner, schedule)
+                    ).rowcount
+            except psycopg.Error as exc:
+                raise self._error("claim a schedule tick in", exc) from exc
+        return claimed == 1
+
+    def finish_tick(
+        self, schedule: str, tick: str, *, run_id: str | None = None, error: str | None = None
+    ) -> None:
+        with self._lock:
+            conn = self._ready_connection()
+            try:
+                with conn.transaction():
+                    conn.execute(pg.FINISH_TICK, (run_id, error, schedule, tick))
+            except psycopg.Error as exc:
+                raise self._error("record a schedule tick in", exc) from exc

@@ -57,6 +57,11 @@ SELECT_RUN_IDS_IN_RANGE = _pg(rows.SELECT_RUN_IDS_IN_RANGE)
 SELECT_ACTIVE_RUNS = _pg(rows.SELECT_ACTIVE_RUNS)
 MARK_ABANDONED = _pg(rows.MARK_ABANDONED)
 SELECT_ATTEMPTS = _pg(rows.SELECT_ATTEMPTS)
+RENEW_LEASE = _pg(rows.RENEW_LEASE)
+SELECT_FENCE = _pg(rows.SELECT_FENCE)
+EXPIRE_LEASES = _pg(rows.EXPIRE_LEASES)
+ADOPT_RUN = _pg(rows.ADOPT_RUN)
+FENCE_RUN = _pg(rows.FENCE_RUN)
 INSERT_EVENT = _pg(rows.INSERT_EVENT)
 SELECT_EVENTS = _pg(rows.SELECT_EVENTS)
 SELECT_LOGS = _pg(rows.SELECT_LOGS)
@@ -248,3 +253,15 @@ def postgres_steps(version: int, *, timescale: bool) -> list[str]:
             index,
         ]
     return steps
+
+
+# -- schedules (migration 3: portable, no Postgres steps) ------------------------------------
+
+UPSERT_SCHEDULE = _pg(rows.UPSERT_SCHEDULE)
+SELECT_SCHEDULES = rows.SELECT_SCHEDULES
+SELECT_SCHEDULE = _pg(rows.SELECT_SCHEDULE)
+SELECT_SCHEDULE_NAMES = rows.SELECT_SCHEDULE_NAMES
+PAUSE_SCHEDULE = _pg(rows.PAUSE_SCHEDULE)
+RESUME_SCHEDULE = _pg(rows.RESUME_SCHEDULE)
+CLAIM_TICK = _pg(rows.CLAIM_TICK)
+FINISH_TICK = _pg(rows.FINISH_TICK)

@@ -56,6 +56,15 @@ class AttemptRecord(msgspec.Struct, kw_only=True):
         return self.ended_at - self.started_at
 
 
+class Lease(msgspec.Struct, frozen=True, array_like=True):
+    """What a worker holds while it runs a stage attempt: the attempt and its fencing token."""
+
+    run_id: str
+    stage: str
+    attempt: int
+    token: str
+
+
 class EventRecord(msgspec.Struct, kw_only=True):
     """An append-only transition. ``seq`` is assigned by the store (per run, from 1)."""
 
@@ -115,3 +124,39 @@ class RunFilter(msgspec.Struct, kw_only=True, frozen=True):
     states: tuple[RunState, ...] = ()
     limit: int = 50
     before: str | None = None  # run id cursor: runs strictly older than this one
+
+
+class ScheduleDefinition(msgspec.Struct, kw_only=True, frozen=True):
+    """A schedule as the project defines it (``ScheduleStore.sync_schedules`` writes these).
+
+    ``name`` is the workflow's name; ``catch_up`` is ``none``, ``latest`` or ``all``."""
+
+    name: str
+    workflow: str
+    cron: str
+    timezone: str = "UTC"
+    catch_up: str = "latest"
+
+
+class ScheduleRecord(msgspec.Struct, kw_only=True):
+    """A schedule's state in the metadata store, with its newest claimed tick.
+
+    Ticks at or before ``updated_at`` (when the cron, time zone or workflow last changed) or
+    ``resumed_at`` (when it was last resumed) never fire, so neither a new definition nor a
+    resume catches up ticks from before it. Times are epoch seconds; ticks are tick keys
+    (``2026-03-29T01:00:00Z``)."""
+
+    name: str
+    workflow: str
+    cron: str
+    timezone: str
+    catch_up: str
+    paused: bool = False
+    created_at: float
+    updated_at: float
+    paused_at: float | None = None
+    resumed_at: float | None = None
+    last_tick: str | None = None
+    last_tick_at: float | None = None  # when the newest tick was claimed
+    last_run_id: str | None = None
+    last_error: str | None = None

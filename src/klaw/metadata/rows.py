@@ -10,8 +10,14 @@ from typing import Any
 
 import msgspec
 
-from klaw.errors import MetadataError, RunConflictError
-from klaw.metadata.records import AttemptRecord, EventRecord, RunRecord
+from klaw.errors import MetadataError, RunConflictError, ScheduleNotFoundError
+from klaw.metadata.records import (
+    AttemptRecord,
+    EventRecord,
+    RunRecord,
+    ScheduleDefinition,
+    ScheduleRecord,
+)
 from klaw.states import RunState, StageState
 
 # Column lists. Runs and attempts list their columns in the record's field order, so a record
@@ -19,6 +25,7 @@ from klaw.states import RunState, StageState
 RUN_FIELDS: tuple[str, ...] = RunRecord.__struct_fields__
 ATTEMPT_FIELDS: tuple[str, ...] = AttemptRecord.__struct_fields__
 RUN_COLUMNS = ", ".join(RUN_FIELDS)
+ENDED = tuple(s.value for s in StageState if s.terminal)
 RENAMED = {"rows": "row_count", "bytes": "byte_count"}  # ``rows`` is an SQL keyword
 ATTEMPT_COLUMNS = ", ".join(RENAMED.get(field, field) for field in ATTEMPT_FIELDS)
 EVENT_FIELDS = ("run_id", "seq", "ts", "kind", "stage", "attempt", "state", "data")
@@ -48,13 +55,43 @@ MARK_ABANDONED = "UPDATE runs SET state = ?, error = ?, ended_at = ? WHERE run_i
 
 # An attempt that has ended is never written again: a late write from a stale coordinator (or
 # one racing a lease expiry) is dropped by the database itself.
-ENDED = tuple(s.value for s in StageState if s.terminal)
 UPSERT_ATTEMPT = (
     f"INSERT INTO attempts ({ATTEMPT_COLUMNS}) VALUES ({', '.join('?' * len(ATTEMPT_FIELDS))}) "
     f"ON CONFLICT (run_id, stage, attempt) DO UPDATE SET {_updates(ATTEMPT_COLUMNS, 3)} "
     f"WHERE attempts.state NOT IN ({', '.join(repr(s) for s in ENDED)})"
 )
 SELECT_ATTEMPTS = f"SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE run_id = ? ORDER BY stage, attempt"
+
+# Leases. A renewal touches only the attempt that is still running under the same token.
+_ENDED_LIST = ", ".join(repr(s) for s in ENDED)
+RENEW_LEASE = (
+    "UPDATE attempts SET lease_expires_at = ? "
+    "WHERE run_id = ? AND stage = ? AND attempt = ? AND token = ? AND state = 'running'"
+)
+SELECT_FENCE = "SELECT state, token FROM attempts WHERE run_id = ? AND stage = ? AND attempt = ?"
+EXPIRE_LEASES = (
+    "UPDATE attempts SET state = 'failed', error = ?, ended_at = ?, lease_expires_at = NULL "
+    "WHERE run_id = ? AND state = 'running' AND lease_expires_at < ? "
+    f"RETURNING {ATTEMPT_COLUMNS}"
+)
+ADOPT_RUN = (
+    "UPDATE runs SET owner_host = ?, owner_pid = ? "
+    "WHERE run_id = ? AND owner_host = ? AND owner_pid = ? AND state IN (?, ?)"
+)
+FENCE_RUN = (
+    "UPDATE attempts SET state = 'failed', error = ?, ended_at = ?, lease_expires_at = NULL "
+    f"WHERE run_id = ? AND state NOT IN ({_ENDED_LIST}) RETURNING {ATTEMPT_COLUMNS}"
+)
+
+
+def fenced(row: tuple[Any, ...] | None, token: str) -> bool:
+    """Whether an attempt row (state, token) tells its holder to stop. No row yet, or a row not
+    yet marked running, is not a fence: the coordinator's write may still be on its way."""
+    if row is None:
+        return False
+    state, held = row
+    return state in ENDED or (bool(held) and held != token)
+
 
 INSERT_EVENT = _insert("events", EVENT_FIELDS)
 SELECT_EVENTS = (
@@ -187,4 +224,66 @@ def duplicate_run(run_id: str, location: str) -> MetadataError:
     return MetadataError(
         f"run {run_id!r} already exists in metadata database {location}",
         hint="give the new run a fresh id (klaw.ids.new_run_id())",
+    )
+
+
+# -- schedules (migration 3) -----------------------------------------------------------------
+
+# A re-sync keeps the pause state; ``updated_at`` moves only when what decides the ticks (the
+# workflow, cron or time zone) changed, so an unchanged definition keeps its catch-up floor.
+UPSERT_SCHEDULE = (
+    "INSERT INTO schedules (name, workflow, cron, timezone, catch_up, paused, created_at, "
+    "updated_at) VALUES (?, ?, ?, ?, ?, 0, ?, ?) ON CONFLICT (name) DO UPDATE SET "
+    "workflow = excluded.workflow, cron = excluded.cron, timezone = excluded.timezone, "
+    "catch_up = excluded.catch_up, updated_at = CASE WHEN schedules.workflow = excluded.workflow "
+    "AND schedules.cron = excluded.cron AND schedules.timezone = excluded.timezone "
+    "THEN schedules.updated_at ELSE excluded.updated_at END "
+    "WHERE schedules.workflow <> excluded.workflow OR schedules.cron <> excluded.cron "
+    "OR schedules.timezone <> excluded.timezone OR schedules.catch_up <> excluded.catch_up"
+)
+# Each schedule with its newest claimed tick (tick keys sort as the instants they name).
+SELECT_SCHEDULES = (
+    "SELECT s.name, s.workflow, s.cron, s.timezone, s.catch_up, s.paused, s.created_at, "
+    "s.updated_at, s.paused_at, s.resumed_at, t.tick, t.created_at, t.run_id, t.error "
+    "FROM schedules s LEFT JOIN schedule_ticks t ON t.schedule = s.name AND t.tick = "
+    "(SELECT MAX(m.tick) FROM schedule_ticks m WHERE m.schedule = s.name)"
+)
+SELECT_SCHEDULE = SELECT_SCHEDULES + " WHERE s.name = ?"
+SELECT_SCHEDULE_NAMES = "SELECT name FROM schedules"
+PAUSE_SCHEDULE = "UPDATE schedules SET paused = 1, paused_at = ? WHERE name = ? AND paused = 0"
+RESUME_SCHEDULE = "UPDATE schedules SET paused = 0, resumed_at = ? WHERE name = ? AND paused = 1"
+# The claim: inserting the tick's row. A second claim of the tick, or a claim while the
+# schedule is paused (or unknown), inserts nothing.
+CLAIM_TICK = (
+    "INSERT INTO schedule_ticks (schedule, tick, created_at, owner) SELECT ?, ?, ?, ? "
+    "WHERE EXISTS (SELECT 1 FROM schedules WHERE name = ? AND paused = 0) "
+    "ON CONFLICT (schedule, tick) DO NOTHING"
+)
+FINISH_TICK = "UPDATE schedule_ticks SET run_id = ?, error = ? WHERE schedule = ? AND tick = ?"
+_SCHEDULE_COLUMNS: tuple[str, ...] = ScheduleRecord.__struct_fields__  # SELECT_SCHEDULES' order
+
+
+def schedule_row(definition: ScheduleDefinition, now: float) -> tuple[Any, ...]:
+    """The values of ``UPSERT_SCHEDULE`` for a definition synced at ``now``."""
+    d = definition
+    return (d.name, d.workflow, d.cron, d.timezone, d.catch_up, now, now)
+
+
+def schedule_from_row(row: tuple[Any, ...]) -> ScheduleRecord:
+    fields = dict(zip(_SCHEDULE_COLUMNS, row, strict=True))
+    fields["paused"] = bool(fields["paused"])
+    return msgspec.convert(fields, ScheduleRecord)
+
+
+def schedule_not_found(name: str, known: list[str], location: str) -> ScheduleNotFoundError:
+    """The error for an unknown schedule, naming the closest known names."""
+    import difflib
+
+    close = difflib.get_close_matches(name, known, n=3)
+    message = f"no schedule named {name!r} in metadata database {location}"
+    if close:
+        message += f" (did you mean {', '.join(repr(c) for c in close)}?)"
+    return ScheduleNotFoundError(
+        message,
+        hint="a schedule is named after its workflow; `klaw schedules list` shows them",
     )

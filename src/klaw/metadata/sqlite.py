@@ -25,18 +25,25 @@ from typing import Any
 
 from klaw.errors import MetadataError, RunConflictError, RunNotFoundError
 from klaw.metadata import migrations
+from klaw.metadata import rows as sql_rows
 from klaw.metadata.records import (
     AttemptRecord,
     Batch,
     EventRecord,
+    Lease,
     LogRecord,
     MetricRecord,
     RunFilter,
     RunRecord,
+    ScheduleDefinition,
+    ScheduleRecord,
 )
 from klaw.metadata.rows import (
     ACTIVE,
+    ADOPT_RUN,
     EMPTY_JSON,
+    EXPIRE_LEASES,
+    FENCE_RUN,
     INSERT_EVENT,
     INSERT_LOG,
     INSERT_METRIC,
@@ -45,9 +52,11 @@ from klaw.metadata.rows import (
     LOGS_ORDER,
     MARK_ABANDONED,
     METRIC_FIELDS,
+    RENEW_LEASE,
     SELECT_ACTIVE_RUNS,
     SELECT_ATTEMPTS,
     SELECT_EVENTS,
+    SELECT_FENCE,
     SELECT_LOGS,
     SELECT_MAX_EVENT_SEQ,
     SELECT_MAX_LOG_SEQ,
@@ -65,6 +74,7 @@ from klaw.metadata.rows import (
     duplicate_run,
     event_from_row,
     event_row,
+    fenced,
     owner_alive,
     run_conflict,
     run_from_row,
@@ -366,6 +376,51 @@ class SQLiteMetadataStore:
                 self._event_seq[run_id] = seq
             return run_from_row(row)
 
+    # -- leases ----------------------------------------------------------------------------
+
+    def renew_leases(self, leases: Sequence[Lease], until: float) -> list[Lease]:
+        if not leases:
+            return []
+        lost: list[Lease] = []
+        with self._lock:
+            conn = self._ready_connection()
+            try:
+                with _transaction(conn):
+                    for lease in leases:
+                        key = (lease.run_id, lease.stage, lease.attempt)
+                        if conn.execute(RENEW_LEASE, (until, *key, lease.token)).rowcount:
+                            continue
+                        if fenced(conn.execute(SELECT_FENCE, key).fetchone(), lease.token):
+                            lost.append(lease)
+            except sqlite3.Error as exc:
+                raise self._error("renew leases in", exc) from exc
+        return lost
+
+    def expire_leases(self, run_id: str, now: float, reason: str) -> list[AttemptRecord]:
+        with self._lock:
+            conn = self._ready_connection()
+            try:
+                with _transaction(conn):
+                    found = conn.execute(EXPIRE_LEASES, (reason, now, run_id, now)).fetchall()
+            except sqlite3.Error as exc:
+                raise self._error("expire leases in", exc) from exc
+        return [attempt_from_row(row) for row in found]
+
+    def adopt_run(
+        self, run_id: str, owner: tuple[str, int], new_owner: tuple[str, int], reason: str
+    ) -> list[AttemptRecord] | None:
+        with self._lock:
+            conn = self._ready_connection()
+            try:
+                with _transaction(conn):
+                    took = conn.execute(ADOPT_RUN, (*new_owner, run_id, *owner, *ACTIVE))
+                    if not took.rowcount:
+                        return None
+                    found = conn.execute(FENCE_RUN, (reason, time.time(), run_id)).fetchall()
+            except sqlite3.Error as exc:
+                raise self._error("take over a run in", exc) from exc
+        return [attempt_from_row(row) for row in found]
+
     # -- reads -----------------------------------------------------------------------------
 
     def _query(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
@@ -451,3 +506,59 @@ class SQLiteMetadataStore:
     def list_metrics(self, run_id: str) -> list[MetricRecord]:
         rows = self._query(SELECT_METRICS, (run_id,))
         return [MetricRecord(**dict(zip(METRIC_FIELDS, row, strict=True))) for row in rows]
+
+    # -- schedules -------------------------------------------------------------------------
+
+    def sync_schedules(self, definitions: Sequence[ScheduleDefinition], *, now: float) -> None:
+        if not definitions:
+            return
+        values = [sql_rows.schedule_row(d, now) for d in definitions]
+        with self._lock:
+            conn = self._ready_connection()
+            try:
+                with _transaction(conn):
+                    conn.executemany(sql_rows.UPSERT_SCHEDULE, values)
+            except sqlite3.Error as exc:
+                raise self._error("sync schedules in", exc) from exc
+
+    def list_schedules(self) -> list[ScheduleRecord]:
+        found = self._query(sql_rows.SELECT_SCHEDULES, ())
+        return sorted((sql_rows.schedule_from_row(r) for r in found), key=lambda s: s.name)
+
+    def set_paused(self, name: str, paused: bool, *, now: float) -> ScheduleRecord:
+        change = sql_rows.PAUSE_SCHEDULE if paused else sql_rows.RESUME_SCHEDULE
+        with self._lock:
+            conn = self._ready_connection()
+            try:
+                with _transaction(conn):
+                    conn.execute(change, (now, name))
+                    row = conn.execute(sql_rows.SELECT_SCHEDULE, (name,)).fetchone()
+                if row is None:
+                    known = [r[0] for r in conn.execute(sql_rows.SELECT_SCHEDULE_NAMES)]
+                    raise sql_rows.schedule_not_found(name, known, str(self.path))
+            except sqlite3.Error as exc:
+                raise self._error("pause or resume a schedule in", exc) from exc
+        return sql_rows.schedule_from_row(row)
+
+    def claim_tick(self, schedule: str, tick: str, *, now: float, owner: str = "") -> bool:
+        with self._lock:
+            conn = self._ready_connection()
+            try:
+                with _transaction(conn):
+                    claimed = conn.execute(
+                        sql_rows.CLAIM_TICK, (schedule, tick, now, owner, schedule)
+                    ).rowcount
+            except sqlite3.Error as exc:
+                raise self._error("claim a schedule tick in", exc) from exc
+        return claimed == 1
+
+    def finish_tick(
+        self, schedule: str, tick: str, *, run_id: str | None = None, error: str | None = None
+    ) -> None:
+        with self._lock:
+            conn = self._ready_connection()
+            try:
+                with _transaction(conn):
+                    conn.execute(sql_rows.FINISH_TICK, (run_id, error, schedule, tick))
+            except sqlite3.Error as exc:
+                raise self._error("record a schedule tick in", exc) from exc

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 from klaw.metadata.records import (
     AttemptRecord,
     Batch,
     EventRecord,
+    Lease,
     LogRecord,
     MetricRecord,
     RunFilter,
     RunRecord,
+    ScheduleDefinition,
+    ScheduleRecord,
 )
 
 
@@ -50,9 +54,62 @@ class MetadataReader(Protocol):
     ) -> list[LogRecord]: ...
 
 
+class LeaseStore(Protocol):
+    """Leases of running stage attempts, and the fencing that keeps stale attempts out."""
+
+    def renew_leases(self, leases: Sequence[Lease], until: float) -> list[Lease]:
+        """Extend each attempt's lease to ``until`` (epoch seconds). Returns the leases that
+        are fenced: their attempt ended, was given up or runs under another token. Their
+        holders must stop and may write nothing more."""
+
+    def expire_leases(self, run_id: str, now: float, reason: str) -> list[AttemptRecord]:
+        """End as ``failed`` (error ``reason``) every running attempt of the run whose lease
+        ran out before ``now``; return those attempts, as ended."""
+
+    def adopt_run(
+        self, run_id: str, owner: tuple[str, int], new_owner: tuple[str, int], reason: str
+    ) -> list[AttemptRecord] | None:
+        """Take over an active run from ``owner`` (host, pid), atomically: ``None`` when the
+        run is not active or another process took it first. Every attempt that had not ended
+        is ended ``failed`` with ``reason`` (fenced) and returned."""
+
+
 class MetricsReader(Protocol):
     def list_metrics(self, run_id: str) -> list[MetricRecord]: ...
 
 
-class MetadataStore(MetadataWriter, MetadataReader, MetricsReader, Protocol):
+class RunStore(MetadataWriter, LeaseStore, Protocol):
+    """What a runner needs: writes and leases."""
+
+
+class ScheduleStore(Protocol):
+    """Cron schedules and their ticks. A tick is fired by whoever claims it first: the claim is
+    a row keyed ``(schedule, tick)``, so trigger services sharing a database never both fire
+    one. Times are epoch seconds; ticks are tick keys (``2026-03-29T01:00:00Z``)."""
+
+    def sync_schedules(self, definitions: Sequence[ScheduleDefinition], *, now: float) -> None:
+        """Insert new schedules (not paused) and update changed ones; a schedule's pause state
+        and ticks are kept. ``updated_at`` becomes ``now`` only when its workflow, cron or time
+        zone changed."""
+
+    def list_schedules(self) -> list[ScheduleRecord]:
+        """Every schedule with its newest claimed tick, by name."""
+
+    def set_paused(self, name: str, paused: bool, *, now: float) -> ScheduleRecord:
+        """Pause or resume a schedule (a no-op when it already is); the schedule as it stands.
+        Resuming records ``resumed_at``. ``ScheduleNotFoundError`` names an unknown name."""
+
+    def claim_tick(self, schedule: str, tick: str, *, now: float, owner: str = "") -> bool:
+        """Claim a tick for firing: True for exactly one caller per ``(schedule, tick)``;
+        False when it was claimed before or the schedule is paused or unknown."""
+
+    def finish_tick(
+        self, schedule: str, tick: str, *, run_id: str | None = None, error: str | None = None
+    ) -> None:
+        """Record what firing a claimed tick gave: the run it started, or why none started."""
+
+
+class MetadataStore(
+    MetadataWriter, MetadataReader, LeaseStore, MetricsReader, ScheduleStore, Protocol
+):
     """Everything a full metadata backend offers (SQLite, Postgres)."""

@@ -140,6 +140,23 @@ class ListSnapshots(_Command, frozen=True):
     key: str
 
 
+class ListSchedules(_Command, frozen=True):
+    """Every cron schedule of the project, with its state, next tick and last tick and run."""
+
+
+class PauseSchedule(_Command, frozen=True):
+    """Stop a schedule from firing (by name: the name of its workflow) until it is resumed."""
+
+    name: str
+
+
+class ResumeSchedule(_Command, frozen=True):
+    """Let a paused schedule fire again, from its next tick: the ticks of the pause are
+    skipped, whatever its catch-up policy."""
+
+    name: str
+
+
 Command = (
     SubmitRun
     | CancelRun
@@ -154,6 +171,9 @@ Command = (
     | ValidateWorkflows
     | ListAssets
     | ListSnapshots
+    | ListSchedules
+    | PauseSchedule
+    | ResumeSchedule
 )
 
 COMMANDS: Final[dict[str, type[_Command]]] = {
@@ -172,6 +192,9 @@ COMMANDS: Final[dict[str, type[_Command]]] = {
         ValidateWorkflows,
         ListAssets,
         ListSnapshots,
+        ListSchedules,
+        PauseSchedule,
+        ResumeSchedule,
     )
 }
 # The newest version of each command this code understands.
@@ -233,6 +256,15 @@ class WorkflowsReply(_Reply, frozen=True):
     workflows: list[WorkflowInfo]
 
 
+class PlannedStage(msgspec.Struct, kw_only=True, frozen=True):
+    """How a planned stage is set up (what ``klaw plan`` shows beside its name)."""
+
+    kind: str  # "stage" or "asset"
+    retries: int = 0
+    timeout: float | None = None
+    tags: tuple[str, ...] = ()
+
+
 class PlanReply(_Reply, frozen=True):
     workflow: str
     selection: str | None
@@ -240,11 +272,13 @@ class PlanReply(_Reply, frozen=True):
     levels: list[list[str]]  # stages that can run together, level by level
     upstream: dict[str, tuple[str, ...]]  # dependencies inside the plan
     external: dict[str, tuple[str, ...]]  # inputs read from an asset's latest snapshot
+    details: dict[str, PlannedStage] = msgspec.field(default_factory=dict)  # by stage name
 
 
 class ValidationResult(msgspec.Struct, kw_only=True, frozen=True):
     workflow: str
     error: ErrorReply | None = None  # None: valid
+    problems: tuple[str, ...] = ()  # every problem found (a GraphError lists several)
 
     @property
     def ok(self) -> bool:
@@ -263,6 +297,34 @@ class SnapshotsReply(_Reply, frozen=True):
     snapshots: list[SnapshotInfo]
 
 
+class ScheduleInfo(msgspec.Struct, kw_only=True, frozen=True):
+    """A cron schedule: its definition, state, next tick and newest claimed tick. Ticks are
+    UTC tick keys (``2026-03-29T01:00:00Z``); times are epoch seconds."""
+
+    name: str  # the workflow's name
+    workflow: str
+    cron: str
+    timezone: str
+    catch_up: str  # none | latest | all
+    paused: bool = False
+    paused_at: float | None = None
+    next_tick: str | None = None  # None while paused
+    last_tick: str | None = None
+    last_run_id: str | None = None
+    last_run_state: RunState | None = None
+    last_error: str | None = None  # why the last tick started no run
+
+
+class SchedulesReply(_Reply, frozen=True):
+    schedules: list[ScheduleInfo]
+
+
+class ScheduleReply(_Reply, frozen=True):
+    """Reply to PauseSchedule and ResumeSchedule: the schedule as it now stands."""
+
+    schedule: ScheduleInfo
+
+
 Reply = (
     ErrorReply
     | RunReply
@@ -276,6 +338,8 @@ Reply = (
     | ValidateReply
     | AssetsReply
     | SnapshotsReply
+    | SchedulesReply
+    | ScheduleReply
 )
 
 

@@ -8,11 +8,11 @@ translates: a command into the Orchestrator's method, its result into a reply St
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-from klaw.authoring.stage import StageKind
-from klaw.errors import KlawError
-from klaw.metadata.records import RunFilter
+from klaw.authoring.stage import StageDef, StageKind
+from klaw.errors import GraphError, KlawError
+from klaw.metadata.records import EventRecord, RunFilter, RunRecord
 from klaw.observability import get_logger
 from klaw.service.commands import (
     AssetsReply,
@@ -26,17 +26,23 @@ from klaw.service.commands import (
     ListAttempts,
     ListEvents,
     ListRuns,
+    ListSchedules,
     ListSnapshots,
     ListWorkflows,
     LogsReply,
+    PauseSchedule,
     Ping,
+    PlannedStage,
     PlanReply,
     PlanWorkflow,
     PongReply,
     ReadLogs,
     Reply,
+    ResumeSchedule,
     RunReply,
     RunsReply,
+    ScheduleReply,
+    SchedulesReply,
     SnapshotsReply,
     SubmitRun,
     ValidateReply,
@@ -49,6 +55,10 @@ from klaw.service.commands import (
     error_reply,
 )
 from klaw.service.orchestrator import Orchestrator, RunRequest
+from klaw.service.schedules import list_schedules, set_paused
+
+if TYPE_CHECKING:
+    from klaw.graph.plan import Plan
 
 _log: Final = get_logger(__name__)
 
@@ -72,10 +82,24 @@ class Dispatcher:
             ValidateWorkflows: self._validate_workflows,
             ListAssets: self._list_assets,
             ListSnapshots: self._list_snapshots,
+            ListSchedules: self._list_schedules,
+            PauseSchedule: self._pause_schedule,
+            ResumeSchedule: self._resume_schedule,
         }
 
-    def execute(self, cmd: Command) -> Reply:
-        """The reply to ``cmd``. A KlawError raised by the Orchestrator propagates."""
+    def execute(
+        self,
+        cmd: Command,
+        *,
+        on_events: Callable[[list[EventRecord]], None] | None = None,
+        on_start: Callable[[RunRecord, Plan], None] | None = None,
+    ) -> Reply:
+        """The reply to ``cmd``. A KlawError raised by the Orchestrator propagates.
+
+        ``on_start`` and ``on_events`` are for an in-process caller of ``SubmitRun(wait=True)``
+        (``klaw run``'s live display): they go to :meth:`Orchestrator.run` as they are."""
+        if isinstance(cmd, SubmitRun) and cmd.wait and (on_events or on_start):
+            return self._submit_run(cmd, on_events=on_events, on_start=on_start)
         handler = self._handlers.get(type(cmd))
         if handler is None:
             raise TypeError(f"Not a command: {cmd!r}")
@@ -98,7 +122,13 @@ class Dispatcher:
         return encode(reply)
 
     # -- handlers ------------------------------------------------------------------------------
-    def _submit_run(self, cmd: SubmitRun) -> RunReply:
+    def _submit_run(
+        self,
+        cmd: SubmitRun,
+        *,
+        on_events: Callable[[list[EventRecord]], None] | None = None,
+        on_start: Callable[[RunRecord, Plan], None] | None = None,
+    ) -> RunReply:
         request = RunRequest(
             workflow=cmd.workflow,
             selection=cmd.selection,
@@ -110,7 +140,7 @@ class Dispatcher:
         )
         if not cmd.wait:
             return RunReply(run=self.orchestrator.start(request))
-        return RunReply(run=self.orchestrator.run(request))
+        return RunReply(run=self.orchestrator.run(request, on_events=on_events, on_start=on_start))
 
     def _cancel_run(self, cmd: CancelRun) -> RunReply:
         return RunReply(run=self.orchestrator.cancel(cmd.run_id, wait=cmd.wait))
@@ -167,12 +197,17 @@ class Dispatcher:
             levels=plan.levels,
             upstream=plan.upstream,
             external=plan.external,
+            details={name: _planned(plan.graph.stages[name]) for name in plan.stages},
         )
 
     def _validate_workflows(self, cmd: ValidateWorkflows) -> ValidateReply:
         found = self.orchestrator.validate(cmd.workflows or None)
         results = [
-            ValidationResult(workflow=name, error=None if exc is None else error_reply(exc))
+            ValidationResult(
+                workflow=name,
+                error=None if exc is None else error_reply(exc),
+                problems=_problems(exc),
+            )
             for name, exc in found.items()
         ]
         return ValidateReply(results=results)
@@ -182,3 +217,28 @@ class Dispatcher:
 
     def _list_snapshots(self, cmd: ListSnapshots) -> SnapshotsReply:
         return SnapshotsReply(snapshots=self.orchestrator.snapshots(cmd.key))
+
+    def _list_schedules(self, cmd: ListSchedules) -> SchedulesReply:
+        return SchedulesReply(schedules=list_schedules(self.orchestrator))
+
+    def _pause_schedule(self, cmd: PauseSchedule) -> ScheduleReply:
+        return ScheduleReply(schedule=set_paused(self.orchestrator, cmd.name, True))
+
+    def _resume_schedule(self, cmd: ResumeSchedule) -> ScheduleReply:
+        return ScheduleReply(schedule=set_paused(self.orchestrator, cmd.name, False))
+
+
+def _planned(stage: StageDef) -> PlannedStage:
+    return PlannedStage(
+        kind=stage.kind.value,
+        retries=stage.retry.retries,
+        timeout=stage.timeout,
+        tags=tuple(sorted(stage.tags)),
+    )
+
+
+def _problems(exc: KlawError | None) -> tuple[str, ...]:
+    """Every problem an error names: a GraphError lists each, any other error is one."""
+    if exc is None:
+        return ()
+    return tuple(exc.problems) if isinstance(exc, GraphError) else (exc.message,)

@@ -63,6 +63,8 @@ def load_folder(folder: Path) -> Workflow:
         folder.name,
         defaults,
         schedule=config.schedule,
+        timezone=config.timezone,
+        catch_up=config.catch_up,
         description=config.description,
         max_active_runs=config.max_active_runs,
         tags=config.tags,

@@ -42,13 +42,14 @@ from klaw.metadata.records import (
 )
 from klaw.observability import configure_logging, get_logger
 from klaw.service.project import Project, find_project, load_workflows
-from klaw.service.wiring import LakeFactory, make_executor, open_metadata
+from klaw.service.wiring import LakeFactory, MetadataFactory, make_executor, open_metadata
 from klaw.settings import KlawSettings, load_settings
 from klaw.states import RunState, StageState
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from klaw.execution.lease import LeaseKeeper
     from klaw.execution.runner import Runner
     from klaw.metadata.store import MetadataStore
     from klaw.storage.store import AssetInfo, SnapshotInfo
@@ -97,7 +98,16 @@ class Orchestrator:
     def metadata(self) -> MetadataStore:
         return open_metadata(self.settings)
 
+    @cached_property
+    def leases(self) -> LeaseKeeper:
+        """Renews the leases of the attempts this process runs (its workers get a copy)."""
+        from klaw.execution.lease import LeaseKeeper
+
+        return LeaseKeeper(MetadataFactory(self.settings), self.settings.lease_ttl)
+
     def close(self) -> None:
+        if "leases" in self.__dict__:
+            self.leases.close()
         if "metadata" in self.__dict__:
             self.metadata.close()
         self.lake.close()
@@ -169,7 +179,9 @@ class Orchestrator:
             for n in names
         }
         schemas: dict[str, Any] = dict.fromkeys(graph.foreign)
-        if not Path(self.settings.catalog).exists():  # nothing stored yet: no lake to open
+        catalog = self.settings.catalog  # a SQLite file, or a Postgres database (always opened)
+        stored = catalog.startswith("postgres") or Path(catalog.removeprefix("sqlite:")).exists()
+        if not stored:  # nothing stored yet: no lake to open
             return schemas
         for name, key in keys.items():
             if key is None or (name in graph.stages and _is_sql(graph.stages[name])):
@@ -289,6 +301,7 @@ class Orchestrator:
             self.lake,
             kind=request.executor or workflow.executor,
             max_workers=request.max_workers,
+            leases=self.leases,
         )
         self.metadata.create_run(run, max_active=workflow.max_active_runs)
         failpoint("after_create_run")
@@ -299,8 +312,102 @@ class Orchestrator:
             reused=reused,
             external=external,
             on_events=on_events,
+            lease_ttl=self.settings.lease_ttl,
         )
         return Runner(plan, run, executor=executor, metadata=self.metadata, options=options)
+
+    # -- crash recovery --------------------------------------------------------------------------
+    def recover(self) -> list[RunRecord]:
+        """Take over every active run whose owner process on this host has died (a server
+        killed mid-run) and continue it in the background from what was recorded: stages
+        that finished are not run again, attempts that were running are ended ``failed``
+        (fenced: nothing they send later is kept) and run again as new attempts."""
+        me = (socket.gethostname(), os.getpid())
+        taken: list[RunRecord] = []
+        active = RunFilter(states=(RunState.QUEUED, RunState.RUNNING), limit=10_000)
+        for run in self.metadata.list_runs(active):
+            if run.owner_host != me[0] or run.owner_pid == me[1] or _alive(run.owner_pid):
+                continue
+            owner = (run.owner_host, run.owner_pid)
+            reason = f"lost: the process that ran it (pid {run.owner_pid}) died"
+            try:
+                runner = self._recovery(run)
+            except KlawError as exc:  # the definition changed or vanished: end the run
+                self._end_abandoned(run, f"could not be recovered: {exc.message}")
+                continue
+            fenced = self.metadata.adopt_run(run.run_id, owner, me, reason)
+            if fenced is None:  # another process took it first
+                continue
+            now = time.time()
+            events = [EventRecord(run_id=run.run_id, kind="run_recovering", ts=now)]
+            events += [
+                EventRecord(
+                    run_id=run.run_id,
+                    kind="stage_lost",
+                    ts=now,
+                    stage=a.stage,
+                    attempt=a.attempt,
+                    state=StageState.FAILED.value,
+                    data={"error": reason},
+                )
+                for a in fenced
+            ]
+            self.metadata.commit(Batch(events=events))
+            runner = self._recovery(run)  # after the fence: attempt numbers continue past it
+            _log.warning("recovering run", run_id=run.run_id, workflow=run.workflow)
+            taken.append(msgspec.structs.replace(run))
+            self._active[run.run_id] = runner
+            thread = threading.Thread(
+                target=self._background, args=(runner,), name=f"klaw-run-{run.run_id}", daemon=True
+            )
+            self._threads[run.run_id] = thread
+            thread.start()
+        return taken
+
+    def _recovery(self, run: RunRecord) -> Runner:
+        """A runner that continues ``run`` from its recorded attempts."""
+        from klaw.execution.runner import Reused, Runner, RunOptions
+
+        workflow = self.workflow(run.workflow)
+        params = resolve_params(workflow, run.params)
+        plan = self.plan(workflow.name, run.selection)
+        before: dict[str, int] = {}
+        succeeded: dict[str, AttemptRecord] = {}
+        for attempt in self.metadata.list_attempts(run.run_id):
+            before[attempt.stage] = max(before.get(attempt.stage, 0), attempt.attempt)
+            if attempt.state is StageState.SUCCEEDED:
+                succeeded[attempt.stage] = attempt
+        reused: dict[str, Reused] = {}
+        for name, record in succeeded.items():
+            if name in plan.upstream and record.asset_key and record.snapshot_id is not None:
+                ref = AssetRef(record.asset_key, record.snapshot_id)
+                reused[name] = Reused(ref, record.reused_from or run.run_id)
+        # A stage whose value lived only in memory is done when everything that reads it is.
+        done = set(reused)
+        for name in reversed(plan.stages):
+            readers = [d for d in plan.stages if name in plan.upstream[d]]
+            if name in succeeded and all(d in done for d in readers):
+                done.add(name)
+        executor = make_executor(
+            self.settings, self.lake, kind=workflow.executor, max_workers=None, leases=self.leases
+        )
+        options = RunOptions(
+            stop_grace=self.settings.stop_grace,
+            params=params,
+            reused=reused,
+            done=frozenset(done - set(reused)),
+            external=self._external_refs(plan),
+            lease_ttl=self.settings.lease_ttl,
+            attempts_before=before,
+            recovered=True,
+        )
+        return Runner(plan, run, executor=executor, metadata=self.metadata, options=options)
+
+    def _end_abandoned(self, run: RunRecord, error: str) -> None:
+        now = time.time()
+        run.state, run.ended_at, run.error = RunState.FAILED, now, error
+        event = EventRecord(run_id=run.run_id, kind="run_finished", ts=now, state="failed")
+        self.metadata.commit(Batch(runs=[run], events=[event]))
 
     def _reusable(self, parent: RunRecord, plan: Plan) -> dict[str, Any]:
         """Stages of ``parent`` whose snapshots can stand in for running them again."""

@@ -155,8 +155,9 @@ def _import(project: Project, name: str) -> Any:
             if not path.exists():
                 raise ConfigError(f"{project.file} names {name}, which does not exist.")
             module_name = path.stem
-            if module_name in sys.modules:
-                return sys.modules[module_name]
+            loaded = sys.modules.get(module_name)
+            if loaded is not None and getattr(loaded, "__file__", None) == str(path):
+                return loaded  # the same file: a module of the same name elsewhere is replaced
             spec = importlib.util.spec_from_file_location(module_name, path)
             assert spec is not None and spec.loader is not None
             module = importlib.util.module_from_spec(spec)

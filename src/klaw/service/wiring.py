@@ -9,6 +9,7 @@ from klaw.settings import KlawSettings
 
 if TYPE_CHECKING:
     from klaw.execution.executor import Executor
+    from klaw.execution.lease import LeaseKeeper
     from klaw.metadata.store import MetadataStore
     from klaw.storage.store import AssetStore
 
@@ -77,19 +78,44 @@ class LakeFactory:
         self._store = None
 
 
+class MetadataFactory:
+    """Opens the metadata store on first use, once per process. Picklable, so a worker process
+    renews its attempts' leases in the same database as the runner."""
+
+    def __init__(self, settings: KlawSettings) -> None:
+        self.settings = settings
+        self._store: MetadataStore | None = None
+
+    def __call__(self) -> MetadataStore:
+        if self._store is None:
+            self._store = open_metadata(self.settings)
+        return self._store
+
+    def __getstate__(self) -> dict[str, KlawSettings]:
+        return {"settings": self.settings}
+
+    def __setstate__(self, state: dict[str, KlawSettings]) -> None:
+        self.settings, self._store = state["settings"], None
+
+
 def make_executor(
-    settings: KlawSettings, lake: LakeFactory, *, kind: str | None, max_workers: int | None
+    settings: KlawSettings,
+    lake: LakeFactory,
+    *,
+    kind: str | None,
+    max_workers: int | None,
+    leases: LeaseKeeper | None = None,
 ) -> Executor:
     chosen = kind or settings.executor
     workers = max_workers or settings.max_workers
     if chosen == "thread":
         from klaw.execution.local import ThreadExecutor
 
-        return ThreadExecutor(lake, workers)
+        return ThreadExecutor(lake, workers, leases)
     if chosen == "process":
         from klaw.execution.process import ProcessExecutor
 
-        return ProcessExecutor(lake, workers)
+        return ProcessExecutor(lake, workers, leases)
     if chosen == "ray":
         try:
             from klaw.execution.ray import RayExecutor
@@ -97,7 +123,7 @@ def make_executor(
             raise ConfigError(
                 "The Ray executor needs Ray.", hint='Install it: pip install "klaw[ray]".'
             ) from None
-        return RayExecutor(lake, workers, address=settings.ray_address)
+        return RayExecutor(lake, workers, address=settings.ray_address, leases=leases)
     raise ConfigError(
         f"Unknown executor {chosen!r}.",
         hint="Use --executor thread (default), process or ray.",

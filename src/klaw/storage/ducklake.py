@@ -1,9 +1,13 @@
 """The DuckLake asset store: every asset is a DuckLake table, every commit one snapshot.
 
 Data lives as Parquet files under ``data_path``; the catalog (tables, snapshots, which files
-make up which version) lives in SQLite by default, or later in Postgres
-(``catalog="postgres:dbname=klaw host=..."``). DuckDB extensions are loaded from the
-``duckdb-extension-*`` Python packages and never downloaded.
+make up which version) lives in SQLite by default, or in Postgres
+(``catalog="postgresql://klaw@db:5432/klaw"``; see ``klaw.storage.location``). DuckDB
+extensions are loaded from the ``duckdb-extension-*`` Python packages and never downloaded.
+
+A commit is one catalog transaction: its Parquet files are written first, and only the
+transaction's commit makes them a snapshot. A process that dies in between leaves files no
+snapshot references (orphans), which readers never see and ``delete_orphaned_files`` removes.
 
 Asset keys are SQL identifiers and, as in SQL, case-insensitive: ``Orders`` and ``orders`` are
 the same asset, so committing one while the other exists is refused.
@@ -12,8 +16,8 @@ the same asset, so committing one while the other exists is refused.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import difflib
-import importlib.util
 import json
 import random
 import re
@@ -28,6 +32,16 @@ import duckdb
 import pyarrow as pa
 
 from klaw.errors import AssetNotFoundError, StorageError
+from klaw.failpoints import failpoint
+from klaw.storage.location import (
+    catalog_target,
+    data_location,
+    extension_file,
+    is_postgres,
+    literal,
+    package,
+    redact,
+)
 from klaw.storage.store import AssetInfo, SnapshotInfo
 
 _LAKE = "klaw_lake"  # the DuckLake catalog's name inside the store's own DuckDB instance
@@ -36,23 +50,24 @@ _SOURCE = "__klaw_commit_source"  # the name the table being committed is regist
 _AUTHOR = "klaw"
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _MAX_KEY_LENGTH = 63
-_BUSY_TIMEOUT_MS = 5000
-_REMOTE_EXTENSIONS = {"s3": "httpfs", "gs": "httpfs", "gcs": "httpfs", "r2": "httpfs"}
 _LISTED_SNAPSHOTS = 20  # how many snapshot ids an error message lists
+_ORPHAN_AGE = dt.timedelta(days=1)
+_POSTGRES_FAILURE = re.compile(r'Unable to connect to Postgres at "[^"]*":\s*(.*)', re.DOTALL)
 
 # Every snapshot where a table of the given name was created, or its rows or columns changed.
-# Read from DuckLake's own spec tables, which the SQLite and Postgres catalogs share.
-_HISTORY_SQL = f"""
+# Read from DuckLake's own spec tables, which the SQLite and Postgres catalogs share; {meta} is
+# the catalog database's schema that holds them.
+_HISTORY_SQL = """
 WITH tables AS (
     SELECT t.table_id, lower(t.table_name) AS key, t.begin_snapshot
-    FROM {_META}.ducklake_table AS t
-    JOIN {_META}.ducklake_schema AS s ON s.schema_id = t.schema_id
+    FROM {meta}.ducklake_table AS t
+    JOIN {meta}.ducklake_schema AS s ON s.schema_id = t.schema_id
     WHERE s.schema_name = 'main' AND ($key IS NULL OR lower(t.table_name) = lower($key))
 ), changed AS (
     SELECT snapshot_id, TRY_CAST(split_part(change, ':', 2) AS BIGINT) AS table_id
     FROM (
         SELECT snapshot_id, unnest(string_split(changes_made, ',')) AS change
-        FROM {_META}.ducklake_snapshot_changes
+        FROM {meta}.ducklake_snapshot_changes
     )
     WHERE split_part(change, ':', 1)
         IN ('inserted_into_table', 'deleted_from_table', 'altered_table')
@@ -63,8 +78,8 @@ SELECT DISTINCT tables.key, s.snapshot_id, epoch(s.snapshot_time::TIMESTAMPTZ),
     c.commit_extra_info
 FROM changed
 JOIN tables USING (table_id)
-JOIN {_META}.ducklake_snapshot AS s ON s.snapshot_id = changed.snapshot_id
-LEFT JOIN {_META}.ducklake_snapshot_changes AS c ON c.snapshot_id = changed.snapshot_id
+JOIN {meta}.ducklake_snapshot AS s ON s.snapshot_id = changed.snapshot_id
+LEFT JOIN {meta}.ducklake_snapshot_changes AS c ON c.snapshot_id = changed.snapshot_id
 ORDER BY 1, 2
 """
 
@@ -84,11 +99,12 @@ class DuckLakeAssetStore:
     """Assets as DuckLake tables: one snapshot per commit, time travel by snapshot id.
 
     ``catalog`` is a SQLite file (``.klaw/lake.sqlite``; ``sqlite:`` prefix optional) or a
-    ``postgres:`` connection string; ``data_path`` is the folder (or, with the matching
-    extension package installed, the object-store URL) the Parquet files go under. Nothing is
-    opened until first use. Commits are serialised by one lock; reads run concurrently on their
-    own cursors. Another process may commit to the same catalog at the same time: a commit that
-    meets a locked catalog or a conflicting transaction is retried for ``retry_timeout`` seconds.
+    Postgres database (``postgresql://...`` or ``postgres:dbname=...``); ``data_path`` is the
+    folder (or, with the matching extension package installed, the object-store URL) the
+    Parquet files go under. Nothing is opened until first use. Commits are serialised by one
+    lock; reads run concurrently on their own cursors. Another process may commit to the same
+    catalog at the same time: a commit that meets a locked catalog or a conflicting transaction
+    is retried for ``retry_timeout`` seconds.
     """
 
     def __init__(
@@ -97,17 +113,17 @@ class DuckLakeAssetStore:
         self.catalog = catalog
         self.data_path = data_path
         self.retry_timeout = retry_timeout
+        self.location = redact(str(catalog))  # the catalog as messages show it: no password
         self._lock = threading.Lock()
         self._con: duckdb.DuckDBPyConnection | None = None
+        self._meta = f"{_META}.main"  # where DuckLake's own tables are; set when opened
         self._closed = False
         # Snapshots never change, so what was learnt about one is kept.
         self._members: set[tuple[str, int]] = set()
         self._stats: dict[tuple[str, int], tuple[int, dict[str, str]]] = {}
 
     def __repr__(self) -> str:
-        return (
-            f"DuckLakeAssetStore(catalog={str(self.catalog)!r}, data_path={str(self.data_path)!r})"
-        )
+        return f"DuckLakeAssetStore(catalog={self.location!r}, data_path={str(self.data_path)!r})"
 
     def __enter__(self) -> DuckLakeAssetStore:
         return self
@@ -143,7 +159,7 @@ class DuckLakeAssetStore:
                 except duckdb.Error as exc:
                     landed = None
                     with contextlib.suppress(duckdb.Error):
-                        landed = _landed_snapshot(con, extra)
+                        landed = _landed_snapshot(con, self._meta, extra)
                     if landed is not None:  # the commit failed after it was durable
                         snapshot = landed
                         break
@@ -177,10 +193,47 @@ class DuckLakeAssetStore:
                 self._check_snapshot(cur, key, snapshot)
             return cur.execute(f"SELECT * FROM {_table(key, snapshot)}{head}").to_arrow_table()
 
+    def stream(
+        self, key: str, snapshot: int | None = None, *, batch_rows: int = 131_072
+    ) -> pa.RecordBatchReader:
+        """Like :meth:`read`, as record batches of up to ``batch_rows`` rows that DuckDB reads as
+        they are consumed: memory stays at a few batches however large the snapshot. Errors
+        (unknown asset or snapshot) are raised here, before the first batch. The reader keeps a
+        cursor of its own until it is exhausted or dropped."""
+        _check_key(key)
+        if snapshot is not None and (isinstance(snapshot, bool) or not isinstance(snapshot, int)):
+            raise StorageError(
+                f"asset {key!r}: snapshot must be an integer id, got {snapshot!r}",
+                hint="pass a snapshot id from the asset's snapshot list",
+            )
+        cur = self._cursor()
+        try:
+            if snapshot is not None and (key.lower(), snapshot) not in self._members:
+                self._check_snapshot(cur, key, snapshot)
+            query = cur.execute(f"SELECT * FROM {_table(key, snapshot)}")
+            source = query.to_arrow_reader(max(1, int(batch_rows)))
+        except duckdb.CatalogException:
+            cur.close()
+            raise self._not_found(key) from None
+        except duckdb.Error as exc:
+            cur.close()
+            raise _storage_error(exc, f"could not read asset {key!r}") from None
+        except BaseException:
+            cur.close()
+            raise
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            try:
+                yield from source
+            finally:
+                cur.close()
+
+        return pa.RecordBatchReader.from_batches(source.schema, batches())
+
     def snapshots(self, key: str) -> list[SnapshotInfo]:
         _check_key(key)
         with self._reading(key) as cur:
-            history = _history(cur, key).get(key.lower())
+            history = _history(cur, self._meta, key).get(key.lower())
             if not history:
                 raise self._not_found(key)
             infos = []
@@ -192,7 +245,7 @@ class DuckLakeAssetStore:
     def assets(self) -> list[AssetInfo]:
         with self._reading(None) as cur:
             names = _table_names(cur)
-            histories = _history(cur, None)
+            histories = _history(cur, self._meta, None)
             infos = []
             for name in sorted(names):
                 history = histories.get(name.lower())
@@ -211,6 +264,30 @@ class DuckLakeAssetStore:
                     )
                 )
             return infos
+
+    # -- maintenance --------------------------------------------------------------------------
+
+    def delete_orphaned_files(self, *, older_than: dt.timedelta = _ORPHAN_AGE) -> list[str]:
+        """Delete the Parquet files under the data path that no snapshot refers to and that
+        were last written more than ``older_than`` ago; return their paths, sorted.
+
+        Such files are left by a commit whose process died after writing its Parquet files
+        and before the catalog transaction committed; readers never see them. The age keeps
+        the files of a commit another process is making right now: never pass less than the
+        longest a commit can take while other processes may be writing to this lake. Any other
+        Parquet file kept under the data path counts as orphaned too (other files are left).
+        """
+        cutoff = (dt.datetime.now(dt.UTC) - older_than).timestamp()
+        with self._lock:  # no commit of this store is between writing files and committing
+            con = self._connection_locked()
+            try:
+                rows = con.execute(
+                    "CALL ducklake_delete_orphaned_files(?, older_than => to_timestamp(?))",
+                    [_LAKE, cutoff],
+                ).fetchall()
+            except duckdb.Error as exc:
+                raise _storage_error(exc, "could not delete the lake's orphaned files") from None
+        return sorted(str(row[0]) for row in rows)
 
     def close(self) -> None:
         with self._lock:
@@ -237,7 +314,7 @@ class DuckLakeAssetStore:
 
     def _closed_error(self) -> StorageError:
         return StorageError(
-            f"the asset store on {str(self.catalog)!r} is closed",
+            f"the asset store on {self.location!r} is closed",
             hint="open a new DuckLakeAssetStore",
         )
 
@@ -249,23 +326,26 @@ class DuckLakeAssetStore:
         return self._con
 
     def _open(self) -> duckdb.DuckDBPyConnection:
-        attach, catalog_extension, options = _catalog_attach(self.catalog)
-        data_path, data_extension = _data_location(self.data_path)
-        names = [n for n in (data_extension, catalog_extension, "ducklake") if n is not None]
-        files = [_extension_file(name) for name in names]  # before anything is opened
-        options = [f"DATA_PATH {_literal(data_path)}", "DATA_INLINING_ROW_LIMIT 0", *options]
-        options.append(f"METADATA_CATALOG {_literal(_META)}")
+        target = catalog_target(self.catalog)
+        data_path, data_extension = data_location(self.data_path)
+        names = [n for n in (data_extension, target.extension, "ducklake") if n is not None]
+        files = [extension_file(name) for name in names]  # before anything is opened
+        options = [f"DATA_PATH {literal(data_path)}", "DATA_INLINING_ROW_LIMIT 0"]
+        options += [*target.options, f"METADATA_CATALOG {literal(_META)}"]
         con = duckdb.connect(
             config={"autoinstall_known_extensions": False, "autoload_known_extensions": False}
         )
         deadline = time.monotonic() + self.retry_timeout
         try:
             for file in files:
-                con.execute(f"LOAD {_literal(str(file))}")
+                con.execute(f"LOAD {literal(str(file))}")
             con.execute("SET GLOBAL TimeZone = 'UTC'")  # timestamps come back in UTC everywhere
+            con.execute("SET enable_progress_bar = false")  # a slow query prints nothing
             while True:  # a new catalog may be being created by another process right now
                 try:
-                    con.execute(f"ATTACH {_literal(attach)} AS {_LAKE} ({', '.join(options)})")
+                    con.execute(
+                        f"ATTACH {literal(target.attach)} AS {_LAKE} ({', '.join(options)})"
+                    )
                     break
                 except duckdb.Error as exc:
                     if not _is_retryable(exc) or time.monotonic() > deadline:
@@ -273,10 +353,26 @@ class DuckLakeAssetStore:
                     time.sleep(random.uniform(0.01, 0.1))
         except duckdb.Error as exc:
             con.close()
-            raise _storage_error(
-                exc, f"could not open the DuckLake catalog {str(self.catalog)!r}"
-            ) from None
+            raise self._open_error(exc) from None
+        self._meta = f"{_META}.{_quote(target.schema)}"
         return con
+
+    def _open_error(self, exc: duckdb.Error) -> StorageError:
+        what = f"could not open the DuckLake catalog {self.location!r}"
+        if not is_postgres(self.catalog):
+            return _storage_error(exc, what)
+        failure = _POSTGRES_FAILURE.search(str(exc))
+        if failure is None:
+            return _storage_error(exc, what)
+        reason = " ".join(redact(failure.group(1)).split())
+        return StorageError(
+            f"{what}: cannot connect to Postgres: {reason}",
+            hint=(
+                "check that Postgres runs at that address and that the database exists (create"
+                " it with CREATE DATABASE) and lets this user connect, then fix KLAW_LAKE_CATALOG"
+                " (or lake_catalog in klaw.toml)"
+            ),
+        )
 
     # -- committing ---------------------------------------------------------------------------
 
@@ -301,13 +397,17 @@ class DuckLakeAssetStore:
             # million rows) where a drop only ends its files, which time travel keeps reading;
             # and it is always one snapshot, where an empty DELETE + INSERT would make none.
             con.execute(f"CREATE OR REPLACE TABLE {_table(key)} AS SELECT * FROM {_SOURCE}")
+            # The Parquet files are written now; until COMMIT no snapshot refers to them.
+            failpoint("before_lake_commit")
             con.execute("COMMIT")
         except BaseException:
             _rollback(con)
             raise
         finally:
             con.unregister(_SOURCE)
-        snapshot = _landed_snapshot(con, extra)  # the catalog, not the session, says which
+        snapshot = _landed_snapshot(
+            con, self._meta, extra
+        )  # the catalog, not the session, says which
         if snapshot is None:
             raise StorageError(
                 f"asset {key!r}: DuckLake committed, but recorded no snapshot for the commit",
@@ -332,7 +432,7 @@ class DuckLakeAssetStore:
             cur.close()
 
     def _check_snapshot(self, cur: duckdb.DuckDBPyConnection, key: str, snapshot: int) -> None:
-        history = _history(cur, key).get(key.lower())
+        history = _history(cur, self._meta, key).get(key.lower())
         if not history:
             raise self._not_found(key)
         ids = [commit.snapshot for commit in history]
@@ -371,7 +471,7 @@ class DuckLakeAssetStore:
         close += [n for n in names if n.lower() == key.lower() and n not in close]
         suggestion = f"; did you mean {', '.join(repr(n) for n in close)}?" if close else ""
         return AssetNotFoundError(
-            f"asset {key!r} does not exist in the lake at {str(self.catalog)!r}{suggestion}",
+            f"asset {key!r} does not exist in the lake at {self.location!r}{suggestion}",
             hint="run `klaw assets list` to see every asset",
         )
 
@@ -394,10 +494,6 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 def _table(key: str, snapshot: int | None = None) -> str:
     name = f"{_LAKE}.main.{_quote(key)}"
     return name if snapshot is None else f"{name} AT (VERSION => {int(snapshot)})"
@@ -411,10 +507,13 @@ def _table_names(cur: duckdb.DuckDBPyConnection) -> list[str]:
     return [str(row[0]) for row in rows]
 
 
-def _history(cur: duckdb.DuckDBPyConnection, key: str | None) -> dict[str, list[_Commit]]:
+def _history(
+    cur: duckdb.DuckDBPyConnection, meta: str, key: str | None
+) -> dict[str, list[_Commit]]:
     """Snapshots per lower-cased key, oldest first (every key when ``key`` is None)."""
     histories: dict[str, list[_Commit]] = {}
-    for name, snapshot, at, extra in cur.execute(_HISTORY_SQL, {"key": key}).fetchall():
+    sql = _HISTORY_SQL.format(meta=meta)
+    for name, snapshot, at, extra in cur.execute(sql, {"key": key}).fetchall():
         commit = _Commit(int(snapshot), float(at), *_tags(extra))
         histories.setdefault(name, []).append(commit)
     return histories
@@ -435,10 +534,10 @@ def _tags(extra: object) -> tuple[str | None, str | None, int | None]:
     )
 
 
-def _landed_snapshot(con: duckdb.DuckDBPyConnection, extra: str) -> int | None:
+def _landed_snapshot(con: duckdb.DuckDBPyConnection, meta: str, extra: str) -> int | None:
     """The snapshot a commit tagged ``extra`` (which holds a unique id) produced, if it did."""
     row = con.execute(
-        f"SELECT max(snapshot_id) FROM {_META}.ducklake_snapshot_changes"
+        f"SELECT max(snapshot_id) FROM {meta}.ducklake_snapshot_changes"
         " WHERE commit_extra_info = ?",
         [extra],
     ).fetchone()
@@ -466,66 +565,7 @@ def _storage_error(exc: duckdb.Error, what: str) -> StorageError:
         name = missing.group(1) or missing.group(2)
         return StorageError(
             f"{what}: DuckDB needs its {name!r} extension, and Klaw never downloads extensions",
-            hint=f"install it with `pip install {_package(name)}=={duckdb.__version__}`",
+            hint=f"install it with `pip install {package(name)}=={duckdb.__version__}`",
         )
-    first = text.splitlines()[0] if text else type(exc).__name__
+    first = redact(text.splitlines()[0]) if text else type(exc).__name__
     return StorageError(f"{what}: {first}", hint="check the catalog and data path, then retry")
-
-
-def _package(extension: str) -> str:
-    return "duckdb-extension-" + extension.replace("_", "-")
-
-
-def _extension_file(name: str) -> Path:
-    """The extension file shipped inside the ``duckdb-extension-<name>`` Python package."""
-    module = "duckdb_extension_" + name
-    spec = importlib.util.find_spec(module)
-    folders = list(spec.submodule_search_locations or []) if spec else []
-    relative = Path("extensions") / f"v{duckdb.__version__}" / f"{name}.duckdb_extension"
-    for folder in folders:
-        if (Path(folder) / relative).is_file():
-            return Path(folder) / relative
-    found = "is not installed" if not folders else f"has no build for DuckDB {duckdb.__version__}"
-    raise StorageError(
-        f"the DuckDB extension {name!r} is needed, but the package {_package(name)} {found}",
-        hint=f"install it with `pip install {_package(name)}=={duckdb.__version__}`",
-    )
-
-
-def _catalog_attach(catalog: str | Path) -> tuple[str, str, list[str]]:
-    """The ``ATTACH`` target, the extension its database needs, and its extra options."""
-    text = str(catalog)
-    if isinstance(catalog, str) and catalog.startswith(("postgres:", "postgresql:")):
-        return f"ducklake:postgres:{text.split(':', 1)[1]}", "postgres_scanner", []
-    if isinstance(catalog, str) and catalog.startswith("sqlite:"):
-        text = text.removeprefix("sqlite:")
-    path = Path(text).expanduser().resolve()
-    _make_folder(path.parent, "the folder for the DuckLake catalog")
-    options = ["META_JOURNAL_MODE 'WAL'", f"META_BUSY_TIMEOUT {_BUSY_TIMEOUT_MS}"]
-    return f"ducklake:sqlite:{path}", "sqlite_scanner", options
-
-
-def _data_location(data_path: str | Path) -> tuple[str, str | None]:
-    """The absolute data path (ending in '/') and the extension its file system needs."""
-    text = str(data_path)
-    scheme = text.split("://", 1)[0].lower() if "://" in text else None
-    if scheme is not None:
-        if scheme not in _REMOTE_EXTENSIONS:
-            raise StorageError(
-                f"the data path {text!r} uses {scheme}://, which Klaw cannot store to",
-                hint="use a local folder or an s3:// or gs:// URL",
-            )
-        return text.rstrip("/") + "/", _REMOTE_EXTENSIONS[scheme]
-    path = Path(text).expanduser().resolve()
-    _make_folder(path, "the data folder")
-    return str(path) + "/", None
-
-
-def _make_folder(path: Path, what: str) -> None:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StorageError(
-            f"cannot create {what} {str(path)!r}: {exc.strerror}",
-            hint="choose a path in a folder you can write",
-        ) from None

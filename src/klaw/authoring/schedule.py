@@ -3,6 +3,12 @@
 A :class:`Schedule` is checked once, when it is built, and every problem is a
 :class:`~klaw.errors.ConfigError` that names the workflow and the bad field. Building one parses
 the cron expression and looks up the time zone; nothing else happens (no clock, no I/O).
+
+The same checks back ``klaw.workflow(..., schedule=, timezone=, catch_up=)`` and the
+``schedule`` / ``timezone`` / ``catch_up`` keys of a folder's ``config.yaml``
+(:func:`check_cron`, :func:`check_timezone`, :func:`check_catch_up`), so a bad definition is
+refused where it is written. The schedule lives here, below the service layer, because the
+service reports next ticks and the trigger service (above it) fires them.
 """
 
 from __future__ import annotations
@@ -85,7 +91,7 @@ class Schedule:
     _start_utc: datetime | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        where = f"schedule for workflow {self.workflow!r}"
+        where = _where(self.workflow)
         if not isinstance(self.workflow, str) or not self.workflow.strip():
             raise ConfigError(
                 f"a schedule has an empty workflow name ({self.workflow!r})",
@@ -129,6 +135,30 @@ class Schedule:
     def start_utc(self) -> datetime | None:
         """``start`` as an aware UTC datetime, or ``None``."""
         return self._start_utc
+
+
+def check_cron(workflow: str, cron: object) -> str:
+    """``cron`` with its whitespace normalised, or a ``ConfigError`` naming the workflow."""
+    where = _where(workflow)
+    text = _normalise_cron(where, cron)
+    _check_cron(where, text)
+    return text
+
+
+def check_timezone(workflow: str, timezone: object) -> str:
+    """``timezone`` if it is a known IANA zone, or a ``ConfigError`` suggesting close names."""
+    _zone(_where(workflow), timezone)
+    assert isinstance(timezone, str)
+    return timezone
+
+
+def check_catch_up(workflow: str, catch_up: object) -> CatchUp:
+    """The catch-up policy ``catch_up`` names, or a ``ConfigError`` listing the policies."""
+    return _catchup(_where(workflow), catch_up)
+
+
+def _where(workflow: object) -> str:
+    return f"schedule for workflow {workflow!r}"
 
 
 def _normalise_cron(where: str, cron: object) -> str:

@@ -6,7 +6,7 @@ Every datetime taken must be timezone-aware; every datetime returned is an aware
 How ticks are found. croniter iterates *naive local wall times* (where it has no daylight
 saving quirks: iterating aware datetimes it fires a daily ``30 2 * * *`` twice on the autumn
 day and at 03:00 instead of 03:30 on the spring day). Each wall time is then turned into UTC
-instants with zoneinfo, following the rules in :class:`~klaw.triggers.schedule.Schedule`:
+instants with zoneinfo, following the rules in :class:`~klaw.authoring.schedule.Schedule`:
 fold=0 (the first occurrence of a repeated time; a missing time shifted forward by the gap),
 except that every-hour schedules take both occurrences and skip missing times. The ticks of a
 window are the sorted set of those instants, so any window gives the same ticks as the union
@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo
 
 from croniter import croniter
 
-from klaw.triggers.schedule import CatchUp, Schedule
+from klaw.authoring.schedule import CatchUp, Schedule
 
 _TICK_KEY_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 _ONE_US = timedelta(microseconds=1)

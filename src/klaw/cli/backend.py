@@ -1,0 +1,244 @@
+"""Where the CLI's typed commands go: the local project, or a Klaw server.
+
+Every ``klaw`` command that acts on a project builds a typed command
+(:mod:`klaw.service.commands`) and hands it to a backend; the CLI itself only renders replies.
+
+- :class:`LocalBackend`: a :class:`~klaw.service.dispatcher.Dispatcher` over the project's
+  Orchestrator, opened on first use. ``klaw run`` runs in this process and is fed its events as
+  they are written (no polling).
+- :class:`RemoteBackend`: the Arrow Flight client of a ``klaw server``, chosen by ``--server URL``
+  or ``KLAW_SERVER``. The token comes from the ``KLAW_TOKEN`` environment variable only (never a
+  flag, so it stays out of shell history). ``klaw run`` submits the run and follows its events.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final, Protocol, TypeVar
+
+from klaw.errors import AuthError, ConfigError, KlawError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from klaw.api.flight.client import Client
+    from klaw.metadata.records import EventRecord, RunRecord
+    from klaw.service.commands import Command, Reply, SubmitRun
+    from klaw.service.dispatcher import Dispatcher
+    from klaw.service.orchestrator import Orchestrator
+
+R = TypeVar("R")
+
+SERVER_ENV: Final = "KLAW_SERVER"
+TOKEN_ENV: Final = "KLAW_TOKEN"
+POLL_INTERVAL: Final = 0.2  # seconds between two ListEvents while following a remote run
+
+
+class UnexpectedReplyError(KlawError):
+    """The other side answered a command with a reply of the wrong kind."""
+
+
+class RunWatcher(Protocol):
+    """What follows a run as it goes (``klaw run``'s live display)."""
+
+    def start(self, run: RunRecord, stages: int) -> None: ...
+
+    def events(self, events: list[EventRecord]) -> None: ...
+
+
+class Backend(Protocol):
+    """Executes typed commands; raises the :class:`KlawError` a failure names."""
+
+    def execute(self, cmd: Command) -> Reply: ...
+
+    def submit(self, cmd: SubmitRun, watcher: RunWatcher | None = None) -> RunRecord:
+        """Run ``cmd`` to its end, telling ``watcher`` how it goes; the final run record."""
+        ...
+
+    def read_asset(self, key: str, snapshot: int | None, limit: int) -> pa.Table:
+        """The first ``limit`` rows of a snapshot. Data is not a command (commands carry
+        references): locally the asset store reads it, remotely Flight ``DoGet`` streams it."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def ask(backend: Backend, cmd: Command, expected: type[R]) -> R:
+    """The reply to ``cmd``, checked to be an ``expected``."""
+    return expect(cmd, backend.execute(cmd), expected)
+
+
+def expect(cmd: Command, reply: Reply, expected: type[R]) -> R:
+    from klaw.service.commands import ErrorReply
+
+    if isinstance(reply, expected):
+        return reply
+    if isinstance(reply, ErrorReply):
+        raise KlawError(reply.message, hint=reply.hint)
+    raise UnexpectedReplyError(
+        f"{type(cmd).__name__} was answered with {type(reply).__name__}, not {expected.__name__}.",
+        hint="Are this klaw and the server the same Klaw version?",
+    )
+
+
+def open_backend(server: str | None, orchestrator: Callable[[], Orchestrator]) -> Backend:
+    """The remote backend when a server URL is given, else the local one."""
+    if server:
+        return RemoteBackend(server, os.environ.get(TOKEN_ENV) or None)
+    return LocalBackend(orchestrator)
+
+
+def local_only(server: str | None, command: str) -> None:
+    """Say (on stderr) that ``command`` acts here even though a server is named."""
+    if server:
+        from klaw.cli.output import error_console
+
+        error_console().print(
+            f"[dim]note:[/dim] {command} acts on this machine; the server {server} "
+            f"(--server / {SERVER_ENV}) is not used.",
+            highlight=False,
+        )
+
+
+def refuse_remote(server: str | None, command: str) -> None:
+    """``command`` changes a local database: refuse it when a server is named."""
+    if server:
+        raise ConfigError(
+            f"{command} acts on a local metadata database and cannot be sent to the server "
+            f"{server} (--server / {SERVER_ENV}).",
+            hint=f"Run it where the server runs, without --server and with {SERVER_ENV} unset.",
+        )
+
+
+class LocalBackend:
+    """Commands executed in this process by a Dispatcher over the project's Orchestrator."""
+
+    def __init__(self, orchestrator: Callable[[], Orchestrator]) -> None:
+        self._open = orchestrator  # called on first use: commands that fail early stay fast
+        self._dispatcher: Dispatcher | None = None
+
+    @property
+    def dispatcher(self) -> Dispatcher:
+        if self._dispatcher is None:
+            from klaw.service.dispatcher import Dispatcher
+
+            self._dispatcher = Dispatcher(self._open())
+        return self._dispatcher
+
+    def execute(self, cmd: Command) -> Reply:
+        return self.dispatcher.execute(cmd)
+
+    def submit(self, cmd: SubmitRun, watcher: RunWatcher | None = None) -> RunRecord:
+        """Run here, to the end; ``watcher`` hears of each durable write as it happens."""
+        import msgspec
+
+        from klaw.service.commands import RunReply
+
+        cmd = msgspec.structs.replace(cmd, wait=True)
+        if watcher is None:
+            reply = self.dispatcher.execute(cmd)
+        else:
+            reply = self.dispatcher.execute(
+                cmd,
+                on_start=lambda run, plan: watcher.start(run, len(plan.stages)),
+                on_events=watcher.events,
+            )
+        return expect(cmd, reply, RunReply).run
+
+    def read_asset(self, key: str, snapshot: int | None, limit: int) -> pa.Table:
+        return self.dispatcher.orchestrator.read_asset(key, snapshot, limit)
+
+    def close(self) -> None:
+        """Nothing of its own to close: the CLI closes the Orchestrator it opened."""
+
+
+class RemoteBackend:
+    """Commands sent to a ``klaw server`` over Arrow Flight."""
+
+    def __init__(self, url: str, token: str | None) -> None:
+        self.url = url
+        self._token = token
+        self._client: Client | None = None
+        self._seen: dict[str, int] = {}  # run id -> last event seq followed (none replayed)
+
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            from klaw.api.flight.client import Client
+
+            self._client = Client(self.url, self._token)
+        return self._client
+
+    def execute(self, cmd: Command) -> Reply:
+        try:
+            return self.client.execute(cmd)
+        except AuthError as exc:
+            raise self._auth_error(exc) from exc
+
+    def submit(self, cmd: SubmitRun, watcher: RunWatcher | None = None) -> RunRecord:
+        """Start the run on the server, then follow its events until it ends. Ctrl-C asks the
+        server to cancel it (the server owns the run) and keeps following until it has
+        stopped; a second Ctrl-C stops following at once."""
+        import msgspec
+
+        from klaw.service.commands import PlanReply, PlanWorkflow, RunReply
+
+        run = ask(self, msgspec.structs.replace(cmd, wait=False), RunReply).run
+        if watcher is not None:
+            plan = ask(
+                self, PlanWorkflow(workflow=run.workflow, selection=run.selection), PlanReply
+            )
+            watcher.start(run, len(plan.stages))
+        try:
+            return self._follow(run, watcher)
+        except KeyboardInterrupt:
+            self._cancel(run)
+            return self._follow(run, watcher)
+
+    def _follow(self, run: RunRecord, watcher: RunWatcher | None) -> RunRecord:
+        from klaw.service.commands import EventsReply, ListEvents
+
+        after = self._seen.get(run.run_id, 0)
+        while True:
+            reply = ask(self, ListEvents(run_id=run.run_id, after_seq=after), EventsReply)
+            if reply.events:
+                after = self._seen[run.run_id] = reply.events[-1].seq
+                if watcher is not None:
+                    watcher.events(reply.events)
+            if reply.run.state.terminal:  # the run was read first: its last events are in
+                return reply.run
+            time.sleep(POLL_INTERVAL)
+
+    def _cancel(self, run: RunRecord) -> None:
+        from klaw.cli.output import error_console
+        from klaw.service.commands import CancelRun, RunReply
+
+        error_console().print(
+            f"cancelling run {run.run_id} on {self.client.url} (Ctrl-C again to stop following)",
+            highlight=False,
+        )
+        ask(self, CancelRun(run_id=run.run_id, wait=0.0), RunReply)
+
+    def read_asset(self, key: str, snapshot: int | None, limit: int) -> pa.Table:
+        return self.client.read_asset(key, snapshot).slice(0, limit)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def _auth_error(self, exc: AuthError) -> AuthError:
+        """The server's refusal, with what to do about it from the command line."""
+        if self._token is None:
+            hint = (
+                f"Set {TOKEN_ENV} to one of the server's tokens (klaw reads it from the "
+                "environment only, never from a flag)."
+            )
+        else:
+            hint = (
+                f"The token in {TOKEN_ENV} is not one the server accepts; set {TOKEN_ENV} to "
+                "one of its tokens (KLAW_TOKENS or KLAW_TOKENS_FILE where it runs)."
+            )
+        return AuthError(exc.message, hint=hint)

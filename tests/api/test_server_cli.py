@@ -1,0 +1,141 @@
+"""``klaw server`` as a real process: it serves a Client, exits 0 on SIGTERM / SIGINT, and
+refuses to start (exit 2, no traceback) without tokens or on a metadata schema to upgrade."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import selectors
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from klaw.api.flight import Client
+from klaw.states import RunState
+
+from ..cli.driver import KLAW, WAIT, assert_error, env, klaw
+from .served import TOKEN, write_project
+
+POSTGRES = os.environ.get("KLAW_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+class ServerProcess:
+    """``klaw server ARGS`` in its own session, stopped (and if need be killed) by the test."""
+
+    def __init__(self, cwd: Path, *args: str, extra_env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(
+            [str(KLAW), "server", *args],
+            cwd=cwd,
+            env={**env(), **extra_env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+
+    def first_line(self, timeout: float = WAIT) -> str:
+        """The first line the server prints (bounded wait)."""
+        assert self.proc.stdout is not None
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.proc.stdout, selectors.EVENT_READ)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if selector.select(timeout=0.1):
+                    return self.proc.stdout.readline().strip()
+                if self.proc.poll() is not None:
+                    break
+        out, err = self.proc.communicate(timeout=WAIT) if self.proc.poll() is not None else ("", "")
+        raise AssertionError(f"klaw server printed nothing (exit {self.proc.poll()}):\n{out}{err}")
+
+    def stop(self, sig: int) -> tuple[int, str, str]:
+        self.proc.send_signal(sig)
+        out, err = self.proc.communicate(timeout=WAIT)
+        return self.proc.returncode, out, err
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.communicate(timeout=WAIT)
+
+
+@contextlib.contextmanager
+def klaw_server(cwd: Path, *args: str, **extra_env: str) -> Iterator[ServerProcess]:
+    server = ServerProcess(cwd, "--port", "0", *args, extra_env=extra_env)
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+def test_serves_a_client_and_exits_0_on_sigterm(tmp_path: Path) -> None:
+    root = write_project(tmp_path, "cli_server_flows")
+    with klaw_server(root, KLAW_TOKENS=f"{TOKEN},another-token-2") as server:
+        line = server.first_line()
+        assert line.startswith("Klaw server listening on grpc://127.0.0.1:"), line
+        location = line.rsplit(" ", 1)[-1]
+        with Client(location, token=TOKEN) as client:
+            assert client.ping().project == "apiproj"
+            run = client.submit("pipe", params={"n": 2}, wait=True)
+            assert run.state is RunState.SUCCEEDED
+            assert client.read_asset("numbers").column("x").to_pylist() == [1, 2]
+        with Client(location, token="another-token-2") as client:
+            assert [w.name for w in client.workflows()] == ["pipe"]
+        code, _, err = server.stop(signal.SIGTERM)
+    assert code == 0, err
+    assert "Traceback" not in err and "stopped" in err
+
+
+def test_json_output_token_file_and_sigint(tmp_path: Path) -> None:
+    root = write_project(tmp_path, "cli_server_json_flows")
+    (root / "tokens.txt").write_text("# server tokens\nfile-token-3\n")
+    with klaw_server(root, "-o", "json", KLAW_TOKENS_FILE="tokens.txt") as server:
+        started = json.loads(server.first_line())
+        assert started["project"] == "apiproj" and started["host"] == "127.0.0.1"
+        assert started["listening"] == f"grpc://127.0.0.1:{started['port']}"
+        assert started["recovered"] == []  # no run was left by a dead server
+        with Client(started["listening"], token="file-token-3") as client:
+            assert client.ping().project == "apiproj"
+        code, _, err = server.stop(signal.SIGINT)
+    assert code == 0, err
+    assert "Traceback" not in err
+
+
+def test_refuses_to_start_without_tokens(tmp_path: Path) -> None:
+    root = write_project(tmp_path, "cli_server_no_tokens")
+    result = klaw(root, "server", "--port", "0")
+    assert_error(result, 2, "No tokens", "KLAW_TOKENS", "KLAW_TOKENS_FILE")
+    assert "listening" not in result.stdout
+
+
+def test_refuses_to_start_on_a_metadata_schema_to_upgrade(tmp_path: Path) -> None:
+    schema = f"klaw_server_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(POSTGRES, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        root = write_project(tmp_path, "cli_server_postgres")
+        url = f"{POSTGRES}?options=-csearch_path%3D{schema}"
+        toml = root / "klaw.toml"
+        toml.write_text(toml.read_text() + f'[settings]\nmetadata_url = "{url}"\n')
+        with klaw_server(root, KLAW_TOKENS=TOKEN) as server:
+            code, out, err = server.proc.wait(timeout=WAIT), *server.proc.communicate(timeout=WAIT)
+        assert code == 2, err
+        assert "klaw db upgrade" in " ".join(err.split()) and "Traceback" not in err
+        assert "listening" not in out
+    finally:
+        with psycopg.connect(POSTGRES, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.mark.parametrize("port", ["-1", "70000"])
+def test_a_bad_port_is_a_usage_error(tmp_path: Path, port: str) -> None:
+    root = write_project(tmp_path, f"cli_server_port_{port.strip('-')}")
+    result = klaw(root, "server", "--port", port)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
