@@ -231,3 +231,18 @@ def test_client_raises_klaw_errors_for_data_calls(served: Served) -> None:
             client.flight_info("numbers", 999)
         with pytest.raises(TicketError):
             client.flight_info("numbers", -1)
+
+
+def test_the_lake_streams_a_snapshot_batch_by_batch(served: Served) -> None:
+    lake = served.orchestrator.lake()
+    older = snapshot_ids(served, "numbers")[0]
+    batches = list(lake.stream("numbers", batch_rows=3))  # the latest: 4 rows
+    assert [b.num_rows for b in batches] == [3, 1]
+    assert pa.Table.from_batches(lake.stream("numbers", older)).num_rows == 3
+    with pytest.raises(AssetNotFoundError) as unknown:
+        lake.stream("numbrs")
+    assert "did you mean 'numbers'" in unknown.value.message
+    with pytest.raises(AssetNotFoundError):
+        lake.stream("numbers", 999)
+    with pytest.raises(StorageError):
+        lake.stream("numbers", "1")  # type: ignore[arg-type]

@@ -55,7 +55,9 @@ WAIT = 60.0
 
 @pytest.fixture
 def project(tmp_path: Path) -> Iterator[tuple[Path, Orchestrator]]:
-    (tmp_path / "klaw.toml").write_text('[project]\nname = "leases"\nmodules = ["lease_flows.py"]\n')
+    (tmp_path / "klaw.toml").write_text(
+        '[project]\nname = "leases"\nmodules = ["lease_flows.py"]\n'
+    )
     (tmp_path / "lease_flows.py").write_text(FLOWS)
     orch = Orchestrator.open(tmp_path, lease_ttl=3.0, max_workers=2, executor="process")
     try:

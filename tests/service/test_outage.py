@@ -111,7 +111,9 @@ def cluster() -> Iterator[Cluster]:
 
 @pytest.mark.slow
 def test_a_run_waits_out_a_postgres_outage(cluster: Cluster, tmp_path: Path) -> None:
-    (tmp_path / "klaw.toml").write_text('[project]\nname = "outage"\nmodules = ["outage_flows.py"]\n')
+    (tmp_path / "klaw.toml").write_text(
+        '[project]\nname = "outage"\nmodules = ["outage_flows.py"]\n'
+    )
     (tmp_path / "outage_flows.py").write_text(FLOWS)
     with PostgresMetadataStore(cluster.url) as store:
         store.migrate()

@@ -49,7 +49,8 @@ def note(b: pa.Table) -> int:
 @klaw.asset
 def c(b: pa.Table, note: int) -> pa.Table:
     if not (ROOT / "c-started").exists():  # the first attempt hangs until its owner dies
-        (ROOT / "c-started").write_text(str(os.getpid()))
+        (ROOT / "c-started.tmp").write_text(str(os.getpid()))
+        (ROOT / "c-started.tmp").rename(ROOT / "c-started")
         while True:
             time.sleep(0.05)
     return b
@@ -88,7 +89,9 @@ def _until(check: Callable[[], bool], what: str) -> None:
 
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
-    (tmp_path / "klaw.toml").write_text('[project]\nname = "crash"\nmodules = ["recovery_flows.py"]\n')
+    (tmp_path / "klaw.toml").write_text(
+        '[project]\nname = "crash"\nmodules = ["recovery_flows.py"]\n'
+    )
     (tmp_path / "recovery_flows.py").write_text(FLOWS)
     return tmp_path
 
@@ -128,6 +131,8 @@ def test_a_run_survives_kill_9_of_its_owner(
         assert run_id, owner.communicate(timeout=WAIT)
         _until((root / "c-started").exists, "stage c to start")
         worker = int((root / "c-started").read_text())
+        # kill once `c` is recorded running (the owner records asynchronously)
+        _until(lambda: ("c", 1, StageState.RUNNING) in _states(recovering, run_id), "c running")
         owner.send_signal(signal.SIGKILL)
         owner.wait(timeout=WAIT)
     finally:

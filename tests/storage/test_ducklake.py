@@ -197,6 +197,17 @@ def test_unsupported_data_path_scheme(tmp_path: Path) -> None:
         store.assets()
 
 
+def test_another_data_path_than_the_catalogs_is_refused_with_what_to_set(tmp_path: Path) -> None:
+    with DuckLakeAssetStore(tmp_path / "lake.sqlite", tmp_path / "a") as store:
+        commit(store, "orders", ints(1))
+    with DuckLakeAssetStore(tmp_path / "lake.sqlite", tmp_path / "b") as store:
+        with pytest.raises(StorageError, match="KLAW_LAKE_DATA") as info:
+            store.read("orders")
+    assert str(tmp_path / "a") in str(info.value)
+    with DuckLakeAssetStore(tmp_path / "lake.sqlite", tmp_path / "a") as store:
+        assert store.read("orders").equals(ints(1))
+
+
 _CHILD = textwrap.dedent(
     """
     import sys

@@ -216,14 +216,8 @@ class Orchestrator:
         Returns the run as created (``queued``); bad input is refused before anything is
         recorded, as with :meth:`run`."""
         runner = self._prepare(request, None)
-        run = runner.run
-        created = msgspec.structs.replace(run)
-        self._active[run.run_id] = runner
-        thread = threading.Thread(
-            target=self._background, args=(runner,), name=f"klaw-run-{run.run_id}", daemon=True
-        )
-        self._threads[run.run_id] = thread
-        thread.start()
+        created = msgspec.structs.replace(runner.run)
+        self.launch(runner)
         return created
 
     def _background(self, runner: Runner) -> None:
@@ -284,7 +278,7 @@ class Orchestrator:
         plan = self.plan(workflow.name, selection)
         if parent is not None:
             reused = self._reusable(parent, plan)
-        external = self._external_refs(plan)
+        external = self.external_refs(plan)
         run = RunRecord(
             run_id=new_run_id(),
             workflow=workflow.name,
@@ -318,96 +312,21 @@ class Orchestrator:
 
     # -- crash recovery --------------------------------------------------------------------------
     def recover(self) -> list[RunRecord]:
-        """Take over every active run whose owner process on this host has died (a server
-        killed mid-run) and continue it in the background from what was recorded: stages
-        that finished are not run again, attempts that were running are ended ``failed``
-        (fenced: nothing they send later is kept) and run again as new attempts."""
-        me = (socket.gethostname(), os.getpid())
-        taken: list[RunRecord] = []
-        active = RunFilter(states=(RunState.QUEUED, RunState.RUNNING), limit=10_000)
-        for run in self.metadata.list_runs(active):
-            if run.owner_host != me[0] or run.owner_pid == me[1] or _alive(run.owner_pid):
-                continue
-            owner = (run.owner_host, run.owner_pid)
-            reason = f"lost: the process that ran it (pid {run.owner_pid}) died"
-            try:
-                runner = self._recovery(run)
-            except KlawError as exc:  # the definition changed or vanished: end the run
-                self._end_abandoned(run, f"could not be recovered: {exc.message}")
-                continue
-            fenced = self.metadata.adopt_run(run.run_id, owner, me, reason)
-            if fenced is None:  # another process took it first
-                continue
-            now = time.time()
-            events = [EventRecord(run_id=run.run_id, kind="run_recovering", ts=now)]
-            events += [
-                EventRecord(
-                    run_id=run.run_id,
-                    kind="stage_lost",
-                    ts=now,
-                    stage=a.stage,
-                    attempt=a.attempt,
-                    state=StageState.FAILED.value,
-                    data={"error": reason},
-                )
-                for a in fenced
-            ]
-            self.metadata.commit(Batch(events=events))
-            runner = self._recovery(run)  # after the fence: attempt numbers continue past it
-            _log.warning("recovering run", run_id=run.run_id, workflow=run.workflow)
-            taken.append(msgspec.structs.replace(run))
-            self._active[run.run_id] = runner
-            thread = threading.Thread(
-                target=self._background, args=(runner,), name=f"klaw-run-{run.run_id}", daemon=True
-            )
-            self._threads[run.run_id] = thread
-            thread.start()
-        return taken
+        """Take over every active run whose owner process on this host has died and continue
+        it in the background (see :mod:`klaw.service.recovery`). Returns the runs taken."""
+        from klaw.service.recovery import recover
 
-    def _recovery(self, run: RunRecord) -> Runner:
-        """A runner that continues ``run`` from its recorded attempts."""
-        from klaw.execution.runner import Reused, Runner, RunOptions
+        return recover(self)
 
-        workflow = self.workflow(run.workflow)
-        params = resolve_params(workflow, run.params)
-        plan = self.plan(workflow.name, run.selection)
-        before: dict[str, int] = {}
-        succeeded: dict[str, AttemptRecord] = {}
-        for attempt in self.metadata.list_attempts(run.run_id):
-            before[attempt.stage] = max(before.get(attempt.stage, 0), attempt.attempt)
-            if attempt.state is StageState.SUCCEEDED:
-                succeeded[attempt.stage] = attempt
-        reused: dict[str, Reused] = {}
-        for name, record in succeeded.items():
-            if name in plan.upstream and record.asset_key and record.snapshot_id is not None:
-                ref = AssetRef(record.asset_key, record.snapshot_id)
-                reused[name] = Reused(ref, record.reused_from or run.run_id)
-        # A stage whose value lived only in memory is done when everything that reads it is.
-        done = set(reused)
-        for name in reversed(plan.stages):
-            readers = [d for d in plan.stages if name in plan.upstream[d]]
-            if name in succeeded and all(d in done for d in readers):
-                done.add(name)
-        executor = make_executor(
-            self.settings, self.lake, kind=workflow.executor, max_workers=None, leases=self.leases
+    def launch(self, runner: Runner) -> None:
+        """Run ``runner`` on a background thread of this process (``start``, recovery)."""
+        run_id = runner.run.run_id
+        self._active[run_id] = runner
+        thread = threading.Thread(
+            target=self._background, args=(runner,), name=f"klaw-run-{run_id}", daemon=True
         )
-        options = RunOptions(
-            stop_grace=self.settings.stop_grace,
-            params=params,
-            reused=reused,
-            done=frozenset(done - set(reused)),
-            external=self._external_refs(plan),
-            lease_ttl=self.settings.lease_ttl,
-            attempts_before=before,
-            recovered=True,
-        )
-        return Runner(plan, run, executor=executor, metadata=self.metadata, options=options)
-
-    def _end_abandoned(self, run: RunRecord, error: str) -> None:
-        now = time.time()
-        run.state, run.ended_at, run.error = RunState.FAILED, now, error
-        event = EventRecord(run_id=run.run_id, kind="run_finished", ts=now, state="failed")
-        self.metadata.commit(Batch(runs=[run], events=[event]))
+        self._threads[run_id] = thread
+        thread.start()
 
     def _reusable(self, parent: RunRecord, plan: Plan) -> dict[str, Any]:
         """Stages of ``parent`` whose snapshots can stand in for running them again."""
@@ -426,7 +345,7 @@ class Orchestrator:
                 reused[name] = Reused(AssetRef(record.asset_key, record.snapshot_id), origin)
         return reused
 
-    def _external_refs(self, plan: Plan) -> dict[str, AssetRef]:
+    def external_refs(self, plan: Plan) -> dict[str, AssetRef]:
         """The latest snapshot of every unselected upstream asset the plan reads."""
         refs: dict[str, AssetRef] = {}
         for stage, ups in plan.external.items():

@@ -56,7 +56,9 @@ _POSTGRES_FAILURE = re.compile(r'Unable to connect to Postgres at "[^"]*":\s*(.*
 
 # Every snapshot where a table of the given name was created, or its rows or columns changed.
 # Read from DuckLake's own spec tables, which the SQLite and Postgres catalogs share; {meta} is
-# the catalog database's schema that holds them.
+# the catalog database's schema that holds them. Those tables may already show a snapshot that
+# another process committed after this transaction's DuckLake snapshot was taken; only what
+# this transaction can read at is listed.
 _HISTORY_SQL = """
 WITH tables AS (
     SELECT t.table_id, lower(t.table_name) AS key, t.begin_snapshot
@@ -80,6 +82,7 @@ FROM changed
 JOIN tables USING (table_id)
 JOIN {meta}.ducklake_snapshot AS s ON s.snapshot_id = changed.snapshot_id
 LEFT JOIN {meta}.ducklake_snapshot_changes AS c ON c.snapshot_id = changed.snapshot_id
+WHERE s.snapshot_id <= (SELECT id FROM ducklake_current_snapshot({lake}))
 ORDER BY 1, 2
 """
 
@@ -359,9 +362,13 @@ class DuckLakeAssetStore:
 
     def _open_error(self, exc: duckdb.Error) -> StorageError:
         what = f"could not open the DuckLake catalog {self.location!r}"
-        if not is_postgres(self.catalog):
-            return _storage_error(exc, what)
-        failure = _POSTGRES_FAILURE.search(str(exc))
+        if "does not match existing data path" in str(exc):
+            return StorageError(
+                f"{what}: {redact(str(exc).splitlines()[0])}",
+                hint="a catalog keeps the data path it was created with: set KLAW_LAKE_DATA"
+                " (or lake_data in klaw.toml) to that path in every process using the lake",
+            )
+        failure = _POSTGRES_FAILURE.search(str(exc)) if is_postgres(self.catalog) else None
         if failure is None:
             return _storage_error(exc, what)
         reason = " ".join(redact(failure.group(1)).split())
@@ -512,7 +519,7 @@ def _history(
 ) -> dict[str, list[_Commit]]:
     """Snapshots per lower-cased key, oldest first (every key when ``key`` is None)."""
     histories: dict[str, list[_Commit]] = {}
-    sql = _HISTORY_SQL.format(meta=meta)
+    sql = _HISTORY_SQL.format(meta=meta, lake=literal(_LAKE))
     for name, snapshot, at, extra in cur.execute(sql, {"key": key}).fetchall():
         commit = _Commit(int(snapshot), float(at), *_tags(extra))
         histories.setdefault(name, []).append(commit)

@@ -109,10 +109,12 @@ class KlawFlightServer(flight.FlightServerBase):  # type: ignore[misc]
     # -- reading -------------------------------------------------------------------------------
     def do_get(self, context: Any, ticket: Any) -> Any:
         with guarded("DoGet"):
-            found = self._locate(decode_ticket(ticket.ticket))
-            cached = self.cache.get(found.key, found.snapshot)
+            wanted = decode_ticket(ticket.ticket)
+            key, snapshot = self._resolve(wanted)
+            cached = self.cache.get(key, snapshot)  # only snapshots that exist get in
             if cached is not None:
                 return flight.RecordBatchStream(cached)
+            found = self._locate(AssetTicket(key=key, snapshot=snapshot))
             reader = self._reader(found)
             return flight.GeneratorStream(reader.schema, self._streamed(found, reader))
 
@@ -132,13 +134,16 @@ class KlawFlightServer(flight.FlightServerBase):  # type: ignore[misc]
         """The snapshot a ticket names (the latest when it names none) and its schema. Cheap:
         it reads no statistics of older snapshots. Raises naming the asset (and the closest
         keys), or the snapshot (and the ones there are)."""
-        if wanted.snapshot is None:
-            latest = self._latest(wanted.key)
-            key, snapshot = latest.key, latest.latest_snapshot
-        else:
-            key, snapshot = wanted.key, wanted.snapshot
+        key, snapshot = self._resolve(wanted)
         schema = self.orchestrator.read_asset(key, snapshot, 0).schema  # checks it exists
         return _Located(key, snapshot, schema)
+
+    def _resolve(self, wanted: AssetTicket) -> tuple[str, int]:
+        """The key and snapshot id a ticket names: the latest's id when it names none."""
+        if wanted.snapshot is None:
+            latest = self._latest(wanted.key)
+            return latest.key, latest.latest_snapshot
+        return wanted.key, wanted.snapshot
 
     def _latest(self, key: str) -> AssetInfo:
         for info in self._assets():

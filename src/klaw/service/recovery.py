@@ -1,0 +1,128 @@
+"""Crash recovery: taking over runs whose owner process died, and finishing them.
+
+``klaw server`` calls :func:`recover` when it starts. A run that is queued or running and
+whose owner process on this host is gone is taken over in one conditional update (so two
+processes never both take it); every attempt that had not ended is ended ``failed`` (fenced:
+nothing it sends later is kept); then the run continues from what was recorded: asset stages
+that succeeded are not run again, and the fenced attempts run again as new attempts.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from klaw.authoring.params import resolve_params
+from klaw.errors import KlawError
+from klaw.ids import AssetRef
+from klaw.metadata.records import AttemptRecord, Batch, EventRecord, RunFilter, RunRecord
+from klaw.observability import get_logger
+from klaw.service.wiring import make_executor
+from klaw.states import RunState, StageState
+
+if TYPE_CHECKING:
+    from klaw.execution.runner import Runner
+    from klaw.service.orchestrator import Orchestrator
+
+_log = get_logger(__name__)
+
+
+def recover(orch: Orchestrator) -> list[RunRecord]:
+    """Take over every active run whose owner on this host died; continue each in the
+    background. Returns the runs taken over."""
+    me = (socket.gethostname(), os.getpid())
+    taken: list[RunRecord] = []
+    active = RunFilter(states=(RunState.QUEUED, RunState.RUNNING), limit=10_000)
+    for run in orch.metadata.list_runs(active):
+        if run.owner_host != me[0] or run.owner_pid == me[1] or _alive(run.owner_pid):
+            continue
+        owner = (run.owner_host, run.owner_pid)
+        reason = f"lost: the process that ran it (pid {run.owner_pid}) died"
+        try:
+            continuing(orch, run)  # can it still be planned? (the definition may have changed)
+        except KlawError as exc:
+            _end(orch, run, f"could not be recovered: {exc.message}")
+            continue
+        fenced = orch.metadata.adopt_run(run.run_id, owner, me, reason)
+        if fenced is None:  # another process took it first
+            continue
+        now = time.time()
+        events = [EventRecord(run_id=run.run_id, kind="run_recovering", ts=now)]
+        events += [
+            EventRecord(
+                run_id=run.run_id,
+                kind="stage_lost",
+                ts=now,
+                stage=a.stage,
+                attempt=a.attempt,
+                state=StageState.FAILED.value,
+                data={"error": reason},
+            )
+            for a in fenced
+        ]
+        orch.metadata.commit(Batch(events=events))
+        _log.warning("recovering run", run_id=run.run_id, workflow=run.workflow)
+        taken.append(msgspec.structs.replace(run))
+        orch.launch(continuing(orch, run))  # after the fence: attempt numbers continue past it
+    return taken
+
+
+def continuing(orch: Orchestrator, run: RunRecord) -> Runner:
+    """A runner that continues ``run`` from its recorded attempts."""
+    from klaw.execution.runner import Reused, Runner, RunOptions
+
+    workflow = orch.workflow(run.workflow)
+    params = resolve_params(workflow, run.params)
+    plan = orch.plan(workflow.name, run.selection)
+    before: dict[str, int] = {}
+    succeeded: dict[str, AttemptRecord] = {}
+    for attempt in orch.metadata.list_attempts(run.run_id):
+        before[attempt.stage] = max(before.get(attempt.stage, 0), attempt.attempt)
+        if attempt.state is StageState.SUCCEEDED:
+            succeeded[attempt.stage] = attempt
+    reused: dict[str, Reused] = {}
+    for name, record in succeeded.items():
+        if name in plan.upstream and record.asset_key and record.snapshot_id is not None:
+            ref = AssetRef(record.asset_key, record.snapshot_id)
+            reused[name] = Reused(ref, record.reused_from or run.run_id)
+    # A stage whose value lived only in memory is done when everything that reads it is.
+    done = set(reused)
+    for name in reversed(plan.stages):
+        readers = [d for d in plan.stages if name in plan.upstream[d]]
+        if name in succeeded and all(d in done for d in readers):
+            done.add(name)
+    executor = make_executor(
+        orch.settings, orch.lake, kind=workflow.executor, max_workers=None, leases=orch.leases
+    )
+    options = RunOptions(
+        stop_grace=orch.settings.stop_grace,
+        params=params,
+        reused=reused,
+        done=frozenset(done - set(reused)),
+        external=orch.external_refs(plan),
+        lease_ttl=orch.settings.lease_ttl,
+        attempts_before=before,
+        recovered=True,
+    )
+    return Runner(plan, run, executor=executor, metadata=orch.metadata, options=options)
+
+
+def _end(orch: Orchestrator, run: RunRecord, error: str) -> None:
+    now = time.time()
+    run.state, run.ended_at, run.error = RunState.FAILED, now, error
+    event = EventRecord(run_id=run.run_id, kind="run_finished", ts=now, state="failed")
+    orch.metadata.commit(Batch(runs=[run], events=[event]))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
