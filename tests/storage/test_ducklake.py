@@ -200,9 +200,9 @@ def test_unsupported_data_path_scheme(tmp_path: Path) -> None:
 def test_another_data_path_than_the_catalogs_is_refused_with_what_to_set(tmp_path: Path) -> None:
     with DuckLakeAssetStore(tmp_path / "lake.sqlite", tmp_path / "a") as store:
         commit(store, "orders", ints(1))
-    with DuckLakeAssetStore(tmp_path / "lake.sqlite", tmp_path / "b") as store:
-        with pytest.raises(StorageError, match="KLAW_LAKE_DATA") as info:
-            store.read("orders")
+    other = DuckLakeAssetStore(tmp_path / "lake.sqlite", tmp_path / "b")
+    with other, pytest.raises(StorageError, match="KLAW_LAKE_DATA") as info:
+        other.read("orders")
     assert str(tmp_path / "a") in str(info.value)
     with DuckLakeAssetStore(tmp_path / "lake.sqlite", tmp_path / "a") as store:
         assert store.read("orders").equals(ints(1))

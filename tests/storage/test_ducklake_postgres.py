@@ -72,7 +72,7 @@ def test_the_catalog_tables_go_to_the_schema_of_the_search_path(
     assert len(list((tmp_path / "lake").rglob("*.parquet"))) == 1
 
 
-def test_the_keyword_form_and_a_schema_duckLake_creates(
+def test_the_keyword_form_and_a_schema_ducklake_creates(
     postgres_server: str, postgres_catalog: str, tmp_path: Path
 ) -> None:
     """``postgres:dbname=... options='-c search_path=...'``; the schema need not exist yet."""
