@@ -139,3 +139,69 @@ def test_a_bad_port_is_a_usage_error(tmp_path: Path, port: str) -> None:
     root = write_project(tmp_path, f"cli_server_port_{port.strip('-')}")
     result = klaw(root, "server", "--port", port)
     assert result.returncode == 2 and "Traceback" not in result.stderr
+
+
+CRASH_FLOWS = """
+import time
+from pathlib import Path
+
+import pyarrow as pa
+
+import klaw
+
+ROOT = Path(__file__).resolve().parent
+
+
+@klaw.asset
+def first() -> pa.Table:
+    return pa.table({"x": [1, 2, 3]})
+
+
+@klaw.asset
+def second(first: pa.Table) -> pa.Table:
+    if not (ROOT / "second-started").exists():  # hangs until its server is killed
+        (ROOT / "second-started").touch()
+        while True:
+            time.sleep(0.05)
+    return first
+
+
+crashy = klaw.workflow("crashy", [first, second])
+"""
+
+
+def test_a_run_survives_kill_9_of_the_server(tmp_path: Path) -> None:
+    root = tmp_path / "crash"
+    root.mkdir()
+    (root / "klaw.toml").write_text(
+        '[project]\nname = "crashproj"\nmodules = ["server_crash_flows.py"]\n'
+    )
+    (root / "server_crash_flows.py").write_text(CRASH_FLOWS)
+    with klaw_server(root, "-o", "json", KLAW_TOKENS=TOKEN) as server:
+        location = json.loads(server.first_line())["listening"]
+        with Client(location, token=TOKEN) as client:
+            run = client.submit("crashy", wait=False)
+            deadline = time.monotonic() + WAIT
+            while not any(
+                (a.stage, a.state.value) == ("second", "running")
+                for a in client.attempts(run.run_id)
+            ):
+                assert time.monotonic() < deadline, "stage second did not start"
+                time.sleep(0.05)
+        server.kill()  # SIGKILL: no shutdown of any kind
+    with klaw_server(root, "-o", "json", KLAW_TOKENS=TOKEN) as server:
+        started = json.loads(server.first_line())
+        assert started["recovered"] == [run.run_id]
+        with Client(started["listening"], token=TOKEN) as client:
+            final = client.wait(run.run_id, timeout=WAIT)
+            assert final.state is RunState.SUCCEEDED
+            attempts = [(a.stage, a.attempt, a.state.value) for a in client.attempts(run.run_id)]
+            assert attempts == [
+                ("first", 1, "succeeded"),
+                ("second", 1, "failed"),
+                ("second", 2, "succeeded"),
+            ]
+            assert [s.attempt for s in client.snapshots("first")] == [1]
+            assert [s.attempt for s in client.snapshots("second")] == [2]
+        code, _, err = server.stop(signal.SIGTERM)
+    assert code == 0, err

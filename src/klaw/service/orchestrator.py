@@ -179,9 +179,7 @@ class Orchestrator:
             for n in names
         }
         schemas: dict[str, Any] = dict.fromkeys(graph.foreign)
-        catalog = self.settings.catalog  # a SQLite file, or a Postgres database (always opened)
-        stored = catalog.startswith("postgres") or Path(catalog.removeprefix("sqlite:")).exists()
-        if not stored:  # nothing stored yet: no lake to open
+        if not self.lake_stored:  # nothing stored yet: no lake to open
             return schemas
         for name, key in keys.items():
             if key is None or (name in graph.stages and _is_sql(graph.stages[name])):
@@ -436,6 +434,15 @@ class Orchestrator:
         return self.metadata.read_logs(run_id, stage=stage)
 
     # -- assets --------------------------------------------------------------------------------
+    @property
+    def lake_stored(self) -> bool:
+        """Whether a lake may hold something: a SQLite catalog file exists, or the catalog is
+        a Postgres database (always opened)."""
+        catalog = self.settings.catalog
+        if catalog.startswith(("postgres:", "postgresql:")):
+            return True
+        return Path(catalog.removeprefix("sqlite:")).exists()
+
     def assets(self) -> list[AssetInfo]:
         return self.lake().assets()
 

@@ -17,7 +17,6 @@ import os
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
 import pyarrow as pa
@@ -237,7 +236,7 @@ class KlawFlightServer(flight.FlightServerBase):  # type: ignore[misc]
         raise error
 
     def _assets(self) -> list[AssetInfo]:
-        if not Path(self.orchestrator.settings.catalog).exists():  # nothing stored yet
+        if not self.orchestrator.lake_stored:  # nothing stored yet
             return []
         return self.orchestrator.assets()
 
