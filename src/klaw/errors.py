@@ -94,6 +94,11 @@ class RunConflictError(MetadataError):
     """A run cannot start because the workflow's concurrency limit is reached."""
 
 
+class StaleAttemptError(MetadataError):
+    """A report from a stage attempt that is no longer the current one (its lease expired or
+    it was given up): refused, so nothing of it is kept."""
+
+
 class MetadataUnavailableError(MetadataError):
     """The metadata database cannot be reached (down, restarting, network): worth retrying."""
 

@@ -71,7 +71,16 @@ REPLIES: dict[str, type[c.Reply]] = {
 
 def example(name: str, run_id: str) -> c.Command:
     """A command of type ``name`` about the served project, its required fields filled."""
-    sample = {"run_id": run_id, "workflow": "pipe", "key": "numbers", "name": "pipe"}
+    sample = {
+        "run_id": run_id,
+        "workflow": "pipe",
+        "key": "numbers",
+        "name": "pipe",
+        "stage": "numbers",
+        "attempt": 1,
+        "token": "not-the-token",  # the run has ended: attempt reports are refused
+        "error": "boom",
+    }
     cls = c.COMMANDS[name]
     required = [f.name for f in msgspec.structs.fields(cls) if f.required]
     missing = [f for f in required if f not in sample]

@@ -23,7 +23,7 @@ from typing import Any, cast
 
 import msgspec
 
-from klaw.errors import KlawError
+from klaw.errors import KlawError, StaleAttemptError
 from klaw.execution.executor import Executor, InlineExecutor
 from klaw.execution.readiness import Readiness, Transition
 from klaw.execution.recorder import Recorder
@@ -51,6 +51,15 @@ RETRYING = StageState.RETRYING
 TIMED_OUT = StageState.TIMED_OUT
 
 _CANCEL = object()
+
+
+@dataclass(frozen=True, slots=True)
+class _Reported:
+    """An outcome a worker reported by command, not through the executor."""
+
+    outcome: Outcome
+
+
 _FAST = 0.002  # seconds: stages shorter than this get a queued successor per worker
 _ENDS = frozenset(s for s in StageState if s.terminal) | {StageState.RETRYING}
 _FORCE = object()
@@ -141,6 +150,21 @@ class Runner:
         self._outcomes.put(_CANCEL)
         self._stop_inline()
 
+    def report(self, outcome: Outcome) -> None:
+        """An attempt's outcome reported from outside the executor (a worker's
+        ``CompleteAttempt`` / ``FailAttempt``). Raises :class:`StaleAttemptError` unless the
+        attempt is running under that token; the executor's own copy is then given up."""
+        task = self._tasks.get((outcome.stage, outcome.attempt))
+        if task is None or task.token != outcome.token:
+            raise StaleAttemptError(
+                f"Stage {outcome.stage!r} attempt {outcome.attempt} of run {self.run.run_id} is "
+                "not running under that token; the report is refused.",
+                hint="The attempt was given up (its lease expired) or has already ended.",
+            )
+        self._outcomes.put(_Reported(outcome))
+        if self._inline_task is task:  # it runs on the runner's thread: stop it there
+            self.executor.stop(task)
+
     def _stop_inline(self) -> None:
         """A stage running on the runner's own thread cannot wait for the loop: stop it now."""
         task = self._inline_task
@@ -228,6 +252,12 @@ class Runner:
             for running in list(self._tasks.values()):
                 self._abandon(running)
             return
+        if type(item) is _Reported:
+            found = self._tasks.get((item.outcome.stage, item.outcome.attempt))
+            if found is not None and found.token == item.outcome.token:
+                self.executor.abandon(found)  # whatever the executor's copy sends is stale
+                self._read_from_snapshot(item.outcome)
+            item = item.outcome
         task = self._tasks.get((item.stage, item.attempt))
         if task is None or task.token != item.token:
             return  # a stale attempt (abandoned after a stop): fenced off
@@ -367,6 +397,20 @@ class Runner:
                 ref = external[item.upstream]
             refs.append(InputRef(item.param, item.upstream, item.type.value, ref))
         return tuple(refs)
+
+    def _read_from_snapshot(self, outcome: Outcome) -> None:
+        """A stage completed elsewhere left no value here: its readers read its snapshot."""
+        if not outcome.ok or outcome.snapshot is None or outcome.asset_key is None:
+            return
+        ref = AssetRef(outcome.asset_key, outcome.snapshot)
+        for name, refs in self._inputs.items():
+            if any(i.upstream == outcome.stage and i.ref is None for i in refs):
+                self._inputs[name] = tuple(
+                    InputRef(i.param, i.upstream, i.type, ref)
+                    if i.upstream == outcome.stage and i.ref is None
+                    else i
+                    for i in refs
+                )
 
     # -- leases --------------------------------------------------------------------------------
     def _expire_leases(self) -> None:

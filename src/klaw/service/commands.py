@@ -157,6 +157,41 @@ class ResumeSchedule(_Command, frozen=True):
     name: str
 
 
+class Heartbeat(_Command, frozen=True):
+    """A worker renews the lease of the attempt it runs. Refused (``StaleAttemptError``) once
+    the attempt was given up: the worker must stop and may send nothing more."""
+
+    run_id: str
+    stage: str
+    attempt: Positive
+    token: str
+
+
+class CompleteAttempt(_Command, frozen=True):
+    """A worker reports that its attempt succeeded (with the snapshot it committed, for an
+    asset stage). Refused when the token is not the attempt's current one."""
+
+    run_id: str
+    stage: str
+    attempt: Positive
+    token: str
+    snapshot: int | None = None
+    rows: int | None = None
+    bytes: int | None = None
+
+
+class FailAttempt(_Command, frozen=True):
+    """A worker reports that its attempt failed; ``retryable=False`` skips the retries."""
+
+    run_id: str
+    stage: str
+    attempt: Positive
+    token: str
+    error: str
+    traceback: str | None = None
+    retryable: bool = True
+
+
 Command = (
     SubmitRun
     | CancelRun
@@ -174,6 +209,9 @@ Command = (
     | ListSchedules
     | PauseSchedule
     | ResumeSchedule
+    | Heartbeat
+    | CompleteAttempt
+    | FailAttempt
 )
 
 COMMANDS: Final[dict[str, type[_Command]]] = {
@@ -195,6 +233,9 @@ COMMANDS: Final[dict[str, type[_Command]]] = {
         ListSchedules,
         PauseSchedule,
         ResumeSchedule,
+        Heartbeat,
+        CompleteAttempt,
+        FailAttempt,
     )
 }
 # The newest version of each command this code understands.
@@ -325,6 +366,20 @@ class ScheduleReply(_Reply, frozen=True):
     schedule: ScheduleInfo
 
 
+class LeaseReply(_Reply, frozen=True):
+    """Reply to Heartbeat: the lease now runs until ``expires_at`` (epoch seconds)."""
+
+    expires_at: float
+
+
+class AcceptedReply(_Reply, frozen=True):
+    """Reply to CompleteAttempt and FailAttempt: the runner took the report."""
+
+    run_id: str
+    stage: str
+    attempt: int
+
+
 Reply = (
     ErrorReply
     | RunReply
@@ -340,6 +395,8 @@ Reply = (
     | SnapshotsReply
     | SchedulesReply
     | ScheduleReply
+    | LeaseReply
+    | AcceptedReply
 )
 
 

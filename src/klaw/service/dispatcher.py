@@ -7,21 +7,27 @@ translates: a command into the Orchestrator's method, its result into a reply St
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from klaw.authoring.stage import StageDef, StageKind
 from klaw.errors import GraphError, KlawError
-from klaw.metadata.records import EventRecord, RunFilter, RunRecord
+from klaw.metadata.records import EventRecord, Lease, RunFilter, RunRecord
 from klaw.observability import get_logger
 from klaw.service.commands import (
+    AcceptedReply,
     AssetsReply,
     AttemptsReply,
     CancelRun,
     Command,
+    CompleteAttempt,
     ErrorReply,
     EventsReply,
+    FailAttempt,
     GetRun,
+    Heartbeat,
+    LeaseReply,
     ListAssets,
     ListAttempts,
     ListEvents,
@@ -85,6 +91,9 @@ class Dispatcher:
             ListSchedules: self._list_schedules,
             PauseSchedule: self._pause_schedule,
             ResumeSchedule: self._resume_schedule,
+            Heartbeat: self._heartbeat,
+            CompleteAttempt: self._complete_attempt,
+            FailAttempt: self._fail_attempt,
         }
 
     def execute(
@@ -226,6 +235,43 @@ class Dispatcher:
 
     def _resume_schedule(self, cmd: ResumeSchedule) -> ScheduleReply:
         return ScheduleReply(schedule=set_paused(self.orchestrator, cmd.name, False))
+
+    # -- reports from workers --------------------------------------------------------------------
+    def _heartbeat(self, cmd: Heartbeat) -> LeaseReply:
+        lease = Lease(cmd.run_id, cmd.stage, cmd.attempt, cmd.token)
+        return LeaseReply(expires_at=self.orchestrator.heartbeat(lease))
+
+    def _complete_attempt(self, cmd: CompleteAttempt) -> AcceptedReply:
+        from klaw.execution.task import Outcome
+
+        now = time.time()
+        key = None
+        if cmd.snapshot is not None:
+            graph = self.orchestrator.graph(self.orchestrator.get_run(cmd.run_id).workflow)
+            key = graph.stages[cmd.stage].asset_key if cmd.stage in graph.stages else None
+        outcome = Outcome(
+            cmd.stage, cmd.attempt, cmd.token, now, now, asset_key=key, snapshot=cmd.snapshot
+        )
+        outcome.rows, outcome.bytes = cmd.rows, cmd.bytes
+        self.orchestrator.report(outcome, cmd.run_id)
+        return AcceptedReply(run_id=cmd.run_id, stage=cmd.stage, attempt=cmd.attempt)
+
+    def _fail_attempt(self, cmd: FailAttempt) -> AcceptedReply:
+        from klaw.execution.task import Outcome
+
+        now = time.time()
+        outcome = Outcome(
+            cmd.stage,
+            cmd.attempt,
+            cmd.token,
+            now,
+            now,
+            cmd.error,
+            cmd.traceback,
+            retryable=cmd.retryable,
+        )
+        self.orchestrator.report(outcome, cmd.run_id)
+        return AcceptedReply(run_id=cmd.run_id, stage=cmd.stage, attempt=cmd.attempt)
 
 
 def _planned(stage: StageDef) -> PlannedStage:

@@ -27,6 +27,7 @@ from klaw.errors import (
     KlawError,
     MetadataError,
     SelectionError,
+    StaleAttemptError,
 )
 from klaw.failpoints import failpoint
 from klaw.graph.build import WorkflowGraph, build_graph
@@ -36,6 +37,7 @@ from klaw.metadata.records import (
     AttemptRecord,
     Batch,
     EventRecord,
+    Lease,
     LogRecord,
     RunFilter,
     RunRecord,
@@ -51,6 +53,7 @@ if TYPE_CHECKING:
 
     from klaw.execution.lease import LeaseKeeper
     from klaw.execution.runner import Runner
+    from klaw.execution.task import Outcome
     from klaw.metadata.store import MetadataStore
     from klaw.storage.store import AssetInfo, SnapshotInfo
 
@@ -406,6 +409,28 @@ class Orchestrator:
         raise MetadataError(
             f"Run {run_id} is owned by {run.owner_host}; cancel it there.",
         )
+
+    # -- reports from workers -------------------------------------------------------------------
+    def heartbeat(self, lease: Lease) -> float:
+        """Renew an attempt's lease; the new expiry. ``StaleAttemptError`` once it is fenced."""
+        until = time.time() + self.settings.lease_ttl
+        if self.metadata.renew_leases([lease], until):
+            raise StaleAttemptError(
+                f"Stage {lease.stage!r} attempt {lease.attempt} of run {lease.run_id} lost its "
+                "lease; stop it and send nothing more.",
+                hint="Another attempt has the stage (or the run ended).",
+            )
+        return until
+
+    def report(self, outcome: Outcome, run_id: str) -> None:
+        """Hand a worker's outcome to the runner that drives ``run_id`` in this process."""
+        runner = self._active.get(run_id)
+        if runner is None:
+            raise StaleAttemptError(
+                f"Run {run_id} is not being driven by this Klaw process; the report is refused.",
+                hint="Send it to the server that runs the run (or the run has ended).",
+            )
+        runner.report(outcome)
 
     def runs(self, filter: RunFilter | None = None) -> list[RunRecord]:
         return self.metadata.list_runs(filter or RunFilter())
