@@ -50,6 +50,20 @@ class KlawSettings(BaseSettings):
     server_cache_mb: int = Field(
         1024, ge=0, description="MiB of recently read snapshots `klaw server` keeps in memory."
     )
+    api_tokens: SecretStr | None = Field(
+        None,
+        description="Tokens `klaw api` accepts with their roles: role:token,role:token "
+        "(roles: viewer, operator, approver, admin).",
+    )
+    api_host: str = Field("127.0.0.1", description="Address `klaw api` listens on.")
+    api_port: int = Field(8080, ge=0, le=65535, description="Port of `klaw api` (0: any).")
+    api_allowed_hosts: str = Field(
+        "127.0.0.1,localhost",
+        description="Host headers `klaw api` answers, comma-separated ('*': any).",
+    )
+    api_cors_origins: str = Field(
+        "", description="Browser origins allowed to call `klaw api`, comma-separated (none)."
+    )
 
     @classmethod
     def settings_customise_sources(

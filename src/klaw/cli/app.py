@@ -97,6 +97,7 @@ def _global(
 
 def run_app() -> None:
     from klaw.cli import (  # noqa: F401  (register commands)
+        api,
         assets,
         db,
         definitions,

@@ -1,0 +1,56 @@
+"""The FastAPI application: the routes of :mod:`klaw.api.http.routes` on one Orchestrator,
+behind host checks, CORS and bearer auth, with errors as problem+json."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.routing import APIRoute
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+from klaw.api.http import problems
+from klaw.api.http.auth import Authenticator
+from klaw.api.http.routes import PREFIX, ROLES, api_router, probe_router
+from klaw.service.dispatcher import Dispatcher
+from klaw.service.orchestrator import Orchestrator
+
+
+def create_app(
+    orchestrator: Orchestrator,
+    authenticator: Authenticator,
+    *,
+    allowed_hosts: Sequence[str],
+    cors_origins: Sequence[str],
+) -> FastAPI:
+    """The HTTP API of ``orchestrator``. ``allowed_hosts``: the Host headers it answers
+    (``"*"``: any); ``cors_origins``: the browser origins that may call it (none: no CORS)."""
+    from klaw import __version__
+
+    dispatcher = Dispatcher(orchestrator)
+    # the routers' routes go in as they are (flat: every route is in app.routes)
+    routes = [*probe_router(dispatcher).routes, *api_router(dispatcher, authenticator).routes]
+    app = FastAPI(
+        title="Klaw",
+        version=__version__,
+        description="Klaw's HTTP API: the typed commands, behind bearer tokens with roles.",
+        routes=routes,
+    )
+    unlisted = [
+        r.name
+        for r in app.routes
+        if isinstance(r, APIRoute) and r.path.startswith(PREFIX) and r.name not in ROLES
+    ]
+    if unlisted:
+        raise ValueError(f"Routes without a minimum role in ROLES: {', '.join(unlisted)}.")
+    problems.install(app)
+    if cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts) or ["*"])
+    return app

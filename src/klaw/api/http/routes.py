@@ -1,0 +1,224 @@
+"""The routes of ``/api/v1``: each builds one typed command and returns its reply as JSON.
+
+No route has logic of its own: the :class:`~klaw.service.dispatcher.Dispatcher` executes the
+command, and a KlawError it raises becomes a problem+json response
+(:mod:`klaw.api.http.problems`). Who may call which route is decided in one place:
+:data:`ROLES` (the minimum role of each route, by route name), checked by the one dependency
+:func:`guard` builds for the whole router.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Final, TypeVar
+
+import msgspec
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from klaw.api.http.auth import Authenticator, Principal, Role, authorize
+from klaw.api.http.schemas import RunBody, ValidateBody
+from klaw.errors import KlawError
+from klaw.service.commands import (
+    CancelRun,
+    GetRun,
+    InvalidCommandError,
+    ListAssets,
+    ListAttempts,
+    ListEvents,
+    ListRuns,
+    ListSchedules,
+    ListSnapshots,
+    ListWorkflows,
+    PauseSchedule,
+    PlanWorkflow,
+    ReadLogs,
+    Reply,
+    ResumeSchedule,
+    RunReply,
+    SubmitRun,
+    ValidateWorkflows,
+)
+from klaw.service.dispatcher import Dispatcher
+from klaw.states import RunState
+
+PREFIX: Final = "/api/v1"
+
+# The minimum role of every route under /api/v1, by route name. A route missing here is
+# refused by create_app, so none can be added without saying who may call it.
+ROLES: Final[dict[str, Role]] = {
+    "list_workflows": Role.VIEWER,
+    "plan_workflow": Role.VIEWER,
+    "validate_workflows": Role.VIEWER,
+    "submit_run": Role.OPERATOR,
+    "list_runs": Role.VIEWER,
+    "get_run": Role.VIEWER,
+    "cancel_run": Role.OPERATOR,
+    "resume_run": Role.OPERATOR,
+    "list_attempts": Role.VIEWER,
+    "list_events": Role.VIEWER,
+    "read_logs": Role.VIEWER,
+    "list_assets": Role.VIEWER,
+    "list_snapshots": Role.VIEWER,
+    "list_schedules": Role.VIEWER,
+    "pause_schedule": Role.OPERATOR,
+    "resume_schedule": Role.OPERATOR,
+}
+
+_bearer: Final = HTTPBearer(auto_error=False, description="A token of KLAW_API_TOKENS.")
+C = TypeVar("C", bound=msgspec.Struct)
+
+
+def guard(authenticator: Authenticator) -> Any:
+    """The dependency every /api/v1 route runs: the bearer token's principal, when its role is
+    at least the route's in :data:`ROLES` (a route not in it needs admin)."""
+
+    def principal(
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> Principal:
+        name = getattr(request.scope.get("route"), "name", "")
+        token = credentials.credentials if credentials is not None else None
+        return authorize(authenticator, token, ROLES.get(name, Role.ADMIN))
+
+    return Depends(principal)
+
+
+def command(cls: type[C], **fields: Any) -> C:
+    """The command ``cls`` of ``fields``, checked like one decoded off the wire."""
+    try:
+        return msgspec.convert({k: v for k, v in fields.items() if v is not None}, cls)
+    except msgspec.ValidationError as exc:
+        raise InvalidCommandError(
+            f"Invalid {cls.__name__} command: {exc}.",
+            command=cls.__name__,
+            hint=f"See the fields of klaw.service.commands.{cls.__name__}.",
+        ) from None
+
+
+def reply(value: Reply, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(msgspec.json.encode(value), status, headers, media_type="application/json")
+
+
+def api_router(dispatcher: Dispatcher, authenticator: Authenticator) -> APIRouter:
+    """The /api/v1 routes on ``dispatcher``, guarded by ``authenticator``."""
+    router = APIRouter(prefix=PREFIX, dependencies=[guard(authenticator)])
+    run = dispatcher.execute
+
+    @router.get("/workflows", name="list_workflows", tags=["workflows"])
+    def list_workflows() -> Response:
+        """Every workflow of the project."""
+        return reply(run(command(ListWorkflows)))
+
+    @router.get("/workflows/{name}/plan", name="plan_workflow", tags=["workflows"])
+    def plan_workflow(name: str, select: str | None = None) -> Response:
+        """The stages a run of the workflow would run, level by level."""
+        return reply(run(command(PlanWorkflow, workflow=name, selection=select)))
+
+    @router.post("/workflows/validate", name="validate_workflows", tags=["workflows"])
+    def validate_workflows(body: ValidateBody) -> Response:
+        """Check workflows without running them: one result each."""
+        return reply(run(command(ValidateWorkflows, workflows=body.workflows)))
+
+    @router.post("/runs", name="submit_run", status_code=201, tags=["runs"])
+    def submit_run(body: RunBody) -> Response:
+        """Start a run in the background; the reply is the run as created."""
+        fields = body.model_dump()
+        created = run(command(SubmitRun, **fields, wait=False))
+        return reply(created, 201, _location(created))
+
+    @router.get("/runs", name="list_runs", tags=["runs"])
+    def list_runs(
+        workflow: str | None = None,
+        state: Annotated[list[RunState] | None, Query()] = None,
+        limit: Annotated[int, Query(ge=1)] = 50,
+        before: Annotated[str | None, Query(description="The last run_id of a page.")] = None,
+    ) -> Response:
+        """Runs, newest first; pass the last run_id seen as ``before`` for the next page."""
+        cmd = command(ListRuns, workflow=workflow, states=state, limit=limit, before=before)
+        return reply(run(cmd))
+
+    @router.get("/runs/{run_id}", name="get_run", tags=["runs"])
+    def get_run(run_id: str) -> Response:
+        return reply(run(command(GetRun, run_id=run_id)))
+
+    @router.post("/runs/{run_id}/cancel", name="cancel_run", tags=["runs"])
+    def cancel_run(
+        run_id: str,
+        wait: Annotated[float, Query(ge=0, description="Seconds to wait for it to stop.")] = 30.0,
+    ) -> Response:
+        """Cancel a run and wait (up to ``wait`` seconds) for its work to stop."""
+        return reply(run(command(CancelRun, run_id=run_id, wait=wait)))
+
+    @router.post("/runs/{run_id}/resume", name="resume_run", status_code=201, tags=["runs"])
+    def resume_run(run_id: str) -> Response:
+        """Start a new run that re-runs what failed or never ran in this one."""
+        parent = run(command(GetRun, run_id=run_id))
+        assert isinstance(parent, RunReply)
+        cmd = command(SubmitRun, workflow=parent.run.workflow, resume=run_id, wait=False)
+        created = run(cmd)
+        return reply(created, 201, _location(created))
+
+    @router.get("/runs/{run_id}/attempts", name="list_attempts", tags=["runs"])
+    def list_attempts(run_id: str) -> Response:
+        return reply(run(command(ListAttempts, run_id=run_id)))
+
+    @router.get("/runs/{run_id}/events", name="list_events", tags=["runs"])
+    def list_events(
+        run_id: str,
+        after: Annotated[int, Query(ge=0, description="The last seq seen.")] = 0,
+    ) -> Response:
+        """The run's events after ``after`` (a cursor), and the run as it stands."""
+        return reply(run(command(ListEvents, run_id=run_id, after_seq=after)))
+
+    @router.get("/runs/{run_id}/logs", name="read_logs", tags=["runs"])
+    def read_logs(run_id: str, stage: str | None = None) -> Response:
+        return reply(run(command(ReadLogs, run_id=run_id, stage=stage)))
+
+    @router.get("/assets", name="list_assets", tags=["assets"])
+    def list_assets() -> Response:
+        return reply(run(command(ListAssets)))
+
+    @router.get("/assets/{key:path}/snapshots", name="list_snapshots", tags=["assets"])
+    def list_snapshots(key: str) -> Response:
+        return reply(run(command(ListSnapshots, key=key)))
+
+    @router.get("/schedules", name="list_schedules", tags=["schedules"])
+    def list_schedules() -> Response:
+        return reply(run(command(ListSchedules)))
+
+    @router.post("/schedules/{name}/pause", name="pause_schedule", tags=["schedules"])
+    def pause_schedule(name: str) -> Response:
+        return reply(run(command(PauseSchedule, name=name)))
+
+    @router.post("/schedules/{name}/resume", name="resume_schedule", tags=["schedules"])
+    def resume_schedule(name: str) -> Response:
+        return reply(run(command(ResumeSchedule, name=name)))
+
+    return router
+
+
+def _location(created: Reply) -> dict[str, str]:
+    assert isinstance(created, RunReply)
+    return {"Location": f"{PREFIX}/runs/{created.run.run_id}"}
+
+
+def probe_router(dispatcher: Dispatcher) -> APIRouter:
+    """``/health`` (the process answers) and ``/ready`` (the metadata store answers): no auth,
+    and nothing in the body but the status."""
+    router = APIRouter(tags=["probes"])
+
+    @router.get("/health", name="health")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get("/ready", name="ready")
+    def ready() -> Response:
+        try:
+            dispatcher.execute(command(ListRuns, limit=1))
+        except KlawError as exc:
+            from klaw.api.http.problems import problem
+
+            return problem(503, type(exc).__name__, "Not ready: the metadata store fails.")
+        return Response(b'{"status":"ready"}', media_type="application/json")
+
+    return router
