@@ -64,6 +64,39 @@ class KlawSettings(BaseSettings):
     api_cors_origins: str = Field(
         "", description="Browser origins allowed to call `klaw api`, comma-separated (none)."
     )
+    oidc_issuer: str | None = Field(
+        None,
+        description="OIDC issuer whose JWTs `klaw api` accepts as bearer tokens (its `iss`); "
+        "unset: no JWTs.",
+    )
+    oidc_audience: str | None = Field(
+        None, description="The `aud` a JWT must carry for `klaw api` (needed with an issuer)."
+    )
+    oidc_jwks_url: str | None = Field(
+        None, description="The issuer's JWKS; default <issuer>/.well-known/jwks.json."
+    )
+    oidc_role_claim: str = Field(
+        "klaw_role",
+        description="JWT claim holding the caller's role (viewer, operator, approver, admin); a "
+        "JWT without a known role is refused.",
+    )
+    api_rate: float = Field(
+        20.0, gt=0, description="Requests per second each API principal may make, sustained."
+    )
+    api_burst: int = Field(40, ge=1, description="Requests an API principal may make at once.")
+    api_auth_fail_rate: float = Field(
+        10.0, gt=0, description="Failed authentications per minute a client IP may make."
+    )
+    api_auth_fail_burst: int = Field(
+        20, ge=1, description="Failed authentications a client IP may make at once."
+    )
+    api_max_body: int = Field(
+        1024 * 1024, ge=1, description="Largest request body `klaw api` reads, in bytes."
+    )
+    api_max_depth: int = Field(64, ge=1, description="Deepest nesting of a JSON request body.")
+    api_idempotency_ttl: float = Field(
+        86400.0, gt=0, description="Seconds an Idempotency-Key of POST /runs is remembered."
+    )
 
     @classmethod
     def settings_customise_sources(

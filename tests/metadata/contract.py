@@ -25,6 +25,7 @@ from klaw.metadata.records import (
     RunFilter,
     RunRecord,
     ScheduleDefinition,
+    TokenRecord,
 )
 from klaw.metadata.store import (
     LeaseStore,
@@ -32,11 +33,14 @@ from klaw.metadata.store import (
     MetadataWriter,
     MetricsReader,
     ScheduleStore,
+    TokenStore,
 )
 from klaw.states import RunState, StageState
 
 
-class Store(MetadataWriter, MetadataReader, LeaseStore, MetricsReader, ScheduleStore, Protocol):
+class Store(
+    MetadataWriter, MetadataReader, LeaseStore, MetricsReader, ScheduleStore, TokenStore, Protocol
+):
     """Everything a full metadata backend offers."""
 
 
@@ -763,8 +767,60 @@ class MetadataStoreContract:
         assert info.value.hint
         assert [s.paused for s in store.list_schedules()] == [False, False]
 
+    # -- API tokens ------------------------------------------------------------------------
+
+    def test_tokens_round_trip_and_list_oldest_first(self, store: Store) -> None:
+        assert store.list_tokens() == [] and store.find_token("nope") is None
+        b = token("tokb", created_at=2.0, expires_at=100.0)
+        a = token("toka", created_at=1.0)
+        store.create_token(b)
+        store.create_token(a)
+        assert store.find_token("tokb") == b
+        assert store.list_tokens() == [a, b]
+
+    def test_a_token_id_is_taken_once(self, store: Store) -> None:
+        store.create_token(token("dup"))
+        with pytest.raises(MetadataError) as info:
+            store.create_token(token("dup", name="other"))
+        assert "'dup'" in info.value.message
+        assert [t.name for t in store.list_tokens()] == ["ci"]
+
+    def test_revoking_keeps_the_first_time_and_unknown_is_none(self, store: Store) -> None:
+        store.create_token(token("tok"))
+        revoked = store.revoke_token("tok", now=5.0)
+        assert revoked is not None and revoked.revoked_at == 5.0
+        again = store.revoke_token("tok", now=9.0)
+        assert again is not None and again.revoked_at == 5.0
+        assert store.revoke_token("missing", now=9.0) is None
+        found = store.find_token("tok")
+        assert found is not None and not found.live(6.0)
+
+    def test_use_is_recorded_at_most_once_a_minute(self, store: Store) -> None:
+        store.create_token(token("tok"))
+        store.touch_token("tok", now=100.0)
+        store.touch_token("tok", now=130.0)
+        found = store.find_token("tok")
+        assert found is not None and found.last_used_at == 100.0
+        store.touch_token("tok", now=161.0)
+        found = store.find_token("tok")
+        assert found is not None and found.last_used_at == 161.0
+        store.touch_token("missing", now=200.0)  # unknown: nothing to record, no error
+
 
 def sched(name: str, **fields: str) -> ScheduleDefinition:
     """A schedule definition named ``name`` (its workflow too, unless given), hourly in UTC."""
     values = {"name": name, "workflow": name, "cron": "0 * * * *"} | fields
     return ScheduleDefinition(**values)
+
+
+def token(token_id: str, **fields: object) -> TokenRecord:
+    """A stored token with id ``token_id`` (an admin token named ci, made at 1.0)."""
+    values: dict[str, object] = {
+        "token_id": token_id,
+        "name": "ci",
+        "role": "admin",
+        "secret_hash": "ab" * 32,
+        "created_at": 1.0,
+    }
+    values.update(fields)
+    return TokenRecord(**values)  # type: ignore[arg-type]

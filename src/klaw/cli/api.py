@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from typing import Annotated, Final
+from typing import TYPE_CHECKING, Annotated, Final
 
 import typer
 
@@ -13,6 +13,11 @@ from klaw.cli.app import STATE, OutputOpt, app
 from klaw.cli.output import Format, emit_json
 from klaw.cli.server import _StopSignals
 from klaw.errors import ConfigError
+
+if TYPE_CHECKING:
+    from klaw.api.http import Authenticator
+    from klaw.api.http.tokens import ChainAuthenticator
+    from klaw.service.orchestrator import Orchestrator
 
 STARTUP_WAIT: Final = 60.0  # seconds uvicorn may take to bind
 
@@ -33,16 +38,17 @@ def api(
 ) -> None:
     """Serve the project's HTTP API (/api/v1, /openapi.json) until SIGINT or SIGTERM.
 
-    Needs KLAW_API_TOKENS="role:token,role:token" (roles: viewer, operator, approver, admin);
-    clients send one as 'Authorization: Bearer <token>'.
+    Accepts the tokens of KLAW_API_TOKENS="role:token,role:token" (roles: viewer, operator,
+    approver, admin), those made with `klaw tokens create`, and JWTs of KLAW_OIDC_ISSUER; it
+    refuses to start with none of them. Clients send one as 'Authorization: Bearer <token>'.
     """
     import uvicorn
 
-    from klaw.api.http import StaticTokenAuthenticator, create_app
+    from klaw.api.http import create_app
 
     orch = STATE.orchestrator(api_host=host, api_port=port)
     settings = orch.settings
-    authenticator = StaticTokenAuthenticator.from_settings(settings)
+    authenticator = _authenticator(orch)
     web = create_app(
         orch,
         authenticator,
@@ -82,6 +88,36 @@ def api(
             thread.join(timeout=settings.stop_grace + 5.0)
             orch.shutdown(wait=settings.stop_grace)  # cancel the runs it started, let them end
     sys.stderr.write("Klaw API stopped.\n")
+
+
+def _authenticator(orch: Orchestrator) -> ChainAuthenticator:
+    """Static tokens (KLAW_API_TOKENS), then stored tokens, then OIDC JWTs (when configured).
+    ConfigError when no way in exists: no static token, no live stored token, no issuer."""
+    from klaw.api.http import StaticTokenAuthenticator
+    from klaw.api.http.tokens import ChainAuthenticator, StoredTokenAuthenticator
+    from klaw.service.tokens import has_live_token
+
+    settings = orch.settings
+    static = StaticTokenAuthenticator.parse(
+        settings.api_tokens.get_secret_value() if settings.api_tokens else ""
+    )
+    chain: list[Authenticator] = [static] if len(static) else []
+    chain.append(StoredTokenAuthenticator(orch.metadata))
+    if settings.oidc_issuer:
+        from klaw.api.http.oidc import JwtAuthenticator
+
+        jwt_auth = JwtAuthenticator.from_settings(settings)
+        if jwt_auth is not None:
+            chain.append(jwt_auth)
+    elif not len(static) and not has_live_token(orch.metadata):
+        raise ConfigError(
+            "No API tokens: KLAW_API_TOKENS is not set and the metadata database holds no live "
+            "token; the API would refuse every call.",
+            hint="Make a token with `klaw tokens create --role admin --name NAME`, or set "
+            "KLAW_API_TOKENS=admin:<token>[,viewer:<token>...] (or KLAW_OIDC_ISSUER and "
+            "KLAW_OIDC_AUDIENCE to accept JWTs).",
+        )
+    return ChainAuthenticator(chain)
 
 
 def _bound_port(server: object, thread: threading.Thread) -> int:

@@ -104,6 +104,7 @@ def run_app() -> None:
         runs,
         schedules,
         server,
+        tokens,
     )
 
     try:

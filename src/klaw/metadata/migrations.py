@@ -147,6 +147,26 @@ MIGRATIONS: tuple[Migration, ...] = (
             ) /*clustered*/""",
         ),
     ),
+    Migration(
+        version=4,
+        description="API tokens, stored hashed",
+        statements=(
+            # A token is `klaw_<token_id>_<secret>`; only the SHA-256 of the secret (hex) is
+            # kept. The secret is 256 random bits, so a fast hash is enough: there is nothing to
+            # guess, and a slow KDF (bcrypt, argon2) would only cost time on every request.
+            # `role` is a role label (viewer, operator, approver, admin); times are epoch s.
+            """CREATE TABLE api_tokens (
+                token_id TEXT PRIMARY KEY,
+                name TEXT NOT NULL,
+                role TEXT NOT NULL,
+                secret_hash TEXT NOT NULL,
+                created_at DOUBLE PRECISION NOT NULL,
+                expires_at DOUBLE PRECISION,
+                revoked_at DOUBLE PRECISION,
+                last_used_at DOUBLE PRECISION
+            ) /*clustered*/""",
+        ),
+    ),
 )
 
 LATEST_VERSION: int = MIGRATIONS[-1].version

@@ -52,6 +52,7 @@ from klaw.metadata.records import (
     RunRecord,
     ScheduleDefinition,
     ScheduleRecord,
+    TokenRecord,
 )
 from klaw.metadata.rows import owner_alive
 from klaw.states import RunState
@@ -623,3 +624,43 @@ class PostgresMetadataStore:
                     conn.execute(pg.FINISH_TICK, (run_id, error, schedule, tick))
             except psycopg.Error as exc:
                 raise self._error("record a schedule tick in", exc) from exc
+
+    # -- API tokens ------------------------------------------------------------------------
+
+    def create_token(self, token: TokenRecord) -> None:
+        with self._lock:
+            conn = self._ready_connection()
+            try:
+                with conn.transaction():
+                    conn.execute(pg.INSERT_TOKEN, rows.token_row(token))
+            except psycopg.Error as exc:
+                raise self._error(f"store API token {token.token_id!r} in", exc) from exc
+
+    def find_token(self, token_id: str) -> TokenRecord | None:
+        found = self._query(pg.SELECT_TOKEN, (token_id,))
+        return rows.token_from_row(found[0]) if found else None
+
+    def list_tokens(self) -> list[TokenRecord]:
+        found = [rows.token_from_row(r) for r in self._query(pg.SELECT_TOKENS, ())]
+        return sorted(found, key=lambda t: (t.created_at, t.token_id))
+
+    def revoke_token(self, token_id: str, *, now: float) -> TokenRecord | None:
+        with self._lock:
+            conn = self._ready_connection()
+            try:
+                with conn.transaction():
+                    conn.execute(pg.REVOKE_TOKEN, (float(now), token_id))
+                    row = conn.execute(pg.SELECT_TOKEN, (token_id,)).fetchone()
+            except psycopg.Error as exc:
+                raise self._error("revoke an API token in", exc) from exc
+        return None if row is None else rows.token_from_row(row)
+
+    def touch_token(self, token_id: str, *, now: float) -> None:
+        since = float(now) - rows.TOUCH_EVERY
+        with self._lock:
+            conn = self._ready_connection()
+            try:
+                with conn.transaction():
+                    conn.execute(pg.TOUCH_TOKEN, (float(now), token_id, since))
+            except psycopg.Error as exc:
+                raise self._error("record the use of an API token in", exc) from exc

@@ -265,3 +265,12 @@ PAUSE_SCHEDULE = _pg(rows.PAUSE_SCHEDULE)
 RESUME_SCHEDULE = _pg(rows.RESUME_SCHEDULE)
 CLAIM_TICK = _pg(rows.CLAIM_TICK)
 FINISH_TICK = _pg(rows.FINISH_TICK)
+
+
+# -- API tokens (migration 4: portable, no Postgres steps) -----------------------------------
+
+INSERT_TOKEN = _pg(rows.INSERT_TOKEN)
+SELECT_TOKENS = rows.SELECT_TOKENS
+SELECT_TOKEN = _pg(rows.SELECT_TOKEN)
+REVOKE_TOKEN = _pg(rows.REVOKE_TOKEN)
+TOUCH_TOKEN = _pg(rows.TOUCH_TOKEN)

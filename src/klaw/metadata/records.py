@@ -160,3 +160,22 @@ class ScheduleRecord(msgspec.Struct, kw_only=True):
     last_tick_at: float | None = None  # when the newest tick was claimed
     last_run_id: str | None = None
     last_error: str | None = None
+
+
+class TokenRecord(msgspec.Struct, kw_only=True):
+    """A stored API token (``klaw_<token_id>_<secret>``). Only the SHA-256 of the secret (hex)
+    is kept; the token itself is shown once, when it is made. ``role`` is a role label
+    (``viewer``, ``operator``, ``approver``, ``admin``); times are epoch seconds."""
+
+    token_id: str
+    name: str
+    role: str
+    secret_hash: str
+    created_at: float
+    expires_at: float | None = None
+    revoked_at: float | None = None
+    last_used_at: float | None = None
+
+    def live(self, now: float) -> bool:
+        """Neither revoked nor expired at ``now``."""
+        return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)

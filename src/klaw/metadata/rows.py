@@ -17,6 +17,7 @@ from klaw.metadata.records import (
     RunRecord,
     ScheduleDefinition,
     ScheduleRecord,
+    TokenRecord,
 )
 from klaw.states import RunState, StageState
 
@@ -287,3 +288,26 @@ def schedule_not_found(name: str, known: list[str], location: str) -> ScheduleNo
         message,
         hint="a schedule is named after its workflow; `klaw schedules list` shows them",
     )
+
+
+# -- API tokens (migration 4) ----------------------------------------------------------------
+
+_TOKEN_COLUMNS: tuple[str, ...] = TokenRecord.__struct_fields__
+INSERT_TOKEN = _insert("api_tokens", _TOKEN_COLUMNS)
+SELECT_TOKENS = f"SELECT {', '.join(_TOKEN_COLUMNS)} FROM api_tokens"
+SELECT_TOKEN = SELECT_TOKENS + " WHERE token_id = ?"
+REVOKE_TOKEN = "UPDATE api_tokens SET revoked_at = ? WHERE token_id = ? AND revoked_at IS NULL"
+# Recording use writes at most once a minute per token, not on every request.
+TOUCH_TOKEN = (
+    "UPDATE api_tokens SET last_used_at = ? WHERE token_id = ? "
+    "AND (last_used_at IS NULL OR last_used_at < ?)"
+)
+TOUCH_EVERY = 60.0
+
+
+def token_row(token: TokenRecord) -> tuple[Any, ...]:
+    return tuple(getattr(token, column) for column in _TOKEN_COLUMNS)
+
+
+def token_from_row(row: tuple[Any, ...]) -> TokenRecord:
+    return TokenRecord(**dict(zip(_TOKEN_COLUMNS, row, strict=True)))

@@ -37,6 +37,7 @@ from klaw.metadata.records import (
     RunRecord,
     ScheduleDefinition,
     ScheduleRecord,
+    TokenRecord,
 )
 from klaw.metadata.rows import (
     ACTIVE,
@@ -562,3 +563,43 @@ class SQLiteMetadataStore:
                     conn.execute(sql_rows.FINISH_TICK, (run_id, error, schedule, tick))
             except sqlite3.Error as exc:
                 raise self._error("record a schedule tick in", exc) from exc
+
+    # -- API tokens ------------------------------------------------------------------------
+
+    def create_token(self, token: TokenRecord) -> None:
+        with self._lock:
+            conn = self._ready_connection()
+            try:
+                with _transaction(conn):
+                    conn.execute(sql_rows.INSERT_TOKEN, sql_rows.token_row(token))
+            except sqlite3.Error as exc:
+                raise self._error(f"store API token {token.token_id!r} in", exc) from exc
+
+    def find_token(self, token_id: str) -> TokenRecord | None:
+        found = self._query(sql_rows.SELECT_TOKEN, (token_id,))
+        return sql_rows.token_from_row(found[0]) if found else None
+
+    def list_tokens(self) -> list[TokenRecord]:
+        found = [sql_rows.token_from_row(r) for r in self._query(sql_rows.SELECT_TOKENS, ())]
+        return sorted(found, key=lambda t: (t.created_at, t.token_id))
+
+    def revoke_token(self, token_id: str, *, now: float) -> TokenRecord | None:
+        with self._lock:
+            conn = self._ready_connection()
+            try:
+                with _transaction(conn):
+                    conn.execute(sql_rows.REVOKE_TOKEN, (float(now), token_id))
+                    row = conn.execute(sql_rows.SELECT_TOKEN, (token_id,)).fetchone()
+            except sqlite3.Error as exc:
+                raise self._error("revoke an API token in", exc) from exc
+        return None if row is None else sql_rows.token_from_row(row)
+
+    def touch_token(self, token_id: str, *, now: float) -> None:
+        since = float(now) - sql_rows.TOUCH_EVERY
+        with self._lock:
+            conn = self._ready_connection()
+            try:
+                with _transaction(conn):
+                    conn.execute(sql_rows.TOUCH_TOKEN, (float(now), token_id, since))
+            except sqlite3.Error as exc:
+                raise self._error("record the use of an API token in", exc) from exc

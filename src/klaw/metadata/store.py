@@ -16,6 +16,7 @@ from klaw.metadata.records import (
     RunRecord,
     ScheduleDefinition,
     ScheduleRecord,
+    TokenRecord,
 )
 
 
@@ -109,7 +110,29 @@ class ScheduleStore(Protocol):
         """Record what firing a claimed tick gave: the run it started, or why none started."""
 
 
+class TokenStore(Protocol):
+    """API tokens, stored hashed (``TokenRecord``): the token itself is never kept. A token
+    ``klaw_<token_id>_<secret>`` is looked up by its id; the caller compares the secret's hash
+    in constant time. Times are epoch seconds."""
+
+    def create_token(self, token: TokenRecord) -> None:
+        """Insert a new token; a ``MetadataError`` when its id is taken."""
+
+    def find_token(self, token_id: str) -> TokenRecord | None:
+        """The token with this id (revoked and expired ones too), or None."""
+
+    def list_tokens(self) -> list[TokenRecord]:
+        """Every token, oldest first."""
+
+    def revoke_token(self, token_id: str, *, now: float) -> TokenRecord | None:
+        """Revoke a token at ``now`` (a no-op when it already is); the token as it stands, or
+        None when no token has this id."""
+
+    def touch_token(self, token_id: str, *, now: float) -> None:
+        """Record that the token was used at ``now`` (written at most once a minute)."""
+
+
 class MetadataStore(
-    MetadataWriter, MetadataReader, LeaseStore, MetricsReader, ScheduleStore, Protocol
+    MetadataWriter, MetadataReader, LeaseStore, MetricsReader, ScheduleStore, TokenStore, Protocol
 ):
     """Everything a full metadata backend offers (SQLite, Postgres)."""

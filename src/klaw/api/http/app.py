@@ -1,5 +1,6 @@
 """The FastAPI application: the routes of :mod:`klaw.api.http.routes` on one Orchestrator,
-behind host checks, CORS and bearer auth, with errors as problem+json."""
+behind host checks, CORS, body limits, bearer auth and rate limits, with errors as
+problem+json."""
 
 from __future__ import annotations
 
@@ -10,8 +11,11 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from klaw.api.http import problems
+from klaw.api.http import idempotency, problems
 from klaw.api.http.auth import Authenticator
+from klaw.api.http.idempotency import IdempotencyKeys
+from klaw.api.http.limits import Limits, Throttle
+from klaw.api.http.limits import install as install_limits
 from klaw.api.http.routes import PREFIX, ROLES, api_router, probe_router
 from klaw.service.dispatcher import Dispatcher
 from klaw.service.orchestrator import Orchestrator
@@ -23,14 +27,23 @@ def create_app(
     *,
     allowed_hosts: Sequence[str],
     cors_origins: Sequence[str],
+    limits: Limits | None = None,
 ) -> FastAPI:
     """The HTTP API of ``orchestrator``. ``allowed_hosts``: the Host headers it answers
-    (``"*"``: any); ``cors_origins``: the browser origins that may call it (none: no CORS)."""
+    (``"*"``: any); ``cors_origins``: the browser origins that may call it (none: no CORS);
+    ``limits``: rate and size limits (default: from the orchestrator's settings)."""
     from klaw import __version__
 
+    limits = limits if limits is not None else Limits.from_settings(orchestrator.settings)
     dispatcher = Dispatcher(orchestrator)
+    api = api_router(
+        dispatcher,
+        authenticator,
+        throttle=Throttle(limits),
+        keys=IdempotencyKeys(limits.idempotency_ttl),
+    )
     # the routers' routes go in as they are (flat: every route is in app.routes)
-    routes = [*probe_router(dispatcher).routes, *api_router(dispatcher, authenticator).routes]
+    routes = [*probe_router(dispatcher).routes, *api.routes]
     app = FastAPI(
         title="Klaw",
         version=__version__,
@@ -45,6 +58,8 @@ def create_app(
     if unlisted:
         raise ValueError(f"Routes without a minimum role in ROLES: {', '.join(unlisted)}.")
     problems.install(app)
+    idempotency.install(app)
+    install_limits(app, limits)
     if cors_origins:
         app.add_middleware(
             CORSMiddleware,

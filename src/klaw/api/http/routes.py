@@ -12,10 +12,14 @@ from __future__ import annotations
 from typing import Annotated, Any, Final, TypeVar
 
 import msgspec
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi.responses import StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from klaw.api.http import events
 from klaw.api.http.auth import Authenticator, Principal, Role, authorize
+from klaw.api.http.idempotency import HEADER, IdempotencyKeys, submit_once
+from klaw.api.http.limits import Limits, Throttle, ThrottledAuthenticator
 from klaw.api.http.schemas import RunBody, ValidateBody
 from klaw.errors import KlawError
 from klaw.service.commands import (
@@ -56,6 +60,7 @@ ROLES: Final[dict[str, Role]] = {
     "resume_run": Role.OPERATOR,
     "list_attempts": Role.VIEWER,
     "list_events": Role.VIEWER,
+    "stream_run": Role.VIEWER,
     "read_logs": Role.VIEWER,
     "list_assets": Role.VIEWER,
     "list_snapshots": Role.VIEWER,
@@ -68,9 +73,11 @@ _bearer: Final = HTTPBearer(auto_error=False, description="A token of KLAW_API_T
 C = TypeVar("C", bound=msgspec.Struct)
 
 
-def guard(authenticator: Authenticator) -> Any:
+def guard(authenticator: Authenticator, throttle: Throttle | None = None) -> Any:
     """The dependency every /api/v1 route runs: the bearer token's principal, when its role is
-    at least the route's in :data:`ROLES` (a route not in it needs admin)."""
+    at least the route's in :data:`ROLES` (a route not in it needs admin), and, with a
+    ``throttle``, when neither the principal nor the client's failed tokens are over its
+    rate limits."""
 
     def principal(
         request: Request,
@@ -78,7 +85,11 @@ def guard(authenticator: Authenticator) -> Any:
     ) -> Principal:
         name = getattr(request.scope.get("route"), "name", "")
         token = credentials.credentials if credentials is not None else None
-        return authorize(authenticator, token, ROLES.get(name, Role.ADMIN))
+        checker = authenticator
+        if throttle is not None:
+            client = request.client.host if request.client is not None else ""
+            checker = ThrottledAuthenticator(authenticator, throttle, client)
+        return authorize(checker, token, ROLES.get(name, Role.ADMIN))
 
     return Depends(principal)
 
@@ -99,9 +110,18 @@ def reply(value: Reply, status: int = 200, headers: dict[str, str] | None = None
     return Response(msgspec.json.encode(value), status, headers, media_type="application/json")
 
 
-def api_router(dispatcher: Dispatcher, authenticator: Authenticator) -> APIRouter:
-    """The /api/v1 routes on ``dispatcher``, guarded by ``authenticator``."""
-    router = APIRouter(prefix=PREFIX, dependencies=[guard(authenticator)])
+def api_router(
+    dispatcher: Dispatcher,
+    authenticator: Authenticator,
+    *,
+    throttle: Throttle | None = None,
+    keys: IdempotencyKeys | None = None,
+) -> APIRouter:
+    """The /api/v1 routes on ``dispatcher``, guarded by ``authenticator`` (and ``throttle``);
+    ``keys`` remembers the Idempotency-Keys of ``POST /runs`` (none: a fresh store)."""
+    checked = guard(authenticator, throttle)
+    router = APIRouter(prefix=PREFIX, dependencies=[checked])
+    idempotency = keys if keys is not None else IdempotencyKeys(Limits().idempotency_ttl)
     run = dispatcher.execute
 
     @router.get("/workflows", name="list_workflows", tags=["workflows"])
@@ -120,11 +140,33 @@ def api_router(dispatcher: Dispatcher, authenticator: Authenticator) -> APIRoute
         return reply(run(command(ValidateWorkflows, workflows=body.workflows)))
 
     @router.post("/runs", name="submit_run", status_code=201, tags=["runs"])
-    def submit_run(body: RunBody) -> Response:
-        """Start a run in the background; the reply is the run as created."""
+    def submit_run(
+        body: RunBody,
+        who: Principal = checked,  # the guard's principal (run once: FastAPI caches it)
+        key: Annotated[
+            str | None,
+            Header(alias=HEADER, description="Repeats with this key get the same run."),
+        ] = None,
+    ) -> Response:
+        """Start a run in the background; the reply is the run as created (201), or, for a
+        repeat of an Idempotency-Key, the run that key made as it stands (200)."""
         fields = body.model_dump()
-        created = run(command(SubmitRun, **fields, wait=False))
-        return reply(created, 201, _location(created))
+
+        def submit() -> RunReply:
+            created = run(command(SubmitRun, **fields, wait=False))
+            assert isinstance(created, RunReply)
+            return created
+
+        def get(run_id: str) -> RunReply:
+            found = run(command(GetRun, run_id=run_id))
+            assert isinstance(found, RunReply)
+            return found
+
+        if key is None:
+            created = submit()
+            return reply(created, 201, _location(created))
+        found, made = submit_once(idempotency, who.subject, key, fields, submit, get)
+        return reply(found, 201 if made else 200, _location(found))
 
     @router.get("/runs", name="list_runs", tags=["runs"])
     def list_runs(
@@ -169,6 +211,26 @@ def api_router(dispatcher: Dispatcher, authenticator: Authenticator) -> APIRoute
     ) -> Response:
         """The run's events after ``after`` (a cursor), and the run as it stands."""
         return reply(run(command(ListEvents, run_id=run_id, after_seq=after)))
+
+    @router.get(
+        "/runs/{run_id}/stream",
+        name="stream_run",
+        tags=["runs"],
+        response_class=StreamingResponse,
+        responses={200: {"content": {events.MEDIA_TYPE: {}}}},
+    )
+    def stream_run(
+        run_id: str,
+        after: Annotated[int | None, Query(ge=0, description="The last seq seen.")] = None,
+        last_event_id: Annotated[
+            str | None, Header(alias="Last-Event-ID", description="Resume after this id.")
+        ] = None,
+    ) -> StreamingResponse:
+        """The run's events and log lines as Server-Sent Events, until the run has ended."""
+        cursor = events.Cursor.parse(last_event_id, after)
+        first = events.first_events(dispatcher, run_id, cursor)
+        messages = events.stream(dispatcher, run_id, cursor, first)
+        return StreamingResponse(messages, media_type=events.MEDIA_TYPE, headers=events.HEADERS)
 
     @router.get("/runs/{run_id}/logs", name="read_logs", tags=["runs"])
     def read_logs(run_id: str, stage: str | None = None) -> Response:

@@ -1,0 +1,142 @@
+"""Server-Sent Events: a run's events and log lines as one ``text/event-stream``.
+
+The stream polls the metadata store through the typed commands (``ListEvents`` with the last
+``seq`` sent, ``ReadLogs``) every ``poll`` seconds, each call in a worker thread, so a client
+connection is one async generator. Messages:
+
+* an event: ``id: <seq>``, ``event: <kind>``, ``data: <the event as JSON>``;
+* a log line: ``id: <seq>:<log seq>`` (the last event seq sent, and the line's seq),
+  ``event: log``, ``data: <the line as JSON>``;
+* ``: keep-alive`` comments when nothing was sent for ``keepalive`` seconds;
+* ``event: error`` (data ``{"code", "detail"}``, no id) when the store fails mid-stream; the
+  stream ends and the client may resume from the last id it got.
+
+It ends once the run has ended and its last event and lines are sent. A client resumes with the
+``Last-Event-ID`` header (or ``?after=<seq>``): events after that seq, and log lines after the
+log seq when the id has one (after a bare event seq, the lines are sent again from the start).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Final
+
+import anyio
+import msgspec
+from starlette.concurrency import run_in_threadpool
+
+from klaw.errors import KlawError
+from klaw.metadata.records import EventRecord, LogRecord
+from klaw.service.commands import EventsReply, InvalidCommandError, ListEvents, LogsReply, ReadLogs
+from klaw.service.dispatcher import Dispatcher
+
+MEDIA_TYPE: Final = "text/event-stream"
+POLL: Final = 0.2
+KEEPALIVE: Final = 15.0
+HEADERS: Final = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Where a stream resumes: after event ``seq`` and after log line ``log_seq``."""
+
+    seq: int = 0
+    log_seq: int = 0
+
+    @classmethod
+    def parse(cls, last_event_id: str | None, after: int | None) -> Cursor:
+        """The cursor of a ``Last-Event-ID`` header (it wins) or an ``after`` query value."""
+        if last_event_id is None or not last_event_id.strip():
+            return cls(seq=after or 0)
+        seq, _, log_seq = last_event_id.strip().partition(":")
+        try:
+            cursor = cls(int(seq), int(log_seq or 0))
+        except ValueError:
+            cursor = cls(-1)
+        if cursor.seq < 0 or cursor.log_seq < 0:
+            raise InvalidCommandError(
+                f"Last-Event-ID {last_event_id!r} is not an id this stream sent.",
+                command="ListEvents",
+                hint="Send the id of the last message received: <seq> or <seq>:<log seq>.",
+            )
+        return cursor
+
+
+def event_message(event: EventRecord) -> bytes:
+    data = msgspec.json.encode(event).decode()
+    return f"id: {event.seq}\nevent: {event.kind}\ndata: {data}\n\n".encode()
+
+
+def log_message(seq: int, line: LogRecord) -> bytes:
+    data = msgspec.json.encode(msgspec.structs.asdict(line)).decode()
+    return f"id: {seq}:{line.seq}\nevent: log\ndata: {data}\n\n".encode()
+
+
+def first_events(dispatcher: Dispatcher, run_id: str, cursor: Cursor) -> EventsReply:
+    """The events after ``cursor``: raises (RunNotFoundError...) before a stream starts."""
+    found = dispatcher.execute(ListEvents(run_id=run_id, after_seq=cursor.seq))
+    assert isinstance(found, EventsReply)
+    return found
+
+
+async def stream(
+    dispatcher: Dispatcher,
+    run_id: str,
+    cursor: Cursor,
+    first: EventsReply,
+    *,
+    poll: float = POLL,
+    keepalive: float = KEEPALIVE,
+) -> AsyncIterator[bytes]:
+    """The messages of run ``run_id`` after ``cursor``, starting with ``first`` (the reply of
+    :func:`first_events`), until the run has ended."""
+    seq, log_seq = cursor.seq, cursor.log_seq
+    reply = first
+    idle = 0.0
+    while True:
+        out = [event_message(e) for e in reply.events]
+        if reply.events:
+            seq = reply.events[-1].seq
+        ended = reply.run.state.terminal  # read before the logs: no line comes after the end
+        try:
+            lines = await run_in_threadpool(_new_lines, dispatcher, run_id, log_seq)
+        except KlawError as exc:
+            yield b"".join(out) + error_message(exc)
+            return
+        for line in lines:
+            out.append(log_message(seq, line))
+            log_seq = line.seq
+        if out:
+            idle = 0.0
+            yield b"".join(out)
+        if ended:
+            return
+        if idle >= keepalive:
+            idle = 0.0
+            yield b": keep-alive\n\n"
+        await anyio.sleep(poll)
+        idle += poll
+        try:
+            reply = await run_in_threadpool(_events, dispatcher, run_id, seq)
+        except KlawError as exc:
+            yield error_message(exc)
+            return
+
+
+def error_message(exc: KlawError) -> bytes:
+    """The last message of a stream a KlawError ended: the client may resume from its last id."""
+    data = msgspec.json.encode({"code": type(exc).__name__, "detail": exc.message}).decode()
+    return f"event: error\ndata: {data}\n\n".encode()
+
+
+def _events(dispatcher: Dispatcher, run_id: str, seq: int) -> EventsReply:
+    found = dispatcher.execute(ListEvents(run_id=run_id, after_seq=seq))
+    assert isinstance(found, EventsReply)
+    return found
+
+
+def _new_lines(dispatcher: Dispatcher, run_id: str, log_seq: int) -> list[LogRecord]:
+    found = dispatcher.execute(ReadLogs(run_id=run_id))
+    assert isinstance(found, LogsReply)
+    return sorted((line for line in found.logs if line.seq > log_seq), key=lambda x: x.seq)

@@ -1,0 +1,264 @@
+"""Rate and size limits of the HTTP API, in memory.
+
+* :class:`RateLimiter`: token buckets by key (thread-safe, injectable clock). The API keeps
+  two: one per authenticated principal (``api_rate`` per second, ``api_burst`` at once), and a
+  stricter one per client IP that only *failed* authentications draw from
+  (``api_auth_fail_rate`` per minute, ``api_auth_fail_burst`` at once). Both are applied in
+  one place, the route guard, through :class:`ThrottledAuthenticator`; an empty bucket is a
+  :class:`RateLimitedError`: 429 problem+json with ``Retry-After``.
+* :class:`BodyLimitMiddleware`: a body over ``api_max_body`` bytes is a 413 (by its
+  ``Content-Length``, or as it streams in when chunked) and a JSON body nested deeper than
+  ``api_max_depth`` is a 422, both before any route reads it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+from fastapi import FastAPI, Request, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from klaw.api.http.auth import Authenticator, Principal
+from klaw.api.http.problems import problem
+from klaw.errors import KlawError
+from klaw.settings import KlawSettings
+
+Clock = Callable[[], float]
+
+# keys kept before full (idle) buckets are forgotten; a full bucket is the same as none
+_PRUNE_AT: Final = 10_000
+
+
+class RateLimitedError(KlawError):
+    """Too many requests: ``retry_after`` is the whole seconds until one more is allowed."""
+
+    def __init__(self, message: str, *, retry_after: int, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.retry_after = retry_after
+
+
+class RateLimiter:
+    """Token buckets by key: each holds up to ``burst`` tokens, refilled at ``rate`` per
+    second; :meth:`take` spends one."""
+
+    def __init__(self, rate: float, burst: int, *, clock: Clock = time.monotonic) -> None:
+        if rate <= 0 or burst < 1:
+            raise ValueError(f"A rate limit needs rate > 0 and burst >= 1, not {rate}, {burst}.")
+        self.rate = rate
+        self.burst = burst
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, at)
+
+    def take(self, key: str) -> float:
+        """Spend a token of ``key``: 0.0 when there was one, else the seconds until there is
+        (nothing is spent then)."""
+        with self._lock:
+            now = self._clock()
+            tokens, at = self._buckets.get(key, (float(self.burst), now))
+            tokens = min(float(self.burst), tokens + (now - at) * self.rate)
+            if tokens >= 1.0:
+                self._buckets[key] = (tokens - 1.0, now)
+                if len(self._buckets) > _PRUNE_AT:
+                    self._prune(now)
+                return 0.0
+            self._buckets[key] = (tokens, now)
+            return (1.0 - tokens) / self.rate
+
+    def _prune(self, now: float) -> None:
+        full = [
+            key
+            for key, (tokens, at) in self._buckets.items()
+            if tokens + (now - at) * self.rate >= self.burst
+        ]
+        for key in full:
+            del self._buckets[key]
+
+
+def retry_after(wait: float) -> int:
+    """``wait`` seconds as a ``Retry-After`` value: whole seconds, at least 1."""
+    return max(1, math.ceil(wait))
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The API's limits (see :class:`~klaw.settings.KlawSettings` for each)."""
+
+    rate: float = 20.0
+    burst: int = 40
+    auth_fail_rate: float = 10.0  # per minute
+    auth_fail_burst: int = 20
+    max_body: int = 1024 * 1024
+    max_depth: int = 64
+    idempotency_ttl: float = 86400.0
+
+    @classmethod
+    def from_settings(cls, settings: KlawSettings) -> Limits:
+        return cls(
+            rate=settings.api_rate,
+            burst=settings.api_burst,
+            auth_fail_rate=settings.api_auth_fail_rate,
+            auth_fail_burst=settings.api_auth_fail_burst,
+            max_body=settings.api_max_body,
+            max_depth=settings.api_max_depth,
+            idempotency_ttl=settings.api_idempotency_ttl,
+        )
+
+
+class Throttle:
+    """The two rate limits of the API: per principal, and per client IP for failed
+    authentications."""
+
+    def __init__(self, limits: Limits, *, clock: Clock = time.monotonic) -> None:
+        self.principals = RateLimiter(limits.rate, limits.burst, clock=clock)
+        self.failures = RateLimiter(
+            limits.auth_fail_rate / 60.0, limits.auth_fail_burst, clock=clock
+        )
+
+    def admit(self, principal: Principal) -> None:
+        wait = self.principals.take(principal.subject)
+        if wait > 0:
+            raise RateLimitedError(
+                f"Too many requests from {principal.subject}: more than "
+                f"{self.principals.rate:g} a second (bursts of {self.principals.burst}).",
+                retry_after=retry_after(wait),
+                hint="Wait the seconds of Retry-After, then send fewer requests.",
+            )
+
+    def failed(self, client: str) -> None:
+        wait = self.failures.take(client)
+        if wait > 0:
+            raise RateLimitedError(
+                f"Too many failed authentications from {client}.",
+                retry_after=retry_after(wait),
+                hint="Check the bearer token; retry after the seconds of Retry-After.",
+            )
+
+
+class ThrottledAuthenticator:
+    """``inner`` with the throttle applied, for one request from ``client``: a token it refuses
+    draws from the client's failure bucket (429 once that is empty, instead of 401); a token it
+    accepts draws from the principal's bucket. Failures never slow down valid tokens."""
+
+    def __init__(self, inner: Authenticator, throttle: Throttle, client: str) -> None:
+        self._inner = inner
+        self._throttle = throttle
+        self._client = client
+
+    def authenticate(self, token: str) -> Principal | None:
+        principal = self._inner.authenticate(token)
+        if principal is None:
+            self._throttle.failed(self._client)
+            return None
+        self._throttle.admit(principal)
+        return principal
+
+
+async def _rate_limited(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RateLimitedError)
+    headers = {"Retry-After": str(exc.retry_after)}
+    return problem(429, type(exc).__name__, exc.message, hint=exc.hint, headers=headers)
+
+
+# outside a string, "\x" pairs are skipped so an escaped quote never toggles the string state
+_JSON_MARKS: Final = re.compile(rb'\\.|["\[\]{}]', re.DOTALL)
+
+
+def json_too_deep(body: bytes | bytearray, limit: int) -> bool:
+    """Whether the JSON text ``body`` nests arrays and objects deeper than ``limit`` (one
+    linear scan; it need not be valid JSON)."""
+    depth = 0
+    in_string = False
+    for match in _JSON_MARKS.finditer(body):
+        mark = match.group()
+        if mark == b'"':
+            in_string = not in_string
+        elif in_string or len(mark) == 2:
+            continue
+        elif mark in (b"[", b"{"):
+            depth += 1
+            if depth > limit:
+                return True
+        else:
+            depth -= 1
+    return False
+
+
+class BodyLimitMiddleware:
+    """Reads a request's body (at most ``max_body`` bytes) before the app does: larger is a
+    413, without reading the rest; JSON nested deeper than ``max_depth`` is a 422."""
+
+    def __init__(self, app: ASGIApp, *, max_body: int, max_depth: int) -> None:
+        self.app = app
+        self.max_body = max_body
+        self.max_depth = max_depth
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.lower(): v for k, v in scope["headers"]}
+        length = headers.get(b"content-length")
+        if length is None and b"transfer-encoding" not in headers:
+            await self.app(scope, receive, send)
+            return
+        if length is not None and length.isdigit() and int(length) > self.max_body:
+            await self._too_large(scope, receive, send)
+            return
+        body = bytearray()
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away before sending its body
+            body += message.get("body", b"")
+            if len(body) > self.max_body:
+                await self._too_large(scope, receive, send)
+                return
+            more = message.get("more_body", False)
+        if b"json" in headers.get(b"content-type", b"") and json_too_deep(body, self.max_depth):
+            response = problem(
+                422,
+                "InvalidRequest",
+                f"The request body is JSON nested deeper than {self.max_depth} levels.",
+                hint="Send flatter JSON.",
+            )
+            await response(scope, receive, send)
+            return
+        await self.app(scope, _replay(bytes(body), receive), send)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = problem(
+            413,
+            "RequestTooLarge",
+            f"The request body is larger than {self.max_body} bytes.",
+            hint="Send a smaller body (KLAW_API_MAX_BODY on the server sets the limit).",
+            headers={"Connection": "close"},
+        )
+        await response(scope, receive, send)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A receive that gives ``body`` once, then whatever ``receive`` does (a disconnect)."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
+
+
+def install(app: FastAPI, limits: Limits) -> None:
+    """Answer :class:`RateLimitedError` with 429 and check bodies against ``limits``."""
+    app.add_exception_handler(RateLimitedError, _rate_limited)
+    app.add_middleware(BodyLimitMiddleware, max_body=limits.max_body, max_depth=limits.max_depth)

@@ -1,0 +1,152 @@
+"""Bearer JWTs from an OIDC issuer: :class:`JwtAuthenticator`.
+
+A JWT is accepted when it is signed with RS256 or ES256 by a key of the issuer's JWKS (found by
+the header's ``kid``), and its ``iss``, ``aud``, ``exp`` (required) and ``nbf`` (when present)
+hold. Any other algorithm is refused before a key is looked at, so neither ``alg: none`` nor an
+HMAC "signed" with the public key gets through. The role comes from one claim
+(``oidc_role_claim``, default ``klaw_role``): a role label, or a list of them (the highest
+known one counts). A JWT without a known role is refused, not treated as a viewer: a token the
+issuer gives for other purposes must not read Klaw.
+
+Keys are cached by ``kid``. An unknown ``kid`` makes the JWKS be fetched again (key rotation),
+at most once per ``refresh_every`` seconds so that made-up ``kid`` values cannot hammer the
+issuer. A JWKS that cannot be fetched refuses the token (401), never fails the request (500).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.request
+from collections.abc import Mapping
+from typing import Any, Final
+
+import jwt
+from jwt.api_jwk import PyJWK
+
+from klaw.api.http.auth import Principal, Role
+from klaw.errors import ConfigError
+from klaw.settings import KlawSettings
+
+ALGORITHMS: Final = ("RS256", "ES256")
+LEEWAY: Final = 30.0  # seconds of clock skew allowed on exp and nbf
+FETCH_TIMEOUT: Final = 5.0
+MAX_JWKS_BYTES: Final = 1 << 20
+
+
+class JwtAuthenticator:
+    """JWTs of one issuer and audience, verified against the issuer's JWKS."""
+
+    def __init__(
+        self,
+        *,
+        issuer: str,
+        audience: str,
+        jwks_url: str | None = None,
+        role_claim: str = "klaw_role",
+        refresh_every: float = 10.0,
+    ) -> None:
+        self.issuer = issuer
+        self.audience = audience
+        self.jwks_url = jwks_url or f"{issuer.rstrip('/')}/.well-known/jwks.json"
+        self.role_claim = role_claim
+        self.refresh_every = refresh_every
+        self._keys: dict[str, PyJWK] = {}
+        self._fetched_at: float | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"JwtAuthenticator(issuer={self.issuer!r}, audience={self.audience!r})"
+
+    @classmethod
+    def from_settings(cls, settings: KlawSettings) -> JwtAuthenticator | None:
+        """The authenticator ``oidc_*`` settings describe; None when no issuer is set."""
+        if not settings.oidc_issuer:
+            return None
+        if not settings.oidc_audience:
+            raise ConfigError(
+                "KLAW_OIDC_ISSUER is set but KLAW_OIDC_AUDIENCE is not; every JWT would be "
+                "accepted whoever it was issued for.",
+                hint="Set KLAW_OIDC_AUDIENCE to the audience (client id) the issuer puts in "
+                "`aud` for Klaw.",
+            )
+        return cls(
+            issuer=settings.oidc_issuer,
+            audience=settings.oidc_audience,
+            jwks_url=settings.oidc_jwks_url,
+            role_claim=settings.oidc_role_claim,
+        )
+
+    def authenticate(self, token: str) -> Principal | None:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            return None
+        alg, kid = header.get("alg"), header.get("kid")
+        if alg not in ALGORITHMS or not isinstance(kid, str):
+            return None
+        key = self._key(kid)
+        # the key's algorithm (its `alg`, or the one its type and curve imply) must be the
+        # header's: an RSA key never verifies an ES256 JWT, nor a P-384 key an ES256 one
+        if key is None or key.algorithm_name != alg:
+            return None
+        try:
+            claims = jwt.decode(
+                token,
+                key.key,
+                algorithms=[alg],
+                audience=self.audience,
+                issuer=self.issuer,
+                leeway=LEEWAY,
+                options={"require": ["exp", "iss", "aud"]},
+            )
+        except jwt.PyJWTError:
+            return None
+        role = self._role(claims.get(self.role_claim))
+        if role is None:
+            return None
+        return Principal(subject=f"oidc:{claims.get('sub', '?')}", role=role)
+
+    @staticmethod
+    def _role(value: object) -> Role | None:
+        labels = [value] if isinstance(value, str) else value if isinstance(value, list) else []
+        known = [
+            Role[v.upper()] for v in labels if isinstance(v, str) and v.upper() in Role.__members__
+        ]
+        return max(known) if known else None
+
+    def _key(self, kid: str) -> PyJWK | None:
+        with self._lock:
+            if kid not in self._keys:
+                now = time.monotonic()
+                due = self._fetched_at is None or now - self._fetched_at >= self.refresh_every
+                if due:
+                    self._fetched_at = now
+                    fetched = self._fetch()
+                    if fetched is not None:
+                        self._keys = fetched
+            return self._keys.get(kid)
+
+    def _fetch(self) -> dict[str, PyJWK] | None:
+        """The JWKS's usable keys by ``kid``; None when it cannot be fetched or read."""
+        try:
+            request = urllib.request.Request(self.jwks_url, headers={"Accept": "application/json"})
+            with urllib.request.urlopen(request, timeout=FETCH_TIMEOUT) as response:
+                document: Any = json.loads(response.read(MAX_JWKS_BYTES))
+        except (OSError, ValueError):
+            return None
+        entries = document.get("keys") if isinstance(document, Mapping) else None
+        if not isinstance(entries, list):
+            return None
+        keys: dict[str, PyJWK] = {}
+        for entry in entries:
+            if not isinstance(entry, Mapping) or not isinstance(entry.get("kid"), str):
+                continue
+            if entry.get("use", "sig") != "sig":
+                continue
+            try:
+                keys[entry["kid"]] = PyJWK(dict(entry))
+            except jwt.PyJWTError:
+                continue  # a key type or curve this Klaw does not use
+        return keys
