@@ -430,6 +430,13 @@ def flight_latency(settings: Settings) -> list[Row]:
     return latency(settings)
 
 
+def http_api(settings: Settings) -> list[Row]:
+    """H1 (bench/http.py): the HTTP API from a second process vs GetRun over Flight."""
+    from bench.http import api
+
+    return api(settings)
+
+
 WORKLOADS: tuple[Workload, ...] = (
     Workload("W0", "klaw run cold start", cold_start),
     Workload("W1", "500-stage fan-out", fan_out),
@@ -440,5 +447,6 @@ WORKLOADS: tuple[Workload, ...] = (
     Workload("T1", f"TPC-H {tpch.scale_text()} per engine", tpch.per_engine),
     Workload("F1", "Arrow Flight DoGet/DoPut of 10M rows vs bare Flight", flight_throughput),
     Workload("F2", "command round trips over Flight DoAction", flight_latency),
+    Workload("H1", "HTTP API: GET/POST /runs and SSE fan-out, from a second process", http_api),
     Workload("M", "metadata write throughput (SQLite, Postgres)", metadata.write_throughput),
 )

@@ -66,6 +66,11 @@ REPLIES: dict[str, type[c.Reply]] = {
     "ValidateWorkflows": c.ValidateReply,
     "ListAssets": c.AssetsReply,
     "ListSnapshots": c.SnapshotsReply,
+    "GetWorkflow": c.WorkflowReply,
+    "ReadLogPage": c.LogsReply,
+    "GetAsset": c.AssetReply,
+    "PreviewRows": c.RowsReply,
+    "GetLineage": c.LineageReply,
 }
 
 

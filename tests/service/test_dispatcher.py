@@ -54,6 +54,13 @@ EVERY_COMMAND: list[c.Command] = [
     c.ListSchedules(),
     c.PauseSchedule(name="nightly"),
     c.ResumeSchedule(name="nightly"),
+    c.GetWorkflow(workflow="wf"),
+    c.ReadLogPage(run_id="r1"),
+    c.ReadLogPage(run_id="r1", stage="a", after_seq=3, limit=10, tail=5),
+    c.GetAsset(key="orders"),
+    c.PreviewRows(key="orders"),
+    c.PreviewRows(key="orders", snapshot=2, limit=1000),
+    c.GetLineage(key="orders"),
 ]
 
 

@@ -40,6 +40,7 @@ class CliState:
     debug: bool = False
     log_level: str | None = None
     server: str | None = None  # --server / KLAW_SERVER: send commands to this Klaw server
+    url: str | None = None  # --url / KLAW_URL: send commands to this Klaw HTTP API
     _orchestrator: Orchestrator | None = field(default=None, repr=False)
     _backend: Backend | None = field(default=None, repr=False)
 
@@ -51,11 +52,12 @@ class CliState:
         return self._orchestrator
 
     def backend(self) -> Backend:
-        """Where typed commands go: the local project, or the server of ``--server``."""
+        """Where typed commands go: the local project, the server of ``--server`` or the API
+        of ``--url``."""
         if self._backend is None:
             from klaw.cli.backend import open_backend
 
-            self._backend = open_backend(self.server, self.orchestrator)
+            self._backend = open_backend(self.server, self.orchestrator, self.url)
         return self._backend
 
 
@@ -90,9 +92,22 @@ def _global(
             show_envvar=True,
         ),
     ] = None,
+    url: Annotated[
+        str | None,
+        typer.Option(
+            "--url",
+            help="Send commands to this Klaw HTTP API (http://host:port); token from KLAW_TOKEN.",
+            envvar="KLAW_URL",
+            show_envvar=True,
+        ),
+    ] = None,
 ) -> None:
     STATE.project, STATE.debug, STATE.log_level = project, debug, log_level
     STATE.server = server or None
+    STATE.url = url or None
+    from klaw.cli.backend import one_remote
+
+    one_remote(STATE.server, STATE.url)
 
 
 def run_app() -> None:
@@ -101,6 +116,7 @@ def run_app() -> None:
         assets,
         db,
         definitions,
+        dev,
         runs,
         schedules,
         server,

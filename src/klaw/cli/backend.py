@@ -9,10 +9,13 @@ Every ``klaw`` command that acts on a project builds a typed command
 - :class:`RemoteBackend`: the Arrow Flight client of a ``klaw server``, chosen by ``--server URL``
   or ``KLAW_SERVER``. The token comes from the ``KLAW_TOKEN`` environment variable only (never a
   flag, so it stays out of shell history). ``klaw run`` submits the run and follows its events.
+- :class:`HttpBackend`: the same over a Klaw HTTP API (``klaw api``, ``klaw dev``), chosen by
+  ``--url URL`` or ``KLAW_URL``, token from ``KLAW_TOKEN``. Asset rows have no HTTP route yet.
 """
 
 from __future__ import annotations
 
+import abc
 import os
 import time
 from collections.abc import Callable
@@ -24,6 +27,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from klaw.api.flight.client import Client
+    from klaw.api.http.client import HttpClient
     from klaw.metadata.records import EventRecord, RunRecord
     from klaw.service.commands import Command, Reply, SubmitRun
     from klaw.service.dispatcher import Dispatcher
@@ -32,6 +36,7 @@ if TYPE_CHECKING:
 R = TypeVar("R")
 
 SERVER_ENV: Final = "KLAW_SERVER"
+URL_ENV: Final = "KLAW_URL"
 TOKEN_ENV: Final = "KLAW_TOKEN"
 POLL_INTERVAL: Final = 0.2  # seconds between two ListEvents while following a remote run
 
@@ -83,11 +88,27 @@ def expect(cmd: Command, reply: Reply, expected: type[R]) -> R:
     )
 
 
-def open_backend(server: str | None, orchestrator: Callable[[], Orchestrator]) -> Backend:
-    """The remote backend when a server URL is given, else the local one."""
+def open_backend(
+    server: str | None, orchestrator: Callable[[], Orchestrator], url: str | None = None
+) -> Backend:
+    """The Flight backend when a server is given, the HTTP one when an API URL is, else the
+    local one. Both at once is a ConfigError."""
+    one_remote(server, url)
     if server:
         return RemoteBackend(server, os.environ.get(TOKEN_ENV) or None)
+    if url:
+        return HttpBackend(url, os.environ.get(TOKEN_ENV) or None)
     return LocalBackend(orchestrator)
+
+
+def one_remote(server: str | None, url: str | None) -> None:
+    """Refuse (ConfigError) a Flight server and an HTTP API named together."""
+    if server and url:
+        raise ConfigError(
+            f"Both a Klaw server ({server}, --server / {SERVER_ENV}) and a Klaw API ({url}, "
+            f"--url / {URL_ENV}) are given; klaw can send commands to only one.",
+            hint=f"Pass only one of --server and --url (and unset {SERVER_ENV} or {URL_ENV}).",
+        )
 
 
 def local_only(server: str | None, command: str) -> None:
@@ -97,7 +118,7 @@ def local_only(server: str | None, command: str) -> None:
 
         error_console().print(
             f"[dim]note:[/dim] {command} acts on this machine; the server {server} "
-            f"(--server / {SERVER_ENV}) is not used.",
+            f"(--server / {SERVER_ENV} or --url / {URL_ENV}) is not used.",
             highlight=False,
         )
 
@@ -107,8 +128,9 @@ def refuse_remote(server: str | None, command: str) -> None:
     if server:
         raise ConfigError(
             f"{command} acts on a local metadata database and cannot be sent to the server "
-            f"{server} (--server / {SERVER_ENV}).",
-            hint=f"Run it where the server runs, without --server and with {SERVER_ENV} unset.",
+            f"{server} (--server / {SERVER_ENV} or --url / {URL_ENV}).",
+            hint=f"Run it where the server runs, without --server and with {SERVER_ENV} unset "
+            f"(and without --url, {URL_ENV} unset).",
         )
 
 
@@ -154,28 +176,30 @@ class LocalBackend:
         """Nothing of its own to close: the CLI closes the Orchestrator it opened."""
 
 
-class RemoteBackend:
-    """Commands sent to a ``klaw server`` over Arrow Flight."""
+class FollowingBackend(abc.ABC):
+    """A backend on another machine: ``klaw run`` submits the run and follows its events."""
 
     def __init__(self, url: str, token: str | None) -> None:
         self.url = url
         self._token = token
-        self._client: Client | None = None
         self._seen: dict[str, int] = {}  # run id -> last event seq followed (none replayed)
 
-    @property
-    def client(self) -> Client:
-        if self._client is None:
-            from klaw.api.flight.client import Client
-
-            self._client = Client(self.url, self._token)
-        return self._client
-
+    @abc.abstractmethod
     def execute(self, cmd: Command) -> Reply:
-        try:
-            return self.client.execute(cmd)
-        except AuthError as exc:
-            raise self._auth_error(exc) from exc
+        """Send ``cmd``; its reply (an error is raised as the KlawError it names)."""
+
+    @property
+    @abc.abstractmethod
+    def where(self) -> str:
+        """The address commands go to, as said to people."""
+
+    @abc.abstractmethod
+    def read_asset(self, key: str, snapshot: int | None, limit: int) -> pa.Table:
+        """The first ``limit`` rows of a snapshot."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Close the connection, if one was opened."""
 
     def submit(self, cmd: SubmitRun, watcher: RunWatcher | None = None) -> RunRecord:
         """Start the run on the server, then follow its events until it ends. Ctrl-C asks the
@@ -216,10 +240,36 @@ class RemoteBackend:
         from klaw.service.commands import CancelRun, RunReply
 
         error_console().print(
-            f"cancelling run {run.run_id} on {self.client.url} (Ctrl-C again to stop following)",
+            f"cancelling run {run.run_id} on {self.where} (Ctrl-C again to stop following)",
             highlight=False,
         )
         ask(self, CancelRun(run_id=run.run_id, wait=0.0), RunReply)
+
+
+class RemoteBackend(FollowingBackend):
+    """Commands sent to a ``klaw server`` over Arrow Flight."""
+
+    def __init__(self, url: str, token: str | None) -> None:
+        super().__init__(url, token)
+        self._client: Client | None = None
+
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            from klaw.api.flight.client import Client
+
+            self._client = Client(self.url, self._token)
+        return self._client
+
+    @property
+    def where(self) -> str:
+        return self.client.url
+
+    def execute(self, cmd: Command) -> Reply:
+        try:
+            return self.client.execute(cmd)
+        except AuthError as exc:
+            raise self._auth_error(exc) from exc
 
     def read_asset(self, key: str, snapshot: int | None, limit: int) -> pa.Table:
         return self.client.read_asset(key, snapshot).slice(0, limit)
@@ -242,3 +292,57 @@ class RemoteBackend:
                 "one of its tokens (KLAW_TOKENS or KLAW_TOKENS_FILE where it runs)."
             )
         return AuthError(exc.message, hint=hint)
+
+
+class HttpBackend(FollowingBackend):
+    """Commands sent to a Klaw HTTP API (``klaw api``, ``klaw dev``)."""
+
+    def __init__(self, url: str, token: str | None) -> None:
+        super().__init__(url, token)
+        self._client: HttpClient | None = None
+
+    @property
+    def client(self) -> HttpClient:
+        if self._client is None:
+            from klaw.api.http.client import HttpClient
+
+            self._client = HttpClient(self.url, self._token)
+        return self._client
+
+    @property
+    def where(self) -> str:
+        return self.client.url
+
+    def execute(self, cmd: Command) -> Reply:
+        try:
+            return self.client.execute(cmd)
+        except AuthError as exc:
+            raise self._auth_error(exc) from exc
+
+    def read_asset(self, key: str, snapshot: int | None, limit: int) -> pa.Table:
+        from klaw.api.http.client import NotOverHttpError
+
+        raise NotOverHttpError(
+            f"The Klaw HTTP API at {self.where} has no route for the rows of asset {key!r} yet.",
+            hint="Read them over Arrow Flight: --server grpc://HOST:PORT (`klaw server`, or the "
+            "Flight URL `klaw dev` prints), with the same KLAW_TOKEN.",
+        )
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def _auth_error(self, exc: AuthError) -> AuthError:
+        """The API's refusal, with what to do about it from the command line."""
+        if self._token is None:
+            hint = (
+                f"Set {TOKEN_ENV} to one of the API's tokens (klaw reads it from the "
+                "environment only, never from a flag)."
+            )
+        else:
+            hint = (
+                f"The token in {TOKEN_ENV} is not one the API accepts; set {TOKEN_ENV} to one "
+                "of its tokens (KLAW_API_TOKENS or `klaw tokens create` where it runs)."
+            )
+        return AuthError(f"The Klaw API at {self.where} refused the call: {exc.message}", hint=hint)

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import signal
-import socket
 import sys
-from types import FrameType
 from typing import Annotated
 
 import typer
 
 from klaw.cli.app import STATE, OutputOpt, app
 from klaw.cli.output import Format, emit_json
+from klaw.cli.serving import StopSignals
 
 
 @app.command("server")
@@ -41,7 +39,7 @@ def server(
     orch = STATE.orchestrator(server_host=host, server_port=port)
     settings = orch.settings
     tokens = TokenSet.from_settings(settings, orch.project.root)
-    with _StopSignals() as stop:
+    with StopSignals() as stop:
         running = serve(orch, host=settings.server_host, port=settings.server_port, tokens=tokens)
         triggers = TriggerService(orch)
         try:
@@ -69,36 +67,3 @@ def server(
             running.stop()
             orch.shutdown(wait=settings.stop_grace)  # any started while it was stopping
     sys.stderr.write("Klaw server stopped.\n")
-
-
-class _StopSignals:
-    """Waits for SIGINT or SIGTERM. gRPC's threads may be the ones the kernel hands a signal
-    to, which would not wake a main thread blocked on a lock; Python's wakeup fd is written
-    whichever thread receives it, so the main thread waits on that instead."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __enter__(self) -> _StopSignals:
-        self._reader, self._writer = socket.socketpair()
-        self._writer.setblocking(False)
-        self._previous_fd = signal.set_wakeup_fd(self._writer.fileno(), warn_on_full_buffer=False)
-        self._previous = {sig: signal.signal(sig, _ignore) for sig in self.SIGNALS}
-        return self
-
-    def wait(self) -> int:
-        """Block until one of the signals arrives; its number."""
-        while True:
-            for number in self._reader.recv(64):
-                if number in self.SIGNALS:
-                    return number
-
-    def __exit__(self, *exc_info: object) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        signal.set_wakeup_fd(self._previous_fd)
-        self._reader.close()
-        self._writer.close()
-
-
-def _ignore(signum: int, frame: FrameType | None) -> None:
-    """A Python-level handler, so the signal is written to the wakeup fd and nothing else."""

@@ -14,15 +14,18 @@ from typing import Annotated, Any, Final
 
 import msgspec
 
-from klaw.errors import KlawError
+from klaw.errors import DefinitionError, KlawError
 from klaw.metadata.records import AttemptRecord, EventRecord, LogRecord, RunRecord
 from klaw.states import RunState
 from klaw.storage.store import AssetInfo, SnapshotInfo
 
 MAX_COMMAND_BYTES: Final = 1024 * 1024  # 1 MiB: commands carry references, never data
+MAX_PREVIEW_ROWS: Final = 1_000  # PreviewRows: a look at an asset, not a way to move its data
 
 Version = Annotated[int, msgspec.Meta(ge=1)]
 Positive = Annotated[int, msgspec.Meta(ge=1)]
+MAX_PAGE: Final = 100_000  # the most records one listing may ask for
+PageSize = Annotated[int, msgspec.Meta(ge=1, le=MAX_PAGE)]
 Seconds = Annotated[float, msgspec.Meta(ge=0)]
 
 
@@ -63,6 +66,10 @@ class UnsupportedVersionError(CommandError):
     """The command's version is newer than this Klaw knows."""
 
 
+class WorkflowNotFoundError(DefinitionError):
+    """GetWorkflow named no workflow of the project."""
+
+
 # -- commands --------------------------------------------------------------------------------
 class _Command(msgspec.Struct, tag=True, kw_only=True, frozen=True):
     version: Version = 1
@@ -95,7 +102,7 @@ class GetRun(_Command, frozen=True):
 class ListRuns(_Command, frozen=True):
     workflow: str | None = None
     states: tuple[RunState, ...] = ()
-    limit: Positive = 50
+    limit: PageSize = 50
     before: str | None = None
 
 
@@ -192,6 +199,44 @@ class FailAttempt(_Command, frozen=True):
     retryable: bool = True
 
 
+class GetWorkflow(_Command, frozen=True):
+    """One workflow: its graph (stages and edges), params JSON Schema and configuration."""
+
+    workflow: str
+
+
+class ReadLogPage(_Command, frozen=True):
+    """A page of a run's log lines: those after ``after_seq`` (a cursor: pass the last
+    ``seq`` seen), at most ``limit`` of them; with ``tail``, the last ``tail`` of those."""
+
+    run_id: str
+    stage: str | None = None
+    after_seq: Annotated[int, msgspec.Meta(ge=0)] = 0
+    limit: Annotated[int, msgspec.Meta(ge=1, le=10_000)] | None = None
+    tail: Annotated[int, msgspec.Meta(ge=1, le=10_000)] | None = None
+
+
+class GetAsset(_Command, frozen=True):
+    """One asset: its schema and latest snapshot."""
+
+    key: str
+
+
+class PreviewRows(_Command, frozen=True):
+    """The first ``limit`` rows of a snapshot of an asset (default: the latest). A preview
+    for people: at most :data:`MAX_PREVIEW_ROWS` rows; read data itself with Flight DoGet."""
+
+    key: str
+    snapshot: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    limit: Annotated[int, msgspec.Meta(ge=0, le=1_000)] = 100
+
+
+class GetLineage(_Command, frozen=True):
+    """Which workflow and stage produce an asset, and the assets up- and downstream of it."""
+
+    key: str
+
+
 Command = (
     SubmitRun
     | CancelRun
@@ -212,6 +257,11 @@ Command = (
     | Heartbeat
     | CompleteAttempt
     | FailAttempt
+    | GetWorkflow
+    | ReadLogPage
+    | GetAsset
+    | PreviewRows
+    | GetLineage
 )
 
 COMMANDS: Final[dict[str, type[_Command]]] = {
@@ -236,6 +286,11 @@ COMMANDS: Final[dict[str, type[_Command]]] = {
         Heartbeat,
         CompleteAttempt,
         FailAttempt,
+        GetWorkflow,
+        ReadLogPage,
+        GetAsset,
+        PreviewRows,
+        GetLineage,
     )
 }
 # The newest version of each command this code understands.
@@ -380,6 +435,65 @@ class AcceptedReply(_Reply, frozen=True):
     attempt: int
 
 
+class StageNode(msgspec.Struct, kw_only=True, frozen=True):
+    """A stage in a workflow's graph."""
+
+    name: str
+    kind: str  # "stage" or "asset"
+    asset: str | None = None  # the asset key it commits, for an asset stage
+    description: str = ""
+    retries: int = 0
+    timeout: float | None = None
+    tags: tuple[str, ...] = ()
+    inputs: tuple[str, ...] = ()  # assets of other workflows it reads (their latest snapshot)
+
+
+class WorkflowReply(_Reply, frozen=True):
+    """Reply to GetWorkflow: ``workflow`` as in ListWorkflows, its graph (stages in
+    topological order, edges upstream -> downstream inside the workflow), the JSON Schema of
+    its params and how its runs are set up."""
+
+    workflow: WorkflowInfo
+    stages: list[StageNode]
+    edges: list[tuple[str, str]]
+    params_schema: dict[str, Any]
+    max_active_runs: int
+    executor: str | None = None
+    timezone: str = "UTC"
+    catch_up: str = "latest"
+    depends_on: tuple[str, ...] = ()
+
+
+class AssetReply(_Reply, frozen=True):
+    """Reply to GetAsset: the asset and its latest snapshot (with its schema)."""
+
+    asset: AssetInfo
+    latest: SnapshotInfo
+
+
+class RowsReply(_Reply, frozen=True):
+    """Reply to PreviewRows: ``rows`` (column -> value, at most the limit asked) of
+    ``snapshot``, out of ``total_rows``."""
+
+    key: str
+    snapshot: int
+    schema: dict[str, str]  # column -> Arrow type
+    rows: list[dict[str, Any]]
+    total_rows: int
+
+
+class LineageReply(_Reply, frozen=True):
+    """Reply to GetLineage. ``workflow``/``stage``: what produces the asset (None: no
+    workflow of the project defines it); ``upstream``: the assets it is computed from;
+    ``downstream``: the assets computed from it (in any workflow of the project)."""
+
+    key: str
+    workflow: str | None = None
+    stage: str | None = None
+    upstream: tuple[str, ...] = ()
+    downstream: tuple[str, ...] = ()
+
+
 Reply = (
     ErrorReply
     | RunReply
@@ -397,6 +511,10 @@ Reply = (
     | ScheduleReply
     | LeaseReply
     | AcceptedReply
+    | WorkflowReply
+    | AssetReply
+    | RowsReply
+    | LineageReply
 )
 
 

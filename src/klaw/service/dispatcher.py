@@ -12,11 +12,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from klaw.authoring.stage import StageDef, StageKind
-from klaw.errors import GraphError, KlawError
+from klaw.errors import AssetNotFoundError, DefinitionError, GraphError, KlawError
 from klaw.metadata.records import EventRecord, Lease, RunFilter, RunRecord
 from klaw.observability import get_logger
 from klaw.service.commands import (
     AcceptedReply,
+    AssetReply,
     AssetsReply,
     AttemptsReply,
     CancelRun,
@@ -25,9 +26,13 @@ from klaw.service.commands import (
     ErrorReply,
     EventsReply,
     FailAttempt,
+    GetAsset,
+    GetLineage,
     GetRun,
+    GetWorkflow,
     Heartbeat,
     LeaseReply,
+    LineageReply,
     ListAssets,
     ListAttempts,
     ListEvents,
@@ -42,19 +47,25 @@ from klaw.service.commands import (
     PlanReply,
     PlanWorkflow,
     PongReply,
+    PreviewRows,
+    ReadLogPage,
     ReadLogs,
     Reply,
     ResumeSchedule,
+    RowsReply,
     RunReply,
     RunsReply,
     ScheduleReply,
     SchedulesReply,
     SnapshotsReply,
+    StageNode,
     SubmitRun,
     ValidateReply,
     ValidateWorkflows,
     ValidationResult,
     WorkflowInfo,
+    WorkflowNotFoundError,
+    WorkflowReply,
     WorkflowsReply,
     decode,
     encode,
@@ -64,6 +75,8 @@ from klaw.service.orchestrator import Orchestrator, RunRequest
 from klaw.service.schedules import list_schedules, set_paused
 
 if TYPE_CHECKING:
+    from klaw.authoring.workflow import Workflow
+    from klaw.graph.build import WorkflowGraph
     from klaw.graph.plan import Plan
 
 _log: Final = get_logger(__name__)
@@ -94,6 +107,11 @@ class Dispatcher:
             Heartbeat: self._heartbeat,
             CompleteAttempt: self._complete_attempt,
             FailAttempt: self._fail_attempt,
+            GetWorkflow: self._get_workflow,
+            ReadLogPage: self._read_log_page,
+            GetAsset: self._get_asset,
+            PreviewRows: self._preview_rows,
+            GetLineage: self._get_lineage,
         }
 
     def execute(
@@ -181,20 +199,7 @@ class Dispatcher:
         return LogsReply(logs=self.orchestrator.logs(cmd.run_id, cmd.stage))
 
     def _list_workflows(self, cmd: ListWorkflows) -> WorkflowsReply:
-        infos = [
-            WorkflowInfo(
-                name=wf.name,
-                description=wf.description,
-                schedule=wf.schedule,
-                stages=tuple(s.name for s in wf.stages),
-                assets=tuple(
-                    s.asset_key for s in wf.stages if s.kind is StageKind.ASSET and s.asset_key
-                ),
-                tags=tuple(sorted(wf.tags)),
-                source=wf.source,
-            )
-            for _, wf in sorted(self.orchestrator.workflows.items())
-        ]
+        infos = [_info(wf) for _, wf in sorted(self.orchestrator.workflows.items())]
         return WorkflowsReply(workflows=infos)
 
     def _plan_workflow(self, cmd: PlanWorkflow) -> PlanReply:
@@ -236,6 +241,103 @@ class Dispatcher:
     def _resume_schedule(self, cmd: ResumeSchedule) -> ScheduleReply:
         return ScheduleReply(schedule=set_paused(self.orchestrator, cmd.name, False))
 
+    def _get_workflow(self, cmd: GetWorkflow) -> WorkflowReply:
+        from klaw.authoring.params import params_schema
+
+        if cmd.workflow not in self.orchestrator.workflows:
+            try:
+                self.orchestrator.workflow(cmd.workflow)
+            except DefinitionError as exc:  # the message names it and the close matches
+                raise WorkflowNotFoundError(exc.message, hint=exc.hint) from None
+        wf = self.orchestrator.workflow(cmd.workflow)
+        graph = self.orchestrator.graph(cmd.workflow)
+        stages = [
+            StageNode(
+                name=name,
+                kind=graph.stages[name].kind.value,
+                asset=graph.stages[name].asset_key,
+                description=graph.stages[name].description,
+                retries=graph.stages[name].retry.retries,
+                timeout=graph.stages[name].timeout,
+                tags=tuple(sorted(graph.stages[name].tags)),
+                inputs=tuple(
+                    graph.foreign[u] for u in graph.stages[name].upstream if u in graph.foreign
+                ),
+            )
+            for name in graph.order
+        ]
+        edges = [(up, name) for name in graph.order for up in graph.upstream[name]]
+        return WorkflowReply(
+            workflow=_info(wf),
+            stages=stages,
+            edges=edges,
+            params_schema=params_schema(wf),
+            max_active_runs=wf.max_active_runs,
+            executor=wf.executor,
+            timezone=wf.timezone,
+            catch_up=wf.catch_up,
+            depends_on=wf.depends_on,
+        )
+
+    def _read_log_page(self, cmd: ReadLogPage) -> LogsReply:
+        logs = [
+            log for log in self.orchestrator.logs(cmd.run_id, cmd.stage) if log.seq > cmd.after_seq
+        ]
+        if cmd.tail is not None:
+            logs = logs[-cmd.tail :]
+        if cmd.limit is not None:
+            logs = logs[: cmd.limit]
+        return LogsReply(logs=logs)
+
+    def _get_asset(self, cmd: GetAsset) -> AssetReply:
+        snapshots = self.orchestrator.snapshots(cmd.key)  # AssetNotFoundError names the key
+        latest = snapshots[-1]
+        found = [a for a in self.orchestrator.assets() if a.key.lower() == cmd.key.lower()]
+        if not found:
+            raise AssetNotFoundError(f"No asset {cmd.key!r} in the lake.")
+        return AssetReply(asset=found[0], latest=latest)
+
+    def _preview_rows(self, cmd: PreviewRows) -> RowsReply:
+        snapshots = self.orchestrator.snapshots(cmd.key)  # AssetNotFoundError names the key
+        snapshot = snapshots[-1].snapshot if cmd.snapshot is None else cmd.snapshot
+        table = self.orchestrator.read_asset(cmd.key, snapshot, cmd.limit)
+        info = next((s for s in snapshots if s.snapshot == snapshot), None)
+        return RowsReply(
+            key=cmd.key,
+            snapshot=snapshot,
+            schema={f.name: str(f.type) for f in table.schema},
+            rows=table.to_pylist(),
+            total_rows=info.rows if info is not None else table.num_rows,
+        )
+
+    def _get_lineage(self, cmd: GetLineage) -> LineageReply:
+        feeds = self._asset_inputs()  # asset key -> the asset keys it is computed from
+        producer = self.orchestrator.producers().get(cmd.key)
+        if producer is None:
+            self.orchestrator.snapshots(cmd.key)  # not defined: is it in the lake at all?
+        return LineageReply(
+            key=cmd.key,
+            workflow=producer[0] if producer else None,
+            stage=producer[1] if producer else None,
+            upstream=feeds.get(cmd.key, ()),
+            downstream=tuple(sorted(k for k, ups in feeds.items() if cmd.key in ups)),
+        )
+
+    def _asset_inputs(self) -> dict[str, tuple[str, ...]]:
+        """Every asset the project defines -> the assets it is computed from: those of its
+        upstream stages, through stages that are not assets (workflows whose graph is broken
+        are left out: ``ValidateWorkflows`` names their problems)."""
+        found: dict[str, tuple[str, ...]] = {}
+        for name in sorted(self.orchestrator.workflows):
+            try:
+                graph = self.orchestrator.graph(name)
+            except KlawError:
+                continue
+            for stage in graph.stages.values():
+                if stage.asset_key is not None:
+                    found[stage.asset_key] = _feeding_assets(graph, stage.name)
+        return found
+
     # -- reports from workers --------------------------------------------------------------------
     def _heartbeat(self, cmd: Heartbeat) -> LeaseReply:
         lease = Lease(cmd.run_id, cmd.stage, cmd.attempt, cmd.token)
@@ -272,6 +374,41 @@ class Dispatcher:
         )
         self.orchestrator.report(outcome, cmd.run_id)
         return AcceptedReply(run_id=cmd.run_id, stage=cmd.stage, attempt=cmd.attempt)
+
+
+def _info(wf: Workflow) -> WorkflowInfo:
+    return WorkflowInfo(
+        name=wf.name,
+        description=wf.description,
+        schedule=wf.schedule,
+        stages=tuple(s.name for s in wf.stages),
+        assets=tuple(s.asset_key for s in wf.stages if s.kind is StageKind.ASSET and s.asset_key),
+        tags=tuple(sorted(wf.tags)),
+        source=wf.source,
+    )
+
+
+def _feeding_assets(graph: WorkflowGraph, stage: str) -> tuple[str, ...]:
+    """The asset keys ``stage`` of ``graph`` is computed from, through non-asset stages."""
+    found: set[str] = set()
+    seen: set[str] = set()
+    todo = list(graph.stages[stage].upstream)
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        if name in graph.foreign:
+            found.add(graph.foreign[name])
+            continue
+        up = graph.stages.get(name)
+        if up is None:
+            continue
+        if up.asset_key is not None:
+            found.add(up.asset_key)
+        else:
+            todo.extend(up.upstream)
+    return tuple(sorted(found))
 
 
 def _planned(stage: StageDef) -> PlannedStage:

@@ -58,11 +58,12 @@ broken = klaw.workflow("broken", [boom])
 """
 
 
-def write_project(root: Path, module: str) -> Path:
-    """A project in ``root`` whose module ``<module>.py`` defines ``pipe`` and ``broken``."""
+def write_project(root: Path, module: str, flows: str = FLOWS) -> Path:
+    """A project in ``root`` whose module ``<module>.py`` is ``flows`` (by default: ``pipe``
+    and ``broken``)."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "klaw.toml").write_text(f'[project]\nname = "httpproj"\nmodules = ["{module}.py"]\n')
-    (root / f"{module}.py").write_text(FLOWS)
+    (root / f"{module}.py").write_text(flows)
     return root
 
 
@@ -95,9 +96,11 @@ class Live:
 
 
 @contextmanager
-def serving(root: Path, module: str, authenticator: Authenticator | None = None) -> Iterator[Live]:
+def serving(
+    root: Path, module: str, authenticator: Authenticator | None = None, flows: str = FLOWS
+) -> Iterator[Live]:
     """The project of :func:`write_project` served by uvicorn until the block ends."""
-    orchestrator = Orchestrator.open(write_project(root, module))
+    orchestrator = Orchestrator.open(write_project(root, module, flows))
     app = create_app(
         orchestrator,
         authenticator or static_tokens(),

@@ -23,8 +23,11 @@ API = "/api/v1"
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
-    with serving(tmp_path_factory.mktemp("auth"), "http_auth_flows") as served:
-        yield served
+    with pytest.MonkeyPatch.context() as env:
+        # a wrong token for every route: more failures than the default burst (test_limits)
+        env.setenv("KLAW_API_AUTH_FAIL_BURST", "1000")
+        with serving(tmp_path_factory.mktemp("auth"), "http_auth_flows") as served:
+            yield served
 
 
 def protected(live: Live) -> list[tuple[str, str, Role]]:

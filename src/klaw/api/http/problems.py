@@ -31,7 +31,7 @@ from klaw.errors import (
     StaleAttemptError,
 )
 from klaw.observability import get_logger
-from klaw.service.commands import CommandError
+from klaw.service.commands import CommandError, WorkflowNotFoundError
 
 _log: Final = get_logger(__name__)
 
@@ -44,6 +44,7 @@ STATUS: Final[dict[type[KlawError], int]] = {
     RunNotFoundError: 404,
     ScheduleNotFoundError: 404,
     AssetNotFoundError: 404,
+    WorkflowNotFoundError: 404,
     RunConflictError: 409,
     StaleAttemptError: 409,
     MetadataUnavailableError: 503,

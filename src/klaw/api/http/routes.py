@@ -23,8 +23,13 @@ from klaw.api.http.limits import Limits, Throttle, ThrottledAuthenticator
 from klaw.api.http.schemas import RunBody, ValidateBody
 from klaw.errors import KlawError
 from klaw.service.commands import (
+    MAX_PAGE,
+    MAX_PREVIEW_ROWS,
     CancelRun,
+    GetAsset,
+    GetLineage,
     GetRun,
+    GetWorkflow,
     InvalidCommandError,
     ListAssets,
     ListAttempts,
@@ -35,7 +40,8 @@ from klaw.service.commands import (
     ListWorkflows,
     PauseSchedule,
     PlanWorkflow,
-    ReadLogs,
+    PreviewRows,
+    ReadLogPage,
     Reply,
     ResumeSchedule,
     RunReply,
@@ -51,6 +57,7 @@ PREFIX: Final = "/api/v1"
 # refused by create_app, so none can be added without saying who may call it.
 ROLES: Final[dict[str, Role]] = {
     "list_workflows": Role.VIEWER,
+    "get_workflow": Role.VIEWER,
     "plan_workflow": Role.VIEWER,
     "validate_workflows": Role.VIEWER,
     "submit_run": Role.OPERATOR,
@@ -64,6 +71,9 @@ ROLES: Final[dict[str, Role]] = {
     "read_logs": Role.VIEWER,
     "list_assets": Role.VIEWER,
     "list_snapshots": Role.VIEWER,
+    "preview_rows": Role.VIEWER,
+    "asset_lineage": Role.VIEWER,
+    "get_asset": Role.VIEWER,
     "list_schedules": Role.VIEWER,
     "pause_schedule": Role.OPERATOR,
     "resume_schedule": Role.OPERATOR,
@@ -129,6 +139,11 @@ def api_router(
         """Every workflow of the project."""
         return reply(run(command(ListWorkflows)))
 
+    @router.get("/workflows/{name}", name="get_workflow", tags=["workflows"])
+    def get_workflow(name: str) -> Response:
+        """The workflow's graph (stages, edges), params JSON Schema and configuration."""
+        return reply(run(command(GetWorkflow, workflow=name)))
+
     @router.get("/workflows/{name}/plan", name="plan_workflow", tags=["workflows"])
     def plan_workflow(name: str, select: str | None = None) -> Response:
         """The stages a run of the workflow would run, level by level."""
@@ -172,7 +187,7 @@ def api_router(
     def list_runs(
         workflow: str | None = None,
         state: Annotated[list[RunState] | None, Query()] = None,
-        limit: Annotated[int, Query(ge=1)] = 50,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
         before: Annotated[str | None, Query(description="The last run_id of a page.")] = None,
     ) -> Response:
         """Runs, newest first; pass the last run_id seen as ``before`` for the next page."""
@@ -233,8 +248,17 @@ def api_router(
         return StreamingResponse(messages, media_type=events.MEDIA_TYPE, headers=events.HEADERS)
 
     @router.get("/runs/{run_id}/logs", name="read_logs", tags=["runs"])
-    def read_logs(run_id: str, stage: str | None = None) -> Response:
-        return reply(run(command(ReadLogs, run_id=run_id, stage=stage)))
+    def read_logs(
+        run_id: str,
+        stage: str | None = None,
+        after: Annotated[int, Query(ge=0, description="The last seq seen.")] = 0,
+        limit: Annotated[int | None, Query(ge=1, le=10_000, description="Most lines.")] = None,
+        tail: Annotated[int | None, Query(ge=1, le=10_000, description="Last lines.")] = None,
+    ) -> Response:
+        """The run's log lines after ``after`` (a cursor: the last ``seq`` seen), at most
+        ``limit``; with ``tail``, the last ``tail`` of them."""
+        fields = {"stage": stage, "after_seq": after, "limit": limit, "tail": tail}
+        return reply(run(command(ReadLogPage, run_id=run_id, **fields)))
 
     @router.get("/assets", name="list_assets", tags=["assets"])
     def list_assets() -> Response:
@@ -243,6 +267,26 @@ def api_router(
     @router.get("/assets/{key:path}/snapshots", name="list_snapshots", tags=["assets"])
     def list_snapshots(key: str) -> Response:
         return reply(run(command(ListSnapshots, key=key)))
+
+    @router.get("/assets/{key:path}/rows", name="preview_rows", tags=["assets"])
+    def preview_rows(
+        key: str,
+        snapshot: Annotated[int | None, Query(ge=0, description="Default: the latest.")] = None,
+        limit: Annotated[int, Query(ge=0, le=MAX_PREVIEW_ROWS)] = 100,
+    ) -> Response:
+        """The first ``limit`` rows of a snapshot, as JSON objects (a preview: read the data
+        itself with Flight DoGet)."""
+        return reply(run(command(PreviewRows, key=key, snapshot=snapshot, limit=limit)))
+
+    @router.get("/assets/{key:path}/lineage", name="asset_lineage", tags=["assets"])
+    def asset_lineage(key: str) -> Response:
+        """The workflow and stage that produce the asset, and its up- and downstream assets."""
+        return reply(run(command(GetLineage, key=key)))
+
+    @router.get("/assets/{key:path}", name="get_asset", tags=["assets"])
+    def get_asset(key: str) -> Response:
+        """The asset with its schema and latest snapshot."""
+        return reply(run(command(GetAsset, key=key)))
 
     @router.get("/schedules", name="list_schedules", tags=["schedules"])
     def list_schedules() -> Response:

@@ -1,0 +1,295 @@
+"""``HttpClient``: the typed commands sent to a Klaw HTTP API (``klaw api``, ``klaw dev``).
+
+Each command becomes a request to its ``/api/v1`` route; the JSON answer is decoded into the
+reply Struct the route returns (the same tagged Struct the Flight server sends). A
+problem+json answer is raised as the KlawError subclass its ``code`` names (the mapping of
+:func:`klaw.api.flight.status.from_reply`); ``429`` is retried after its ``Retry-After``, a
+bounded number of times. The HTTP API has no route for the worker commands (Heartbeat,
+CompleteAttempt, FailAttempt) nor for asset rows: those raise :class:`NotOverHttpError`.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, Final
+from urllib.parse import quote
+
+import httpx
+import msgspec
+
+from klaw.api.flight.status import from_reply
+from klaw.errors import AuthError, KlawError, RemoteError, ServerUnavailableError
+from klaw.service.commands import (
+    CancelRun,
+    Command,
+    ErrorReply,
+    GetRun,
+    ListAssets,
+    ListAttempts,
+    ListEvents,
+    ListRuns,
+    ListSchedules,
+    ListSnapshots,
+    ListWorkflows,
+    PauseSchedule,
+    Ping,
+    PlanWorkflow,
+    PongReply,
+    ReadLogs,
+    Reply,
+    ResumeSchedule,
+    RunReply,
+    SubmitRun,
+    ValidateWorkflows,
+)
+
+PREFIX: Final = "/api/v1"
+MAX_RETRIES: Final = 3  # 429 answers retried per request before giving up
+MAX_RETRY_AFTER: Final = 60.0  # seconds: a longer Retry-After is waited this long
+POLL_INTERVAL: Final = 0.2  # seconds between two GetRun of SubmitRun(wait=True)
+_START_HINT: Final = (
+    "Start one in the project with `klaw api` or `klaw dev`, or point --url / KLAW_URL at a "
+    "running one."
+)
+
+_reply_decoder: Final[msgspec.json.Decoder[Reply]] = msgspec.json.Decoder(Reply)
+
+
+class NotOverHttpError(KlawError):
+    """The command (or asset rows) has no route in the HTTP API."""
+
+
+Request = tuple[str, str, dict[str, Any], Any]  # method, path, query, JSON body (None: none)
+
+
+def api_url(url: str) -> str:
+    """``host:port`` as ``http://host:port``; a URL with a scheme as it is (no trailing /)."""
+    url = url.strip().rstrip("/")
+    return url if "://" in url else f"http://{url}"
+
+
+class HttpClient:
+    """A connection to one Klaw HTTP API. Nothing is sent until the first call."""
+
+    def __init__(
+        self,
+        url: str,
+        token: str | None,
+        *,
+        timeout: float | None = 30.0,
+        retries: int = MAX_RETRIES,
+        on_retry: Callable[[str], None] | None = None,
+    ) -> None:
+        """``timeout``: seconds a request may take (a cancel's wait comes on top);
+        ``retries``: how often a 429 is retried; ``on_retry``: told each retry (default:
+        a line on stderr)."""
+        self.url = api_url(url)
+        self.retries = retries
+        self._token = token
+        self._on_retry = on_retry or _say
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+
+    def __repr__(self) -> str:  # never the token
+        return f"HttpClient({self.url!r})"
+
+    def __enter__(self) -> HttpClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def execute(self, cmd: Command) -> Reply:
+        """Send one command to its route; its reply. An error is raised as the one it names."""
+        if isinstance(cmd, Ping):
+            return self._ping()
+        if isinstance(cmd, SubmitRun) and cmd.wait:
+            return self._submit_and_wait(cmd)
+        method, path, query, body = route(cmd)
+        extra = cmd.wait if isinstance(cmd, CancelRun) else 0.0
+        reply = _reply_decoder.decode(
+            self._send(type(cmd).__name__, method, path, query, body, extra)
+        )
+        if isinstance(reply, ErrorReply):
+            raise from_reply(reply)
+        return reply
+
+    def _ping(self) -> PongReply:
+        """The HTTP API has no Ping: ``/health`` says it answers, ``/openapi.json`` which Klaw
+        it is. It does not say which project it serves, so ``project`` is its URL."""
+        self._send("Ping", "GET", "/health", {}, None)
+        info = msgspec.json.decode(self._send("Ping", "GET", "/openapi.json", {}, None))
+        version = str(info.get("info", {}).get("version", "")) if isinstance(info, dict) else ""
+        return PongReply(klaw_version=version, project=self.url)
+
+    def _submit_and_wait(self, cmd: SubmitRun) -> Reply:
+        """SubmitRun(wait=True): start it, then read the run until it has ended."""
+        started = self.execute(msgspec.structs.replace(cmd, wait=False))
+        if not isinstance(started, RunReply):
+            return started
+        run_id = started.run.run_id
+        while True:
+            now = self.execute(GetRun(run_id=run_id))
+            if not isinstance(now, RunReply) or now.run.state.terminal:
+                return now
+            time.sleep(POLL_INTERVAL)
+
+    def _send(
+        self,
+        what: str,
+        method: str,
+        path: str,
+        query: dict[str, Any],
+        body: Any,
+        extra_timeout: float = 0.0,
+    ) -> bytes:
+        """The body of a 2xx answer, after retrying 429s; a KlawError for anything else."""
+        timeout = self._http.timeout
+        if extra_timeout and timeout.read is not None:
+            timeout = httpx.Timeout(timeout.connect, read=timeout.read + extra_timeout)
+        params = {k: v for k, v in query.items() if v is not None and v != []}
+        attempt = 0
+        while True:
+            try:
+                response = self._http.request(
+                    method,
+                    path,
+                    params=params,
+                    content=None if body is None else msgspec.json.encode(body),
+                    headers={"Content-Type": "application/json"} if body is not None else None,
+                    timeout=timeout,
+                )
+            except httpx.TimeoutException:
+                raise RemoteError(
+                    f"{what} on the Klaw API at {self.url} did not answer in time.",
+                    hint="Check that the server is not stuck, or retry.",
+                ) from None
+            except httpx.TransportError as exc:
+                raise ServerUnavailableError(
+                    f"No Klaw API answers at {self.url} ({exc}).", hint=_START_HINT
+                ) from None
+            if response.status_code == 429 and attempt < self.retries:
+                attempt += 1
+                wait = _retry_after(response.headers.get("Retry-After"))
+                self._on_retry(
+                    f"The Klaw API at {self.url} is rate limiting {what}; retrying in "
+                    f"{wait:g} s ({attempt}/{self.retries})."
+                )
+                time.sleep(wait)
+                continue
+            if response.is_success:
+                return response.content
+            raise self._error(what, response)
+
+    def _error(self, what: str, response: httpx.Response) -> KlawError:
+        """The KlawError a problem+json answer names (a RemoteError for anything else)."""
+        try:
+            problem = msgspec.json.decode(response.content)
+        except msgspec.DecodeError:
+            problem = None
+        if isinstance(problem, dict) and isinstance(problem.get("code"), str):
+            reply = ErrorReply(
+                code=problem["code"],
+                message=str(problem.get("detail") or problem.get("title") or problem["code"]),
+                hint=problem.get("hint") if isinstance(problem.get("hint"), str) else None,
+            )
+            error = from_reply(reply)
+            if response.status_code == 401 and not isinstance(error, AuthError):
+                return AuthError(error.message, hint=error.hint)
+            return error
+        return RemoteError(
+            f"{what} failed on the Klaw API at {self.url}: HTTP {response.status_code}.",
+            hint="Is this the URL of a Klaw API? Check the server's log.",
+        )
+
+
+def route(cmd: Command) -> Request:
+    """The request of a command: method, path under the API, query, JSON body."""
+    match cmd:
+        case ListWorkflows():
+            return "GET", f"{PREFIX}/workflows", {}, None
+        case PlanWorkflow(workflow=name, selection=selection):
+            return "GET", f"{PREFIX}/workflows/{_seg(name)}/plan", {"select": selection}, None
+        case ValidateWorkflows(workflows=names):
+            return "POST", f"{PREFIX}/workflows/validate", {}, {"workflows": list(names)}
+        case SubmitRun():
+            return _submit(cmd)
+        case ListRuns(workflow=workflow, states=states, limit=limit, before=before):
+            query = {
+                "workflow": workflow,
+                "state": [s.value for s in states],
+                "limit": limit,
+                "before": before,
+            }
+            return "GET", f"{PREFIX}/runs", query, None
+        case GetRun(run_id=run_id):
+            return "GET", f"{PREFIX}/runs/{_seg(run_id)}", {}, None
+        case CancelRun(run_id=run_id, wait=wait):
+            return "POST", f"{PREFIX}/runs/{_seg(run_id)}/cancel", {"wait": wait}, None
+        case ListAttempts(run_id=run_id):
+            return "GET", f"{PREFIX}/runs/{_seg(run_id)}/attempts", {}, None
+        case ListEvents(run_id=run_id, after_seq=after):
+            return "GET", f"{PREFIX}/runs/{_seg(run_id)}/events", {"after": after}, None
+        case ReadLogs(run_id=run_id, stage=stage):
+            return "GET", f"{PREFIX}/runs/{_seg(run_id)}/logs", {"stage": stage}, None
+        case ListAssets():
+            return "GET", f"{PREFIX}/assets", {}, None
+        case ListSnapshots(key=key):
+            return "GET", f"{PREFIX}/assets/{quote(key, safe='/')}/snapshots", {}, None
+        case ListSchedules():
+            return "GET", f"{PREFIX}/schedules", {}, None
+        case PauseSchedule(name=name):
+            return "POST", f"{PREFIX}/schedules/{_seg(name)}/pause", {}, None
+        case ResumeSchedule(name=name):
+            return "POST", f"{PREFIX}/schedules/{_seg(name)}/resume", {}, None
+    raise NotOverHttpError(
+        f"{type(cmd).__name__} has no route in the Klaw HTTP API.",
+        hint="Send it over Arrow Flight instead (--server / KLAW_SERVER, `klaw server`).",
+    )
+
+
+def _submit(cmd: SubmitRun) -> Request:
+    unsupported = [
+        name
+        for name, given in (("executor", cmd.executor), ("max_workers", cmd.max_workers))
+        if given is not None
+    ]
+    if unsupported:
+        raise NotOverHttpError(
+            f"The HTTP API's POST /runs takes no {' or '.join(unsupported)}; the server's "
+            "settings decide them.",
+            hint="Leave out --executor / --max-workers, or use --server (Arrow Flight).",
+        )
+    if cmd.resume is not None:
+        return "POST", f"{PREFIX}/runs/{_seg(cmd.resume)}/resume", {}, None
+    body = {
+        "workflow": cmd.workflow,
+        "params": cmd.params,
+        "selection": cmd.selection,
+        "fail_fast": cmd.fail_fast,
+    }
+    return "POST", f"{PREFIX}/runs", {}, body
+
+
+def _seg(value: str) -> str:
+    """``value`` as one path segment."""
+    return quote(value, safe="")
+
+
+def _retry_after(value: str | None) -> float:
+    """Seconds of a Retry-After header (delta-seconds; anything else: one second)."""
+    try:
+        seconds = float(value) if value is not None else 1.0
+    except ValueError:
+        seconds = 1.0
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
+
+def _say(message: str) -> None:
+    sys.stderr.write(f"note: {message}\n")
+    sys.stderr.flush()
