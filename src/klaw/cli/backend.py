@@ -320,13 +320,17 @@ class HttpBackend(FollowingBackend):
             raise self._auth_error(exc) from exc
 
     def read_asset(self, key: str, snapshot: int | None, limit: int) -> pa.Table:
-        from klaw.api.http.client import NotOverHttpError
+        """A preview over HTTP (``PreviewRows``: at most 1,000 rows, values as JSON gives
+        them); whole snapshots travel over Arrow Flight (``--server``)."""
+        import pyarrow as pa
 
-        raise NotOverHttpError(
-            f"The Klaw HTTP API at {self.where} has no route for the rows of asset {key!r} yet.",
-            hint="Read them over Arrow Flight: --server grpc://HOST:PORT (`klaw server`, or the "
-            "Flight URL `klaw dev` prints), with the same KLAW_TOKEN.",
-        )
+        from klaw.service.commands import PreviewRows, RowsReply
+
+        cmd = PreviewRows(key=key, snapshot=snapshot, limit=min(limit, 1_000))
+        reply = ask(self, cmd, RowsReply)
+        if reply.rows:
+            return pa.Table.from_pylist(reply.rows)
+        return pa.table({name: pa.array([], pa.null()) for name in reply.schema})
 
     def close(self) -> None:
         if self._client is not None:

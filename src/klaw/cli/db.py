@@ -32,7 +32,7 @@ def upgrade(output: OutputOpt = Format.TABLE) -> None:
     """Create or upgrade the metadata schema (run before starting a new version)."""
     from klaw.service.wiring import open_metadata
 
-    refuse_remote(STATE.server, "klaw db upgrade")
+    refuse_remote(STATE.server or STATE.url, "klaw db upgrade")
     orch = STATE.orchestrator()
     store = open_metadata(orch.settings, upgrade=False)
     try:
@@ -53,7 +53,7 @@ def prune(
     output: OutputOpt = Format.TABLE,
 ) -> None:
     """Delete events and metrics older than an age (runs, attempts and logs stay)."""
-    refuse_remote(STATE.server, "klaw db prune")
+    refuse_remote(STATE.server or STATE.url, "klaw db prune")
     seconds = parse_duration(older_than)
     orch = STATE.orchestrator()
     store = orch.metadata

@@ -26,7 +26,7 @@ def init(
     """Create a working project: klaw.toml, an example workflow and a test."""
     from klaw.cli.scaffold import scaffold
 
-    local_only(STATE.server, "klaw init")
+    local_only(STATE.server or STATE.url, "klaw init")
 
     written, workflow = scaffold(directory, name, template)
     out = console()
@@ -159,6 +159,6 @@ def schema(
         raise SelectionError("Name a workflow, or pass --config.", hint="klaw schema WORKFLOW")
     from klaw.authoring.params import params_schema
 
-    local_only(STATE.server, "klaw schema")
+    local_only(STATE.server or STATE.url, "klaw schema")
     orch = STATE.orchestrator()
     emit_json(params_schema(orch.workflow(workflow)))

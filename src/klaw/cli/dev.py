@@ -220,9 +220,7 @@ def reload_workflows(orch: Orchestrator) -> dict[str, Workflow]:
             del sys.modules[name]
         sys.modules.update(mine)
         raise
-    orch.__dict__["workflows"] = found  # the cached_property's value, swapped whole
-    orch._graphs = {}
-    orch._sql_checked = set()
+    orch.replace_workflows(found)
     return found
 
 

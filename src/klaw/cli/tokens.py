@@ -26,7 +26,7 @@ app.add_typer(tokens_app, name="tokens")
 
 
 def _store(command: str) -> TokenStore:
-    refuse_remote(STATE.server, command)
+    refuse_remote(STATE.server or STATE.url, command)
     return STATE.orchestrator().metadata
 
 

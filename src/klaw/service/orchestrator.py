@@ -120,6 +120,13 @@ class Orchestrator:
     def workflows(self) -> dict[str, Workflow]:
         return load_workflows(self.project)
 
+    def replace_workflows(self, workflows: dict[str, Workflow]) -> None:
+        """Use these definitions from now on (``klaw dev`` reloading changed files). Graphs
+        built from the old ones are dropped; runs in progress keep the plan they started with."""
+        self.__dict__["workflows"] = dict(workflows)
+        self._graphs = {}
+        self._sql_checked = set()
+
     def workflow(self, name: str) -> Workflow:
         found = self.workflows.get(name)
         if found is None:

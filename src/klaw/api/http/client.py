@@ -5,7 +5,8 @@ reply Struct the route returns (the same tagged Struct the Flight server sends).
 problem+json answer is raised as the KlawError subclass its ``code`` names (the mapping of
 :func:`klaw.api.flight.status.from_reply`); ``429`` is retried after its ``Retry-After``, a
 bounded number of times. The HTTP API has no route for the worker commands (Heartbeat,
-CompleteAttempt, FailAttempt) nor for asset rows: those raise :class:`NotOverHttpError`.
+CompleteAttempt, FailAttempt): those raise :class:`NotOverHttpError`; asset rows come as a
+JSON preview (``PreviewRows``), whole snapshots only over Arrow Flight.
 """
 
 from __future__ import annotations
@@ -25,7 +26,10 @@ from klaw.service.commands import (
     CancelRun,
     Command,
     ErrorReply,
+    GetAsset,
+    GetLineage,
     GetRun,
+    GetWorkflow,
     ListAssets,
     ListAttempts,
     ListEvents,
@@ -37,6 +41,8 @@ from klaw.service.commands import (
     Ping,
     PlanWorkflow,
     PongReply,
+    PreviewRows,
+    ReadLogPage,
     ReadLogs,
     Reply,
     ResumeSchedule,
@@ -239,6 +245,18 @@ def route(cmd: Command) -> Request:
             return "GET", f"{PREFIX}/runs/{_seg(run_id)}/logs", {"stage": stage}, None
         case ListAssets():
             return "GET", f"{PREFIX}/assets", {}, None
+        case ReadLogPage(run_id=run_id, stage=stage, after_seq=after, limit=limit, tail=tail):
+            query = {"stage": stage, "after": after, "limit": limit, "tail": tail}
+            return "GET", f"{PREFIX}/runs/{_seg(run_id)}/logs", query, None
+        case GetWorkflow(workflow=name):
+            return "GET", f"{PREFIX}/workflows/{_seg(name)}", {}, None
+        case GetAsset(key=key):
+            return "GET", f"{PREFIX}/assets/{quote(key, safe='/')}", {}, None
+        case PreviewRows(key=key, snapshot=snapshot, limit=limit):
+            query = {"snapshot": snapshot, "limit": limit}
+            return "GET", f"{PREFIX}/assets/{quote(key, safe='/')}/rows", query, None
+        case GetLineage(key=key):
+            return "GET", f"{PREFIX}/assets/{quote(key, safe='/')}/lineage", {}, None
         case ListSnapshots(key=key):
             return "GET", f"{PREFIX}/assets/{quote(key, safe='/')}/snapshots", {}, None
         case ListSchedules():
