@@ -3,15 +3,12 @@ refuses to start (exit 2, no traceback) without tokens or on a metadata schema t
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import selectors
 import signal
-import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from contextlib import AbstractContextManager as ContextManager
 from pathlib import Path
 
 import psycopg
@@ -20,59 +17,14 @@ import pytest
 from klaw.api.flight import Client
 from klaw.states import RunState
 
-from ..cli.driver import KLAW, WAIT, assert_error, env, klaw
+from ..cli.driver import WAIT, Background, assert_error, klaw, service
 from .served import TOKEN, write_project
 
 POSTGRES = os.environ.get("KLAW_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
-class ServerProcess:
-    """``klaw server ARGS`` in its own session, stopped (and if need be killed) by the test."""
-
-    def __init__(self, cwd: Path, *args: str, extra_env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen(
-            [str(KLAW), "server", *args],
-            cwd=cwd,
-            env={**env(), **extra_env},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
-
-    def first_line(self, timeout: float = WAIT) -> str:
-        """The first line the server prints (bounded wait)."""
-        assert self.proc.stdout is not None
-        with selectors.DefaultSelector() as selector:
-            selector.register(self.proc.stdout, selectors.EVENT_READ)
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                if selector.select(timeout=0.1):
-                    return self.proc.stdout.readline().strip()
-                if self.proc.poll() is not None:
-                    break
-        out, err = self.proc.communicate(timeout=WAIT) if self.proc.poll() is not None else ("", "")
-        raise AssertionError(f"klaw server printed nothing (exit {self.proc.poll()}):\n{out}{err}")
-
-    def stop(self, sig: int) -> tuple[int, str, str]:
-        self.proc.send_signal(sig)
-        out, err = self.proc.communicate(timeout=WAIT)
-        return self.proc.returncode, out, err
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.communicate(timeout=WAIT)
-
-
-@contextlib.contextmanager
-def klaw_server(cwd: Path, *args: str, **extra_env: str) -> Iterator[ServerProcess]:
-    server = ServerProcess(cwd, "--port", "0", *args, extra_env=extra_env)
-    try:
-        yield server
-    finally:
-        server.kill()
+def klaw_server(cwd: Path, *args: str, **extra_env: str) -> ContextManager[Background]:
+    return service(cwd, "server", *args, **extra_env)
 
 
 def test_serves_a_client_and_exits_0_on_sigterm(tmp_path: Path) -> None:

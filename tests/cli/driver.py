@@ -5,12 +5,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import selectors
 import signal
 import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -107,6 +108,28 @@ class Background:
         """What a terminal does on Ctrl-C: SIGINT to the foreground process group."""
         os.killpg(self.proc.pid, signal.SIGINT)
 
+    def first_line(self, timeout: float = WAIT) -> str:
+        """The first line it prints (bounded wait): a service's "listening on ..." line."""
+        assert self.proc.stdout is not None
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.proc.stdout, selectors.EVENT_READ)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if selector.select(timeout=0.1):
+                    return self.proc.stdout.readline().strip()
+                if self.proc.poll() is not None:
+                    break
+        out, err = self.proc.communicate(timeout=WAIT) if self.proc.poll() is not None else ("", "")
+        raise AssertionError(
+            f"klaw {' '.join(self.args)} printed nothing (exit {self.proc.poll()}):\n{out}{err}"
+        )
+
+    def stop(self, sig: int) -> tuple[int, str, str]:
+        """Send ``sig``; its exit code and output once it has ended (bounded)."""
+        self.proc.send_signal(sig)
+        out, err = self.proc.communicate(timeout=WAIT)
+        return self.proc.returncode, out, err
+
     def finish(self, timeout: float = WAIT) -> Result:
         """Wait (bounded) for the process to exit; its output."""
         stdout, stderr = self.proc.communicate(timeout=timeout)
@@ -118,6 +141,17 @@ class Background:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.communicate(timeout=WAIT)
+
+
+@contextlib.contextmanager
+def service(cwd: Path, *args: str, **extra_env: str) -> Iterator[Background]:
+    """``klaw ARGS --port 0`` (``server``, ``api``) running until the block ends, then killed
+    with anything it started."""
+    process = Background(cwd, *args, "--port", "0", extra_env=extra_env)
+    try:
+        yield process
+    finally:
+        process.kill()
 
 
 def wait_for(what: str, check: Callable[[], T | None], timeout: float = WAIT) -> T:

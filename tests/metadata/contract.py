@@ -441,6 +441,13 @@ class MetadataStoreContract:
             "b1-second",
         ]
         assert store.read_logs(run.run_id, stage="zzz") == []
+        # ``seq`` is a per-run cursor: only the lines written after it come back
+        later = store.read_logs(run.run_id, after_seq=3)
+        assert [(g.seq, g.line) for g in later] == [(4, "a1-second"), (5, "b1-second")]
+        assert [g.line for g in store.read_logs(run.run_id, stage="b", after_seq=1)] == [
+            "b1-second"
+        ]
+        assert store.read_logs(run.run_id, after_seq=5) == []
 
     def test_metrics_round_trip(self, store: Store) -> None:
         run = make_run()

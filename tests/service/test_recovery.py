@@ -211,3 +211,19 @@ def _zombie(pid: int) -> bool:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return True
+
+
+def test_a_run_whose_workflow_is_gone_is_ended_failed(root: Path, recovering: Orchestrator) -> None:
+    owner = _owner(root, "thread", {"KLAW_FAILPOINTS": "after_create_run"})
+    _, err = owner.communicate(timeout=WAIT)
+    assert owner.returncode == -signal.SIGKILL, err
+    flows = root / "recovery_flows.py"
+    flows.write_text(flows.read_text().replace('klaw.workflow("chain"', 'klaw.workflow("renamed"'))
+    [orphan] = recovering.runs()
+
+    assert recovering.recover() == []
+    ended = recovering.get_run(orphan.run_id)
+    assert ended.state is RunState.FAILED
+    assert ended.error is not None and "could not be recovered" in ended.error
+    assert "'chain'" in ended.error
+    assert recovering.recover() == []  # ended for good: nothing to take over again

@@ -19,7 +19,7 @@ import abc
 import os
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Final, Protocol, TypeVar
+from typing import TYPE_CHECKING, Final, Protocol, TypeVar, cast
 
 from klaw.errors import AuthError, ConfigError, KlawError
 
@@ -176,30 +176,73 @@ class LocalBackend:
         """Nothing of its own to close: the CLI closes the Orchestrator it opened."""
 
 
+class _Client(Protocol):
+    """What a remote backend needs of its client (Flight ``Client``, ``HttpClient``)."""
+
+    @property
+    def url(self) -> str: ...
+
+    def execute(self, cmd: Command) -> Reply: ...
+
+    def close(self) -> None: ...
+
+
 class FollowingBackend(abc.ABC):
-    """A backend on another machine: ``klaw run`` submits the run and follows its events."""
+    """A backend on another machine: ``klaw run`` submits the run and follows its events.
+    Subclasses say how to connect (``_connect``) and how to read asset rows."""
+
+    PEER: str = "server"  # what the other side is called in messages
+    TOKENS: str = ""  # where the other side's tokens come from, for the hint
 
     def __init__(self, url: str, token: str | None) -> None:
         self.url = url
         self._token = token
         self._seen: dict[str, int] = {}  # run id -> last event seq followed (none replayed)
+        self._client: _Client | None = None
 
     @abc.abstractmethod
-    def execute(self, cmd: Command) -> Reply:
-        """Send ``cmd``; its reply (an error is raised as the KlawError it names)."""
-
-    @property
-    @abc.abstractmethod
-    def where(self) -> str:
-        """The address commands go to, as said to people."""
+    def _connect(self) -> _Client:
+        """A client for ``self.url`` with ``self._token`` (made on first use)."""
 
     @abc.abstractmethod
     def read_asset(self, key: str, snapshot: int | None, limit: int) -> pa.Table:
         """The first ``limit`` rows of a snapshot."""
 
-    @abc.abstractmethod
+    def _connected(self) -> _Client:
+        if self._client is None:
+            self._client = self._connect()
+        return self._client
+
+    @property
+    def where(self) -> str:
+        """The address commands go to, as said to people."""
+        return self._connected().url
+
+    def execute(self, cmd: Command) -> Reply:
+        """Send ``cmd``; its reply (an error is raised as the KlawError it names)."""
+        try:
+            return self._connected().execute(cmd)
+        except AuthError as exc:
+            raise self._auth_error(exc) from exc
+
     def close(self) -> None:
-        """Close the connection, if one was opened."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def _auth_error(self, exc: AuthError) -> AuthError:
+        """The other side's refusal, with what to do about it from the command line."""
+        if self._token is None:
+            hint = (
+                f"Set {TOKEN_ENV} to one of the {self.PEER}'s tokens (klaw reads it from the "
+                "environment only, never from a flag)."
+            )
+        else:
+            hint = (
+                f"The token in {TOKEN_ENV} is not one the {self.PEER} accepts; set {TOKEN_ENV} "
+                f"to one of its tokens ({self.TOKENS} where it runs)."
+            )
+        return AuthError(exc.message, hint=hint)
 
     def submit(self, cmd: SubmitRun, watcher: RunWatcher | None = None) -> RunRecord:
         """Start the run on the server, then follow its events until it ends. Ctrl-C asks the
@@ -249,75 +292,28 @@ class FollowingBackend(abc.ABC):
 class RemoteBackend(FollowingBackend):
     """Commands sent to a ``klaw server`` over Arrow Flight."""
 
-    def __init__(self, url: str, token: str | None) -> None:
-        super().__init__(url, token)
-        self._client: Client | None = None
+    TOKENS = "KLAW_TOKENS or KLAW_TOKENS_FILE"
 
-    @property
-    def client(self) -> Client:
-        if self._client is None:
-            from klaw.api.flight.client import Client
+    def _connect(self) -> Client:
+        from klaw.api.flight.client import Client
 
-            self._client = Client(self.url, self._token)
-        return self._client
-
-    @property
-    def where(self) -> str:
-        return self.client.url
-
-    def execute(self, cmd: Command) -> Reply:
-        try:
-            return self.client.execute(cmd)
-        except AuthError as exc:
-            raise self._auth_error(exc) from exc
+        return Client(self.url, self._token)
 
     def read_asset(self, key: str, snapshot: int | None, limit: int) -> pa.Table:
-        return self.client.read_asset(key, snapshot).slice(0, limit)
-
-    def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
-
-    def _auth_error(self, exc: AuthError) -> AuthError:
-        """The server's refusal, with what to do about it from the command line."""
-        if self._token is None:
-            hint = (
-                f"Set {TOKEN_ENV} to one of the server's tokens (klaw reads it from the "
-                "environment only, never from a flag)."
-            )
-        else:
-            hint = (
-                f"The token in {TOKEN_ENV} is not one the server accepts; set {TOKEN_ENV} to "
-                "one of its tokens (KLAW_TOKENS or KLAW_TOKENS_FILE where it runs)."
-            )
-        return AuthError(exc.message, hint=hint)
+        client = cast("Client", self._connected())  # made by _connect above
+        return client.read_asset(key, snapshot).slice(0, limit)
 
 
 class HttpBackend(FollowingBackend):
     """Commands sent to a Klaw HTTP API (``klaw api``, ``klaw dev``)."""
 
-    def __init__(self, url: str, token: str | None) -> None:
-        super().__init__(url, token)
-        self._client: HttpClient | None = None
+    PEER = "API"
+    TOKENS = "KLAW_API_TOKENS or `klaw tokens create`"
 
-    @property
-    def client(self) -> HttpClient:
-        if self._client is None:
-            from klaw.api.http.client import HttpClient
+    def _connect(self) -> HttpClient:
+        from klaw.api.http.client import HttpClient
 
-            self._client = HttpClient(self.url, self._token)
-        return self._client
-
-    @property
-    def where(self) -> str:
-        return self.client.url
-
-    def execute(self, cmd: Command) -> Reply:
-        try:
-            return self.client.execute(cmd)
-        except AuthError as exc:
-            raise self._auth_error(exc) from exc
+        return HttpClient(self.url, self._token)
 
     def read_asset(self, key: str, snapshot: int | None, limit: int) -> pa.Table:
         """A preview over HTTP (``PreviewRows``: at most 1,000 rows, values as JSON gives
@@ -331,22 +327,3 @@ class HttpBackend(FollowingBackend):
         if reply.rows:
             return pa.Table.from_pylist(reply.rows)
         return pa.table({name: pa.array([], pa.null()) for name in reply.schema})
-
-    def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
-
-    def _auth_error(self, exc: AuthError) -> AuthError:
-        """The API's refusal, with what to do about it from the command line."""
-        if self._token is None:
-            hint = (
-                f"Set {TOKEN_ENV} to one of the API's tokens (klaw reads it from the "
-                "environment only, never from a flag)."
-            )
-        else:
-            hint = (
-                f"The token in {TOKEN_ENV} is not one the API accepts; set {TOKEN_ENV} to one "
-                "of its tokens (KLAW_API_TOKENS or `klaw tokens create` where it runs)."
-            )
-        return AuthError(f"The Klaw API at {self.where} refused the call: {exc.message}", hint=hint)

@@ -552,10 +552,18 @@ class PostgresMetadataStore:
         ]
 
     def read_logs(
-        self, run_id: str, *, stage: str | None = None, attempt: int | None = None
+        self,
+        run_id: str,
+        *,
+        stage: str | None = None,
+        attempt: int | None = None,
+        after_seq: int = 0,
     ) -> list[LogRecord]:
         query = pg.SELECT_LOGS
         args: tuple[Any, ...] = (run_id,)
+        if after_seq:
+            query += " AND seq > %s"
+            args += (after_seq,)
         if stage is not None:
             query += " AND stage = %s"
             args += (stage,)

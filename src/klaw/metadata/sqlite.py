@@ -491,10 +491,18 @@ class SQLiteMetadataStore:
         return [event_from_row(row) for row in self._query(SELECT_EVENTS, (run_id, after_seq))]
 
     def read_logs(
-        self, run_id: str, *, stage: str | None = None, attempt: int | None = None
+        self,
+        run_id: str,
+        *,
+        stage: str | None = None,
+        attempt: int | None = None,
+        after_seq: int = 0,
     ) -> list[LogRecord]:
         sql = SELECT_LOGS
         args: tuple[Any, ...] = (run_id,)
+        if after_seq:
+            sql += " AND seq > ?"
+            args += (after_seq,)
         if stage is not None:
             sql += " AND stage = ?"
             args += (stage,)

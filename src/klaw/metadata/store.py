@@ -51,8 +51,15 @@ class MetadataReader(Protocol):
     def list_events(self, run_id: str, *, after_seq: int = 0) -> list[EventRecord]: ...
 
     def read_logs(
-        self, run_id: str, *, stage: str | None = None, attempt: int | None = None
-    ) -> list[LogRecord]: ...
+        self,
+        run_id: str,
+        *,
+        stage: str | None = None,
+        attempt: int | None = None,
+        after_seq: int = 0,
+    ) -> list[LogRecord]:
+        """The run's captured lines (of one stage / attempt), those after ``after_seq`` only
+        (``seq`` counts per run: a cursor), ordered by stage, attempt and seq."""
 
 
 class LeaseStore(Protocol):

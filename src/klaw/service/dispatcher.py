@@ -280,9 +280,7 @@ class Dispatcher:
         )
 
     def _read_log_page(self, cmd: ReadLogPage) -> LogsReply:
-        logs = [
-            log for log in self.orchestrator.logs(cmd.run_id, cmd.stage) if log.seq > cmd.after_seq
-        ]
+        logs = self.orchestrator.logs(cmd.run_id, cmd.stage, after_seq=cmd.after_seq)
         if cmd.tail is not None:
             logs = logs[-cmd.tail :]
         if cmd.limit is not None:

@@ -42,6 +42,7 @@ from klaw.metadata.records import (
     RunFilter,
     RunRecord,
 )
+from klaw.metadata.rows import owner_alive
 from klaw.observability import configure_logging, get_logger
 from klaw.service.project import Project, find_project, load_workflows
 from klaw.service.wiring import LakeFactory, MetadataFactory, make_executor, open_metadata
@@ -389,7 +390,7 @@ class Orchestrator:
         if run.state.terminal:
             return run
         same_host = run.owner_host == socket.gethostname()
-        if same_host and _alive(run.owner_pid):
+        if same_host and owner_alive(run.owner_host, run.owner_pid):
             active = self._active.get(run_id)
             if active is not None:  # owned by this process: no signal needed
                 active.cancel()
@@ -452,7 +453,7 @@ class Orchestrator:
     def events(self, run_id: str, *, after_seq: int = 0) -> list[EventRecord]:
         return self.metadata.list_events(run_id, after_seq=after_seq)
 
-    def logs(self, run_id: str, stage: str | None = None) -> list[LogRecord]:
+    def logs(self, run_id: str, stage: str | None = None, *, after_seq: int = 0) -> list[LogRecord]:
         run = self.metadata.get_run(run_id)
         if stage is not None:
             stages = {a.stage for a in self.metadata.list_attempts(run_id)}
@@ -463,7 +464,7 @@ class Orchestrator:
                     + (f"; did you mean {', '.join(close)}?" if close else "."),
                     hint=f"Its stages: {', '.join(sorted(stages)) or 'none'}.",
                 )
-        return self.metadata.read_logs(run_id, stage=stage)
+        return self.metadata.read_logs(run_id, stage=stage, after_seq=after_seq)
 
     # -- assets --------------------------------------------------------------------------------
     @property
@@ -500,13 +501,3 @@ def _is_sql(stage: Any) -> bool:
     from klaw.authoring.sql import SqlQuery
 
     return isinstance(stage.fn, SqlQuery)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

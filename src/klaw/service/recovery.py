@@ -20,6 +20,7 @@ from klaw.authoring.params import resolve_params
 from klaw.errors import KlawError
 from klaw.ids import AssetRef
 from klaw.metadata.records import AttemptRecord, Batch, EventRecord, RunFilter, RunRecord
+from klaw.metadata.rows import owner_alive
 from klaw.observability import get_logger
 from klaw.service.wiring import make_executor
 from klaw.states import RunState, StageState
@@ -38,18 +39,14 @@ def recover(orch: Orchestrator) -> list[RunRecord]:
     taken: list[RunRecord] = []
     active = RunFilter(states=(RunState.QUEUED, RunState.RUNNING), limit=10_000)
     for run in orch.metadata.list_runs(active):
-        if run.owner_host != me[0] or run.owner_pid == me[1] or _alive(run.owner_pid):
-            continue
+        if run.owner_pid == me[1] or owner_alive(run.owner_host, run.owner_pid):
+            continue  # another host's owner, or a live one, keeps its run
         owner = (run.owner_host, run.owner_pid)
         reason = f"lost: the process that ran it (pid {run.owner_pid}) died"
-        try:
-            continuing(orch, run)  # can it still be planned? (the definition may have changed)
-        except KlawError as exc:
-            _end(orch, run, f"could not be recovered: {exc.message}")
-            continue
         fenced = orch.metadata.adopt_run(run.run_id, owner, me, reason)
         if fenced is None:  # another process took it first
             continue
+        run.owner_host, run.owner_pid = me
         now = time.time()
         events = [EventRecord(run_id=run.run_id, kind="run_recovering", ts=now)]
         events += [
@@ -65,9 +62,14 @@ def recover(orch: Orchestrator) -> list[RunRecord]:
             for a in fenced
         ]
         orch.metadata.commit(Batch(events=events))
+        try:  # after the fence, so attempt numbers continue past the fenced ones
+            runner = continuing(orch, run)
+        except KlawError as exc:  # the definition changed or vanished: end the run
+            _end(orch, run, f"could not be recovered: {exc.message}")
+            continue
         _log.warning("recovering run", run_id=run.run_id, workflow=run.workflow)
         taken.append(msgspec.structs.replace(run))
-        orch.launch(continuing(orch, run))  # after the fence: attempt numbers continue past it
+        orch.launch(runner)
     return taken
 
 
@@ -116,13 +118,3 @@ def _end(orch: Orchestrator, run: RunRecord, error: str) -> None:
     run.state, run.ended_at, run.error = RunState.FAILED, now, error
     event = EventRecord(run_id=run.run_id, kind="run_finished", ts=now, state="failed")
     orch.metadata.commit(Batch(runs=[run], events=[event]))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

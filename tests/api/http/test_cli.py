@@ -3,72 +3,22 @@ SIGINT, and refuses to start (exit 2) without KLAW_API_TOKENS."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import selectors
 import signal
-import subprocess
-import time
-from collections.abc import Iterator
+from contextlib import AbstractContextManager as ContextManager
 from pathlib import Path
 
 import httpx
 import pytest
 
-from ...cli.driver import KLAW, WAIT, env, flat, klaw
+from ...cli.driver import WAIT, Background, flat, klaw, service
 from .live import TOKENS, write_project
 
 API_TOKENS = ",".join(f"{role.label}:{token}" for role, token in TOKENS.items())
 
 
-class ApiProcess:
-    """``klaw api ARGS`` in its own session, stopped (and if need be killed) by the test."""
-
-    def __init__(self, cwd: Path, *args: str, extra_env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen(
-            [str(KLAW), "api", *args],
-            cwd=cwd,
-            env={**env(), **extra_env},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
-
-    def first_line(self) -> str:
-        """The first line it prints (bounded wait)."""
-        assert self.proc.stdout is not None
-        with selectors.DefaultSelector() as selector:
-            selector.register(self.proc.stdout, selectors.EVENT_READ)
-            deadline = time.monotonic() + WAIT
-            while time.monotonic() < deadline:
-                if selector.select(timeout=0.1):
-                    return self.proc.stdout.readline().strip()
-                if self.proc.poll() is not None:
-                    break
-        out, err = self.proc.communicate(timeout=WAIT) if self.proc.poll() is not None else ("", "")
-        raise AssertionError(f"klaw api printed nothing (exit {self.proc.poll()}):\n{out}{err}")
-
-    def stop(self, sig: int) -> tuple[int, str, str]:
-        self.proc.send_signal(sig)
-        out, err = self.proc.communicate(timeout=WAIT)
-        return self.proc.returncode, out, err
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.communicate(timeout=WAIT)
-
-
-@contextlib.contextmanager
-def klaw_api(cwd: Path, *args: str, **extra_env: str) -> Iterator[ApiProcess]:
-    process = ApiProcess(cwd, "--port", "0", *args, extra_env=extra_env)
-    try:
-        yield process
-    finally:
-        process.kill()
+def klaw_api(cwd: Path, *args: str, **extra_env: str) -> ContextManager[Background]:
+    return service(cwd, "api", *args, **extra_env)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])

@@ -205,8 +205,11 @@ class HttpClient:
                 hint=problem.get("hint") if isinstance(problem.get("hint"), str) else None,
             )
             error = from_reply(reply)
-            if response.status_code == 401 and not isinstance(error, AuthError):
-                return AuthError(error.message, hint=error.hint)
+            if isinstance(error, AuthError) or response.status_code == 401:
+                return AuthError(
+                    f"The Klaw API at {self.url} refused the call: {error.message}",
+                    hint=error.hint,
+                )
             return error
         return RemoteError(
             f"{what} failed on the Klaw API at {self.url}: HTTP {response.status_code}.",

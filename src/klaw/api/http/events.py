@@ -1,8 +1,9 @@
 """Server-Sent Events: a run's events and log lines as one ``text/event-stream``.
 
-The stream polls the metadata store through the typed commands (``ListEvents`` with the last
-``seq`` sent, ``ReadLogs``) every ``poll`` seconds, each call in a worker thread, so a client
-connection is one async generator. Messages:
+The stream polls the metadata store through the typed commands (``ListEvents`` after the last
+event ``seq`` sent, ``ReadLogPage`` after the last line sent: only new rows are read) every
+``poll`` seconds, each call in a worker thread, so a client connection is one async generator.
+Messages:
 
 * an event: ``id: <seq>``, ``event: <kind>``, ``data: <the event as JSON>``;
 * a log line: ``id: <seq>:<log seq>`` (the last event seq sent, and the line's seq),
@@ -28,7 +29,13 @@ from starlette.concurrency import run_in_threadpool
 
 from klaw.errors import KlawError
 from klaw.metadata.records import EventRecord, LogRecord
-from klaw.service.commands import EventsReply, InvalidCommandError, ListEvents, LogsReply, ReadLogs
+from klaw.service.commands import (
+    EventsReply,
+    InvalidCommandError,
+    ListEvents,
+    LogsReply,
+    ReadLogPage,
+)
 from klaw.service.dispatcher import Dispatcher
 
 MEDIA_TYPE: Final = "text/event-stream"
@@ -137,6 +144,6 @@ def _events(dispatcher: Dispatcher, run_id: str, seq: int) -> EventsReply:
 
 
 def _new_lines(dispatcher: Dispatcher, run_id: str, log_seq: int) -> list[LogRecord]:
-    found = dispatcher.execute(ReadLogs(run_id=run_id))
+    found = dispatcher.execute(ReadLogPage(run_id=run_id, after_seq=log_seq))
     assert isinstance(found, LogsReply)
-    return sorted((line for line in found.logs if line.seq > log_seq), key=lambda x: x.seq)
+    return sorted(found.logs, key=lambda line: line.seq)  # by seq: the cursor moves forward
