@@ -26,6 +26,9 @@ class WorkflowGraph:
     downstream: dict[str, tuple[str, ...]]
     # inputs that are assets of other workflows: stage-input name -> asset key
     foreign: dict[str, str] = field(default_factory=dict)
+    # the graph itself, built once: node payloads are stage names; ``index`` maps name -> node
+    dag: rx.PyDiGraph = field(default_factory=rx.PyDiGraph, compare=False, repr=False)
+    index: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def name(self) -> str:
@@ -60,9 +63,12 @@ def build_graph(workflow: Workflow, assets: Mapping[str, str] | None = None) -> 
                 f"Workflow {workflow.name!r}: asset key {key!r} is produced by {count} "
                 f"stages ({owners}); each asset must have one producer."
             )
-    graph = rx.PyDiGraph(check_cycle=False, multigraph=False)
-    index = {name: graph.add_node(name) for name in stages}
-    edges = []
+    # A multigraph: adding an edge to a simple PyDiGraph scans the node's edges for a parallel
+    # one (quadratic on a wide fan-in); the edges are made unique here instead.
+    graph = rx.PyDiGraph(check_cycle=False, multigraph=True)
+    names = list(stages)
+    index = dict(zip(names, graph.add_nodes_from(names), strict=True))
+    edges: dict[tuple[int, int], None] = {}
     for s in stages.values():
         inputs = {i.upstream for i in s.inputs}
         for up in s.upstream:
@@ -75,14 +81,17 @@ def build_graph(workflow: Workflow, assets: Mapping[str, str] | None = None) -> 
                     f"Stage {s.name!r} ({s.location}) depends on itself: cycle {up} -> {up}."
                 )
             else:
-                edges.append((index[up], index[s.name], None))
-    graph.add_edges_from(edges)
+                edges[(index[up], index[s.name])] = None
+    graph.add_edges_from_no_data(list(edges))
     if not rx.is_directed_acyclic_graph(graph):
         problems.extend(_cycles(graph))
     if problems:
         raise GraphError(problems, hint="Fix the definitions, then run `klaw validate`.")
     order = tuple(rx.lexicographical_topological_sort(graph, key=str))
-    upstream = {n: tuple(u for u in stages[n].upstream if u not in foreign) for n in order}
+    if foreign:
+        upstream = {n: tuple(u for u in stages[n].upstream if u not in foreign) for n in order}
+    else:
+        upstream = {n: stages[n].upstream for n in order}
     downstream: dict[str, list[str]] = {n: [] for n in order}
     for n in order:
         for up in upstream[n]:
@@ -94,6 +103,8 @@ def build_graph(workflow: Workflow, assets: Mapping[str, str] | None = None) -> 
         upstream=upstream,
         downstream={n: tuple(d) for n, d in downstream.items()},
         foreign=foreign,
+        dag=graph,
+        index=index,
     )
 
 

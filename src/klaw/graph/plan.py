@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import rustworkx as rx
+
 from klaw.authoring.stage import StageKind
 from klaw.errors import SelectionError
 from klaw.graph.build import WorkflowGraph
@@ -20,20 +22,25 @@ class Plan:
 
     @property
     def levels(self) -> list[list[str]]:
-        """Stages grouped by depth: every stage of a level can run once earlier levels ran."""
-        depth: dict[str, int] = {}
-        for name in self.stages:
-            depth[name] = 1 + max((depth[u] for u in self.upstream[name]), default=-1)
-        levels: list[list[str]] = [[] for _ in range(max(depth.values(), default=-1) + 1)]
-        for name in self.stages:
-            levels[depth[name]].append(name)
-        return levels
+        """Stages grouped by depth: every stage of a level can run once earlier levels ran
+        (each level in the plan's order)."""
+        graph = self.graph
+        dag = graph.dag
+        if len(self.stages) != len(graph.order):
+            dag = dag.subgraph([graph.index[n] for n in self.stages])
+        position = {name: i for i, name in enumerate(self.stages)}
+        return [
+            sorted((dag[i] for i in level), key=position.__getitem__)
+            for level in rx.topological_generations(dag)
+        ]
 
 
 def make_plan(graph: WorkflowGraph, selection: str | None = None) -> Plan:
     """Plan the selected stages. An unselected upstream must be an asset (its latest snapshot
     is read); an unselected plain stage has nothing stored to read, so it is an error."""
     chosen = select(graph, selection)
+    if len(chosen) == len(graph.order) and not graph.foreign:  # everything: nothing outside
+        return Plan(graph, graph.order, graph.upstream, {}, selection)
     stages = tuple(n for n in graph.order if n in chosen)
     upstream: dict[str, tuple[str, ...]] = {}
     external: dict[str, tuple[str, ...]] = {}

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable
+
+import rustworkx as rx
 
 from klaw.errors import SelectionError
 from klaw.graph.build import WorkflowGraph
@@ -59,19 +61,37 @@ def _term(graph: WorkflowGraph, term: str) -> set[str]:
         )
     result = set(base)
     if up:
-        result |= _walk(graph.upstream, base, int(up_depth) if up_depth else None)
+        result |= _reach(graph, base, int(up_depth) if up_depth else None, upstream=True)
     if down:
-        result |= _walk(graph.downstream, base, int(down_depth) if down_depth else None)
+        result |= _reach(graph, base, int(down_depth) if down_depth else None, upstream=False)
     return result
 
 
-def _walk(edges: Mapping[str, tuple[str, ...]], start: set[str], depth: int | None) -> set[str]:
-    seen: set[str] = set()
-    frontier = set(start)
-    level = 0
-    while frontier and (depth is None or level < depth):
-        level += 1
-        nxt = {n for f in frontier for n in edges[f]} - seen - start
-        seen |= nxt
-        frontier = nxt
+def _reach(graph: WorkflowGraph, start: set[str], depth: int | None, *, upstream: bool) -> set[str]:
+    """The stages upstream (or downstream) of ``start`` within ``depth`` steps (any depth
+    when ``None``), not counting ``start`` itself."""
+    dag, index = graph.dag, graph.index
+    nodes = [index[n] for n in start]
+    found: set[int] = set()
+    if depth is None:
+        walk = rx.ancestors if upstream else rx.descendants
+        for node in nodes:
+            if node not in found:  # what it reaches is already in `found`
+                found |= walk(dag, node)
+    else:
+        step = dag.predecessor_indices if upstream else dag.successor_indices
+        found = _bfs(step, nodes, depth)
+    found.difference_update(nodes)
+    return {dag[i] for i in found}
+
+
+def _bfs(step: Callable[[int], Iterable[int]], start: list[int], depth: int) -> set[int]:
+    """Nodes at most ``depth`` steps from ``start`` (a breadth-first search by levels)."""
+    seen = set(start)
+    frontier = list(start)
+    for _ in range(depth):
+        frontier = list(dict.fromkeys(n for f in frontier for n in step(f) if n not in seen))
+        if not frontier:
+            break
+        seen.update(frontier)
     return seen
