@@ -37,6 +37,12 @@ class KlawSettings(BaseSettings):
         description="Seconds a running stage attempt's lease lasts without a heartbeat; after "
         "that the attempt is given up and retried as a new one.",
     )
+    metadata_queue: int = Field(
+        10_000,
+        ge=1,
+        description="Records (transitions, events, log lines) of a run handed to the metadata "
+        "writer and not yet committed; when that many wait, the run waits for the database.",
+    )
     log_level: str = Field("warning", description="Level of Klaw's own logs on stderr.")
     log_format: Literal["console", "json"] = Field("console", description="Klaw's log format.")
     tokens: SecretStr | None = Field(

@@ -5,13 +5,18 @@ commits whatever has queued up since its last commit in one transaction (group c
 slow disk or a WAL checkpoint never stalls scheduling and there is no flush timer. Batches are
 committed in order; a transition is durable once the commit that holds it returns, and
 ``drain`` waits for that.
+
+The queue is bounded: once ``limit`` records are handed over and not yet committed, ``put``
+blocks until a commit makes room (back-pressure: a runner far ahead of a slow database waits
+for it instead of piling records up in memory). Nothing is ever dropped; a batch is always
+taken when nothing is waiting, however large.
 """
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 
 from klaw.errors import MetadataError, MetadataUnavailableError
@@ -22,6 +27,18 @@ from klaw.observability import get_logger
 _STOP = None
 _log = get_logger("klaw.recorder")
 
+DEFAULT_LIMIT = 10_000  # records handed over and not yet committed
+
+
+def _size(batch: Batch) -> int:
+    return (
+        len(batch.events)
+        + len(batch.attempts)
+        + len(batch.runs)
+        + len(batch.logs)
+        + len(batch.metrics)
+    )
+
 
 class Recorder:
     def __init__(
@@ -30,58 +47,82 @@ class Recorder:
         on_events: Callable[[list[EventRecord]], None] | None = None,
         *,
         outage: float = 300.0,
+        limit: int = DEFAULT_LIMIT,
     ) -> None:
         """``outage``: how long (seconds) a commit is retried while the database is
-        unreachable before the run fails; everything waits, in order, meanwhile."""
+        unreachable before the run fails; everything waits, in order, meanwhile. ``limit``:
+        how many records may wait for a commit before :meth:`put` blocks."""
         self._metadata = metadata
         self._on_events = on_events
-        self._queue: queue.SimpleQueue[Batch | threading.Event | None] = queue.SimpleQueue()
+        self._items: deque[Batch | threading.Event | None] = deque()
+        self._ready = threading.Condition(threading.Lock())
+        self._pending = 0  # records handed over and not yet committed
         self._thread: threading.Thread | None = None
         self.error: BaseException | None = None
         self.outage = outage
+        self.limit = limit
+        self.peak = 0  # the most records that ever waited for a commit at once
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._work, name="klaw-recorder", daemon=True)
         self._thread.start()
 
     def put(self, batch: Batch) -> None:
+        """Hand ``batch`` over; blocks while ``limit`` records wait for a commit."""
         if self.error is not None:
             raise MetadataError(f"Recording the run failed: {self.error}") from self.error
-        self._queue.put(batch)
+        size = _size(batch)
+        with self._ready:
+            while self._pending and self._pending + size > self.limit and self.error is None:
+                self._ready.wait()
+            self._items.append(batch)
+            self._pending += size
+            self.peak = max(self.peak, self._pending)
+            self._ready.notify_all()
 
     def drain(self) -> None:
         """Wait until everything put so far is committed (raises if a commit failed)."""
         done = threading.Event()
-        self._queue.put(done)
+        self._send(done)
         done.wait()
         if self.error is not None:
             raise MetadataError(f"Recording the run failed: {self.error}") from self.error
 
     def close(self) -> None:
         if self._thread is not None:
-            self._queue.put(_STOP)
+            self._send(_STOP)
             self._thread.join()
             self._thread = None
 
+    def _send(self, item: threading.Event | None) -> None:
+        with self._ready:
+            self._items.append(item)
+            self._ready.notify_all()
+
     def _work(self) -> None:
+        items = self._items
         while True:
-            item = self._queue.get()
+            with self._ready:
+                while not items:
+                    self._ready.wait()
+                taken = list(items)
+                items.clear()
             pending: list[Batch] = []
             waiters: list[threading.Event] = []
             stop = False
-            while True:
+            for item in taken:
                 if item is None:
                     stop = True
                 elif isinstance(item, threading.Event):
                     waiters.append(item)
                 else:
                     pending.append(item)
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
             if pending and self.error is None:
                 self._commit(_merge(pending))
+            if pending:
+                with self._ready:  # committed (or failed for good): room for the runner
+                    self._pending -= sum(_size(b) for b in pending)
+                    self._ready.notify_all()
             for waiter in waiters:
                 waiter.set()
             if stop:

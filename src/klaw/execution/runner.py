@@ -26,7 +26,7 @@ import msgspec
 from klaw.errors import KlawError, StaleAttemptError
 from klaw.execution.executor import Executor, InlineExecutor
 from klaw.execution.readiness import Readiness, Transition
-from klaw.execution.recorder import Recorder
+from klaw.execution.recorder import DEFAULT_LIMIT, Recorder
 from klaw.execution.task import InputRef, Outcome, Started, Task
 from klaw.execution.values import ValueStore
 from klaw.graph.plan import Plan
@@ -82,6 +82,7 @@ class RunOptions:
     external: Mapping[str, AssetRef] = field(default_factory=dict)  # unselected upstream assets
     on_events: Callable[[list[EventRecord]], None] | None = None  # after each durable write
     lease_ttl: float | None = None  # seconds; None: attempts hold no lease (nothing expires)
+    metadata_queue: int = DEFAULT_LIMIT  # records waiting for a commit before the run waits
     # Taking over a run after its owner died: where each stage's attempt numbers continue,
     # and the run is not started again (it is recovered).
     attempts_before: Mapping[str, int] = field(default_factory=dict)
@@ -127,7 +128,9 @@ class Runner:
             for name in plan.stages
         }
         self._inputs = {name: self._input_refs(name) for name in plan.stages}
-        self._recorder = Recorder(metadata, self.options.on_events)
+        self._recorder = Recorder(
+            metadata, self.options.on_events, limit=self.options.metadata_queue
+        )
         self._tasks: dict[tuple[str, int], Task] = {}  # running attempts
         self._attempts: dict[tuple[str, int], AttemptRecord] = {}
         self._waiting: deque[str] = deque()  # ready, waiting for a free slot

@@ -24,6 +24,7 @@ from types import TracebackType
 from typing import Any
 
 from klaw.errors import MetadataError, RunConflictError, RunNotFoundError
+from klaw.failpoints import failpoint
 from klaw.metadata import migrations
 from klaw.metadata import rows as sql_rows
 from klaw.metadata.records import (
@@ -247,6 +248,7 @@ class SQLiteMetadataStore:
         if not batch:
             return
         with self._lock:
+            failpoint("sqlite_commit")
             conn = self._ready_connection()
             try:
                 try:

@@ -316,6 +316,7 @@ class Orchestrator:
             external=external,
             on_events=on_events,
             lease_ttl=self.settings.lease_ttl,
+            metadata_queue=self.settings.metadata_queue,
         )
         return Runner(plan, run, executor=executor, metadata=self.metadata, options=options)
 

@@ -107,6 +107,7 @@ def continuing(orch: Orchestrator, run: RunRecord) -> Runner:
         done=frozenset(done - set(reused)),
         external=orch.external_refs(plan),
         lease_ttl=orch.settings.lease_ttl,
+        metadata_queue=orch.settings.metadata_queue,
         attempts_before=before,
         recovered=True,
     )
