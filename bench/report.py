@@ -13,6 +13,7 @@ class Unit(StrEnum):
     SECONDS = "s"  # a wall time, printed in µs, ms or s as fits
     PER_STAGE = "s/stage"  # seconds per stage (or per task), printed in µs
     BYTES = "B"  # printed in MiB
+    BYTES_PER_STAGE = "B/stage"  # printed in KiB
     ROWS_PER_SECOND = "rows/s"  # a throughput, printed in M rows/s; higher is faster
     BYTES_PER_SECOND = "B/s"  # a throughput, printed in GB/s; higher is faster
 
@@ -79,6 +80,8 @@ def quantity(value: float | None, unit: Unit) -> str:
         return "-"
     if unit is Unit.BYTES:
         return f"{value / 2**20:,.1f} MiB"
+    if unit is Unit.BYTES_PER_STAGE:
+        return f"{value / 2**10:,.2f} KiB"
     if unit is Unit.ROWS_PER_SECOND:
         return f"{value / 1e6:,.2f} M rows/s"
     if unit is Unit.BYTES_PER_SECOND:

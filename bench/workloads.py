@@ -1,4 +1,4 @@
-"""The workloads W0-W4 and T1 (in bench/tpch.py): each measures Klaw and its floor in the same
+"""The workloads W0-W4, W6 and T1 (in bench/tpch.py): each measures Klaw and its floor in the same
 run and returns rows."""
 
 from __future__ import annotations
@@ -409,6 +409,68 @@ def large_graph(settings: Settings) -> list[Row]:
     ]
 
 
+# -- W6: 100,000 no-op stages: time and memory per stage ----------------------------------------
+
+
+def _wide(runner: str, settings: Settings) -> dict[str, Any]:
+    """``python -m bench.wide RUNNER`` in a fresh process; its JSON answer."""
+    command = [sys.executable, "-m", "bench.wide", runner, "--workers", str(settings.workers)]
+    done = subprocess.run(
+        command, cwd=REPO, env=_env(), capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"`{' '.join(command)}` failed:\n{done.stderr}")
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def wide(settings: Settings) -> list[Row]:
+    """Klaw and a thread pool each run 100,000 no-op stages in processes of their own,
+    alternating (median of three): wall time and peak RSS growth over the stage count."""
+    from bench.wide import STAGES
+
+    samples: dict[str, list[dict[str, Any]]] = {"klaw": [], "pool": []}
+    for _ in range(settings.times(3)):
+        for runner in ("klaw", "pool"):
+            samples[runner].append(_wide(runner, settings))
+
+    def median(runner: str, key: str) -> float:
+        return statistics.median(s[key] for s in samples[runner])
+
+    def growth(runner: str) -> float:
+        return statistics.median(s["peak_rss"] - s["baseline_rss"] for s in samples[runner])
+
+    pool_label = f"ThreadPoolExecutor({settings.workers})"
+    title = f"{STAGES:,} no-op stages"
+    return [
+        Row(
+            "W6",
+            f"{title}, per stage",
+            Unit.PER_STAGE,
+            median("klaw", "seconds") / STAGES,
+            median("pool", "seconds") / STAGES,
+            pool_label,
+            notes={"run_s": median("klaw", "seconds")},
+        ),
+        Row(
+            "W6",
+            "  peak RSS growth, per stage",
+            Unit.BYTES_PER_STAGE,
+            growth("klaw") / STAGES,
+            growth("pool") / STAGES,
+            pool_label,
+        ),
+        Row(
+            "W6",
+            "  peak RSS (whole process)",
+            Unit.BYTES,
+            median("klaw", "peak_rss"),
+            median("pool", "peak_rss"),
+            pool_label,
+        ),
+    ]
+
+
 def ray_rows(settings: Settings) -> list[Row]:
     """W1-W3 on Ray (one local Ray for all of them), next to the same tasks by hand."""
     from bench.ray_executor import per_workflow
@@ -443,6 +505,7 @@ WORKLOADS: tuple[Workload, ...] = (
     Workload("W2", "200-stage chain", chain),
     Workload("W3", "8-stage 1M-row pipeline", data_pipeline),
     Workload("W4", "10,000-stage graph plan", large_graph),
+    Workload("W6", "100,000 no-op stages: time and memory", wide),
     Workload("R", "W1-W3 on the Ray executor vs Ray by hand", ray_rows),
     Workload("T1", f"TPC-H {tpch.scale_text()} per engine", tpch.per_engine),
     Workload("F1", "Arrow Flight DoGet/DoPut of 10M rows vs bare Flight", flight_throughput),

@@ -110,19 +110,55 @@ def _global(
     one_remote(STATE.server, STATE.url)
 
 
-def run_app() -> None:
-    from klaw.cli import (  # noqa: F401  (register commands)
-        api,
-        assets,
-        db,
-        definitions,
-        dev,
-        runs,
-        schedules,
-        server,
-        tokens,
-    )
+# The module that defines each command (or command group). Only the module of the command
+# being run is imported: Typer then builds just that part of the tree. Without a known command
+# (``klaw``, ``klaw --help``, a typo), every module is imported so that all are listed.
+COMMAND_MODULES: dict[str, str] = {
+    "init": "definitions",
+    "validate": "definitions",
+    "plan": "definitions",
+    "schema": "definitions",
+    "workflows": "definitions",
+    "run": "runs",
+    "runs": "runs",
+    "logs": "runs",
+    "cancel": "runs",
+    "assets": "assets",
+    "db": "db",
+    "dev": "dev",
+    "api": "api",
+    "server": "server",
+    "schedules": "schedules",
+    "tokens": "tokens",
+}
+_VALUED = frozenset({"--project", "-p", "--log-level", "--server", "--url"})  # take a value
 
+
+def command_name(argv: list[str]) -> str | None:
+    """The command ``argv`` (without the program name) invokes, past the global options."""
+    args = iter(argv)
+    for arg in args:
+        if arg == "--":
+            return next(args, None)
+        if arg.startswith("-"):
+            if arg in _VALUED:
+                next(args, None)
+            continue
+        return arg
+    return None
+
+
+def register_commands(argv: list[str]) -> None:
+    """Import the command modules ``argv`` needs (all of them when it names no command)."""
+    import importlib
+
+    module = COMMAND_MODULES.get(command_name(argv) or "")
+    for name in [module] if module else sorted(set(COMMAND_MODULES.values())):
+        importlib.import_module(f"klaw.cli.{name}")
+
+
+def run_app() -> None:
+    register_commands(sys.argv[1:])
     try:
         code = app(standalone_mode=False)  # returns the code of `raise typer.Exit(n)`
         if isinstance(code, int) and code:
