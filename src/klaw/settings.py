@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
@@ -138,6 +139,7 @@ class KlawSettings(BaseSettings):
         return self.lake_data or str(self.home / "lake")
 
 
+_loaded: dict[str, KlawSettings] = {}  # load_settings' answers by their inputs
 _file_values: ContextVar[dict[str, Any] | None] = ContextVar("klaw_file_settings", default=None)
 
 
@@ -162,9 +164,16 @@ def load_settings(file_values: dict[str, Any], **flags: Any) -> KlawSettings:
             f"Unknown setting(s) {', '.join(sorted(unknown))} in the project file.",
             hint=f"Known settings: {', '.join(KlawSettings.model_fields)}.",
         )
+    given = {k: v for k, v in flags.items() if v is not None}
+    # The same environment, file values and flags give the same (frozen) settings: a process
+    # that opens many orchestrators (``klaw.run`` in a loop, tests) validates them once.
+    key = _cache_key(file_values, given)
+    found = _loaded.get(key) if key is not None else None
+    if found is not None:
+        return found
     token = _file_values.set(dict(file_values))
     try:
-        return KlawSettings(**{k: v for k, v in flags.items() if v is not None})
+        loaded = KlawSettings(**given)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
@@ -176,3 +185,26 @@ def load_settings(file_values: dict[str, Any], **flags: Any) -> KlawSettings:
         ) from None
     finally:
         _file_values.reset(token)
+    if key is not None:
+        if len(_loaded) >= 64:
+            _loaded.clear()
+        _loaded[key] = loaded
+    return loaded
+
+
+def _cache_key(file_values: dict[str, Any], flags: dict[str, Any]) -> str | None:
+    """What ``load_settings`` read, as a key; None when a value has no faithful ``repr``."""
+    if not all(_plain(v) for v in (*file_values.values(), *flags.values())):
+        return None
+    env = sorted(i for i in os.environ.items() if i[0].upper().startswith("KLAW_"))
+    return repr((env, file_values, flags))
+
+
+def _plain(value: Any) -> bool:
+    if value is None or isinstance(value, str | int | float | Path):
+        return True
+    if isinstance(value, list | tuple):
+        return all(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    return False

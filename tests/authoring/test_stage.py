@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from typing import Any
 
 import polars as pl
 import pyarrow as pa
@@ -99,3 +100,45 @@ def test_workflow_rejects_non_stages() -> None:
 def test_retry_backoff() -> None:
     policy = klaw.RetryPolicy(retries=5, delay=1, backoff=3, max_delay=10)
     assert [policy.wait_before(n) for n in (1, 2, 3, 4)] == [1, 3, 9, 10]
+
+
+def _shapes() -> list[object]:
+    import functools
+
+    def full(x, y: int, /, z: str = "", *args: int, k: float, m=2, **kw: str) -> None: ...  # type: ignore[no-untyped-def]
+
+    def none() -> None: ...
+
+    def keyword_only(*, q: int) -> None: ...
+
+    def star(p, *a): ...  # type: ignore[no-untyped-def]
+
+    class Call:
+        def __call__(self, u: int) -> None: ...
+
+    @functools.wraps(full)
+    def wrapped(*args: object, **kw: object) -> None: ...
+
+    return [
+        full,
+        none,
+        keyword_only,
+        star,
+        Call(),
+        wrapped,
+        functools.partial(full, 1),
+        lambda t, s=3: 0,
+    ]
+
+
+@pytest.mark.parametrize("fn", _shapes())
+def test_parameters_read_from_the_code_object_match_inspect_signature(fn: Any) -> None:
+    import inspect
+
+    from klaw.authoring.stage import _parameters
+
+    expected = [
+        (p.name, p.annotation, p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD))
+        for p in inspect.signature(fn).parameters.values()
+    ]
+    assert _parameters(fn) == expected

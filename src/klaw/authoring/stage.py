@@ -182,9 +182,9 @@ def _build(
         )
     if key is not None and not NAME_PATTERN.match(key):
         raise DefinitionError(f"Asset key {key!r} of stage {stage_name!r} ({where}) is not valid.")
-    signature = inspect.signature(fn)
+    parameters = _parameters(fn)
     explicit = {param: _stage_name(up) for param, up in (inputs or {}).items()}
-    unknown = set(explicit) - set(signature.parameters)
+    unknown = set(explicit) - {name for name, _, _ in parameters}
     if unknown:
         raise DefinitionError(
             f"Stage {stage_name!r} ({where}) maps inputs {sorted(unknown)} that are not "
@@ -194,25 +194,25 @@ def _build(
     params_arg: str | None = None
     params_model: type[Any] | None = None
     namespace = getattr(fn, "__globals__", {})
-    for raw in signature.parameters.values():
-        param = raw.replace(annotation=_resolve(raw.annotation, namespace))
-        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+    for param_name, raw, variadic in parameters:
+        annotation = _resolve(raw, namespace)
+        if variadic:
             raise DefinitionError(
-                f"Stage {stage_name!r} ({where}) takes *{param.name}; list its inputs as named "
+                f"Stage {stage_name!r} ({where}) takes *{param_name}; list its inputs as named "
                 "parameters so Klaw can tell which stages it depends on."
             )
-        if _is_params_model(param.annotation):
+        if _is_params_model(annotation):
             if params_arg is not None:
                 raise DefinitionError(
                     f"Stage {stage_name!r} ({where}) takes two params models "
-                    f"({params_arg!r} and {param.name!r}); merge them into one."
+                    f"({params_arg!r} and {param_name!r}); merge them into one."
                 )
-            params_arg, params_model = param.name, param.annotation
+            params_arg, params_model = param_name, annotation
             continue
-        if param.name == "params":
-            if isinstance(param.annotation, str):
+        if param_name == "params":
+            if isinstance(annotation, str):
                 raise DefinitionError(
-                    f"Stage {stage_name!r} ({where}): the annotation {param.annotation!r} of "
+                    f"Stage {stage_name!r} ({where}): the annotation {annotation!r} of "
                     "'params' cannot be resolved.",
                     hint="Define the params model at module level, above the stage.",
                 )
@@ -220,8 +220,8 @@ def _build(
                 f"Stage {stage_name!r} ({where}): the parameter 'params' must be annotated with "
                 "a pydantic BaseModel subclass (for example `params: RevenueParams`)."
             )
-        source = explicit.get(param.name, param.name)
-        stage_inputs.append(StageInput(param.name, source, _input_type(param.annotation)))
+        source = explicit.get(param_name, param_name)
+        stage_inputs.append(StageInput(param_name, source, _input_type(annotation)))
     policy = retries if isinstance(retries, RetryPolicy) else RetryPolicy(retries=retries)
     if timeout is not None and timeout <= 0:
         raise DefinitionError(f"Stage {stage_name!r} ({where}) has timeout={timeout}; use > 0.")
@@ -243,6 +243,41 @@ def _build(
         key=key,
         description=inspect.cleandoc(fn.__doc__ or ""),
     )
+
+
+_EMPTY = inspect.Parameter.empty
+_VARIADIC = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+_CO_VARARGS, _CO_VARKEYWORDS = inspect.CO_VARARGS, inspect.CO_VARKEYWORDS
+
+
+def _parameters(fn: Callable[..., Any]) -> list[tuple[str, Any, bool]]:
+    """``fn``'s parameters in signature order: (name, annotation, variadic). A plain function
+    is read from its code object (``inspect.signature`` costs ~20 µs a call, much of what the
+    decorator costs); anything else (a callable object, a wrapped or partial function) goes
+    through ``inspect.signature``."""
+    code = getattr(fn, "__code__", None)
+    if (
+        code is None
+        or not inspect.isfunction(fn)
+        or hasattr(fn, "__wrapped__")
+        or hasattr(fn, "__signature__")
+    ):
+        return [
+            (p.name, p.annotation, p.kind in _VARIADIC)
+            for p in inspect.signature(fn).parameters.values()
+        ]
+    notes = fn.__annotations__
+    names = code.co_varnames
+    positional, keyword = code.co_argcount, code.co_kwonlyargcount
+    found = [(n, notes.get(n, _EMPTY), False) for n in names[:positional]]
+    at = positional + keyword
+    if code.co_flags & _CO_VARARGS:
+        found.append((names[at], notes.get(names[at], _EMPTY), True))
+        at += 1
+    found += [(n, notes.get(n, _EMPTY), False) for n in names[positional : positional + keyword]]
+    if code.co_flags & _CO_VARKEYWORDS:
+        found.append((names[at], notes.get(names[at], _EMPTY), True))
+    return found
 
 
 _resolved: dict[tuple[int, str], Any] = {}

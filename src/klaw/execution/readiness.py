@@ -7,7 +7,7 @@ and it can be tested on its own.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from klaw.states import RunState, StageState
@@ -37,7 +37,8 @@ class Readiness:
     ``upstream`` maps every planned stage to the planned stages it waits for; ``retries``
     gives each stage's retry budget; ``done`` names stages already satisfied (reused from an
     earlier run), which count as succeeded and are never started; ``attempts_before`` gives
-    the attempt number a stage's attempts continue from (a run taken over after a crash).
+    the attempt number a stage's attempts continue from (a run taken over after a crash);
+    ``downstream``, when given, is the inverse of ``upstream`` (saves making it again).
     An attempt that was *lost* (its worker died or its lease expired) is retried without
     using the stage's retry budget, up to ``MAX_LOST`` times.
     """
@@ -52,12 +53,16 @@ class Readiness:
         fail_fast: bool = False,
         done: frozenset[str] = frozenset(),
         attempts_before: Mapping[str, int] | None = None,
+        downstream: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         self._upstream = upstream
-        self._downstream: dict[str, list[str]] = {name: [] for name in upstream}
-        for name, ups in upstream.items():
-            for up in ups:
-                self._downstream[up].append(name)
+        if downstream is None:  # else given: the inverse of ``upstream``, already made
+            made: dict[str, list[str]] = {name: [] for name in upstream}
+            for name, ups in upstream.items():
+                for up in ups:
+                    made[up].append(name)
+            downstream = made
+        self._downstream: Mapping[str, Sequence[str]] = downstream
         self._retries = retries
         self._fail_fast = fail_fast
         self.state: dict[str, StageState] = {}

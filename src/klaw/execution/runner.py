@@ -90,6 +90,11 @@ class RunOptions:
     done: frozenset[str] = frozenset()  # stages already finished whose value no one needs
 
 
+def _shared(seen: dict[Any, Any], value: Any) -> Any:
+    """One object for equal values (hashable ones)."""
+    return seen.setdefault(value, value)
+
+
 class Runner:
     def __init__(
         self,
@@ -113,6 +118,8 @@ class Runner:
             fail_fast=self.options.fail_fast,
             done=frozenset(self.options.reused) | self.options.done,
             attempts_before=self.options.attempts_before,
+            # the whole graph planned: its downstream map is the inverse already
+            downstream=plan.graph.downstream if plan.upstream is plan.graph.upstream else None,
         )
         self._values = ValueStore()
         # consumers still to finish, per stage whose value is held in memory
@@ -123,11 +130,17 @@ class Runner:
                 if up in consumers:
                     consumers[up] += 1
         self._consumers = consumers
+        # equal tuples shared: in a wide fan-out, thousands of stages read the same inputs
+        shared: dict[Any, Any] = {}
         self._value_inputs = {
-            name: tuple({i.upstream for i in stages[name].inputs if i.upstream in consumers})
+            name: _shared(
+                shared,
+                tuple({i.upstream for i in stages[name].inputs if i.upstream in consumers}),
+            )
             for name in plan.stages
         }
-        self._inputs = {name: self._input_refs(name) for name in plan.stages}
+        self._inputs = {name: _shared(shared, self._input_refs(name)) for name in plan.stages}
+        self._asset_keys = {name: stages[name].asset_key for name in plan.stages}
         self._recorder = Recorder(
             metadata, self.options.on_events, limit=self.options.metadata_queue
         )
@@ -496,14 +509,13 @@ class Runner:
             key = (t.stage, t.attempt)
             record = self._attempts.get(key)
             if record is None:
-                stage = self.plan.graph.stages[t.stage]
                 record = AttemptRecord(
                     run_id=run_id,
                     stage=t.stage,
                     attempt=t.attempt,
                     state=t.state,
                     queued_at=now,
-                    asset_key=stage.asset_key,
+                    asset_key=self._asset_keys[t.stage],
                 )
                 self._attempts[key] = record
             state = t.state

@@ -206,6 +206,9 @@ class SQLiteMetadataStore:
         with self._lock:
             conn = self._conn if self._conn is not None else self._connect()
             try:
+                if migrations.current_version(conn) == migrations.LATEST_VERSION:
+                    self._ready = True  # current: no write transaction needed
+                    return
                 migrations.migrate(conn, str(self.path))
             except sqlite3.Error as exc:
                 raise self._error("migrate", exc) from exc
