@@ -8,7 +8,7 @@ and it can be tested on its own.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from klaw.states import RunState, StageState
 
@@ -24,8 +24,9 @@ UPSTREAM_FAILED = StageState.UPSTREAM_FAILED
 CANCELLED = StageState.CANCELLED
 
 
-@dataclass(frozen=True, slots=True)
-class Transition:
+class Transition(NamedTuple):
+    """A stage entering a state (a NamedTuple: made several times per stage, so cheap)."""
+
     stage: str
     state: StageState
     attempt: int

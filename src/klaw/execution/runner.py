@@ -274,7 +274,8 @@ class Runner:
                 self.executor.abandon(found)  # whatever the executor's copy sends is stale
                 self._read_from_snapshot(item.outcome)
             item = item.outcome
-        task = self._tasks.get((item.stage, item.attempt))
+        key = (item.stage, item.attempt)
+        task = self._tasks.get(key)
         if task is None or task.token != item.token:
             return  # a stale attempt (abandoned after a stop): fenced off
         if isinstance(item, Started):
@@ -283,8 +284,8 @@ class Runner:
             self._timer(limit, "timeout", task.stage.name, task.attempt)
             return
         outcome: Outcome = item
-        del self._tasks[task.key]
-        record = self._attempts[task.key]
+        del self._tasks[key]
+        record = self._attempts[key]
         if not outcome.stopped:  # a stopped attempt keeps the start recorded at submit
             record.started_at = outcome.started_at
         record.ended_at = outcome.ended_at
@@ -298,7 +299,7 @@ class Runner:
             record.asset_key, record.snapshot_id = outcome.asset_key, outcome.snapshot
             self._apply(self._readiness.succeeded(name))
             return
-        timed_out = task.key in self._timed_out
+        timed_out = key in self._timed_out
         if outcome.lost and not outcome.stopped and not timed_out:
             record.error = outcome.error
             self._lost(task, record)

@@ -144,7 +144,7 @@ class Orchestrator:
         if name not in self._graphs:
             workflow = self.workflow(name)
             others = {k: wf for k, (wf, _) in self.producers().items() if wf != name}
-            self._graphs[name] = build_graph(workflow, others)
+            self._graphs[name] = _built_graph(workflow, others)
         return self._graphs[name]
 
     def validate(self, names: Iterable[str] | None = None) -> dict[str, KlawError | None]:
@@ -496,6 +496,23 @@ class Orchestrator:
                 if stage.kind is StageKind.ASSET and stage.asset_key:
                     found[stage.asset_key] = (wf.name, stage.name)
         return found
+
+
+# Graphs of recently planned workflow objects, shared by the orchestrators of this process:
+# ``klaw.run(wf)`` in a loop opens one per call, and a workflow (frozen) makes the same graph.
+_GRAPHS: dict[int, tuple[Workflow, dict[str, str], WorkflowGraph]] = {}
+_GRAPHS_KEPT = 16
+
+
+def _built_graph(workflow: Workflow, others: dict[str, str]) -> WorkflowGraph:
+    found = _GRAPHS.get(id(workflow))
+    if found is not None and found[0] is workflow and found[1] == others:
+        return found[2]
+    graph = build_graph(workflow, others)
+    if len(_GRAPHS) >= _GRAPHS_KEPT:
+        _GRAPHS.pop(next(iter(_GRAPHS), 0), None)  # the oldest
+    _GRAPHS[id(workflow)] = (workflow, others, graph)
+    return graph
 
 
 def _is_sql(stage: Any) -> bool:
