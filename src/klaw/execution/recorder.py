@@ -14,9 +14,9 @@ taken when nothing is waiting, however large.
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 
 from klaw.errors import MetadataError, MetadataUnavailableError
@@ -54,9 +54,10 @@ class Recorder:
         how many records may wait for a commit before :meth:`put` blocks."""
         self._metadata = metadata
         self._on_events = on_events
-        self._items: deque[Batch | threading.Event | None] = deque()
-        self._ready = threading.Condition(threading.Lock())
+        self._queue: queue.SimpleQueue[Batch | threading.Event | None] = queue.SimpleQueue()
+        self._room = threading.Condition(threading.Lock())  # guards the two below
         self._pending = 0  # records handed over and not yet committed
+        self._full = False  # a put waits for room
         self._thread: threading.Thread | None = None
         self.error: BaseException | None = None
         self.outage = outage
@@ -72,57 +73,53 @@ class Recorder:
         if self.error is not None:
             raise MetadataError(f"Recording the run failed: {self.error}") from self.error
         size = _size(batch)
-        with self._ready:
+        with self._room:
             while self._pending and self._pending + size > self.limit and self.error is None:
-                self._ready.wait()
-            self._items.append(batch)
+                self._full = True
+                self._room.wait()
             self._pending += size
             self.peak = max(self.peak, self._pending)
-            self._ready.notify_all()
+        self._queue.put(batch)
 
     def drain(self) -> None:
         """Wait until everything put so far is committed (raises if a commit failed)."""
         done = threading.Event()
-        self._send(done)
+        self._queue.put(done)
         done.wait()
         if self.error is not None:
             raise MetadataError(f"Recording the run failed: {self.error}") from self.error
 
     def close(self) -> None:
         if self._thread is not None:
-            self._send(_STOP)
+            self._queue.put(_STOP)
             self._thread.join()
             self._thread = None
 
-    def _send(self, item: threading.Event | None) -> None:
-        with self._ready:
-            self._items.append(item)
-            self._ready.notify_all()
-
     def _work(self) -> None:
-        items = self._items
         while True:
-            with self._ready:
-                while not items:
-                    self._ready.wait()
-                taken = list(items)
-                items.clear()
+            item = self._queue.get()
             pending: list[Batch] = []
             waiters: list[threading.Event] = []
             stop = False
-            for item in taken:
+            while True:
                 if item is None:
                     stop = True
                 elif isinstance(item, threading.Event):
                     waiters.append(item)
                 else:
                     pending.append(item)
-            if pending and self.error is None:
-                self._commit(_merge(pending))
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
             if pending:
-                with self._ready:  # committed (or failed for good): room for the runner
+                if self.error is None:
+                    self._commit(_merge(pending))
+                with self._room:  # committed (or failed for good): room for the runner
                     self._pending -= sum(_size(b) for b in pending)
-                    self._ready.notify_all()
+                    if self._full:
+                        self._full = False
+                        self._room.notify_all()
             for waiter in waiters:
                 waiter.set()
             if stop:
