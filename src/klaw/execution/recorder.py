@@ -62,7 +62,6 @@ class Recorder:
         self.error: BaseException | None = None
         self.outage = outage
         self.limit = limit
-        self.peak = 0  # the most records that ever waited for a commit at once
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._work, name="klaw-recorder", daemon=True)
@@ -78,7 +77,6 @@ class Recorder:
                 self._full = True
                 self._room.wait()
             self._pending += size
-            self.peak = max(self.peak, self._pending)
         self._queue.put(batch)
 
     def drain(self) -> None:
