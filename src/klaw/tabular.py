@@ -12,8 +12,20 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 
+_KINDS: dict[type, str | None] = {}  # by type: a stage's result is looked at several times
+
+
 def _kind(value: Any) -> str | None:
     cls = type(value)
+    if cls in _KINDS:
+        return _KINDS[cls]
+    kind = _classify(cls)
+    if len(_KINDS) < 1024:
+        _KINDS[cls] = kind
+    return kind
+
+
+def _classify(cls: type) -> str | None:
     module, name = cls.__module__, cls.__name__
     if module.startswith("pyarrow"):
         if name == "Table":
