@@ -7,6 +7,7 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from klaw.authoring.secrets import REDACTED, is_redacted
 from klaw.authoring.workflow import Workflow
 from klaw.errors import DefinitionError, ParamsError
 
@@ -87,6 +88,14 @@ def resolve_params(workflow: Workflow, values: Mapping[str, Any]) -> dict[type[A
             + (f"; did you mean {', '.join(close)}?" if close else f" (params: {known})."),
             hint=f"See `klaw schema {workflow.name}` for the params and their types.",
         )
+    for key, value in values.items():
+        if is_redacted(value):
+            raise ParamsError(
+                f"Param {key!r} of workflow {workflow.name!r} is a secret that was given by value "
+                "(a SecretStr), so it was not stored with the run; give it again.",
+                hint=f"Pass --param {key}=... again, or declare it as klaw.Secret and pass a "
+                f"reference (--param {key}=secret:NAME) that Klaw resolves on every run.",
+            )
     if not workflow.params_models:
         return {}
     import pydantic
@@ -111,8 +120,21 @@ def resolve_params(workflow: Workflow, values: Mapping[str, Any]) -> dict[type[A
 
 
 def dump_params(resolved: Mapping[type[Any], Any]) -> dict[str, Any]:
-    """The validated params as one JSON-ready dict (recorded with the run)."""
+    """The validated params as one JSON-ready dict (recorded with the run). A ``klaw.Secret``
+    is written as its reference (``secret:NAME``); a ``SecretStr``/``SecretBytes`` given by
+    value as ``{"$redacted": true}`` (left out when it kept its default): never a value."""
     merged: dict[str, Any] = {}
     for instance in resolved.values():
-        merged.update(instance.model_dump(mode="json"))
+        dumped = instance.model_dump(mode="json")
+        for name in type(instance).model_fields:
+            if _is_pydantic_secret(getattr(instance, name, None)):
+                if name in instance.model_fields_set:
+                    dumped[name] = dict(REDACTED)
+                else:
+                    dumped.pop(name, None)
+        merged.update(dumped)
     return merged
+
+
+def _is_pydantic_secret(value: Any) -> bool:
+    return hasattr(value, "get_secret_value") and type(value).__module__.startswith("pydantic")
