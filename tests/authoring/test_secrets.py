@@ -47,6 +47,7 @@ def test_a_plain_value_is_refused_with_the_reference_syntax() -> None:
         resolve_params(WF, {"token": "hunter2"})
     assert "token" in err.value.message
     assert "secret:NAME" in err.value.message
+    assert "hunter2" not in str(err.value)  # a would-be secret is not echoed
 
 
 @pytest.mark.parametrize("name", ["", "../etc/passwd", "a/b", ".hidden", "x y"])

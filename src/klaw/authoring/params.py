@@ -108,7 +108,11 @@ def resolve_params(workflow: Workflow, values: Mapping[str, Any]) -> dict[type[A
         except pydantic.ValidationError as exc:
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in err['loc']) or model.__name__}: {err['msg']}"
-                + (f" (got {err['input']!r})" if "input" in err and err["loc"] else "")
+                + (
+                    f" (got {err['input']!r})"
+                    if "input" in err and err["loc"] and not _secret_field(model, err["loc"])
+                    else ""
+                )
                 for err in exc.errors()
             )
             raise ParamsError(
@@ -134,6 +138,12 @@ def dump_params(resolved: Mapping[type[Any], Any]) -> dict[str, Any]:
                     dumped.pop(name, None)
         merged.update(dumped)
     return merged
+
+
+def _secret_field(model: type[Any], loc: tuple[Any, ...]) -> bool:
+    """Whether ``loc`` is in a field declared as a secret (its input is never echoed)."""
+    info = model.model_fields.get(str(loc[0]))
+    return info is not None and "Secret" in str(info.annotation)
 
 
 def _is_pydantic_secret(value: Any) -> bool:
