@@ -73,7 +73,9 @@ def test_value_is_explicit_and_never_shown() -> None:
 def test_the_record_keeps_references_and_markers_never_values() -> None:
     given = {"login_password": SecretStr("hunter2"), "token": "secret:tok"}
     resolved = resolve_params(WF, given)
-    resolved = {m: bind(i, {"warehouse_password": "wpw", "tok": "tpw"}) for m, i in resolved.items()}
+    resolved = {
+        m: bind(i, {"warehouse_password": "wpw", "tok": "tpw"}) for m, i in resolved.items()
+    }
     dumped = dump_params(resolved)
     assert dumped == {
         "password": "secret:warehouse_password",

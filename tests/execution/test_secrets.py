@@ -24,9 +24,7 @@ def test_captured_output_and_errors_mask_secrets(
     monkeypatch.setenv("KLAW_SECRET_VAULT_PW", VALUE)
     orch = klaw.open_orchestrator(wf.secretive, home=tmp_path / "home")
     try:
-        run = orch.run(
-            RunRequest(workflow="secretive", executor=executor, params={"api_key": KEY})
-        )
+        run = orch.run(RunRequest(workflow="secretive", executor=executor, params={"api_key": KEY}))
         assert run.state is RunState.FAILED
         lines = [(r.stream, r.line) for r in orch.logs(run.run_id)]
         (attempt,) = orch.attempts(run.run_id)
@@ -40,7 +38,7 @@ def test_captured_output_and_errors_mask_secrets(
     assert attempt.traceback is not None and "refused *** / ***" in attempt.traceback
     with sqlite3.connect(tmp_path / "home" / "klaw.db") as db:
         for table in ("runs", "attempts", "logs", "events"):
-            for row in db.execute(f"SELECT * FROM {table}"):  # noqa: S608
+            for row in db.execute(f"SELECT * FROM {table}"):
                 assert VALUE not in str(row) and KEY not in str(row), (table, row)
         (params,) = db.execute("SELECT params FROM runs").fetchone()
     assert "secret:vault_pw" in params and '"$redacted"' in params

@@ -57,7 +57,7 @@ def load_backend(spec: str) -> SecretBackend:
             f"Setting secrets_backend {spec!r} cannot be loaded: {type(exc).__name__}: {exc}.",
             hint=hint,
         ) from None
-    if not isinstance(target, SecretBackend) and callable(target):
+    if isinstance(target, type) or (not isinstance(target, SecretBackend) and callable(target)):
         target = target()
     if not isinstance(target, SecretBackend):
         raise ConfigError(
