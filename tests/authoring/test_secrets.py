@@ -123,3 +123,35 @@ def test_json_schema_shows_a_write_only_password_reference() -> None:
     assert prop["format"] == "password" and prop["writeOnly"] is True
     assert prop["type"] == "string" and prop["pattern"].startswith("^secret:")
     assert prop["default"] == "secret:warehouse_password"
+
+
+class Endpoint(BaseModel):
+    url: str = "https://x"
+    key: SecretStr = SecretStr("default-key")
+
+
+class Nested(BaseModel):
+    main: Endpoint = Endpoint()
+    extra: list[SecretStr] = []
+
+
+@klaw.stage
+def nested(params: Nested) -> None: ...
+
+
+def test_nested_secret_str_is_redacted_and_required_again() -> None:
+    wf = klaw.workflow("n", [nested])
+    given = {"main": {"key": "k3y"}, "extra": ["e1"]}
+    dumped = dump_params(resolve_params(wf, given))
+    assert dumped == {"main": {"url": "https://x", "key": REDACTED}, "extra": [REDACTED]}
+    assert "key" not in dump_params(resolve_params(wf, {}))["main"]  # default: applies again
+    with pytest.raises(ParamsError) as err:
+        resolve_params(wf, dumped)
+    assert "'main.key'" in err.value.message
+
+
+def test_a_secret_of_several_lines_is_masked_line_by_line() -> None:
+    pem = "-----BEGIN KEY-----\nAAAABBBBCCCC\n-----END KEY-----"
+    values = secret_values(Warehouse(password=klaw.Secret("k").with_value(pem)))
+    assert mask("line AAAABBBBCCCC", values) == "line ***"
+    assert mask(f"all: {pem}", values) == "all: ***"

@@ -7,7 +7,7 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from klaw.authoring.secrets import REDACTED, is_redacted
+from klaw.authoring.secrets import redact, redacted_path
 from klaw.authoring.workflow import Workflow
 from klaw.errors import DefinitionError, ParamsError
 
@@ -89,10 +89,11 @@ def resolve_params(workflow: Workflow, values: Mapping[str, Any]) -> dict[type[A
             hint=f"See `klaw schema {workflow.name}` for the params and their types.",
         )
     for key, value in values.items():
-        if is_redacted(value):
+        where = redacted_path(value, key)
+        if where is not None:
             raise ParamsError(
-                f"Param {key!r} of workflow {workflow.name!r} is a secret that was given by value "
-                "(a SecretStr), so it was not stored with the run; give it again.",
+                f"Param {where!r} of workflow {workflow.name!r} is a secret that was given by "
+                "value (a SecretStr), so it was not stored with the run; give it again.",
                 hint=f"Pass --param {key}=... again, or declare it as klaw.Secret and pass a "
                 f"reference (--param {key}=secret:NAME) that Klaw resolves on every run.",
             )
@@ -129,14 +130,7 @@ def dump_params(resolved: Mapping[type[Any], Any]) -> dict[str, Any]:
     value as ``{"$redacted": true}`` (left out when it kept its default): never a value."""
     merged: dict[str, Any] = {}
     for instance in resolved.values():
-        dumped = instance.model_dump(mode="json")
-        for name in type(instance).model_fields:
-            if _is_pydantic_secret(getattr(instance, name, None)):
-                if name in instance.model_fields_set:
-                    dumped[name] = dict(REDACTED)
-                else:
-                    dumped.pop(name, None)
-        merged.update(dumped)
+        merged.update(redact(instance, instance.model_dump(mode="json")))
     return merged
 
 
@@ -144,7 +138,3 @@ def _secret_field(model: type[Any], loc: tuple[Any, ...]) -> bool:
     """Whether ``loc`` is in a field declared as a secret (its input is never echoed)."""
     info = model.model_fields.get(str(loc[0]))
     return info is not None and "Secret" in str(info.annotation)
-
-
-def _is_pydantic_secret(value: Any) -> bool:
-    return hasattr(value, "get_secret_value") and type(value).__module__.startswith("pydantic")

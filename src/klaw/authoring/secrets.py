@@ -10,7 +10,7 @@ resumed run must be given it again instead of replaying a mask.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Final
 
 from klaw.errors import DefinitionError
@@ -137,6 +137,52 @@ def is_redacted(value: object) -> bool:
     return isinstance(value, Mapping) and dict(value) == REDACTED
 
 
+def redacted_path(value: Any, path: str = "") -> str | None:
+    """The path of the first :data:`REDACTED` marker in a JSON params value, if any."""
+    if is_redacted(value):
+        return path
+    for key, item in _children(value):
+        found = redacted_path(item, f"{path}.{key}" if path else key)
+        if found is not None:
+            return found
+    return None
+
+
+def is_pydantic_secret(value: object) -> bool:
+    """A pydantic ``SecretStr`` / ``SecretBytes`` (whose JSON dump is a mask, not the value)."""
+    return hasattr(value, "get_secret_value") and type(value).__module__.startswith("pydantic")
+
+
+def redact(instance: Any, dumped: Any) -> Any:
+    """``dumped`` (the JSON dump of ``instance``) with each pydantic secret given by value made
+    :data:`REDACTED`, and each one left at its default left out (so it applies again)."""
+    fields = getattr(type(instance), "model_fields", None)
+    if isinstance(fields, dict) and isinstance(dumped, dict):
+        for name in fields:
+            if name not in dumped:
+                continue
+            value = getattr(instance, name, None)
+            if is_pydantic_secret(value):
+                if name in instance.model_fields_set:
+                    dumped[name] = dict(REDACTED)
+                else:
+                    del dumped[name]
+            else:
+                dumped[name] = redact(value, dumped[name])
+    elif isinstance(instance, list | tuple) and isinstance(dumped, list):
+        return [
+            dict(REDACTED) if is_pydantic_secret(i) else redact(i, d)
+            for i, d in zip(instance, dumped, strict=False)
+        ]
+    elif isinstance(instance, Mapping) and isinstance(dumped, dict):
+        for key, value in instance.items():
+            if str(key) in dumped:
+                dumped[str(key)] = (
+                    dict(REDACTED) if is_pydantic_secret(value) else redact(value, dumped[str(key)])
+                )
+    return dumped
+
+
 # -- walking params values -------------------------------------------------------------------
 def _children(value: Any) -> Iterator[tuple[str, Any]]:
     fields = getattr(type(value), "model_fields", None)
@@ -194,12 +240,17 @@ def secret_values(value: Any) -> tuple[str, ...]:
 def _collect(value: Any, found: list[str]) -> None:
     if isinstance(value, Secret):
         if value.resolved:
-            found.append(value.get_secret_value())
+            text = value.get_secret_value()
+            found.append(text)
+            if "\n" in text:  # captured output is masked line by line
+                found.extend(line for line in text.splitlines() if len(line.strip()) >= 4)
         return
-    reveal: Callable[[], Any] | None = getattr(value, "get_secret_value", None)
-    if reveal is not None and type(value).__module__.startswith("pydantic"):
-        secret = reveal()
-        found.append(secret.decode(errors="replace") if isinstance(secret, bytes) else secret)
+    if is_pydantic_secret(value):
+        secret = value.get_secret_value()
+        text = secret.decode(errors="replace") if isinstance(secret, bytes) else str(secret)
+        found.append(text)
+        if "\n" in text:  # captured output is masked line by line
+            found.extend(line for line in text.splitlines() if len(line.strip()) >= 4)
         return
     for _, item in _children(value):
         _collect(item, found)
