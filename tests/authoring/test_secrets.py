@@ -10,7 +10,7 @@ from pydantic import BaseModel, SecretStr
 import klaw
 from klaw.authoring.params import dump_params, params_schema, resolve_params
 from klaw.authoring.secrets import REDACTED, bind, mask, references, secret_values
-from klaw.errors import DefinitionError, ParamsError
+from klaw.errors import ConfigError, DefinitionError, ParamsError
 
 
 class Warehouse(BaseModel):
@@ -64,7 +64,7 @@ def test_value_is_explicit_and_never_shown() -> None:
     assert "hunter2" not in repr(secret) and "hunter2" not in str(secret)
     assert str(secret) == "***"
     assert "hunter2" not in repr(Warehouse(password=secret))
-    with pytest.raises(LookupError, match="'db' was not resolved"):
+    with pytest.raises(ConfigError, match="'db' was not resolved"):
         klaw.Secret("db").get_secret_value()
     copy = pickle.loads(pickle.dumps(secret))  # travels to worker processes with its value
     assert copy.get_secret_value() == "hunter2"

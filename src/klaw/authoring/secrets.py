@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Final
 
-from klaw.errors import DefinitionError
+from klaw.errors import ConfigError, DefinitionError
 
 PREFIX: Final = "secret:"
 MASK: Final = "***"
@@ -61,9 +61,11 @@ class Secret:
     def get_secret_value(self) -> str:
         """The secret's value, as resolved for this run."""
         if self._value is None:
-            raise LookupError(
+            raise ConfigError(
                 f"Secret {self._name!r} was not resolved: Klaw resolves the secrets of a run's "
-                "params when it prepares the run (klaw.run, `klaw run`, the API, schedules)."
+                "params when it prepares the run.",
+                hint="Take the secret from the stage's params (filled by klaw.run, `klaw run`, "
+                "the API or a schedule) rather than making a klaw.Secret in code.",
             )
         return self._value
 
