@@ -39,6 +39,16 @@ class KlawSettings(BaseSettings):
     )
     log_level: str = Field("warning", description="Level of Klaw's own logs on stderr.")
     log_format: Literal["console", "json"] = Field("console", description="Klaw's log format.")
+    secrets_dir: Path | None = Field(
+        None,
+        description="Directory of secret files, one per secret named after it (e.g. "
+        "/run/secrets); default <home>/secrets. Relative to the project root.",
+    )
+    secrets_backend: str | None = Field(
+        None,
+        description="Secret backend asked after the environment and the directory: module:attr "
+        "of an object with get(name) -> str | None (or of a class or factory making one).",
+    )
     tokens: SecretStr | None = Field(
         None, description="Bearer tokens `klaw server` accepts, comma-separated (rotation)."
     )

@@ -21,6 +21,7 @@ import ray  # a missing Ray is an install error here, not a skip
 
 import klaw
 from klaw.authoring.params import resolve_params
+from klaw.authoring.secrets import bind
 from klaw.errors import ConfigError
 from klaw.execution.lease import LeaseKeeper
 from klaw.execution.ray import RayExecutor
@@ -109,6 +110,7 @@ class Harness:
         max_workers: int = 2,
         fail_fast: bool = False,
         lease_ttl: float | None = None,
+        secrets: dict[str, str] | None = None,
     ) -> Runner:
         record = RunRecord(
             run_id=new_run_id(),
@@ -121,7 +123,10 @@ class Harness:
         options = RunOptions(
             fail_fast=fail_fast,
             stop_grace=2.0,
-            params=resolve_params(workflow, params or {}),
+            params={
+                model: bind(instance, secrets or {})
+                for model, instance in resolve_params(workflow, params or {}).items()
+            },
             on_events=on_events,
             lease_ttl=lease_ttl,
         )
@@ -419,3 +424,17 @@ def test_a_ray_worker_stopped_past_its_lease_is_fenced(h: Harness, tmp_path: Pat
     assert attempts[2].state is StageState.SUCCEEDED
     assert [s.attempt for s in h.lake().snapshots("stoppable")] == [2]
     assert h.lake().read("stoppable").to_pylist() == [{"first": False}]
+
+
+def test_secrets_are_masked_by_the_ray_worker(h: Harness) -> None:
+    value, key = "vault-s3cr3t-value", "api-k3y-value"
+    runner = h.runner(wf.secretive, {"api_key": key}, secrets={"vault_pw": value})
+    run = runner.execute()
+    assert run.state is RunState.FAILED
+    lines = [(r.stream, r.line) for r in h.logs(run.run_id)]
+    assert ("stdout", "password *** key ***") in lines
+    assert ("log", "leaky: logged *** and ***") in lines
+    (attempt,) = h.metadata.list_attempts(run.run_id)
+    assert attempt.error == "NonRetryableError: refused *** / ***"
+    assert not any(value in line or key in line for _, line in lines)
+    assert value not in (attempt.traceback or "") and key not in (attempt.traceback or "")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 
 import klaw
 
@@ -165,3 +165,24 @@ def chatty() -> int:
 
 
 noisy = klaw.workflow("noisy", [chatty])
+
+
+# -- secrets: a stage that shows its secrets every way it can (all must be masked) -------------
+class Vault(BaseModel):
+    vault_password: klaw.Secret = klaw.Secret("vault_pw")
+    api_key: SecretStr = SecretStr("")
+
+
+@klaw.stage
+def leaky(params: Vault) -> int:
+    value = params.vault_password.get_secret_value()
+    key = params.api_key.get_secret_value()
+    print(f"password {value} key {key}")
+    sys.stdout.write(value[:4])  # one line in two writes
+    sys.stdout.write(value[4:] + "\n")
+    print(f"to stderr {value}", file=sys.stderr)
+    logging.getLogger("leaky").warning("logged %s and %s", value, key)
+    raise klaw.NonRetryableError(f"refused {value} / {key}")
+
+
+secretive = klaw.workflow("secretive", [leaky])

@@ -8,6 +8,7 @@ import traceback
 from typing import Any
 
 from klaw import tabular
+from klaw.authoring.secrets import mask, secret_values
 from klaw.authoring.stage import StageKind
 from klaw.errors import NonRetryableError, OutputError
 from klaw.execution.capture import capture
@@ -50,7 +51,8 @@ def _invoke(
     stage = task.stage
     started = time.time()
     outcome = Outcome(stage.name, task.attempt, task.token, started, started)
-    with capture(task.run_id, stage.name, task.attempt) as log:
+    secrets = secret_values(task.params) if task.params is not None else ()
+    with capture(task.run_id, stage.name, task.attempt, secrets) as log:
         try:
             kwargs = _arguments(task, values, assets)
             result = stage.fn(**kwargs)
@@ -75,10 +77,12 @@ def _invoke(
                 outcome.error = f"{type(exc).__name__} raised in stage"
             else:
                 outcome.error = f"{type(exc).__name__}: {exc}"
-            outcome.traceback = _user_traceback(exc)
+            outcome.traceback = mask(_user_traceback(exc), secrets)
             outcome.retryable = not isinstance(exc, NonRetryableError)
             for line in outcome.traceback.rstrip("\n").split("\n"):
                 log.add("stderr", line, "ERROR")
+    if secrets and outcome.error is not None:
+        outcome.error = mask(outcome.error, secrets)
     outcome.ended_at = time.time()
     outcome.logs = log.records
     return outcome

@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from klaw.execution.runner import Runner
     from klaw.execution.task import Outcome
     from klaw.metadata.store import MetadataStore
+    from klaw.service.secrets import SecretResolver
     from klaw.storage.store import AssetInfo, SnapshotInfo
 
 
@@ -108,6 +109,13 @@ class Orchestrator:
         from klaw.execution.lease import LeaseKeeper
 
         return LeaseKeeper(MetadataFactory(self.settings), self.settings.lease_ttl)
+
+    @cached_property
+    def secrets(self) -> SecretResolver:
+        """Looks up the values of the ``klaw.Secret`` params of each run as it is prepared."""
+        from klaw.service.secrets import SecretResolver
+
+        return SecretResolver(self.settings, self.project.root)
 
     def close(self) -> None:
         if "leases" in self.__dict__:
@@ -283,7 +291,7 @@ class Orchestrator:
                 )
             values = {**parent.params, **values}
             selection = selection if selection is not None else parent.selection
-        params = resolve_params(workflow, values)
+        params = self.secrets.resolve(workflow, resolve_params(workflow, values))
         plan = self.plan(workflow.name, selection)
         if parent is not None:
             reused = self._reusable(parent, plan)
