@@ -4,16 +4,27 @@ not hold its key; and the key store alone, with an injected clock, for the TTL."
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from klaw.api.http import Role
-from klaw.api.http.idempotency import IdempotencyError, IdempotencyKeys, MalformedKeyError
+from klaw.api.http.idempotency import (
+    IdempotencyError,
+    IdempotencyKeys,
+    KeyInProgressError,
+    MalformedKeyError,
+)
+from klaw.metadata.records import IdempotencyRecord
+from klaw.metadata.sqlite import SQLiteMetadataStore
 
-from .live import Live, serving
+from ...cli.driver import WAIT, Background, klaw
+from .live import TOKENS, Live, serving, write_project
+from .test_cli import API_TOKENS, klaw_api
 
 API = "/api/v1"
 
@@ -85,18 +96,73 @@ def test_a_failed_submit_does_not_hold_its_key(live: Live) -> None:
         assert malformed.json()["code"] == "MalformedKeyError"
 
 
-def test_keys_expire_after_their_ttl() -> None:
-    now = [0.0]
-    keys = IdempotencyKeys(60.0, clock=lambda: now[0])
-    assert keys.begin("alice", "k", "body-a") is None
-    with pytest.raises(IdempotencyError, match="still being answered"):
-        keys.begin("alice", "k", "body-a")
-    keys.finish("alice", "k", "run-1")
-    assert keys.begin("alice", "k", "body-a") == "run-1"
-    with pytest.raises(IdempotencyError, match="different request body"):
-        keys.begin("alice", "k", "body-b")
-    assert keys.begin("bob", "k", "body-b") is None
-    now[0] = 60.0
-    assert keys.begin("alice", "k", "body-b") is None  # expired: a new request
-    with pytest.raises(MalformedKeyError):
-        keys.begin("alice", "", "body-a")
+def test_keys_expire_after_their_ttl(tmp_path: Path) -> None:
+    now = [1000.0]
+    with SQLiteMetadataStore(tmp_path / "klaw.db") as store:
+        store.migrate()
+        keys = IdempotencyKeys(store, 60.0, pending=30.0, clock=lambda: now[0])
+        claim = keys.begin("alice", "k", "body-a")
+        assert isinstance(claim, IdempotencyRecord)
+        with pytest.raises(KeyInProgressError, match="still being answered"):
+            keys.begin("alice", "k", "body-a")
+        keys.finish(claim, "run-1")
+        assert keys.begin("alice", "k", "body-a") == "run-1"
+        with pytest.raises(IdempotencyError, match="different request body"):
+            keys.begin("alice", "k", "body-b")
+        assert isinstance(keys.begin("bob", "k", "body-b"), IdempotencyRecord)
+        now[0] += 60.0
+        assert isinstance(keys.begin("alice", "k", "body-b"), IdempotencyRecord)  # expired
+        with pytest.raises(MalformedKeyError):
+            keys.begin("alice", "", "body-a")
+
+
+def test_a_claim_whose_request_died_is_taken_over(tmp_path: Path) -> None:
+    now = [1000.0]
+    with SQLiteMetadataStore(tmp_path / "klaw.db") as store:
+        store.migrate()
+        keys = IdempotencyKeys(store, 600.0, pending=30.0, clock=lambda: now[0])
+        assert isinstance(keys.begin("alice", "k", "body"), IdempotencyRecord)  # never finished
+        now[0] += 29.0
+        with pytest.raises(KeyInProgressError):
+            keys.begin("alice", "k", "body")
+        now[0] += 1.0
+        taker = keys.begin("alice", "k", "body")
+        assert isinstance(taker, IdempotencyRecord)
+        keys.finish(taker, "run-2")
+        assert keys.begin("alice", "k", "body") == "run-2"
+
+
+# -- across restarts and processes -------------------------------------------------------
+
+
+def _post_with_key(url: str, token: str, key: str, body: dict[str, Any]) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": key}
+    return httpx.post(f"{url}{API}/runs", json=body, headers=headers, timeout=WAIT)
+
+
+def _listening(api: Background) -> str:
+    line = api.first_line()
+    assert line.startswith("Klaw API listening on "), line
+    return line.removeprefix("Klaw API listening on ")
+
+
+@pytest.mark.slow
+def test_a_retry_after_a_restart_gets_the_same_run(tmp_path: Path) -> None:
+    root = write_project(tmp_path, "http_idem_restart_flows")
+    token = TOKENS[Role.OPERATOR]
+    body = {"workflow": "pipe", "params": {"n": 4}}
+    with klaw_api(root, KLAW_API_TOKENS=API_TOKENS) as first:
+        made = _post_with_key(_listening(first), token, "restart-key", body)
+        assert made.status_code == 201, made.text
+        code, _, err = first.stop(signal.SIGTERM)
+        assert code == 0, err
+    with klaw_api(root, KLAW_API_TOKENS=API_TOKENS) as second:
+        url = _listening(second)
+        again = _post_with_key(url, token, "restart-key", body)
+        assert again.status_code == 200, again.text
+        assert again.json()["run"]["run_id"] == made.json()["run"]["run_id"]
+        other = _post_with_key(url, token, "restart-key", {"workflow": "x"})
+        assert other.status_code == 409, other.text
+    listed = klaw(root, "runs", "list", "-o", "json")
+    assert listed.returncode == 0, str(listed)
+    assert [r["run_id"] for r in listed.json()] == [made.json()["run"]["run_id"]]
