@@ -4,13 +4,19 @@ not hold its key; and the key store alone, with an injected clock, for the TTL."
 
 from __future__ import annotations
 
+import os
 import signal
+import threading
+import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
+from psycopg import sql
 
 from klaw.api.http import Role
 from klaw.api.http.idempotency import (
@@ -135,6 +141,22 @@ def test_a_claim_whose_request_died_is_taken_over(tmp_path: Path) -> None:
 # -- across restarts and processes -------------------------------------------------------
 
 
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """The URL of a fresh schema on the test Postgres (dropped afterwards)."""
+    server = os.environ.get("KLAW_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+    schema = f"klaw_test_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = psycopg.connect(server, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"Postgres is not reachable at {server}: {exc}")
+    with admin:
+        admin.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    yield f"{server}?options=-csearch_path%3D{schema}"
+    with psycopg.connect(server, autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+
+
 def _post_with_key(url: str, token: str, key: str, body: dict[str, Any]) -> httpx.Response:
     headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": key}
     return httpx.post(f"{url}{API}/runs", json=body, headers=headers, timeout=WAIT)
@@ -166,3 +188,53 @@ def test_a_retry_after_a_restart_gets_the_same_run(tmp_path: Path) -> None:
     listed = klaw(root, "runs", "list", "-o", "json")
     assert listed.returncode == 0, str(listed)
     assert [r["run_id"] for r in listed.json()] == [made.json()["run"]["run_id"]]
+
+
+RACE_FLOWS = """
+import klaw
+
+
+@klaw.stage
+def one() -> int:
+    return 1
+
+
+noop = klaw.workflow("noop", [one], max_active_runs=100)
+"""
+
+
+@pytest.mark.slow
+def test_two_api_processes_on_postgres_racing_one_key_make_one_run(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    root = write_project(tmp_path, "http_idem_race_flows", RACE_FLOWS)
+    env = {"KLAW_API_TOKENS": API_TOKENS, "KLAW_METADATA_URL": postgres_url}
+    upgraded = klaw(root, "db", "upgrade", extra_env={"KLAW_METADATA_URL": postgres_url})
+    assert upgraded.returncode == 0, str(upgraded)
+    token, keys, per_key = TOKENS[Role.OPERATOR], [f"race-{i}" for i in range(4)], 8
+    with klaw_api(root, **env) as one, klaw_api(root, **env) as two:
+        urls = [_listening(one), _listening(two)]
+        for key in keys:
+            start = threading.Barrier(per_key)
+
+            def post(i: int, key: str = key, start: threading.Barrier = start) -> httpx.Response:
+                start.wait()
+                return _post_with_key(urls[i % 2], token, key, {"workflow": "noop"})
+
+            with ThreadPoolExecutor(per_key) as pool:
+                answers = list(pool.map(post, range(per_key)))
+            made = [a for a in answers if a.status_code == 201]
+            assert len(made) == 1, [(a.status_code, a.text) for a in answers]
+            run_id = made[0].json()["run"]["run_id"]
+            for answer in answers:
+                if answer.status_code == 200:
+                    assert answer.json()["run"]["run_id"] == run_id
+                else:
+                    assert answer.status_code in {201, 409}, answer.text
+                    if answer.status_code == 409:
+                        assert answer.json()["code"] == "KeyInProgressError"
+                        assert answer.headers["retry-after"] == "1"
+    with psycopg.connect(postgres_url) as conn:
+        runs = conn.execute("SELECT count(*) FROM runs").fetchone()
+        claimed = conn.execute("SELECT count(*) FROM idempotency_keys").fetchone()
+    assert runs == (len(keys),) and claimed == (len(keys),)
