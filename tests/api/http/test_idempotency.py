@@ -1,6 +1,8 @@
 """Idempotency-Key on POST /runs against a real uvicorn server: a repeat gets the same run, a
 different body with the key is a 409 naming it, keys are per principal, a failed submit does
-not hold its key; and the key store alone, with an injected clock, for the TTL."""
+not hold its key; the keys on a real SQLite store with an injected clock (TTL, a dead claim
+taken over); and real `klaw api` processes: a retry after a restart gets the same run, and two
+processes on one Postgres racing with one key make one run."""
 
 from __future__ import annotations
 

@@ -1,7 +1,9 @@
 """Rate and size limits against a real uvicorn server: a token over its burst gets 429 with
 Retry-After while others go on; a storm of bad tokens gets 429 while valid tokens still work;
-the probes are never limited; big bodies are 413 unread; deep JSON is a 422. The buckets are
-driven by request counts (a refill rate so slow that no refill happens during the test)."""
+the probes are never limited; big bodies are 413 unread; deep JSON is a 422. The windows are
+driven by request counts (a rate so slow that no request leaves a window during the test).
+Then the storage: one that does not answer at start is refused by URL, one failing later
+fails open with one warning, and API processes sharing a real Redis share one window."""
 
 from __future__ import annotations
 
@@ -218,8 +220,16 @@ def redis_url() -> str:
     return url
 
 
-def test_throttles_sharing_redis_share_their_windows(redis_url: str) -> None:
-    limits = Limits(rate=0.0001, burst=4, storage=redis_url, prefix=f"klaw-test-{uuid.uuid4()}")
+@pytest.fixture
+def prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix of this test alone; its keys are deleted afterwards."""
+    name = f"klaw-test-{uuid.uuid4()}"
+    yield name
+    open_storage(redis_url, prefix=name).reset()
+
+
+def test_throttles_sharing_redis_share_their_windows(redis_url: str, prefix: str) -> None:
+    limits = Limits(rate=0.0001, burst=4, storage=redis_url, prefix=prefix)
     one, two = Throttle(limits), Throttle(limits)
     alice = Principal("alice", Role.VIEWER)
     for throttle in (one, two, one, two):
@@ -245,7 +255,7 @@ def test_json_depth_is_counted_outside_strings() -> None:
 
 @pytest.mark.slow
 def test_two_api_processes_sharing_redis_enforce_one_combined_rate(
-    redis_url: str, tmp_path: Path
+    redis_url: str, prefix: str, tmp_path: Path
 ) -> None:
     root = write_project(tmp_path, "http_limits_shared_flows")
     settings = {
@@ -253,7 +263,7 @@ def test_two_api_processes_sharing_redis_enforce_one_combined_rate(
         "KLAW_API_RATE": "0.0001",
         "KLAW_API_BURST": "4",
         "KLAW_API_RATE_LIMIT_STORAGE": redis_url,
-        "KLAW_API_RATE_LIMIT_PREFIX": f"klaw-test-{uuid.uuid4()}",
+        "KLAW_API_RATE_LIMIT_PREFIX": prefix,
     }
     viewer = {"Authorization": f"Bearer {TOKENS[Role.VIEWER]}"}
     with klaw_api(root, **settings) as one, klaw_api(root, **settings) as two:
