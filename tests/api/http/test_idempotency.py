@@ -30,7 +30,7 @@ from klaw.api.http.idempotency import (
 from klaw.metadata.records import IdempotencyRecord
 from klaw.metadata.sqlite import SQLiteMetadataStore
 
-from ...cli.driver import WAIT, Background, klaw
+from ...cli.driver import WAIT, Background, klaw, wait_for
 from .live import TOKENS, Live, serving, write_project
 from .test_cli import API_TOKENS, klaw_api
 
@@ -164,6 +164,16 @@ def _post_with_key(url: str, token: str, key: str, body: dict[str, Any]) -> http
     return httpx.post(f"{url}{API}/runs", json=body, headers=headers, timeout=WAIT)
 
 
+def _wait_done(url: str, token: str, run_id: str) -> None:
+    def ended() -> bool:
+        found = httpx.get(
+            f"{url}{API}/runs/{run_id}", headers={"Authorization": f"Bearer {token}"}, timeout=WAIT
+        )
+        return found.json()["run"]["state"] in {"succeeded", "failed", "cancelled"}
+
+    wait_for(f"run {run_id} to end", ended)
+
+
 def _listening(api: Background) -> str:
     line = api.first_line()
     assert line.startswith("Klaw API listening on "), line
@@ -176,8 +186,10 @@ def test_a_retry_after_a_restart_gets_the_same_run(tmp_path: Path) -> None:
     token = TOKENS[Role.OPERATOR]
     body = {"workflow": "pipe", "params": {"n": 4}}
     with klaw_api(root, KLAW_API_TOKENS=API_TOKENS) as first:
-        made = _post_with_key(_listening(first), token, "restart-key", body)
+        url = _listening(first)
+        made = _post_with_key(url, token, "restart-key", body)
         assert made.status_code == 201, made.text
+        _wait_done(url, token, made.json()["run"]["run_id"])  # stop an idle server
         code, _, err = first.stop(signal.SIGTERM)
         assert code == 0, err
     with klaw_api(root, KLAW_API_TOKENS=API_TOKENS) as second:
