@@ -107,6 +107,15 @@ class KlawSettings(BaseSettings):
     api_idempotency_ttl: float = Field(
         86400.0, gt=0, description="Seconds an Idempotency-Key of POST /runs is remembered."
     )
+    # -- where `klaw api` keeps its rate-limit windows
+    api_rate_limit_storage: str = Field(
+        "memory://",
+        description="Rate-limit storage of `klaw api`: memory:// (this process) or "
+        "redis://host:port[/db] (shared by every API process using it).",
+    )
+    api_rate_limit_prefix: str = Field(
+        "klaw", min_length=1, description="Prefix of the rate-limit keys in a shared storage."
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -45,6 +45,7 @@ from klaw.metadata.records import (
     AttemptRecord,
     Batch,
     EventRecord,
+    IdempotencyRecord,
     Lease,
     LogRecord,
     MetricRecord,
@@ -672,3 +673,50 @@ class PostgresMetadataStore:
                     conn.execute(pg.TOUCH_TOKEN, (float(now), token_id, since))
             except psycopg.Error as exc:
                 raise self._error("record the use of an API token in", exc) from exc
+
+    # -- Idempotency-Keys ------------------------------------------------------------------
+
+    def begin_key(self, claim: IdempotencyRecord) -> IdempotencyRecord | None:
+        with self._lock:
+            conn = self._ready_connection()
+            try:
+                with conn.transaction():
+                    conn.execute(pg.PRUNE_KEYS, (float(claim.created_at),))
+                    if conn.execute(pg.BEGIN_KEY, rows.key_row(claim)).fetchall():
+                        return None
+                    # the conflicting row is locked by BEGIN_KEY: it cannot go before this read
+                    row = conn.execute(pg.SELECT_KEY, (claim.subject, claim.key)).fetchone()
+            except psycopg.Error as exc:
+                raise self._error("claim an Idempotency-Key in", exc) from exc
+        assert row is not None
+        return rows.key_from_row(row)
+
+    def finish_key(self, claim: IdempotencyRecord, run_id: str) -> bool:
+        args = (run_id, claim.subject, claim.key, claim.claim)
+        with self._lock:
+            conn = self._ready_connection()
+            try:
+                with conn.transaction():
+                    done = conn.execute(pg.FINISH_KEY, args).rowcount
+            except psycopg.Error as exc:
+                raise self._error("record the run of an Idempotency-Key in", exc) from exc
+        return done == 1
+
+    def abandon_key(self, claim: IdempotencyRecord) -> None:
+        with self._lock:
+            conn = self._ready_connection()
+            try:
+                with conn.transaction():
+                    conn.execute(pg.ABANDON_KEY, (claim.subject, claim.key, claim.claim))
+            except psycopg.Error as exc:
+                raise self._error("give up an Idempotency-Key in", exc) from exc
+
+    def prune_keys(self, now: float) -> int:
+        with self._lock:
+            conn = self._ready_connection()
+            try:
+                with conn.transaction():
+                    gone = conn.execute(pg.PRUNE_KEYS, (float(now),)).rowcount
+            except psycopg.Error as exc:
+                raise self._error("prune Idempotency-Keys in", exc) from exc
+        return int(gone)

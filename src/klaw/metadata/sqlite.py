@@ -30,6 +30,7 @@ from klaw.metadata.records import (
     AttemptRecord,
     Batch,
     EventRecord,
+    IdempotencyRecord,
     Lease,
     LogRecord,
     MetricRecord,
@@ -611,3 +612,48 @@ class SQLiteMetadataStore:
                     conn.execute(sql_rows.TOUCH_TOKEN, (float(now), token_id, since))
             except sqlite3.Error as exc:
                 raise self._error("record the use of an API token in", exc) from exc
+
+    # -- Idempotency-Keys ------------------------------------------------------------------
+
+    def begin_key(self, claim: IdempotencyRecord) -> IdempotencyRecord | None:
+        with self._lock:
+            conn = self._ready_connection()
+            try:
+                with _transaction(conn):
+                    conn.execute(sql_rows.PRUNE_KEYS, (float(claim.created_at),))
+                    if conn.execute(sql_rows.BEGIN_KEY, sql_rows.key_row(claim)).fetchall():
+                        return None
+                    row = conn.execute(sql_rows.SELECT_KEY, (claim.subject, claim.key)).fetchone()
+            except sqlite3.Error as exc:
+                raise self._error("claim an Idempotency-Key in", exc) from exc
+        return sql_rows.key_from_row(row)
+
+    def finish_key(self, claim: IdempotencyRecord, run_id: str) -> bool:
+        args = (run_id, claim.subject, claim.key, claim.claim)
+        with self._lock:
+            conn = self._ready_connection()
+            try:
+                with _transaction(conn):
+                    done = conn.execute(sql_rows.FINISH_KEY, args).rowcount
+            except sqlite3.Error as exc:
+                raise self._error("record the run of an Idempotency-Key in", exc) from exc
+        return done == 1
+
+    def abandon_key(self, claim: IdempotencyRecord) -> None:
+        with self._lock:
+            conn = self._ready_connection()
+            try:
+                with _transaction(conn):
+                    conn.execute(sql_rows.ABANDON_KEY, (claim.subject, claim.key, claim.claim))
+            except sqlite3.Error as exc:
+                raise self._error("give up an Idempotency-Key in", exc) from exc
+
+    def prune_keys(self, now: float) -> int:
+        with self._lock:
+            conn = self._ready_connection()
+            try:
+                with _transaction(conn):
+                    gone = conn.execute(sql_rows.PRUNE_KEYS, (float(now),)).rowcount
+            except sqlite3.Error as exc:
+                raise self._error("prune Idempotency-Keys in", exc) from exc
+        return int(gone)

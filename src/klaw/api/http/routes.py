@@ -128,10 +128,13 @@ def api_router(
     keys: IdempotencyKeys | None = None,
 ) -> APIRouter:
     """The /api/v1 routes on ``dispatcher``, guarded by ``authenticator`` (and ``throttle``);
-    ``keys`` remembers the Idempotency-Keys of ``POST /runs`` (none: a fresh store)."""
+    ``keys`` keeps the Idempotency-Keys of ``POST /runs`` (none: in the orchestrator's metadata
+    store, with the default TTL)."""
     checked = guard(authenticator, throttle)
     router = APIRouter(prefix=PREFIX, dependencies=[checked])
-    idempotency = keys if keys is not None else IdempotencyKeys(Limits().idempotency_ttl)
+    if keys is None:
+        keys = IdempotencyKeys(dispatcher.orchestrator.metadata, Limits().idempotency_ttl)
+    idempotency = keys
     run = dispatcher.execute
 
     @router.get("/workflows", name="list_workflows", tags=["workflows"])
