@@ -159,6 +159,7 @@ class LocalBackend:
         from klaw.service.commands import RunReply
 
         cmd = msgspec.structs.replace(cmd, wait=True)
+        self.dispatcher.orchestrator.check_lake()  # before anything runs
         if watcher is None:
             reply = self.dispatcher.execute(cmd)
         else:

@@ -138,11 +138,15 @@ def package(extension: str) -> str:
     return "duckdb-extension-" + extension.replace("_", "-")
 
 
+def extension_folders(name: str) -> list[str]:
+    """The folders of the installed ``duckdb-extension-<name>`` package (none: not installed)."""
+    spec = importlib.util.find_spec("duckdb_extension_" + name)
+    return list(spec.submodule_search_locations or []) if spec else []
+
+
 def extension_file(name: str) -> Path:
     """The extension file shipped inside the ``duckdb-extension-<name>`` Python package."""
-    module = "duckdb_extension_" + name
-    spec = importlib.util.find_spec(module)
-    folders = list(spec.submodule_search_locations or []) if spec else []
+    folders = extension_folders(name)
     relative = Path("extensions") / f"v{duckdb.__version__}" / f"{name}.duckdb_extension"
     for folder in folders:
         if (Path(folder) / relative).is_file():
