@@ -23,6 +23,7 @@ def config(s3: MotoS3, key_id: str = KEY_ID, secret: str = SECRET) -> ObjectStor
     return ObjectStore.configure(endpoint=s3.endpoint, region=REGION, key_id=key_id, secret=secret)
 
 
+@pytest.mark.slow  # the whole contract again, over HTTP
 class TestDuckLakeOnS3(AssetStoreContract):
     @pytest.fixture
     def store(

@@ -218,8 +218,8 @@ def _secret_error(config: ObjectStore, exc: duckdb.Error) -> KlawError:
     first = " ".join(text.strip().splitlines()[0].split()) if text.strip() else type(exc).__name__
     if config.chain and any(word in text.lower() for word in _NO_CREDENTIALS):
         return ConfigError(
-            "No S3 credentials found: none are configured and the AWS credential chain "
-            f"(environment, profile, SSO, instance role) found none ({first}).",
+            "No S3 credentials found: none are configured, and the AWS credential chain "
+            "(environment, profile, SSO, instance role) found none.",
             hint=f"Set {_SETTINGS}, or configure an AWS profile (AWS_PROFILE).",
         )
     return ConfigError(
