@@ -94,6 +94,19 @@ def test_a_missing_bucket_stops_klaw_run_before_anything_runs(
 
 
 @pytest.mark.slow
+def test_a_missing_bucket_stops_klaw_api_and_klaw_dev_before_they_serve(
+    tmp_path: Path, moto_s3: MotoS3
+) -> None:
+    project = write_project(tmp_path, {"two": TWO_STAGES})
+    settings = lake_env(moto_s3, "no-such-bucket", KLAW_API_TOKENS="admin:t")
+    api = Background(project, "api", "--port", "0", extra_env=settings).finish()
+    dev = Background(project, "dev", "--port", "0", "--api-port", "0", extra_env=settings)
+    for result in (api, dev.finish()):
+        assert_error(result, 2, "bucket 'no-such-bucket' does not exist")
+        assert "listening" not in result.stdout
+
+
+@pytest.mark.slow
 def test_wrong_credentials_stop_klaw_run_and_klaw_server_without_showing_the_secret(
     tmp_path: Path, moto_s3: MotoS3, s3_bucket: str
 ) -> None:

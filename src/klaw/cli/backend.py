@@ -159,7 +159,6 @@ class LocalBackend:
         from klaw.service.commands import RunReply
 
         cmd = msgspec.structs.replace(cmd, wait=True)
-        self.dispatcher.orchestrator.check_lake()  # before anything runs
         if watcher is None:
             reply = self.dispatcher.execute(cmd)
         else:

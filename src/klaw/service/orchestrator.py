@@ -282,6 +282,7 @@ class Orchestrator:
         from klaw.execution.runner import Reused, Runner, RunOptions
 
         workflow = self.workflow(request.workflow)
+        self.check_lake()  # an object-storage lake is reachable before a run is recorded
         values = dict(request.params or {})
         selection = request.selection
         reused: dict[str, Reused] = {}

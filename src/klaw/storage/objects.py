@@ -18,7 +18,8 @@ from typing import Literal
 import duckdb
 
 from klaw.errors import ConfigError, KlawError, StorageError
-from klaw.storage.location import extension_file, literal, redact
+from klaw.storage import location
+from klaw.storage.location import extension_file, literal, package, redact
 
 SCHEMES = ("s3://",)  # the data paths whose credentials Klaw configures
 _PROBE = ".klaw-probe"  # the marker object the start check writes and reads back (kept)
@@ -147,11 +148,13 @@ def check_object_store(data_path: str, config: ObjectStore) -> None:
     for name in config.extensions:
         try:
             files.append(extension_file(name))
-        except StorageError as exc:
+        except StorageError:
             why = "" if name == "httpfs" else " to find credentials (none are configured)"
+            found = location.extension_folders(name)
+            state = f"has no build for DuckDB {duckdb.__version__}" if found else "is not installed"
             raise ConfigError(
                 f"The lake's data path {url} is in object storage, which needs DuckDB's {name!r}"
-                f" extension{why}: {exc.message}.",
+                f" extension{why}: the package {package(name)} {state}.",
                 hint=f"Install the object-storage extras: {_INSTALL}"
                 + ("" if name == "httpfs" else f", or set {_SETTINGS}"),
             ) from None
