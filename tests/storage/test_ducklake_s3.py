@@ -8,10 +8,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from klaw.errors import ConfigError, StorageError
-from klaw.storage import location
+from klaw.storage import ducklake, location
 from klaw.storage.ducklake import DuckLakeAssetStore
 from klaw.storage.objects import ObjectStore, check_object_store
 
@@ -147,6 +148,12 @@ def test_the_secret_is_kept_out_of_repr_and_errors(moto_s3: MotoS3) -> None:
     assert settings.redact(f"failed: SECRET '{SECRET}'") == "failed: SECRET '***'"
     assert settings.endpoint == f"{moto_s3.host}:{moto_s3.port}"
     assert settings.use_ssl is False and settings.url_style == "path"
+
+
+def test_a_store_error_that_quotes_the_secret_hides_it(moto_s3: MotoS3) -> None:
+    config(moto_s3).secret_sql()  # what every store opening on S3 does
+    error = ducklake._storage_error(duckdb.IOException(f"boom: {SECRET}"), "could not commit")
+    assert SECRET not in str(error) and "***" in str(error)
 
 
 def test_a_store_on_a_missing_bucket_fails_with_a_storage_error(

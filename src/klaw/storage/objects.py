@@ -19,7 +19,7 @@ import duckdb
 
 from klaw.errors import ConfigError, KlawError, StorageError
 from klaw.storage import location
-from klaw.storage.location import extension_file, literal, package, redact
+from klaw.storage.location import conceal, extension_file, literal, package, redact
 
 SCHEMES = ("s3://",)  # the data paths whose credentials Klaw configures
 _PROBE = ".klaw-probe"  # the marker object the start check writes and reads back (kept)
@@ -94,7 +94,8 @@ class ObjectStore:
 
     def secret_sql(self) -> str:
         """The ``CREATE SECRET`` statement of these settings (it holds the secret: never
-        show it)."""
+        show it). From now on every storage error message hides the secret."""
+        conceal(self.secret, self.session_token)
         options = ["TYPE s3"]
         if self.chain:
             options.append("PROVIDER credential_chain")
