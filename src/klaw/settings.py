@@ -6,14 +6,16 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
 class KlawSettings(BaseSettings):
     """Where Klaw keeps things and how it runs stages."""
 
-    model_config = SettingsConfigDict(env_prefix="KLAW_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="KLAW_", extra="ignore", frozen=True, populate_by_name=True
+    )
 
     home: Path = Field(Path(".klaw"), description="Directory of the embedded metadata and lake.")
     metadata_url: str | None = Field(
@@ -25,6 +27,38 @@ class KlawSettings(BaseSettings):
         "default <home>/lake.sqlite.",
     )
     lake_data: str | None = Field(None, description="Parquet data path; default <home>/lake/.")
+    # Object storage, for an s3:// lake_data; each falls back to the standard AWS_* variable.
+    s3_endpoint: str | None = Field(
+        None,
+        validation_alias=AliasChoices(
+            "KLAW_S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"
+        ),
+        description="S3-compatible endpoint (MinIO, R2, moto): host:port or a URL; unset: AWS.",
+    )
+    s3_region: str | None = Field(
+        None,
+        validation_alias=AliasChoices("KLAW_S3_REGION", "AWS_REGION", "AWS_DEFAULT_REGION"),
+        description="S3 region of the bucket.",
+    )
+    s3_key_id: str | None = Field(
+        None,
+        validation_alias=AliasChoices("KLAW_S3_KEY_ID", "AWS_ACCESS_KEY_ID"),
+        description="Access key id; with neither key set, the AWS credential chain is used.",
+    )
+    s3_secret: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("KLAW_S3_SECRET", "AWS_SECRET_ACCESS_KEY"),
+        description="Secret access key (never logged or shown).",
+    )
+    s3_session_token: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("KLAW_S3_SESSION_TOKEN", "AWS_SESSION_TOKEN"),
+        description="Session token of temporary credentials.",
+    )
+    s3_url_style: Literal["path", "vhost"] | None = Field(
+        None, description="path or vhost; default path with an endpoint, else vhost."
+    )
+    s3_use_ssl: bool | None = Field(None, description="HTTPS; default from the endpoint URL, on.")
     executor: Literal["thread", "process", "ray"] = Field("thread", description="Executor kind.")
     ray_address: str | None = Field(
         None, description="Ray cluster to join (host:port); a local Ray when unset."

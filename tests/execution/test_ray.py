@@ -37,7 +37,9 @@ from klaw.service.orchestrator import RunRequest
 from klaw.service.wiring import LakeFactory, MetadataFactory
 from klaw.settings import KlawSettings
 from klaw.states import RunState, StageState
+from klaw.storage.objects import ObjectStore
 from tests.execution import workflows as wf
+from tests.s3 import KEY_ID, REGION, SECRET, MotoS3
 
 
 # -- fixtures only Ray needs (module level: Ray workers import them by name) --------------------
@@ -184,6 +186,19 @@ def test_linear_workflow_stores_assets_and_hands_types(h: Harness) -> None:
                 (result.run_id, attempt.stage, 1)
             ]
             assert attempt.snapshot_id == snaps[0].snapshot
+
+
+def test_ray_workers_commit_to_a_lake_in_object_storage(
+    h: Harness, moto_s3: MotoS3, s3_bucket: str
+) -> None:
+    config = ObjectStore.configure(
+        endpoint=moto_s3.endpoint, region=REGION, key_id=KEY_ID, secret=SECRET
+    )
+    h.lake = LakeFactory(h.lake.catalog, f"s3://{s3_bucket}/lake", config)
+    result = h.run(wf.linear)
+    assert result.state is RunState.SUCCEEDED
+    assert h.lake().read("summary").to_pylist() == [{"total": 90}]
+    assert [k for k in moto_s3.keys(s3_bucket, "lake/") if k.endswith(".parquet")]
 
 
 def test_fan_out_and_in(h: Harness) -> None:

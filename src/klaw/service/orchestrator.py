@@ -45,7 +45,14 @@ from klaw.metadata.records import (
 from klaw.metadata.rows import owner_alive
 from klaw.observability import configure_logging, get_logger
 from klaw.service.project import Project, find_project, load_workflows
-from klaw.service.wiring import LakeFactory, MetadataFactory, make_executor, open_metadata
+from klaw.service.wiring import (
+    LakeFactory,
+    MetadataFactory,
+    check_lake,
+    make_executor,
+    object_store,
+    open_metadata,
+)
 from klaw.settings import KlawSettings, load_settings
 from klaw.states import RunState, StageState
 
@@ -85,7 +92,10 @@ class Orchestrator:
     ) -> None:
         self.project = project
         self.settings = settings.resolve(project.root)
-        self.lake = LakeFactory(self.settings.catalog, self.settings.data_path)
+        self.lake = LakeFactory(
+            self.settings.catalog, self.settings.data_path, object_store(self.settings)
+        )
+        self._lake_checked = False
         self._graphs: dict[str, WorkflowGraph] = {}
         self._sql_checked: set[str] = set()
         self._active: dict[str, Any] = {}  # run id -> Runner of runs owned by this process
@@ -116,6 +126,14 @@ class Orchestrator:
         from klaw.service.secrets import SecretResolver
 
         return SecretResolver(self.settings, self.project.root)
+
+    def check_lake(self) -> None:
+        """Once, before the first run or serving: a lake in object storage is reachable with
+        the configured credentials, or a ConfigError names what is missing (a lake on a file
+        system costs nothing here)."""
+        if not self._lake_checked:
+            check_lake(self.settings)
+            self._lake_checked = True
 
     def close(self) -> None:
         if "leases" in self.__dict__:
@@ -272,6 +290,7 @@ class Orchestrator:
         from klaw.execution.runner import Reused, Runner, RunOptions
 
         workflow = self.workflow(request.workflow)
+        self.check_lake()  # an object-storage lake is reachable before a run is recorded
         values = dict(request.params or {})
         selection = request.selection
         reused: dict[str, Reused] = {}

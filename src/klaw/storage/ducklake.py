@@ -42,6 +42,7 @@ from klaw.storage.location import (
     package,
     redact,
 )
+from klaw.storage.objects import ObjectStore, on_object_store
 from klaw.storage.store import AssetInfo, SnapshotInfo
 
 _LAKE = "klaw_lake"  # the DuckLake catalog's name inside the store's own DuckDB instance
@@ -111,10 +112,16 @@ class DuckLakeAssetStore:
     """
 
     def __init__(
-        self, catalog: str | Path, data_path: str | Path, *, retry_timeout: float = 60.0
+        self,
+        catalog: str | Path,
+        data_path: str | Path,
+        *,
+        retry_timeout: float = 60.0,
+        object_store: ObjectStore | None = None,
     ) -> None:
         self.catalog = catalog
         self.data_path = data_path
+        self.object_store = object_store  # how to reach an s3:// data path (default: AWS chain)
         self.retry_timeout = retry_timeout
         self.location = redact(str(catalog))  # the catalog as messages show it: no password
         self._lock = threading.Lock()
@@ -331,7 +338,9 @@ class DuckLakeAssetStore:
     def _open(self) -> duckdb.DuckDBPyConnection:
         target = catalog_target(self.catalog)
         data_path, data_extension = data_location(self.data_path)
-        names = [n for n in (data_extension, target.extension, "ducklake") if n is not None]
+        remote = (self.object_store or ObjectStore()) if on_object_store(data_path) else None
+        first = remote.extensions if remote else (data_extension,)
+        names = [n for n in (*first, target.extension, "ducklake") if n is not None]
         files = [extension_file(name) for name in names]  # before anything is opened
         options = [f"DATA_PATH {literal(data_path)}", "DATA_INLINING_ROW_LIMIT 0"]
         options += [*target.options, f"METADATA_CATALOG {literal(_META)}"]
@@ -342,6 +351,8 @@ class DuckLakeAssetStore:
         try:
             for file in files:
                 con.execute(f"LOAD {literal(str(file))}")
+            if remote is not None:
+                remote.authorize(con)  # the credentials, as a secret of this connection only
             con.execute("SET GLOBAL TimeZone = 'UTC'")  # timestamps come back in UTC everywhere
             con.execute("SET enable_progress_bar = false")  # a slow query prints nothing
             while True:  # a new catalog may be being created by another process right now
@@ -357,6 +368,9 @@ class DuckLakeAssetStore:
         except duckdb.Error as exc:
             con.close()
             raise self._open_error(exc) from None
+        except BaseException:
+            con.close()
+            raise
         self._meta = f"{_META}.{_quote(target.schema)}"
         return con
 
