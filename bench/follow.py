@@ -133,11 +133,13 @@ def _sse(url: str) -> Callable[[str, Callable[[int], None]], None]:
 
     def follow(run_id: str, arrived: Callable[[int], None]) -> None:
         headers = {"Authorization": f"Bearer {TOKEN}"}
-        with httpx.Client(base_url=url, headers=headers, timeout=WAIT) as client:
-            with client.stream("GET", f"/api/v1/runs/{run_id}/stream") as response:
-                for line in response.iter_lines():
-                    if line.startswith("id: ") and ":" not in line[4:]:
-                        arrived(int(line[4:]))
+        with (
+            httpx.Client(base_url=url, headers=headers, timeout=WAIT) as client,
+            client.stream("GET", f"/api/v1/runs/{run_id}/stream") as response,
+        ):
+            for line in response.iter_lines():
+                if line.startswith("id: ") and ":" not in line[4:]:
+                    arrived(int(line[4:]))
 
     return follow
 
