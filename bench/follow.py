@@ -12,9 +12,9 @@ follower sees each event through a public interface, on loopback:
   loop).
 
 Latency is the follower's clock when the event arrives minus the writer's just before
-``commit`` (one process: one clock), so it includes the commit itself. Medians and p90 of all
-events. Floors, in the same run: on Postgres a bare psycopg ``NOTIFY`` (autocommit) to a
-``LISTEN``ing connection in another thread; on SQLite a bare ``sqlite3`` commit of one row and a
+``commit`` (one process: one clock), so it includes the commit itself (its median is a row of
+its own). Medians and p90 of all events. Floors, in the same run: on Postgres a bare psycopg
+``NOTIFY`` (autocommit) to a ``LISTEN``ing connection in another thread; on SQLite a bare ``sqlite3`` commit of one row and a
 ``threading.Event`` set for a thread that waits on it and then reads the row.
 
 Postgres runs in a schema of its own in ``KLAW_BENCH_POSTGRES_URL`` (the M workload's), dropped
@@ -64,6 +64,7 @@ class Writer:
     def __init__(self, orch: Orchestrator, run_id: str, seed: int) -> None:
         self.orch, self.run_id = orch, run_id
         self.started: dict[int, float] = {}
+        self.commits: list[float] = []  # how long each commit took
         self._random = random.Random(seed)
         self._thread = threading.Thread(target=self._write, daemon=True)
 
@@ -84,6 +85,7 @@ class Writer:
             event = EventRecord(run_id=self.run_id, kind="bench", ts=time.time())
             started = time.perf_counter()
             store.commit(Batch(events=[event]))
+            self.commits.append(time.perf_counter() - started)
             self.started[event.seq] = started
         run = store.get_run(self.run_id)
         run.state, run.ended_at = RunState.SUCCEEDED, time.time()
@@ -113,8 +115,9 @@ def _new_run(orch: Orchestrator) -> str:
 
 def _latencies(
     orch: Orchestrator, follow: Callable[[str, Callable[[int], None]], None], seed: int
-) -> list[float]:
-    """Follow a fresh run while a writer commits to it; each bench event's latency."""
+) -> tuple[list[float], list[float]]:
+    """Follow a fresh run while a writer commits to it; each bench event's latency, and how
+    long each commit took."""
     run_id = _new_run(orch)
     seen: dict[int, float] = {}
 
@@ -125,7 +128,8 @@ def _latencies(
     writer.start()
     follow(run_id, arrived)
     writer.join()
-    return [seen[seq] - started for seq, started in writer.started.items() if seq in seen]
+    found = [seen[seq] - started for seq, started in writer.started.items() if seq in seen]
+    return found, writer.commits
 
 
 def _sse(url: str) -> Callable[[str, Callable[[int], None]], None]:
@@ -225,8 +229,10 @@ def _measure(orch: Orchestrator, db: str, floor: list[float], floor_label: str) 
             ("Flight follow", _flight(location)),
             ("CLI --wait (Flight)", _cli(location)),
         )
+        commits: list[float] = []
         for seed, (label, follow) in enumerate(followers):
-            found = _latencies(orch, follow, seed)
+            found, took = _latencies(orch, follow, seed)
+            commits += took
             for name, pick in (("median", statistics.median), ("p90", _p90)):
                 rows.append(
                     Row(
@@ -239,7 +245,14 @@ def _measure(orch: Orchestrator, db: str, floor: list[float], floor_label: str) 
                         notes={"events": len(found), "samples": found},
                     )
                 )
+        rows.append(
+            Row("L1", f"{db}: the writer's commit alone, median", Unit.SECONDS, _median(commits))
+        )
     return rows
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
 
 
 def _p90(values: list[float]) -> float:
