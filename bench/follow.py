@@ -14,8 +14,9 @@ follower sees each event through a public interface, on loopback:
 Latency is the follower's clock when the event arrives minus the writer's just before
 ``commit`` (one process: one clock), so it includes the commit itself (its median is a row of
 its own). Medians and p90 of all events. Floors, in the same run: on Postgres a bare psycopg
-``NOTIFY`` (autocommit) to a ``LISTEN``ing connection in another thread; on SQLite a bare ``sqlite3`` commit of one row and a
-``threading.Event`` set for a thread that waits on it and then reads the row.
+``NOTIFY`` (autocommit) to a ``LISTEN``ing connection in another thread; on SQLite a bare
+``sqlite3`` commit of one row and a ``threading.Event`` set for a thread that waits on it and
+then reads the row.
 
 Postgres runs in a schema of its own in ``KLAW_BENCH_POSTGRES_URL`` (the M workload's), dropped
 afterwards; skipped with a note when unreachable.
