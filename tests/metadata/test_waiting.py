@@ -230,6 +230,39 @@ def test_postgres_listener_reconnects_after_its_connection_is_killed(
         assert woken(pg, "r1", ready), "not woken after reconnecting"
 
 
+def test_postgres_write_while_the_listener_is_down_is_found_once_it_is_back(
+    pg: PostgresMetadataStore,
+    url: str,
+    server_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(postgres_listener, "DISCONNECTED_POLL", NEVER)  # no poll meanwhile
+    pg.create_run(_running("r1"))
+    listener = _listening(pg)
+    killed = listener.backend_pid
+    looks: list[int] = []
+    result: list[bool] = []
+
+    def ready() -> bool:
+        head = _head(pg, "r1")
+        looks.append(head)
+        if len(looks) == 2:  # woken by the lost connection: write while nobody listens
+            with PostgresMetadataStore(url) as other:
+                other.commit(Batch(events=[event("r1", "unheard")]))
+        return head > 1
+
+    thread = threading.Thread(target=lambda: result.append(woken(pg, "r1", ready)))
+    thread.start()
+    deadline = time.monotonic() + BOUND
+    while not looks and time.monotonic() < deadline:
+        time.sleep(0.01)
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (killed,))
+    thread.join(BOUND)
+    assert result == [True], looks
+    assert listener.backend_pid not in (None, killed)
+
+
 def test_postgres_cancel_request_wakes_a_waiter(
     pg: PostgresMetadataStore,
     url: str,
