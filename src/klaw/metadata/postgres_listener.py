@@ -88,12 +88,9 @@ class PostgresListener:
         self._wake_r.close()
         self._wake_w.close()
 
-    def poll(self) -> float:
-        """How long a waiter may go without re-checking the database now."""
-        return RECHECK if self.listening else DISCONNECTED_POLL
-
     def _run(self) -> None:
         backoff = 0.05
+        warned = False  # once per outage, not once per attempt
         while not self._stop.is_set():
             try:
                 with psycopg.connect(self.url, autocommit=True, **self._options()) as conn:
@@ -103,11 +100,16 @@ class PostgresListener:
                     self.backend_pid = conn.info.backend_pid
                     self._listening.set()
                     self.wakeups.notify_all()  # re-check: writes while nobody listened
-                    backoff = 0.05
+                    backoff, warned = 0.05, False
                     self._listen(conn)
-            except psycopg.Error as exc:
-                if not self._stop.is_set():
-                    _log.warning("metadata listener lost its connection", error=str(exc))
+            except Exception as exc:  # the thread lives on: it reconnects
+                if not self._stop.is_set() and not warned:
+                    warned = True
+                    _log.warning(
+                        "metadata listener is not connected; followers of runs poll until it is",
+                        error=str(exc),
+                        retry_s=MAX_BACKOFF,
+                    )
             finally:
                 self.backend_pid = None
                 if self._listening.is_set():
