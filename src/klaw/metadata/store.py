@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from klaw.metadata.records import (
@@ -81,6 +81,17 @@ class LeaseStore(Protocol):
         """Take over an active run from ``owner`` (host, pid), atomically: ``None`` when the
         run is not active or another process took it first. Every attempt that had not ended
         is ended ``failed`` with ``reason`` (fenced) and returned."""
+
+
+class RunWaiter(Protocol):
+    """Waiting for a run's next write, where the database can tell (Postgres ``LISTEN/NOTIFY``)
+    and by a bounded poll where it cannot (SQLite written by another process)."""
+
+    def wait_run(self, run_id: str, ready: Callable[[], bool], timeout: float) -> bool:
+        """Call ``ready()`` (which reads the store) now and again each time the run's events,
+        attempts or logs may have changed, until it returns True (then True) or ``timeout``
+        seconds have passed (then False). ``ready()`` is called before anything is waited
+        for, so a write between the caller's last read and this call is never missed."""
 
 
 class MetricsReader(Protocol):
@@ -170,6 +181,7 @@ class MetadataStore(
     ScheduleStore,
     TokenStore,
     IdempotencyStore,
+    RunWaiter,
     Protocol,
 ):
     """Everything a full metadata backend offers (SQLite, Postgres)."""

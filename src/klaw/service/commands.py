@@ -21,6 +21,7 @@ from klaw.storage.store import AssetInfo, SnapshotInfo
 
 MAX_COMMAND_BYTES: Final = 1024 * 1024  # 1 MiB: commands carry references, never data
 MAX_PREVIEW_ROWS: Final = 1_000  # PreviewRows: a look at an asset, not a way to move its data
+MAX_EVENTS_WAIT: Final = 30.0  # seconds a ListEvents may wait for events (a longer wait is cut)
 
 Version = Annotated[int, msgspec.Meta(ge=1)]
 Positive = Annotated[int, msgspec.Meta(ge=1)]
@@ -111,10 +112,16 @@ class ListAttempts(_Command, frozen=True):
 
 
 class ListEvents(_Command, frozen=True):
-    """The run's events after ``after_seq`` (a cursor: pass the last ``seq`` seen)."""
+    """The run's events after ``after_seq`` (a cursor: pass the last ``seq`` seen).
+
+    With ``wait`` (version 2), a long poll: when there are none yet and the run has not ended,
+    the reply waits until there are (or the run ends), ``wait`` seconds at most (cut to
+    :data:`MAX_EVENTS_WAIT`); an empty reply then means nothing happened meanwhile. Send it
+    as ``version=2`` so that an older server refuses it rather than answering at once."""
 
     run_id: str
     after_seq: Annotated[int, msgspec.Meta(ge=0)] = 0
+    wait: Seconds = 0.0
 
 
 class Ping(_Command, frozen=True):
@@ -294,7 +301,13 @@ COMMANDS: Final[dict[str, type[_Command]]] = {
     )
 }
 # The newest version of each command this code understands.
-VERSIONS: Final[dict[str, int]] = dict.fromkeys(COMMANDS, 1)
+VERSIONS: Final[dict[str, int]] = {**dict.fromkeys(COMMANDS, 1), "ListEvents": 2}
+LONG_POLL_VERSION: Final = 2  # the ListEvents version that has ``wait``
+
+
+def long_poll(run_id: str, after_seq: int, wait: float) -> ListEvents:
+    """A ListEvents that waits up to ``wait`` seconds for events after ``after_seq``."""
+    return ListEvents(run_id=run_id, after_seq=after_seq, wait=wait, version=LONG_POLL_VERSION)
 
 
 # -- replies ---------------------------------------------------------------------------------

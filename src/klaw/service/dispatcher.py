@@ -16,6 +16,7 @@ from klaw.errors import AssetNotFoundError, DefinitionError, GraphError, KlawErr
 from klaw.metadata.records import EventRecord, Lease, RunFilter, RunRecord
 from klaw.observability import get_logger
 from klaw.service.commands import (
+    MAX_EVENTS_WAIT,
     AcceptedReply,
     AssetReply,
     AssetsReply,
@@ -185,10 +186,20 @@ class Dispatcher:
         return AttemptsReply(attempts=self.orchestrator.attempts(cmd.run_id))
 
     def _list_events(self, cmd: ListEvents) -> EventsReply:
-        # the run first: when it is finished, every one of its events is already visible
-        run = self.orchestrator.get_run(cmd.run_id)
-        events = self.orchestrator.events(cmd.run_id, after_seq=cmd.after_seq)
-        return EventsReply(events=events, run=run)
+        found: list[EventsReply] = []
+
+        def arrived() -> bool:
+            # the run first: when it is finished, every one of its events is already visible
+            run = self.orchestrator.get_run(cmd.run_id)
+            events = self.orchestrator.events(cmd.run_id, after_seq=cmd.after_seq)
+            found[:] = [EventsReply(events=events, run=run)]
+            return bool(events) or run.state.terminal
+
+        if cmd.wait > 0:
+            self.orchestrator.wait_run(cmd.run_id, arrived, min(cmd.wait, MAX_EVENTS_WAIT))
+        else:
+            arrived()
+        return found[-1]
 
     def _ping(self, cmd: Ping) -> PongReply:
         from klaw import __version__

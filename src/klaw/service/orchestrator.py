@@ -425,12 +425,14 @@ class Orchestrator:
                 os.kill(run.owner_pid, signal.SIGTERM)
             if wait <= 0:
                 return run
-            deadline = time.monotonic() + wait
-            while time.monotonic() < deadline:
-                run = self.metadata.get_run(run_id)
-                if run.state.terminal:
-                    return run
-                time.sleep(0.05)
+            seen = [run]
+
+            def stopped() -> bool:
+                seen[0] = self.metadata.get_run(run_id)
+                return seen[0].state.terminal
+
+            if self.metadata.wait_run(run_id, stopped, wait):  # woken as the run is written
+                return seen[0]
             raise MetadataError(
                 f"Run {run_id} did not stop within {wait:g} s (owner pid {run.owner_pid}).",
                 hint="Try again, or stop the owner process.",
@@ -479,6 +481,11 @@ class Orchestrator:
 
     def events(self, run_id: str, *, after_seq: int = 0) -> list[EventRecord]:
         return self.metadata.list_events(run_id, after_seq=after_seq)
+
+    def wait_run(self, run_id: str, ready: Callable[[], bool], timeout: float) -> bool:
+        """Wait until ``ready()`` is true, looking again each time the run is written (see
+        :meth:`klaw.metadata.store.RunWaiter.wait_run`); False after ``timeout`` seconds."""
+        return self.metadata.wait_run(run_id, ready, timeout)
 
     def logs(self, run_id: str, stage: str | None = None, *, after_seq: int = 0) -> list[LogRecord]:
         run = self.metadata.get_run(run_id)

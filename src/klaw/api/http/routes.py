@@ -223,12 +223,19 @@ def api_router(
         return reply(run(command(ListAttempts, run_id=run_id)))
 
     @router.get("/runs/{run_id}/events", name="list_events", tags=["runs"])
-    def list_events(
+    async def list_events(
         run_id: str,
         after: Annotated[int, Query(ge=0, description="The last seq seen.")] = 0,
+        wait: Annotated[
+            float,
+            Query(ge=0, description="Seconds to wait for an event when there is none yet."),
+        ] = 0.0,
     ) -> Response:
-        """The run's events after ``after`` (a cursor), and the run as it stands."""
-        return reply(run(command(ListEvents, run_id=run_id, after_seq=after)))
+        """The run's events after ``after`` (a cursor), and the run as it stands. With
+        ``wait``, a long poll: the answer comes once there are events or the run has ended
+        (``wait`` seconds at most, 30 at the very most; then it may be empty)."""
+        cmd = command(ListEvents, run_id=run_id, after_seq=after, wait=wait)
+        return reply(await events.in_waiting_thread(run, cmd))
 
     @router.get(
         "/runs/{run_id}/stream",
