@@ -311,6 +311,7 @@ class Orchestrator:
         options = RunOptions(
             fail_fast=request.fail_fast,
             stop_grace=self.settings.stop_grace,
+            io_timeout=self.settings.stage_io_timeout,
             params=params,
             reused=reused,
             external=external,
