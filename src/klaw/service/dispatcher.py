@@ -20,6 +20,7 @@ from klaw.service.commands import (
     AssetReply,
     AssetsReply,
     AttemptsReply,
+    AttemptView,
     CancelRun,
     Command,
     CompleteAttempt,
@@ -182,7 +183,9 @@ class Dispatcher:
         return RunsReply(runs=self.orchestrator.runs(filter))
 
     def _list_attempts(self, cmd: ListAttempts) -> AttemptsReply:
-        return AttemptsReply(attempts=self.orchestrator.attempts(cmd.run_id))
+        attempts = self.orchestrator.attempts(cmd.run_id)
+        metrics = self.orchestrator.metrics(cmd.run_id)
+        return AttemptsReply(attempts=AttemptView.of(attempts, metrics))
 
     def _list_events(self, cmd: ListEvents) -> EventsReply:
         # the run first: when it is finished, every one of its events is already visible

@@ -39,6 +39,7 @@ from klaw.metadata.records import (
     EventRecord,
     Lease,
     LogRecord,
+    MetricRecord,
     RunFilter,
     RunRecord,
 )
@@ -450,6 +451,9 @@ class Orchestrator:
     def attempts(self, run_id: str) -> list[AttemptRecord]:
         self.metadata.get_run(run_id)
         return self.metadata.list_attempts(run_id)
+
+    def metrics(self, run_id: str) -> list[MetricRecord]:
+        return self.metadata.list_metrics(run_id)
 
     def events(self, run_id: str, *, after_seq: int = 0) -> list[EventRecord]:
         return self.metadata.list_events(run_id, after_seq=after_seq)

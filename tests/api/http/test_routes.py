@@ -83,6 +83,9 @@ def test_a_run_submitted_and_followed(
         "numbers": "succeeded",
         "total": "succeeded",
     }
+    timings = {a["stage"]: (a["load_s"], a["commit_s"]) for a in attempts}
+    assert timings["numbers"][0] is None and timings["numbers"][1] > 0  # stored a snapshot
+    assert timings["total"][0] >= 0 and timings["total"][1] is None  # read an input
     events = viewer.get(f"{API}/runs/{run_id}/events").json()
     assert events["run"]["state"] == "succeeded"
     seqs = [e["seq"] for e in events["events"]]
