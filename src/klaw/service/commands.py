@@ -402,6 +402,8 @@ class ValidationResult(msgspec.Struct, kw_only=True, frozen=True):
     workflow: str
     error: ErrorReply | None = None  # None: valid
     problems: tuple[str, ...] = ()  # every problem found (a GraphError lists several)
+    # SQL statements that could not be checked, each with why (a warning: still valid)
+    unchecked: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:

@@ -224,6 +224,7 @@ class Dispatcher:
                 workflow=name,
                 error=None if exc is None else error_reply(exc),
                 problems=_problems(exc),
+                unchecked=self.orchestrator.unchecked_sql(name) if exc is None else (),
             )
             for name, exc in found.items()
         ]

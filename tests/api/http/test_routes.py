@@ -62,7 +62,9 @@ def test_workflows_plan_and_validate(viewer: httpx.Client) -> None:
     whole = viewer.get(f"{API}/workflows/pipe/plan").json()
     assert whole["levels"] == [["numbers"], ["total"]]
     results = viewer.post(f"{API}/workflows/validate", json={"workflows": ["pipe"]}).json()
-    assert results["results"] == [{"workflow": "pipe", "error": None, "problems": []}]
+    assert results["results"] == [
+        {"workflow": "pipe", "error": None, "problems": [], "unchecked": []}
+    ]
     everything = viewer.post(f"{API}/workflows/validate", json={}).json()["results"]
     assert {r["workflow"] for r in everything} == {"pipe", "broken"}
 
