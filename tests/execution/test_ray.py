@@ -265,7 +265,7 @@ def test_timeout_stops_the_stage_and_kills_its_worker(h: Harness, tmp_path: Path
 
 
 def test_timeout_does_not_count_reading_inputs(h: Harness) -> None:
-    assert h.run(wf.slow_input).state is RunState.SUCCEEDED
+    assert h.runner(wf.slow_input, selection="slow_source").execute().state is RunState.SUCCEEDED
     (snapshot,) = h.lake().snapshots("slow_source")
     external = {"slow_source": AssetRef("slow_source", snapshot.snapshot)}
     # the worker sleeps 1.5 s reading `slow_source` (see local_ray); `quick` has timeout=0.5

@@ -171,7 +171,7 @@ def _io_metrics(orch: Orchestrator, run_id: str, stage: str) -> dict[str, float]
 def test_timeout_does_not_count_reading_inputs(
     orch: Orchestrator, executor: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert run(orch, "slow_input", executor).state is RunState.SUCCEEDED
+    assert run(orch, "slow_input", executor, selection="slow_source").state is RunState.SUCCEEDED
     _slow_reads(monkeypatch, 1500)  # three times the stage's timeout of 0.5 s
     result = run(orch, "slow_input", executor, selection="quick")  # reads the stored snapshot
     assert result.state is RunState.SUCCEEDED, result.error
@@ -182,11 +182,23 @@ def test_timeout_does_not_count_reading_inputs(
     assert timings["commit_s"] > 0
 
 
+def test_a_function_overrunning_its_timeout_still_times_out_after_a_slow_read(
+    orch: Orchestrator, executor: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert run(orch, "slow_input", executor, selection="slow_source").state is RunState.SUCCEEDED
+    _slow_reads(monkeypatch, 1000)
+    result = run(orch, "slow_input", executor, selection="dawdle")
+    assert result.state is RunState.FAILED
+    (attempt,) = orch.attempts(result.run_id)
+    assert attempt.state is StageState.TIMED_OUT
+    assert attempt.error == "timed out after 0.5 s"
+
+
 @pytest.mark.slow
 def test_reading_inputs_has_its_own_bound(
     orch: Orchestrator, tmp_path: Path, executor: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert run(orch, "slow_input", executor).state is RunState.SUCCEEDED
+    assert run(orch, "slow_input", executor, selection="slow_source").state is RunState.SUCCEEDED
     o = klaw.open_orchestrator(
         wf.slow_input, home=tmp_path / "home", stop_grace=5.0, stage_io_timeout=1.0
     )

@@ -144,7 +144,15 @@ def quick(slow_source: pa.Table) -> pa.Table:
     return slow_source
 
 
-slow_input = klaw.workflow("slow_input", [slow_source, quick])
+@klaw.asset(timeout=0.5)
+def dawdle(slow_source: pa.Table) -> pa.Table:
+    """Overruns its timeout in its own function."""
+    for _ in range(600):
+        time.sleep(0.05)
+    return slow_source
+
+
+slow_input = klaw.workflow("slow_input", [slow_source, quick, dawdle])
 
 
 @klaw.stage
