@@ -71,6 +71,12 @@ class KlawSettings(BaseSettings):
         description="Seconds a running stage attempt's lease lasts without a heartbeat; after "
         "that the attempt is given up and retried as a new one.",
     )
+    stage_io_timeout: float = Field(
+        3600.0,
+        gt=0,
+        description="Seconds a stage with a timeout may spend loading its inputs, and again "
+        "committing its snapshot (its own timeout covers only its function).",
+    )
     log_level: str = Field("warning", description="Level of Klaw's own logs on stderr.")
     log_format: Literal["console", "json"] = Field("console", description="Klaw's log format.")
     secrets_dir: Path | None = Field(

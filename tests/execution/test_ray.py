@@ -20,6 +20,7 @@ import pytest
 import ray  # a missing Ray is an install error here, not a skip
 
 import klaw
+from klaw import failpoints
 from klaw.authoring.params import resolve_params
 from klaw.authoring.secrets import bind
 from klaw.errors import ConfigError
@@ -30,7 +31,7 @@ from klaw.execution.task import InputRef, Task
 from klaw.execution.values import ValueStore
 from klaw.graph.build import build_graph
 from klaw.graph.plan import make_plan
-from klaw.ids import new_run_id
+from klaw.ids import AssetRef, new_run_id
 from klaw.metadata.records import RunRecord
 from klaw.metadata.sqlite import SQLiteMetadataStore
 from klaw.service.orchestrator import RunRequest
@@ -87,7 +88,18 @@ def local_ray(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     every executor below finds it running and leaves it up."""
     home = tmp_path_factory.mktemp("ray")
     starter = RayExecutor(LakeFactory(str(home / "lake.sqlite"), str(home / "lake")))
-    starter.open(lambda _: None, ValueStore())
+    # Ray's workers take this process's environment when Ray starts: reads of the
+    # `slow_source` snapshot as a stage input are slow in them (and only those reads)
+    before = os.environ.get("KLAW_FAILPOINTS")
+    os.environ["KLAW_FAILPOINTS"] = "read_input:slow_source=sleep(1500)"
+    try:
+        starter.open(lambda _: None, ValueStore())
+    finally:
+        if before is None:
+            del os.environ["KLAW_FAILPOINTS"]
+        else:
+            os.environ["KLAW_FAILPOINTS"] = before
+        failpoints._armed.clear()
     assert ray.is_initialized()
     yield
     starter.close()
@@ -113,6 +125,8 @@ class Harness:
         fail_fast: bool = False,
         lease_ttl: float | None = None,
         secrets: dict[str, str] | None = None,
+        selection: str | None = None,
+        external: dict[str, AssetRef] | None = None,
     ) -> Runner:
         record = RunRecord(
             run_id=new_run_id(),
@@ -131,13 +145,14 @@ class Harness:
             },
             on_events=on_events,
             lease_ttl=lease_ttl,
+            external=external or {},
         )
         leases = None
         if lease_ttl is not None:  # workers renew leases in this harness's database
             settings = KlawSettings(metadata_url=f"sqlite:///{self.metadata.path}")
             leases = LeaseKeeper(MetadataFactory(settings), lease_ttl)
         executor = RayExecutor(self.lake, max_workers, leases=leases)
-        plan = make_plan(build_graph(workflow))
+        plan = make_plan(build_graph(workflow), selection)
         return Runner(plan, record, executor=executor, metadata=self.metadata, options=options)
 
     def run(self, workflow: klaw.Workflow, params: dict[str, Any] | None = None) -> RunRecord:
@@ -267,6 +282,21 @@ def test_timeout_stops_the_stage_and_kills_its_worker(h: Harness, tmp_path: Path
     assert attempt.state is StageState.TIMED_OUT
     assert attempt.error == "timed out after 0.3 s"
     assert _gone(int((tmp_path / "sleepy.pid").read_text()))
+
+
+def test_timeout_does_not_count_reading_inputs(h: Harness) -> None:
+    assert h.runner(wf.slow_input, selection="slow_source").execute().state is RunState.SUCCEEDED
+    (snapshot,) = h.lake().snapshots("slow_source")
+    external = {"slow_source": AssetRef("slow_source", snapshot.snapshot)}
+    # the worker sleeps 1.5 s reading `slow_source` (see local_ray); `quick` has timeout=0.5
+    result = h.runner(wf.slow_input, selection="quick", external=external).execute()
+    assert result.state is RunState.SUCCEEDED, result.error
+    assert h.states(result.run_id) == {"quick": "succeeded"}
+    timings = {
+        m.name: m.value for m in h.metadata.list_metrics(result.run_id) if m.stage == "quick"
+    }
+    assert timings["load_s"] >= 1.5
+    assert timings["commit_s"] > 0
 
 
 def test_cancel_stops_in_flight_work(h: Harness, tmp_path: Path) -> None:

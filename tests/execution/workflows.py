@@ -132,6 +132,29 @@ def sleepy(params: Scratch) -> None:
 timeout = klaw.workflow("timeout", [sleepy])
 
 
+@klaw.asset
+def slow_source() -> pa.Table:
+    """Read back through the failpoint ``read_input:slow_source`` (a slow lake, on demand)."""
+    return pa.table({"n": list(range(1000))})
+
+
+@klaw.asset(timeout=0.5)
+def quick(slow_source: pa.Table) -> pa.Table:
+    """Instant: only reading its input can be slow."""
+    return slow_source
+
+
+@klaw.asset(timeout=0.5)
+def dawdle(slow_source: pa.Table) -> pa.Table:
+    """Overruns its timeout in its own function."""
+    for _ in range(600):
+        time.sleep(0.05)
+    return slow_source
+
+
+slow_input = klaw.workflow("slow_input", [slow_source, quick, dawdle])
+
+
 @klaw.stage
 def long(params: Scratch) -> None:
     (Path(params.scratch) / "long.pid").write_text(str(os.getpid()))

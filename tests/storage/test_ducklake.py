@@ -6,6 +6,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -269,3 +270,60 @@ def test_two_processes_commit_to_one_catalog(lake_place: Lake) -> None:
             assert set(table.column("writer").to_pylist()) == {snap.stage}
             assert table.column("a").to_pylist() == list(range(table.num_rows))
             assert table.num_rows == snap.rows
+
+
+_OPENER = textwrap.dedent(
+    """
+    import pathlib, sys, time
+    import pyarrow as pa
+    from klaw.storage.ducklake import DuckLakeAssetStore
+
+    catalog, data, key, go = sys.argv[1:5]
+    pathlib.Path(go + "." + key).touch()  # ready
+    while not pathlib.Path(go).exists():  # every child opens the new catalog at once
+        time.sleep(0.001)
+    with DuckLakeAssetStore(catalog, data) as store:
+        print(store.commit(key, pa.table({"a": [1]}), run_id=key, stage=key, attempt=1))
+    """
+)
+
+
+def test_processes_creating_one_catalog_at_once_all_open_it(lake_place: Lake) -> None:
+    """The first processes to open a catalog race to create its tables: the losers meet a
+    locked SQLite file or, on Postgres, a duplicate key in Postgres's own catalog (errors
+    DuckDB raises untyped), and must retry rather than fail."""
+    catalog, data = lake_place.catalog, lake_place.data
+    go = Path(str(data) + ".go")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    keys = [f"writer{i}" for i in range(4)]
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", _OPENER, str(catalog), str(data), key, str(go)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for key in keys
+    ]
+    ready = [Path(f"{go}.{key}") for key in keys]
+    for _ in range(6000):  # until every child waits for the go (started, imports done)
+        if all(r.exists() or c.poll() is not None for r, c in zip(ready, children, strict=True)):
+            break
+        time.sleep(0.01)
+    go.touch()
+    results = [child.communicate(timeout=100) for child in children]
+    for child, (_, err) in zip(children, results, strict=True):
+        assert child.returncode == 0, err
+    with DuckLakeAssetStore(catalog, data) as store:
+        assert sorted(a.key for a in store.assets()) == keys
+
+
+def test_what_is_retried_is_read_from_the_exception_type_first() -> None:
+    assert ducklake._is_retryable(duckdb.TransactionException("Failed to commit"))
+    untyped = 'Failed to initialize DuckLake: ...: ERROR:  duplicate key value violates unique constraint "pg_type_typname_nsp_index"'  # noqa: E501
+    assert ducklake._is_retryable(duckdb.Error(untyped))
+    assert ducklake._is_retryable(duckdb.Error("Failed to initialize DuckLake: database is locked"))
+    # a typed error is what its type says, whatever its message
+    assert not ducklake._is_retryable(duckdb.ConstraintException(untyped))
+    assert not ducklake._is_retryable(duckdb.CatalogException("Table with name x does not exist"))

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Final
 import msgspec
 
 from klaw.errors import DefinitionError, KlawError
-from klaw.metadata.records import AttemptRecord, EventRecord, LogRecord, RunRecord
+from klaw.metadata.records import AttemptRecord, EventRecord, LogRecord, MetricRecord, RunRecord
 from klaw.states import RunState
 from klaw.storage.store import AssetInfo, SnapshotInfo
 
@@ -333,8 +333,35 @@ class RunsReply(_Reply, frozen=True):
     runs: list[RunRecord]
 
 
+class AttemptView(AttemptRecord, kw_only=True):
+    """An attempt as it is shown: its record, with the seconds it spent loading its inputs
+    (``load_s``) and committing its snapshot (``commit_s``), kept as the attempt's metrics.
+    Neither counts toward the stage's timeout."""
+
+    load_s: float | None = None
+    commit_s: float | None = None
+
+    @classmethod
+    def of(cls, attempts: list[AttemptRecord], metrics: list[MetricRecord]) -> list[AttemptView]:
+        timings: dict[tuple[str | None, int | None], dict[str, float]] = {}
+        for m in metrics:
+            if m.name in _TIMINGS:
+                timings.setdefault((m.stage, m.attempt), {})[m.name] = m.value
+        views = []
+        for a in attempts:
+            view = cls(**msgspec.structs.asdict(a))
+            found = timings.get((a.stage, a.attempt))
+            if found:
+                view.load_s, view.commit_s = found.get("load_s"), found.get("commit_s")
+            views.append(view)
+        return views
+
+
+_TIMINGS: Final = frozenset({"load_s", "commit_s"})
+
+
 class AttemptsReply(_Reply, frozen=True):
-    attempts: list[AttemptRecord]
+    attempts: list[AttemptView]
 
 
 class EventsReply(_Reply, frozen=True):
@@ -388,6 +415,8 @@ class ValidationResult(msgspec.Struct, kw_only=True, frozen=True):
     workflow: str
     error: ErrorReply | None = None  # None: valid
     problems: tuple[str, ...] = ()  # every problem found (a GraphError lists several)
+    # SQL statements that could not be checked, each with why (a warning: still valid)
+    unchecked: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:

@@ -21,6 +21,7 @@ from klaw.service.commands import (
     AssetReply,
     AssetsReply,
     AttemptsReply,
+    AttemptView,
     CancelRun,
     Command,
     CompleteAttempt,
@@ -183,7 +184,9 @@ class Dispatcher:
         return RunsReply(runs=self.orchestrator.runs(filter))
 
     def _list_attempts(self, cmd: ListAttempts) -> AttemptsReply:
-        return AttemptsReply(attempts=self.orchestrator.attempts(cmd.run_id))
+        attempts = self.orchestrator.attempts(cmd.run_id)
+        metrics = self.orchestrator.metrics(cmd.run_id)
+        return AttemptsReply(attempts=AttemptView.of(attempts, metrics))
 
     def _list_events(self, cmd: ListEvents) -> EventsReply:
         found: list[EventsReply] = []
@@ -232,6 +235,7 @@ class Dispatcher:
                 workflow=name,
                 error=None if exc is None else error_reply(exc),
                 problems=_problems(exc),
+                unchecked=self.orchestrator.unchecked_sql(name) if exc is None else (),
             )
             for name, exc in found.items()
         ]

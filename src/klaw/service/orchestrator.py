@@ -39,6 +39,7 @@ from klaw.metadata.records import (
     EventRecord,
     Lease,
     LogRecord,
+    MetricRecord,
     RunFilter,
     RunRecord,
 )
@@ -59,6 +60,7 @@ from klaw.states import RunState, StageState
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from klaw.authoring.sql import SqlChecks
     from klaw.execution.lease import LeaseKeeper
     from klaw.execution.runner import Runner
     from klaw.execution.task import Outcome
@@ -97,7 +99,7 @@ class Orchestrator:
         )
         self._lake_checked = False
         self._graphs: dict[str, WorkflowGraph] = {}
-        self._sql_checked: set[str] = set()
+        self._sql_checks: dict[str, SqlChecks] = {}
         self._active: dict[str, Any] = {}  # run id -> Runner of runs owned by this process
         self._threads: dict[str, threading.Thread] = {}  # runs started with start()
         if workflows is not None:  # given directly (tests, notebooks) instead of imported
@@ -152,7 +154,7 @@ class Orchestrator:
         built from the old ones are dropped; runs in progress keep the plan they started with."""
         self.__dict__["workflows"] = dict(workflows)
         self._graphs = {}
-        self._sql_checked = set()
+        self._sql_checks = {}
 
     def workflow(self, name: str) -> Workflow:
         found = self.workflows.get(name)
@@ -195,19 +197,57 @@ class Orchestrator:
 
     def check_sql(self, graph: WorkflowGraph) -> None:
         """Parse and plan every SQL stage against its upstream schemas, before anything runs.
-        Schemas of upstream assets come from their latest snapshot, when there is one."""
-        from klaw.authoring.sql import SqlQuery, check_sql_stages
+        An upstream SQL stage's schema comes from planning it (also in another workflow);
+        any other upstream asset's from its latest snapshot, when there is one. A statement
+        whose upstream schema is not known is left unchecked (see :meth:`unchecked_sql`)."""
+        checks = self._check_sql(graph, frozenset())
+        if checks.problems:
+            raise GraphError(checks.problems, hint="Fix the SQL, then run `klaw validate`.")
 
-        if graph.name in self._sql_checked:
-            return
+    def unchecked_sql(self, name: str) -> tuple[str, ...]:
+        """The SQL statements of workflow ``name`` that could not be checked, and why."""
+        return tuple(self._check_sql(self.graph(name), frozenset()).unchecked)
+
+    def _check_sql(self, graph: WorkflowGraph, visiting: frozenset[str]) -> SqlChecks:
+        from klaw.authoring.sql import SqlChecks, SqlQuery, check_sql_workflow
+
+        found = self._sql_checks.get(graph.name)
+        if found is not None:
+            return found
         stages = list(graph.stages.values())
         sql = [s for s in stages if isinstance(s.fn, SqlQuery)]
-        if sql:
-            known = self._stored_schemas({i.upstream for s in sql for i in s.inputs}, graph)
-            problems = check_sql_stages(stages, known)
-            if problems:
-                raise GraphError(problems, hint="Fix the SQL, then run `klaw validate`.")
-        self._sql_checked.add(graph.name)
+        if not sql:
+            checks = SqlChecks([], [], {})
+        else:
+            read = {i.upstream for s in sql for i in s.inputs}
+            known = self._stored_schemas(read, graph)
+            owners = self.producers()
+            made: dict[str, str] = {}
+            for name in read & set(graph.foreign):
+                owner = owners.get(graph.foreign[name])
+                if owner is None:
+                    continue
+                made[name] = f"stage {owner[1]!r} of workflow {owner[0]!r}"
+                derived = self._produced_schema(owner, visiting | {graph.name})
+                known[name] = derived if derived is not None else known.get(name)
+            checks = check_sql_workflow(stages, known, made)
+        # kept, unless found inside a cycle of workflows (partial) or waiting for a snapshot
+        if not visiting and not checks.unchecked:
+            self._sql_checks[graph.name] = checks
+        return checks
+
+    def _produced_schema(
+        self, owner: tuple[str, str], visiting: frozenset[str]
+    ) -> pa.Schema | None:
+        """The result schema of an SQL stage of another workflow, derived by checking it (None
+        when it is not an SQL stage or its schema cannot be derived)."""
+        workflow, stage = owner
+        if workflow in visiting:
+            return None
+        graph = self.graph(workflow)
+        if not _is_sql(graph.stages[stage]):
+            return None
+        return self._check_sql(graph, visiting).schemas.get(stage)
 
     def _stored_schemas(self, names: set[str], graph: WorkflowGraph) -> dict[str, Any]:
         """The schema of each named asset's latest snapshot (None: not stored yet)."""
@@ -338,6 +378,7 @@ class Orchestrator:
         options = RunOptions(
             fail_fast=request.fail_fast,
             stop_grace=self.settings.stop_grace,
+            io_timeout=self.settings.stage_io_timeout,
             params=params,
             reused=reused,
             external=external,
@@ -478,6 +519,9 @@ class Orchestrator:
     def attempts(self, run_id: str) -> list[AttemptRecord]:
         self.metadata.get_run(run_id)
         return self.metadata.list_attempts(run_id)
+
+    def metrics(self, run_id: str) -> list[MetricRecord]:
+        return self.metadata.list_metrics(run_id)
 
     def events(self, run_id: str, *, after_seq: int = 0) -> list[EventRecord]:
         return self.metadata.list_events(run_id, after_seq=after_seq)

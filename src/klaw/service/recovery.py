@@ -102,6 +102,7 @@ def continuing(orch: Orchestrator, run: RunRecord) -> Runner:
     )
     options = RunOptions(
         stop_grace=orch.settings.stop_grace,
+        io_timeout=orch.settings.stage_io_timeout,
         params=params,
         reused=reused,
         done=frozenset(done - set(reused)),

@@ -53,6 +53,11 @@ _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _MAX_KEY_LENGTH = 63
 _LISTED_SNAPSHOTS = 20  # how many snapshot ids an error message lists
 _ORPHAN_AGE = dt.timedelta(days=1)
+# The catalog database's words for "another writer got there first", in an untyped error:
+# SQLite's lock, or Postgres's own catalog meeting a concurrent CREATE TABLE of the same name.
+_CONTENDED = re.compile(
+    r"database is locked|conflict|duplicate key value violates unique constraint", re.IGNORECASE
+)
 _POSTGRES_FAILURE = re.compile(r'Unable to connect to Postgres at "[^"]*":\s*(.*)', re.DOTALL)
 
 # Every snapshot where a table of the given name was created, or its rows or columns changed.
@@ -376,6 +381,7 @@ class DuckLakeAssetStore:
 
     def _open_error(self, exc: duckdb.Error) -> StorageError:
         what = f"could not open the DuckLake catalog {self.location!r}"
+        # ATTACH raises these as a bare duckdb.Error: only the message tells them apart
         if "does not match existing data path" in str(exc):
             return StorageError(
                 f"{what}: {redact(str(exc).splitlines()[0])}",
@@ -571,12 +577,13 @@ def _rollback(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def _is_retryable(exc: duckdb.Error) -> bool:
-    text = str(exc).lower()
-    return (
-        isinstance(exc, duckdb.TransactionException)
-        or "database is locked" in text
-        or "conflict" in text
-    )
+    """Whether another writer caused the failure, so trying again can succeed. DuckLake raises
+    a conflicting or blocked commit as ``TransactionException``. Only when DuckDB gives no
+    type (a bare ``duckdb.Error``: e.g. "Failed to initialize DuckLake" while another process
+    creates the same catalog) is its message read, for the catalog database's own words."""
+    if isinstance(exc, duckdb.TransactionException):
+        return True
+    return type(exc) is duckdb.Error and _CONTENDED.search(str(exc)) is not None
 
 
 def _storage_error(exc: duckdb.Error, what: str) -> StorageError:

@@ -25,11 +25,12 @@ from pyarrow import flight
 from klaw.api.flight.status import from_reply, reply_of
 from klaw.api.flight.tickets import decode_receipt, encode_ticket
 from klaw.errors import AuthError, ConfigError, RemoteError, ServerUnavailableError
-from klaw.metadata.records import AttemptRecord, EventRecord, LogRecord, RunRecord
+from klaw.metadata.records import EventRecord, LogRecord, RunRecord
 from klaw.service.commands import (
     MAX_EVENTS_WAIT,
     AssetsReply,
     AttemptsReply,
+    AttemptView,
     CancelRun,
     Command,
     ErrorReply,
@@ -182,7 +183,7 @@ class Client:
         cmd = ListRuns(workflow=workflow, states=states, limit=limit, before=before)
         return self._ask(cmd, RunsReply).runs
 
-    def attempts(self, run_id: str) -> list[AttemptRecord]:
+    def attempts(self, run_id: str) -> list[AttemptView]:
         return self._ask(ListAttempts(run_id=run_id), AttemptsReply).attempts
 
     def cancel(self, run_id: str, *, wait: float = 30.0) -> RunRecord:
