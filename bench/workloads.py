@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import klaw
-from bench import floors, metadata, shapes, tpch, workflows
+from bench import floors, follow, metadata, shapes, tpch, workflows
 from bench.report import Basis, Row, Target, Unit
 from bench.timing import Case, interleaved
 
@@ -512,4 +512,5 @@ WORKLOADS: tuple[Workload, ...] = (
     Workload("F2", "command round trips over Flight DoAction", flight_latency),
     Workload("H1", "HTTP API: GET/POST /runs and SSE fan-out, from a second process", http_api),
     Workload("M", "metadata write throughput (SQLite, Postgres)", metadata.write_throughput),
+    Workload("L1", "event latency, commit → follower (SSE, Flight, CLI)", follow.latency),
 )

@@ -8,6 +8,7 @@ import typing as _typing
 
 from klaw.authoring.resources import Resources as Resources
 from klaw.authoring.resources import RetryPolicy as RetryPolicy
+from klaw.authoring.secrets import Secret as Secret
 from klaw.authoring.sql import klaw_sql as sql
 from klaw.authoring.stage import StageDef as StageDef
 from klaw.authoring.stage import asset as asset
@@ -48,6 +49,7 @@ __all__ = [
     "Resources",
     "RetryPolicy",
     "RunState",
+    "Secret",
     "StageDef",
     "StageState",
     "Workflow",

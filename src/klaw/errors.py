@@ -52,6 +52,10 @@ class ConfigError(KlawError):
     """Project or settings configuration is missing or malformed (``klaw.toml``, env vars)."""
 
 
+class SecretNotFoundError(ConfigError):
+    """A secret a run's params refer to (``klaw.Secret``) is in none of the places Klaw looks."""
+
+
 class ProjectImportError(ConfigError):
     """A workflow module named by the project failed to import."""
 

@@ -1,13 +1,11 @@
-"""Failpoints: named places where a fault test can make Klaw die, or slow down, on purpose.
+"""Failpoints: named places where a fault test can make Klaw die on purpose.
 
 ``KLAW_FAILPOINTS=after_create_run,before_lake_commit`` makes the process kill itself with
 SIGKILL whenever it reaches one of the named points, so crash recovery can be tested at exactly
 the moment that matters (as FoundationDB and TiKV do). ``name@/path/to/file`` fires only once
 across processes: the first process to get there creates the file and dies; the others find it
-and go on. ``name=sleep(MS)`` (as in the ``fail`` crate) sleeps MS milliseconds there instead,
-every time: a slow disk or database, for back-pressure tests (``sqlite_commit`` delays every
-SQLite metadata commit). Unset, a failpoint costs one dictionary lookup. The variable is read on
-first use, never at import.
+and go on. Unset, a failpoint costs one dictionary lookup. The variable is read on first use,
+never at import.
 """
 
 from __future__ import annotations
@@ -19,31 +17,32 @@ import time
 from typing import Final
 
 _ENV: Final = "KLAW_FAILPOINTS"
-_SLEEP: Final = re.compile(r"^sleep\((\d+(?:\.\d*)?)\)$")
-# name -> (the once-file, or None; seconds to sleep instead of dying, or None)
-_armed: dict[str, dict[str, tuple[str | None, float | None]]] = {}  # read once per process
+_SLEEP: Final = re.compile(r"sleep\((\d+(?:\.\d*)?)\)")
+# name -> (seconds to sleep, or None to die; the once-file, if any); read once, on first use
+_armed: dict[str, dict[str, tuple[float | None, str | None]]] = {}
 
 
-def _points() -> dict[str, tuple[str | None, float | None]]:
+def _points() -> dict[str, tuple[float | None, str | None]]:
     points = _armed.get(_ENV)
     if points is None:
         points = {}
         for item in os.environ.get(_ENV, "").split(","):
             spec, _, once = item.strip().partition("@")
             name, _, action = spec.partition("=")
-            sleep = _SLEEP.match(action.strip())
-            if name.strip():
-                points[name.strip()] = (once or None, float(sleep[1]) / 1000 if sleep else None)
+            sleep = _SLEEP.fullmatch(action.strip())
+            if name:
+                points[name] = (float(sleep[1]) / 1000 if sleep else None, once or None)
         _armed[_ENV] = points
     return points
 
 
 def failpoint(name: str) -> None:
-    """Kill this process now (or sleep, for ``name=sleep(MS)``) if failpoint ``name`` is armed."""
+    """Kill this process now (or sleep, for ``name=sleep(MS)``) if the failpoint ``name`` is
+    armed."""
     points = _points()
     if name not in points:
         return
-    once, sleep = points[name]
+    sleep, once = points[name]
     if sleep is not None:
         time.sleep(sleep)
         return

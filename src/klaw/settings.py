@@ -7,14 +7,16 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
 class KlawSettings(BaseSettings):
     """Where Klaw keeps things and how it runs stages."""
 
-    model_config = SettingsConfigDict(env_prefix="KLAW_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="KLAW_", extra="ignore", frozen=True, populate_by_name=True
+    )
 
     home: Path = Field(Path(".klaw"), description="Directory of the embedded metadata and lake.")
     metadata_url: str | None = Field(
@@ -26,6 +28,38 @@ class KlawSettings(BaseSettings):
         "default <home>/lake.sqlite.",
     )
     lake_data: str | None = Field(None, description="Parquet data path; default <home>/lake/.")
+    # Object storage, for an s3:// lake_data; each falls back to the standard AWS_* variable.
+    s3_endpoint: str | None = Field(
+        None,
+        validation_alias=AliasChoices(
+            "KLAW_S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"
+        ),
+        description="S3-compatible endpoint (MinIO, R2, moto): host:port or a URL; unset: AWS.",
+    )
+    s3_region: str | None = Field(
+        None,
+        validation_alias=AliasChoices("KLAW_S3_REGION", "AWS_REGION", "AWS_DEFAULT_REGION"),
+        description="S3 region of the bucket.",
+    )
+    s3_key_id: str | None = Field(
+        None,
+        validation_alias=AliasChoices("KLAW_S3_KEY_ID", "AWS_ACCESS_KEY_ID"),
+        description="Access key id; with neither key set, the AWS credential chain is used.",
+    )
+    s3_secret: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("KLAW_S3_SECRET", "AWS_SECRET_ACCESS_KEY"),
+        description="Secret access key (never logged or shown).",
+    )
+    s3_session_token: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("KLAW_S3_SESSION_TOKEN", "AWS_SESSION_TOKEN"),
+        description="Session token of temporary credentials.",
+    )
+    s3_url_style: Literal["path", "vhost"] | None = Field(
+        None, description="path or vhost; default path with an endpoint, else vhost."
+    )
+    s3_use_ssl: bool | None = Field(None, description="HTTPS; default from the endpoint URL, on.")
     executor: Literal["thread", "process", "ray"] = Field("thread", description="Executor kind.")
     ray_address: str | None = Field(
         None, description="Ray cluster to join (host:port); a local Ray when unset."
@@ -44,8 +78,24 @@ class KlawSettings(BaseSettings):
         description="Records (transitions, events, log lines) of a run handed to the metadata "
         "writer and not yet committed; when that many wait, the run waits for the database.",
     )
+    stage_io_timeout: float = Field(
+        3600.0,
+        gt=0,
+        description="Seconds a stage with a timeout may spend loading its inputs, and again "
+        "committing its snapshot (its own timeout covers only its function).",
+    )
     log_level: str = Field("warning", description="Level of Klaw's own logs on stderr.")
     log_format: Literal["console", "json"] = Field("console", description="Klaw's log format.")
+    secrets_dir: Path | None = Field(
+        None,
+        description="Directory of secret files, one per secret named after it (e.g. "
+        "/run/secrets); default <home>/secrets. Relative to the project root.",
+    )
+    secrets_backend: str | None = Field(
+        None,
+        description="Secret backend asked after the environment and the directory: module:attr "
+        "of an object with get(name) -> str | None (or of a class or factory making one).",
+    )
     tokens: SecretStr | None = Field(
         None, description="Bearer tokens `klaw server` accepts, comma-separated (rotation)."
     )
@@ -103,6 +153,15 @@ class KlawSettings(BaseSettings):
     api_max_depth: int = Field(64, ge=1, description="Deepest nesting of a JSON request body.")
     api_idempotency_ttl: float = Field(
         86400.0, gt=0, description="Seconds an Idempotency-Key of POST /runs is remembered."
+    )
+    # -- where `klaw api` keeps its rate-limit windows
+    api_rate_limit_storage: str = Field(
+        "memory://",
+        description="Rate-limit storage of `klaw api`: memory:// (this process) or "
+        "redis://host:port[/db] (shared by every API process using it).",
+    )
+    api_rate_limit_prefix: str = Field(
+        "klaw", min_length=1, description="Prefix of the rate-limit keys in a shared storage."
     )
 
     @classmethod

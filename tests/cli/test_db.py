@@ -42,7 +42,11 @@ def test_postgres_metadata_needs_an_upgrade_then_records_runs(
     assert [r["state"] for r in runs] == ["succeeded"]
     pruned = klaw(tmp_path, "db", "prune", "--older-than", "30d", "-o", "json")
     assert pruned.returncode == 0 and pruned.json()["older_than_seconds"] == 30 * 86400
-    assert_error(klaw(tmp_path, "db", "prune", "--older-than", "soon"), 2, "not a duration")
+    assert_error(
+        klaw(tmp_path, "db", "prune", "--older-than", "soon"),
+        2,
+        "--older-than 'soon' is not a duration",
+    )
 
 
 def test_sqlite_prune(tmp_path: Path) -> None:
@@ -50,4 +54,5 @@ def test_sqlite_prune(tmp_path: Path) -> None:
     assert klaw(tmp_path, "run", "example").returncode == 0
     result = klaw(tmp_path, "db", "prune", "--older-than", "0s", "-o", "json")
     assert result.returncode == 0 and result.json()["pruned"] > 0
+    assert result.json()["expired_keys"] == 0
     assert klaw(tmp_path, "runs", "list", "-o", "json").json()[0]["state"] == "succeeded"

@@ -94,7 +94,7 @@ def test_validate_reports_every_invalid_workflow(project: Path) -> None:
     assert "Traceback" not in result.stderr, str(result)
     found = {r["workflow"]: r for r in result.json()}
     assert sorted(found) == ["cyclic", "fine", "twice", "unknown_dep"]
-    assert found["fine"] == {"workflow": "fine", "ok": True, "problems": []}
+    assert found["fine"] == {"workflow": "fine", "ok": True, "problems": [], "unchecked": []}
     assert not found["cyclic"]["ok"]
     assert any("a -> b -> a" in p for p in found["cyclic"]["problems"])
     assert any("'ordres'" in p for p in found["unknown_dep"]["problems"])

@@ -115,6 +115,9 @@ def test_runs_show_lists_three_succeeded_attempts_with_snapshots(example: Exampl
         assert attempt["state"] == "succeeded"
         assert attempt["asset_key"] == stage
         assert isinstance(attempt["snapshot_id"], int)
+        assert attempt["commit_s"] > 0  # storing its snapshot, timed apart from the function
+    assert by_stage["raw_orders"][0]["load_s"] is None  # it has no inputs
+    assert by_stage["orders"][0]["load_s"] >= 0
     snapshots = [by_stage[s][0]["snapshot_id"] for s in STAGES]
     assert len(set(snapshots)) == 3
 

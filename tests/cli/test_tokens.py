@@ -54,8 +54,11 @@ def test_create_list_and_revoke(project: Path) -> None:
     ("args", "expected"),
     [
         (("create", "--role", "boss", "--name", "x"), "Unknown role 'boss'"),
-        (("create", "--role", "admin", "--name", "x", "--expires", "soon"), "Not a duration"),
-        (("create", "--role", "admin", "--name", "x", "--expires", "0d"), "Not a duration"),
+        (
+            ("create", "--role", "admin", "--name", "x", "--expires", "soon"),
+            "--expires 'soon' is not a duration",
+        ),
+        (("create", "--role", "admin", "--name", "x", "--expires", "0d"), "--expires '0d' is zero"),
         (("create", "--role", "admin", "--name", " "), "needs a name"),
         (("revoke", "0123456789ab"), "No API token has the id '0123456789ab'"),
     ],

@@ -17,6 +17,7 @@ from klaw.authoring.sql import (
     SqlSchemaError,
     check_sql_stage,
     check_sql_stages,
+    check_sql_workflow,
     klaw_sql,
     load_sql_file,
 )
@@ -143,6 +144,28 @@ def test_check_names_a_parameter_the_params_do_not_have() -> None:
     )
     (problem,) = check_sql_stage(stage, {"orders": ORDERS})
     assert "$min_amout has no value" in problem and "did you mean 'min_amount'" in problem
+
+
+def test_a_statement_over_an_unknown_schema_is_reported_unchecked_with_why() -> None:
+    @klaw.asset
+    def orders() -> pa.Table:
+        return pa.table({"amount": [1.0]})
+
+    copy = klaw_sql("SELECT amout FROM orders", name="copy", source="w.sql", line=2)
+    again = klaw_sql("SELECT * FROM copy", name="again", source="w.sql", line=5)
+    checks = check_sql_workflow([orders, copy, again])
+    assert checks.problems == [] and checks.schemas == {}
+    assert checks.unchecked == [
+        "SQL stage 'copy' (w.sql:2) is unchecked: asset 'orders' has no snapshot yet and its "
+        "producer's schema is not known (stage 'orders' is Python). It is checked when it runs; "
+        "run the producer once for `klaw validate` to check it against the snapshot.",
+        "SQL stage 'again' (w.sql:5) is unchecked: SQL stage 'copy', which it reads, could not "
+        "be checked either. It is checked when it runs; run the producer once for `klaw "
+        "validate` to check it against the snapshot.",
+    ]
+    known = check_sql_workflow([orders, copy, again], {"orders": pa.schema([("amount", "f8")])})
+    (problem,) = known.problems  # with the snapshot's schema, the misspelling is found
+    assert "'amout'" in problem and known.unchecked == []
 
 
 def test_check_passes_good_sql_and_skips_unknown_schemas() -> None:

@@ -20,7 +20,9 @@ import pytest
 import ray  # a missing Ray is an install error here, not a skip
 
 import klaw
+from klaw import failpoints
 from klaw.authoring.params import resolve_params
+from klaw.authoring.secrets import bind
 from klaw.errors import ConfigError
 from klaw.execution.lease import LeaseKeeper
 from klaw.execution.ray import RayExecutor
@@ -29,14 +31,16 @@ from klaw.execution.task import InputRef, Task
 from klaw.execution.values import ValueStore
 from klaw.graph.build import build_graph
 from klaw.graph.plan import make_plan
-from klaw.ids import new_run_id
+from klaw.ids import AssetRef, new_run_id
 from klaw.metadata.records import RunRecord
 from klaw.metadata.sqlite import SQLiteMetadataStore
 from klaw.service.orchestrator import RunRequest
 from klaw.service.wiring import LakeFactory, MetadataFactory
 from klaw.settings import KlawSettings
 from klaw.states import RunState, StageState
+from klaw.storage.objects import ObjectStore
 from tests.execution import workflows as wf
+from tests.s3 import KEY_ID, REGION, SECRET, MotoS3
 
 
 # -- fixtures only Ray needs (module level: Ray workers import them by name) --------------------
@@ -84,7 +88,18 @@ def local_ray(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     every executor below finds it running and leaves it up."""
     home = tmp_path_factory.mktemp("ray")
     starter = RayExecutor(LakeFactory(str(home / "lake.sqlite"), str(home / "lake")))
-    starter.open(lambda _: None, ValueStore())
+    # Ray's workers take this process's environment when Ray starts: reads of the
+    # `slow_source` snapshot as a stage input are slow in them (and only those reads)
+    before = os.environ.get("KLAW_FAILPOINTS")
+    os.environ["KLAW_FAILPOINTS"] = "read_input:slow_source=sleep(1500)"
+    try:
+        starter.open(lambda _: None, ValueStore())
+    finally:
+        if before is None:
+            del os.environ["KLAW_FAILPOINTS"]
+        else:
+            os.environ["KLAW_FAILPOINTS"] = before
+        failpoints._armed.clear()
     assert ray.is_initialized()
     yield
     starter.close()
@@ -109,6 +124,9 @@ class Harness:
         max_workers: int = 2,
         fail_fast: bool = False,
         lease_ttl: float | None = None,
+        secrets: dict[str, str] | None = None,
+        selection: str | None = None,
+        external: dict[str, AssetRef] | None = None,
     ) -> Runner:
         record = RunRecord(
             run_id=new_run_id(),
@@ -121,16 +139,20 @@ class Harness:
         options = RunOptions(
             fail_fast=fail_fast,
             stop_grace=2.0,
-            params=resolve_params(workflow, params or {}),
+            params={
+                model: bind(instance, secrets or {})
+                for model, instance in resolve_params(workflow, params or {}).items()
+            },
             on_events=on_events,
             lease_ttl=lease_ttl,
+            external=external or {},
         )
         leases = None
         if lease_ttl is not None:  # workers renew leases in this harness's database
             settings = KlawSettings(metadata_url=f"sqlite:///{self.metadata.path}")
             leases = LeaseKeeper(MetadataFactory(settings), lease_ttl)
         executor = RayExecutor(self.lake, max_workers, leases=leases)
-        plan = make_plan(build_graph(workflow))
+        plan = make_plan(build_graph(workflow), selection)
         return Runner(plan, record, executor=executor, metadata=self.metadata, options=options)
 
     def run(self, workflow: klaw.Workflow, params: dict[str, Any] | None = None) -> RunRecord:
@@ -179,6 +201,19 @@ def test_linear_workflow_stores_assets_and_hands_types(h: Harness) -> None:
                 (result.run_id, attempt.stage, 1)
             ]
             assert attempt.snapshot_id == snaps[0].snapshot
+
+
+def test_ray_workers_commit_to_a_lake_in_object_storage(
+    h: Harness, moto_s3: MotoS3, s3_bucket: str
+) -> None:
+    config = ObjectStore.configure(
+        endpoint=moto_s3.endpoint, region=REGION, key_id=KEY_ID, secret=SECRET
+    )
+    h.lake = LakeFactory(h.lake.catalog, f"s3://{s3_bucket}/lake", config)
+    result = h.run(wf.linear)
+    assert result.state is RunState.SUCCEEDED
+    assert h.lake().read("summary").to_pylist() == [{"total": 90}]
+    assert [k for k in moto_s3.keys(s3_bucket, "lake/") if k.endswith(".parquet")]
 
 
 def test_fan_out_and_in(h: Harness) -> None:
@@ -247,6 +282,21 @@ def test_timeout_stops_the_stage_and_kills_its_worker(h: Harness, tmp_path: Path
     assert attempt.state is StageState.TIMED_OUT
     assert attempt.error == "timed out after 0.3 s"
     assert _gone(int((tmp_path / "sleepy.pid").read_text()))
+
+
+def test_timeout_does_not_count_reading_inputs(h: Harness) -> None:
+    assert h.runner(wf.slow_input, selection="slow_source").execute().state is RunState.SUCCEEDED
+    (snapshot,) = h.lake().snapshots("slow_source")
+    external = {"slow_source": AssetRef("slow_source", snapshot.snapshot)}
+    # the worker sleeps 1.5 s reading `slow_source` (see local_ray); `quick` has timeout=0.5
+    result = h.runner(wf.slow_input, selection="quick", external=external).execute()
+    assert result.state is RunState.SUCCEEDED, result.error
+    assert h.states(result.run_id) == {"quick": "succeeded"}
+    timings = {
+        m.name: m.value for m in h.metadata.list_metrics(result.run_id) if m.stage == "quick"
+    }
+    assert timings["load_s"] >= 1.5
+    assert timings["commit_s"] > 0
 
 
 def test_cancel_stops_in_flight_work(h: Harness, tmp_path: Path) -> None:
@@ -419,3 +469,17 @@ def test_a_ray_worker_stopped_past_its_lease_is_fenced(h: Harness, tmp_path: Pat
     assert attempts[2].state is StageState.SUCCEEDED
     assert [s.attempt for s in h.lake().snapshots("stoppable")] == [2]
     assert h.lake().read("stoppable").to_pylist() == [{"first": False}]
+
+
+def test_secrets_are_masked_by_the_ray_worker(h: Harness) -> None:
+    value, key = "vault-s3cr3t-value", "api-k3y-value"
+    runner = h.runner(wf.secretive, {"api_key": key}, secrets={"vault_pw": value})
+    run = runner.execute()
+    assert run.state is RunState.FAILED
+    lines = [(r.stream, r.line) for r in h.logs(run.run_id)]
+    assert ("stdout", "password *** key ***") in lines
+    assert ("log", "leaky: logged *** and ***") in lines
+    (attempt,) = h.metadata.list_attempts(run.run_id)
+    assert attempt.error == "NonRetryableError: refused *** / ***"
+    assert not any(value in line or key in line for _, line in lines)
+    assert value not in (attempt.traceback or "") and key not in (attempt.traceback or "")

@@ -12,6 +12,7 @@ import psutil
 import pytest
 
 import klaw
+from klaw import failpoints
 from klaw.metadata.records import RunFilter
 from klaw.service.orchestrator import Orchestrator, RunRequest
 from klaw.states import RunState, StageState
@@ -27,6 +28,7 @@ ALL = [
     wf.cancellable,
     wf.wrong_output,
     wf.noisy,
+    wf.slow_input,
 ]
 
 
@@ -149,6 +151,69 @@ def test_timeout_stops_the_stage(orch: Orchestrator, executor: str, tmp_path: Pa
         pid = int((tmp_path / "sleepy.pid").read_text())
         psutil.Process(pid).wait(timeout=10) if psutil.pid_exists(pid) else None
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
+
+
+def _slow_reads(monkeypatch: pytest.MonkeyPatch, ms: int) -> None:
+    """Every read of the ``slow_source`` snapshot as a stage input sleeps ``ms`` first (in this
+    process and in the workers it starts)."""
+    monkeypatch.setenv("KLAW_FAILPOINTS", f"read_input:slow_source=sleep({ms})")
+    monkeypatch.setattr(failpoints, "_armed", {})
+
+
+def _io_metrics(orch: Orchestrator, run_id: str, stage: str) -> dict[str, float]:
+    return {
+        m.name: m.value
+        for m in orch.metadata.list_metrics(run_id)
+        if m.stage == stage and m.name in {"load_s", "commit_s"}
+    }
+
+
+def test_timeout_does_not_count_reading_inputs(
+    orch: Orchestrator, executor: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert run(orch, "slow_input", executor, selection="slow_source").state is RunState.SUCCEEDED
+    _slow_reads(monkeypatch, 1500)  # three times the stage's timeout of 0.5 s
+    result = run(orch, "slow_input", executor, selection="quick")  # reads the stored snapshot
+    assert result.state is RunState.SUCCEEDED, result.error
+    (attempt,) = orch.attempts(result.run_id)
+    assert attempt.state is StageState.SUCCEEDED and attempt.error is None
+    timings = _io_metrics(orch, result.run_id, "quick")
+    assert timings["load_s"] >= 1.5
+    assert timings["commit_s"] > 0
+
+
+def test_a_function_overrunning_its_timeout_still_times_out_after_a_slow_read(
+    orch: Orchestrator, executor: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert run(orch, "slow_input", executor, selection="slow_source").state is RunState.SUCCEEDED
+    _slow_reads(monkeypatch, 1000)
+    result = run(orch, "slow_input", executor, selection="dawdle")
+    assert result.state is RunState.FAILED
+    (attempt,) = orch.attempts(result.run_id)
+    assert attempt.state is StageState.TIMED_OUT
+    assert attempt.error == "timed out after 0.5 s"
+
+
+@pytest.mark.slow
+def test_reading_inputs_has_its_own_bound(
+    orch: Orchestrator, tmp_path: Path, executor: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert run(orch, "slow_input", executor, selection="slow_source").state is RunState.SUCCEEDED
+    o = klaw.open_orchestrator(
+        wf.slow_input, home=tmp_path / "home", stop_grace=5.0, stage_io_timeout=1.0
+    )
+    try:
+        _slow_reads(monkeypatch, 3000)
+        result = run(o, "slow_input", executor, selection="quick")
+        assert result.state is RunState.FAILED
+        (attempt,) = o.attempts(result.run_id)
+        assert attempt.state is StageState.TIMED_OUT
+        assert attempt.error is not None
+        assert attempt.error.startswith("timed out loading inputs: stage 'quick'")
+        assert "asset 'slow_source' (snapshot 1)" in attempt.error
+        assert "KLAW_STAGE_IO_TIMEOUT" in attempt.error
+    finally:
+        o.close()
 
 
 def test_cancel_stops_in_flight_work(orch: Orchestrator, executor: str, tmp_path: Path) -> None:

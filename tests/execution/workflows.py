@@ -11,7 +11,7 @@ from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 
 import klaw
 
@@ -132,6 +132,29 @@ def sleepy(params: Scratch) -> None:
 timeout = klaw.workflow("timeout", [sleepy])
 
 
+@klaw.asset
+def slow_source() -> pa.Table:
+    """Read back through the failpoint ``read_input:slow_source`` (a slow lake, on demand)."""
+    return pa.table({"n": list(range(1000))})
+
+
+@klaw.asset(timeout=0.5)
+def quick(slow_source: pa.Table) -> pa.Table:
+    """Instant: only reading its input can be slow."""
+    return slow_source
+
+
+@klaw.asset(timeout=0.5)
+def dawdle(slow_source: pa.Table) -> pa.Table:
+    """Overruns its timeout in its own function."""
+    for _ in range(600):
+        time.sleep(0.05)
+    return slow_source
+
+
+slow_input = klaw.workflow("slow_input", [slow_source, quick, dawdle])
+
+
 @klaw.stage
 def long(params: Scratch) -> None:
     (Path(params.scratch) / "long.pid").write_text(str(os.getpid()))
@@ -165,3 +188,24 @@ def chatty() -> int:
 
 
 noisy = klaw.workflow("noisy", [chatty])
+
+
+# -- secrets: a stage that shows its secrets every way it can (all must be masked) -------------
+class Vault(BaseModel):
+    vault_password: klaw.Secret = klaw.Secret("vault_pw")
+    api_key: SecretStr = SecretStr("")
+
+
+@klaw.stage
+def leaky(params: Vault) -> int:
+    value = params.vault_password.get_secret_value()
+    key = params.api_key.get_secret_value()
+    print(f"password {value} key {key}")
+    sys.stdout.write(value[:4])  # one line in two writes
+    sys.stdout.write(value[4:] + "\n")
+    print(f"to stderr {value}", file=sys.stderr)
+    logging.getLogger("leaky").warning("logged %s and %s", value, key)
+    raise klaw.NonRetryableError(f"refused {value} / {key}")
+
+
+secretive = klaw.workflow("secretive", [leaky])

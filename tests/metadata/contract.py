@@ -19,6 +19,7 @@ from klaw.metadata.records import (
     AttemptRecord,
     Batch,
     EventRecord,
+    IdempotencyRecord,
     Lease,
     LogRecord,
     MetricRecord,
@@ -28,6 +29,7 @@ from klaw.metadata.records import (
     TokenRecord,
 )
 from klaw.metadata.store import (
+    IdempotencyStore,
     LeaseStore,
     MetadataReader,
     MetadataWriter,
@@ -39,7 +41,14 @@ from klaw.states import RunState, StageState
 
 
 class Store(
-    MetadataWriter, MetadataReader, LeaseStore, MetricsReader, ScheduleStore, TokenStore, Protocol
+    MetadataWriter,
+    MetadataReader,
+    LeaseStore,
+    MetricsReader,
+    ScheduleStore,
+    TokenStore,
+    IdempotencyStore,
+    Protocol,
 ):
     """Everything a full metadata backend offers."""
 
@@ -812,6 +821,105 @@ class MetadataStoreContract:
         found = store.find_token("tok")
         assert found is not None and found.last_used_at == 161.0
         store.touch_token("missing", now=200.0)  # unknown: nothing to record, no error
+
+    # -- Idempotency-Keys ------------------------------------------------------------------
+
+    def test_a_key_is_claimed_once_and_then_names_its_run(self, store: Store) -> None:
+        first = claim("k", claim="c1")
+        assert store.begin_key(first) is None
+        pending = store.begin_key(claim("k", claim="c2", created_at=2.0))
+        assert pending is not None
+        assert (pending.claim, pending.run_id, pending.fingerprint) == ("c1", None, "f")
+        assert store.finish_key(first, "run-1")
+        done = store.begin_key(claim("k", claim="c3", fingerprint="other", created_at=3.0))
+        assert done is not None and (done.claim, done.run_id) == ("c1", "run-1")
+        assert done.fingerprint == "f" and done.expires_at == 100.0
+        # a finished key is not taken over when its pending time is past, only when it expires
+        late = store.begin_key(claim("k", claim="c4", created_at=50.0))
+        assert late is not None and late.run_id == "run-1"
+        # another subject's key of the same name is another key
+        assert store.begin_key(claim("k", subject="bob", claim="c5")) is None
+
+    def test_an_expired_key_is_claimed_anew_and_pruned(self, store: Store) -> None:
+        first = claim("k", claim="c1")
+        assert store.begin_key(first) is None
+        assert store.finish_key(first, "run-1")
+        again = claim("k", claim="c2", fingerprint="g", created_at=100.0, expires_at=200.0)
+        assert store.begin_key(again) is None
+        assert not store.finish_key(first, "run-stale")  # the old claim no longer holds it
+        assert store.finish_key(again, "run-2")
+        held = store.begin_key(claim("k", claim="c3", created_at=150.0))
+        assert held is not None and (held.run_id, held.fingerprint) == ("run-2", "g")
+        assert store.begin_key(claim("other", claim="c4")) is None
+        assert store.prune_keys(150.0) == 1  # "other" (expires at 100); "k" lives until 200
+        assert store.prune_keys(150.0) == 0
+        assert store.prune_keys(200.0) == 1
+
+    def test_a_claim_that_made_no_run_in_time_is_taken_over(self, store: Store) -> None:
+        dead = claim("k", claim="c1", pending_until=10.0)
+        assert store.begin_key(dead) is None
+        early = store.begin_key(claim("k", claim="c2", created_at=9.0))
+        assert early is not None and early.claim == "c1"
+        taker = claim("k", claim="c3", fingerprint="g", created_at=10.0, pending_until=70.0)
+        assert store.begin_key(taker) is None
+        assert not store.finish_key(dead, "run-late")
+        store.abandon_key(dead)  # no longer its key: nothing happens
+        assert store.finish_key(taker, "run-3")
+        found = store.begin_key(claim("k", claim="c4", created_at=11.0))
+        assert found is not None and (found.claim, found.run_id) == ("c3", "run-3")
+
+    def test_an_abandoned_key_can_be_claimed_again(self, store: Store) -> None:
+        first = claim("k", claim="c1")
+        assert store.begin_key(first) is None
+        store.abandon_key(first)
+        second = claim("k", claim="c2", fingerprint="g")
+        assert store.begin_key(second) is None
+        assert store.finish_key(second, "run-2")
+        store.abandon_key(second)  # a key that made its run stays
+        found = store.begin_key(claim("k", claim="c3"))
+        assert found is not None and found.run_id == "run-2"
+
+    def test_keys_round_trip_any_text(self, store: Store) -> None:
+        odd = "k\u00e9y \U0001f511 / ' \" ; --"
+        assert store.begin_key(claim(odd, subject="oidc:" + odd)) is None
+        found = store.begin_key(claim(odd, subject="oidc:" + odd, claim="c2"))
+        assert found is not None and (found.subject, found.key) == ("oidc:" + odd, odd)
+
+    def test_threads_racing_for_one_key_make_one_claim(self, store: Store) -> None:
+        import threading
+
+        won: list[str] = []
+        start = threading.Barrier(8)
+
+        def race(i: int) -> None:
+            start.wait()
+            if store.begin_key(claim("race", claim=f"c{i}")) is None:
+                won.append(f"c{i}")
+
+        threads = [threading.Thread(target=race, args=(i,)) for i in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len(won) == 1
+        found = store.begin_key(claim("race", claim="late"))
+        assert found is not None and found.claim == won[0]
+
+
+def claim(key: str, **fields: object) -> IdempotencyRecord:
+    """A claim on ``key`` of alice with fingerprint f, made at 1.0, pending until 60.0 and
+    expiring at 100.0."""
+    values: dict[str, object] = {
+        "subject": "alice",
+        "key": key,
+        "fingerprint": "f",
+        "claim": "c",
+        "created_at": 1.0,
+        "expires_at": 100.0,
+        "pending_until": 60.0,
+    }
+    values.update(fields)
+    return IdempotencyRecord(**values)  # type: ignore[arg-type]
 
 
 def sched(name: str, **fields: str) -> ScheduleDefinition:

@@ -318,7 +318,10 @@ def test_commit_runs_no_select_once_counters_are_known(
         conn.pgconn.untrace()
     sent = [line for line in trace.read_text().splitlines() if "\tF\t" in line]
     assert any("INSERT INTO events" in line for line in sent)
-    assert not [line for line in sent if '"SELECT' in line.upper()]
+    reads = [line for line in sent if '"SELECT' in line.upper()]
+    # the one SELECT is the followers' notification (pg_notify), which reads nothing
+    assert [line for line in reads if "pg_notify" not in line] == []
+    assert len(reads) == 3
     assert [e.seq for e in store.list_events(run.run_id)] == [1, 2, 3, 4]
 
 
@@ -472,3 +475,33 @@ def test_timescale_hypertables_when_the_extension_exists(url: str) -> None:
         store.commit(Batch(events=[event(run.run_id, "new", ts=time.time())]))
         assert store.prune(5 * DAY) >= 1
         assert [e.kind for e in store.list_events(run.run_id)] == ["new"]
+
+
+# -- Idempotency-Keys ------------------------------------------------------------------------
+
+
+def test_stores_racing_for_one_key_on_their_own_connections_make_one_claim(url: str) -> None:
+    from .contract import claim
+
+    stores = [PostgresMetadataStore(url) for _ in range(6)]
+    stores[0].migrate()
+    won: list[str] = []
+    start = threading.Barrier(len(stores))
+
+    def race(i: int) -> None:
+        start.wait()
+        if stores[i].begin_key(claim("race", claim=f"c{i}")) is None:
+            won.append(f"c{i}")
+            stores[i].finish_key(claim("race", claim=f"c{i}"), f"run-{i}")
+
+    threads = [threading.Thread(target=race, args=(i,)) for i in range(len(stores))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(won) == 1
+    found = stores[1].begin_key(claim("race", claim="late"))
+    assert found is not None and (found.claim, found.run_id) == (won[0], f"run-{won[0][1:]}")
+    assert _sql(url, "SELECT count(*) FROM idempotency_keys") == [(1,)]
+    for store in stores:
+        store.close()

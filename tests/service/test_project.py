@@ -130,3 +130,23 @@ def test_settings_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert load_settings({"max_workers": 2}, max_workers=7).max_workers == 7  # flag beats env
     with pytest.raises(ConfigError, match="Unknown setting"):
         load_settings({"max_wokers": 1})
+
+
+def test_s3_settings_fall_back_to_the_aws_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("KLAW_S3_KEY_ID", "KLAW_S3_SECRET", "KLAW_S3_REGION", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "aws-key")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws-secret")
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    settings = load_settings({"s3_url_style": "vhost"})  # klaw.toml keys are the field names
+    assert (settings.s3_key_id, settings.s3_region, settings.s3_url_style) == (
+        "aws-key",
+        "eu-west-1",
+        "vhost",
+    )
+    assert settings.s3_secret is not None and "aws-secret" not in repr(settings)
+    monkeypatch.setenv("KLAW_S3_KEY_ID", "klaw-key")  # KLAW_S3_* beat AWS_*
+    assert load_settings({}).s3_key_id == "klaw-key"
+    assert load_settings({}, s3_key_id="flag-key").s3_key_id == "flag-key"
+    with pytest.raises(ConfigError, match="s3_url_style"):
+        load_settings({"s3_url_style": "sideways"})

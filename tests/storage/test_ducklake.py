@@ -1,12 +1,12 @@
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from klaw.errors import AssetNotFoundError, StorageError
-from klaw.storage import ducklake
+from klaw.storage import ducklake, location
 from klaw.storage.ducklake import DuckLakeAssetStore
 
 from .conftest import Lake
@@ -169,9 +169,10 @@ def test_extensions_come_from_the_packages_and_nothing_is_downloaded(
     assert loaded == {"ducklake": "NOT_INSTALLED", "sqlite_scanner": "NOT_INSTALLED"}
 
 
-def test_a_needed_extension_that_is_not_installed_is_a_clear_error(tmp_path: Path) -> None:
-    if importlib.util.find_spec("duckdb_extension_httpfs") is not None:
-        pytest.skip("duckdb-extension-httpfs is installed here")
+def test_a_needed_extension_that_is_not_installed_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(location, "extension_folders", lambda name: [])  # as if not installed
     store = DuckLakeAssetStore(tmp_path / "lake.sqlite", "s3://some-bucket/lake/")
     with pytest.raises(StorageError) as info:
         commit(store, "orders", ints(1))
@@ -269,3 +270,60 @@ def test_two_processes_commit_to_one_catalog(lake_place: Lake) -> None:
             assert set(table.column("writer").to_pylist()) == {snap.stage}
             assert table.column("a").to_pylist() == list(range(table.num_rows))
             assert table.num_rows == snap.rows
+
+
+_OPENER = textwrap.dedent(
+    """
+    import pathlib, sys, time
+    import pyarrow as pa
+    from klaw.storage.ducklake import DuckLakeAssetStore
+
+    catalog, data, key, go = sys.argv[1:5]
+    pathlib.Path(go + "." + key).touch()  # ready
+    while not pathlib.Path(go).exists():  # every child opens the new catalog at once
+        time.sleep(0.001)
+    with DuckLakeAssetStore(catalog, data) as store:
+        print(store.commit(key, pa.table({"a": [1]}), run_id=key, stage=key, attempt=1))
+    """
+)
+
+
+def test_processes_creating_one_catalog_at_once_all_open_it(lake_place: Lake) -> None:
+    """The first processes to open a catalog race to create its tables: the losers meet a
+    locked SQLite file or, on Postgres, a duplicate key in Postgres's own catalog (errors
+    DuckDB raises untyped), and must retry rather than fail."""
+    catalog, data = lake_place.catalog, lake_place.data
+    go = Path(str(data) + ".go")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    keys = [f"writer{i}" for i in range(4)]
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", _OPENER, str(catalog), str(data), key, str(go)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for key in keys
+    ]
+    ready = [Path(f"{go}.{key}") for key in keys]
+    for _ in range(6000):  # until every child waits for the go (started, imports done)
+        if all(r.exists() or c.poll() is not None for r, c in zip(ready, children, strict=True)):
+            break
+        time.sleep(0.01)
+    go.touch()
+    results = [child.communicate(timeout=100) for child in children]
+    for child, (_, err) in zip(children, results, strict=True):
+        assert child.returncode == 0, err
+    with DuckLakeAssetStore(catalog, data) as store:
+        assert sorted(a.key for a in store.assets()) == keys
+
+
+def test_what_is_retried_is_read_from_the_exception_type_first() -> None:
+    assert ducklake._is_retryable(duckdb.TransactionException("Failed to commit"))
+    untyped = 'Failed to initialize DuckLake: ...: ERROR:  duplicate key value violates unique constraint "pg_type_typname_nsp_index"'  # noqa: E501
+    assert ducklake._is_retryable(duckdb.Error(untyped))
+    assert ducklake._is_retryable(duckdb.Error("Failed to initialize DuckLake: database is locked"))
+    # a typed error is what its type says, whatever its message
+    assert not ducklake._is_retryable(duckdb.ConstraintException(untyped))
+    assert not ducklake._is_retryable(duckdb.CatalogException("Table with name x does not exist"))

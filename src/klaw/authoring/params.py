@@ -7,6 +7,7 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from klaw.authoring.secrets import redact, redacted_path
 from klaw.authoring.workflow import Workflow
 from klaw.errors import DefinitionError, ParamsError
 
@@ -87,6 +88,15 @@ def resolve_params(workflow: Workflow, values: Mapping[str, Any]) -> dict[type[A
             + (f"; did you mean {', '.join(close)}?" if close else f" (params: {known})."),
             hint=f"See `klaw schema {workflow.name}` for the params and their types.",
         )
+    for key, value in values.items():
+        where = redacted_path(value, key)
+        if where is not None:
+            raise ParamsError(
+                f"Param {where!r} of workflow {workflow.name!r} is a secret that was given by "
+                "value (a SecretStr), so it was not stored with the run; give it again.",
+                hint=f"Pass --param {key}=... again, or declare it as klaw.Secret and pass a "
+                f"reference (--param {key}=secret:NAME) that Klaw resolves on every run.",
+            )
     if not workflow.params_models:
         return {}
     import pydantic
@@ -99,7 +109,11 @@ def resolve_params(workflow: Workflow, values: Mapping[str, Any]) -> dict[type[A
         except pydantic.ValidationError as exc:
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in err['loc']) or model.__name__}: {err['msg']}"
-                + (f" (got {err['input']!r})" if "input" in err and err["loc"] else "")
+                + (
+                    f" (got {err['input']!r})"
+                    if "input" in err and err["loc"] and not _secret_field(model, err["loc"])
+                    else ""
+                )
                 for err in exc.errors()
             )
             raise ParamsError(
@@ -111,8 +125,16 @@ def resolve_params(workflow: Workflow, values: Mapping[str, Any]) -> dict[type[A
 
 
 def dump_params(resolved: Mapping[type[Any], Any]) -> dict[str, Any]:
-    """The validated params as one JSON-ready dict (recorded with the run)."""
+    """The validated params as one JSON-ready dict (recorded with the run). A ``klaw.Secret``
+    is written as its reference (``secret:NAME``); a ``SecretStr``/``SecretBytes`` given by
+    value as ``{"$redacted": true}`` (left out when it kept its default): never a value."""
     merged: dict[str, Any] = {}
     for instance in resolved.values():
-        merged.update(instance.model_dump(mode="json"))
+        merged.update(redact(instance, instance.model_dump(mode="json")))
     return merged
+
+
+def _secret_field(model: type[Any], loc: tuple[Any, ...]) -> bool:
+    """Whether ``loc`` is in a field declared as a secret (its input is never echoed)."""
+    info = model.model_fields.get(str(loc[0]))
+    return info is not None and "Secret" in str(info.annotation)

@@ -272,6 +272,28 @@ def check_sql_stages(
     query produces is handed to the SQL stages that read it; ``known_schemas`` gives the
     schemas of other tables known beforehand (stored assets, also of other workflows; None
     when the table exists but its schema is not known yet)."""
+    return check_sql_workflow(stages, known_schemas).problems
+
+
+@dataclass(frozen=True, slots=True)
+class SqlChecks:
+    """What checking a workflow's SQL stages found. ``problems`` make it invalid;
+    ``unchecked`` names each statement that could not be checked and why (a warning);
+    ``schemas`` holds the result schema of each SQL stage that could be derived."""
+
+    problems: list[str]
+    unchecked: list[str]
+    schemas: dict[str, pa.Schema]
+
+
+def check_sql_workflow(
+    stages: Iterable[StageDef],
+    known_schemas: Mapping[str, pa.Schema | None] | None = None,
+    producers: Mapping[str, str] | None = None,
+) -> SqlChecks:
+    """Like :func:`check_sql_stages`, and also says which statements could not be checked:
+    those reading a table whose schema is not known (``producers`` describes who makes each
+    table of another workflow, for that message)."""
     by_name = {s.name: s for s in stages}
     known = dict(known_schemas or {})
     schemas: dict[str, pa.Schema | None] = {n: known.get(n) for n in by_name} | {
@@ -279,6 +301,9 @@ def check_sql_stages(
     }
     done: set[str] = set()
     problems: list[str] = []
+    unchecked: list[str] = []
+    derived: dict[str, pa.Schema] = {}
+    failed: set[str] = set()
 
     def visit(stage: StageDef, path: frozenset[str]) -> None:
         if stage.name in done or stage.name in path:  # a cycle is the graph's to report
@@ -289,13 +314,48 @@ def check_sql_stages(
                 visit(upstream, path | {stage.name})
         found, schema = _check(stage, schemas)
         problems.extend(found)
+        if schema is not None:
+            derived[stage.name] = schema
+        elif found:
+            failed.add(stage.name)
+        else:
+            unknown = [i.upstream for i in stage.inputs if schemas.get(i.upstream) is None]
+            if failed.intersection(unknown):  # reads a statement with a problem: that says it
+                failed.add(stage.name)
+            elif unknown:
+                unchecked.append(_unchecked(stage, unknown[0], by_name, producers or {}))
         schemas[stage.name] = schemas[stage.name] or schema
         done.add(stage.name)
 
     for stage in by_name.values():
         if isinstance(stage.fn, SqlQuery):
             visit(stage, frozenset())
-    return problems
+    return SqlChecks(problems, unchecked, derived)
+
+
+def _unchecked(
+    stage: StageDef, table: str, by_name: Mapping[str, StageDef], producers: Mapping[str, str]
+) -> str:
+    """Why ``stage``'s statement could not be checked: ``table``'s schema is not known."""
+    sql = stage.fn
+    assert isinstance(sql, SqlQuery)
+    upstream = by_name.get(table)
+    if upstream is None:
+        made = f" ({producers[table]})" if table in producers else ""
+        why = f"asset {table!r} has no snapshot yet and its producer's schema is not known{made}"
+    elif isinstance(upstream.fn, SqlQuery):
+        why = f"SQL stage {table!r}, which it reads, could not be checked either"
+    elif upstream.kind is StageKind.ASSET:
+        why = (
+            f"asset {upstream.asset_key!r} has no snapshot yet and its producer's schema is not "
+            f"known (stage {table!r} is Python)"
+        )
+    else:
+        why = f"stage {table!r} stores nothing, so its schema is known only once it runs"
+    return (
+        f"SQL stage {stage.name!r} ({sql.location}) is unchecked: {why}. It is checked when it "
+        "runs; run the producer once for `klaw validate` to check it against the snapshot."
+    )
 
 
 def _check(

@@ -38,6 +38,7 @@ def api(
     from klaw.api.http import create_app
 
     orch = STATE.orchestrator(api_host=host, api_port=port)
+    orch.check_lake()  # a lake in object storage is reachable before serving
     settings = orch.settings
     authenticator = api_authenticator(orch)
     web = create_app(

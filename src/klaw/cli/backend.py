@@ -8,7 +8,8 @@ Every ``klaw`` command that acts on a project builds a typed command
   they are written (no polling).
 - :class:`RemoteBackend`: the Arrow Flight client of a ``klaw server``, chosen by ``--server URL``
   or ``KLAW_SERVER``. The token comes from the ``KLAW_TOKEN`` environment variable only (never a
-  flag, so it stays out of shell history). ``klaw run`` submits the run and follows its events.
+  flag, so it stays out of shell history). ``klaw run`` submits the run and follows its events
+  (long polls: the server answers as soon as events are committed).
 - :class:`HttpBackend`: the same over a Klaw HTTP API (``klaw api``, ``klaw dev``), chosen by
   ``--url URL`` or ``KLAW_URL``, token from ``KLAW_TOKEN``. Asset rows have no HTTP route yet.
 """
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import abc
 import os
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, Protocol, TypeVar, cast
 
@@ -38,7 +38,8 @@ R = TypeVar("R")
 SERVER_ENV: Final = "KLAW_SERVER"
 URL_ENV: Final = "KLAW_URL"
 TOKEN_ENV: Final = "KLAW_TOKEN"
-POLL_INTERVAL: Final = 0.2  # seconds between two ListEvents while following a remote run
+FOLLOW_WAIT: Final = 1.0  # seconds the server may hold one ListEvents (a long poll) while
+# following a remote run: events come as they are committed; Ctrl-C is seen within this
 
 
 class UnexpectedReplyError(KlawError):
@@ -265,18 +266,17 @@ class FollowingBackend(abc.ABC):
             return self._follow(run, watcher)
 
     def _follow(self, run: RunRecord, watcher: RunWatcher | None) -> RunRecord:
-        from klaw.service.commands import EventsReply, ListEvents
+        from klaw.service.commands import EventsReply, long_poll
 
         after = self._seen.get(run.run_id, 0)
-        while True:
-            reply = ask(self, ListEvents(run_id=run.run_id, after_seq=after), EventsReply)
+        while True:  # each ListEvents waits on the other side until there are events
+            reply = ask(self, long_poll(run.run_id, after, FOLLOW_WAIT), EventsReply)
             if reply.events:
                 after = self._seen[run.run_id] = reply.events[-1].seq
                 if watcher is not None:
                     watcher.events(reply.events)
             if reply.run.state.terminal:  # the run was read first: its last events are in
                 return reply.run
-            time.sleep(POLL_INTERVAL)
 
     def _cancel(self, run: RunRecord) -> None:
         from klaw.cli.output import error_console

@@ -3,7 +3,7 @@ on this machine, so they refuse to run with ``--server`` / ``KLAW_SERVER``."""
 
 from __future__ import annotations
 
-import re
+import time
 from typing import Annotated
 
 import typer
@@ -11,20 +11,8 @@ import typer
 from klaw.cli.app import STATE, OutputOpt, db_app
 from klaw.cli.backend import refuse_remote
 from klaw.cli.output import Format, console, emit_json
-from klaw.errors import ConfigError, MetadataError
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
-_UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_duration(text: str) -> float:
-    """``90``, ``90s``, ``15m``, ``12h``, ``30d``, ``2w`` -> seconds."""
-    match = _DURATION.match(text)
-    if not match:
-        raise ConfigError(
-            f"--older-than {text!r} is not a duration.", hint="Write for example 30d, 12h or 90m."
-        )
-    return float(match.group(1)) * _UNIT[match.group(2)]
+from klaw.durations import parse_duration
+from klaw.errors import MetadataError
 
 
 @db_app.command("upgrade")
@@ -48,20 +36,25 @@ def upgrade(output: OutputOpt = Format.TABLE) -> None:
 @db_app.command("prune")
 def prune(
     older_than: Annotated[
-        str, typer.Option("--older-than", help="Age of what to delete: 30d, 12h, 90m, ...")
+        str, typer.Option("--older-than", help="Age of what to delete: 30d, 12h, 1.5h, 90m, ...")
     ],
     output: OutputOpt = Format.TABLE,
 ) -> None:
-    """Delete events and metrics older than an age (runs, attempts and logs stay)."""
+    """Delete events and metrics older than an age (runs, attempts and logs stay), and the
+    Idempotency-Keys of POST /runs that have expired."""
     refuse_remote(STATE.server or STATE.url, "klaw db prune")
-    seconds = parse_duration(older_than)
+    seconds = parse_duration(older_than, flag="--older-than", allow_zero=True)
     orch = STATE.orchestrator()
     store = orch.metadata
     pruner = getattr(store, "prune", None)
     if pruner is None:
         raise MetadataError(f"The metadata store {type(store).__name__} cannot prune.")
     gone = pruner(seconds)
+    keys = store.prune_keys(time.time())  # expired Idempotency-Keys, whatever their age
     if output is Format.JSON:
-        emit_json({"pruned": gone, "older_than_seconds": seconds})
+        emit_json({"pruned": gone, "older_than_seconds": seconds, "expired_keys": keys})
     else:
-        console().print(f"pruned {gone} (events and metrics older than {older_than})")
+        console().print(
+            f"pruned {gone} (events and metrics older than {older_than}) and {keys} expired "
+            "Idempotency-Keys"
+        )

@@ -69,19 +69,32 @@ def validate(
     workflows: Annotated[list[str] | None, typer.Argument(help="Workflows (default: all).")] = None,
     output: OutputOpt = Format.TABLE,
 ) -> None:
-    """Check workflows for cycles, unknown dependencies, duplicate names and bad params."""
+    """Check workflows for cycles, unknown dependencies, duplicate names, bad params and SQL
+    that does not fit its upstream schemas (SQL that cannot be checked yet is a warning)."""
     from klaw.service.commands import ValidateReply, ValidateWorkflows
 
     cmd = ValidateWorkflows(workflows=tuple(workflows or ()))
     results = ask(STATE.backend(), cmd, ValidateReply).results
     if output is Format.JSON:
         emit_json(
-            [{"workflow": r.workflow, "ok": r.ok, "problems": list(r.problems)} for r in results]
+            [
+                {
+                    "workflow": r.workflow,
+                    "ok": r.ok,
+                    "problems": list(r.problems),
+                    "unchecked": list(r.unchecked),
+                }
+                for r in results
+            ]
         )
     else:
         out = console()
         for r in results:
-            if r.error is None:
+            if r.error is None and r.unchecked:  # valid, but some SQL could not be checked
+                out.print(f"[yellow]ok, SQL unchecked[/yellow] {r.workflow}")
+                for why in r.unchecked:
+                    out.print(f"  [yellow]warning[/yellow]: {why}", highlight=False, soft_wrap=True)
+            elif r.error is None:
                 out.print(f"[green]ok[/green]      {r.workflow}")
             else:
                 hint = f"\n  hint: {r.error.hint}" if r.error.hint else ""

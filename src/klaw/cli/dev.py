@@ -69,6 +69,7 @@ def dev(
     if token is not None:
         flags.update(tokens=token, api_tokens=f"admin:{token}")
     orch = STATE.orchestrator(**flags)
+    orch.check_lake()  # a lake in object storage is reachable before serving
     settings = orch.settings
     web = create_app(
         orch,

@@ -152,13 +152,26 @@ def runs_show(
         out.print(f"  [red]{record.error}[/red]")
     table(
         None,
-        ["stage", "attempt", "state", "took", "rows", "size", "snapshot", "error"],
+        [
+            "stage",
+            "attempt",
+            "state",
+            "took",
+            "load",
+            "commit",
+            "rows",
+            "size",
+            "snapshot",
+            "error",
+        ],
         [
             [
                 a.stage,
                 "reused" if a.reused_from else (a.attempt or "-"),
                 styled(a.state.value),
                 seconds(a.duration),
+                seconds(a.load_s),
+                seconds(a.commit_s),
                 a.rows if a.rows is not None else "-",
                 size(a.bytes),
                 (f"{a.asset_key}@{a.snapshot_id}" if a.snapshot_id is not None else "-"),

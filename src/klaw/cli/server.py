@@ -37,6 +37,7 @@ def server(
     from klaw.triggers import TriggerService
 
     orch = STATE.orchestrator(server_host=host, server_port=port)
+    orch.check_lake()  # a lake in object storage is reachable before serving
     settings = orch.settings
     tokens = TokenSet.from_settings(settings, orch.project.root)
     with StopSignals() as stop:

@@ -62,16 +62,17 @@ def tokens_create(
         str | None,
         typer.Option(
             "--expires",
-            help="Valid for this long: 45s, 90m, 12h, 30d, 2w (default: until revoked).",
+            help="Valid for this long: 45s, 90m, 1.5h, 30d, 2w (default: until revoked).",
         ),
     ] = None,
     output: OutputOpt = Format.TABLE,
 ) -> None:
     """Make a token with a role. It is printed once: store it now, it cannot be shown again."""
-    from klaw.service.tokens import create_token, parse_duration, parse_role
+    from klaw.durations import parse_duration
+    from klaw.service.tokens import create_token, parse_role
 
     label = parse_role(role)
-    expires_in = None if expires is None else parse_duration(expires)
+    expires_in = None if expires is None else parse_duration(expires, flag="--expires")
     issued = create_token(
         _store("klaw tokens create"), name=name, role=label, expires_in=expires_in
     )

@@ -30,6 +30,9 @@ from klaw.engines.engine import (
     unknown_table,
 )
 
+# DuckDB's exception types say what went wrong (ParserException, CatalogException,
+# BinderException, InvalidInputException); these read only what a type cannot carry: the line,
+# and the name of the table, column or parameter the message is about.
 _LINE = re.compile(r"\bLINE (\d+):")
 _TABLE = re.compile(r"Table with name (\S+?) does not exist")
 _COLUMN = re.compile(r'(?:Referenced column|does not have a column named) "([^"]+)"')

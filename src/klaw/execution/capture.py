@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, TextIO
 
+from klaw.authoring.secrets import mask
 from klaw.metadata.records import LogRecord
 
 _local = threading.local()
@@ -26,14 +27,19 @@ _installed = False
 class AttemptLog:
     """The captured lines of one stage attempt."""
 
-    __slots__ = ("attempt", "partial", "records", "run_id", "stage")
+    __slots__ = ("attempt", "partial", "records", "run_id", "secrets", "stage")
 
-    def __init__(self, run_id: str, stage: str, attempt: int) -> None:
+    def __init__(
+        self, run_id: str, stage: str, attempt: int, secrets: tuple[str, ...] = ()
+    ) -> None:
         self.run_id, self.stage, self.attempt = run_id, stage, attempt
+        self.secrets = secrets  # values shown as *** in every line kept
         self.records: list[LogRecord] = []
         self.partial: dict[str, str] = {}
 
     def add(self, stream: str, line: str, level: str | None = None) -> None:
+        if self.secrets:
+            line = mask(line, self.secrets)
         self.records.append(
             LogRecord(
                 run_id=self.run_id,
@@ -126,10 +132,13 @@ def install() -> None:
 
 
 @contextmanager
-def capture(run_id: str, stage: str, attempt: int) -> Iterator[AttemptLog]:
-    """Collect the current thread's output into the yielded log until the block ends."""
+def capture(
+    run_id: str, stage: str, attempt: int, secrets: tuple[str, ...] = ()
+) -> Iterator[AttemptLog]:
+    """Collect the current thread's output into the yielded log until the block ends, with
+    each of ``secrets`` shown as ``***``."""
     install()
-    log = AttemptLog(run_id, stage, attempt)
+    log = AttemptLog(run_id, stage, attempt, secrets)
     _local.sink = log
     try:
         yield log

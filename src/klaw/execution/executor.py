@@ -19,7 +19,9 @@ class Executor(Protocol):
     def open(self, deliver: Deliver, values: ValueStore) -> None:
         """Start workers. Every submitted task ends with exactly one ``deliver(outcome)``,
         called from any thread; a task whose stage has a timeout first delivers ``Started``
-        when the stage begins. Stage values are kept in ``values``."""
+        as it enters each phase (``LOAD`` when it begins, ``RUN`` when the stage's function is
+        called, ``COMMIT`` when its snapshot is stored), so the runner times the function
+        alone. Stage values are kept in ``values``."""
 
     def submit(self, task: Task) -> None: ...
 

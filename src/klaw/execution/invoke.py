@@ -5,15 +5,20 @@ from __future__ import annotations
 
 import time
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 from klaw import tabular
+from klaw.authoring.secrets import mask, secret_values
 from klaw.authoring.stage import StageKind
 from klaw.errors import NonRetryableError, OutputError
 from klaw.execution.capture import capture
 from klaw.execution.lease import LeaseKeeper, LeaseLostError
-from klaw.execution.task import AssetStoreFactory, Outcome, Task
+from klaw.execution.task import AssetStoreFactory, Outcome, Phase, Task
 from klaw.execution.values import ValueStore
+from klaw.failpoints import failpoint
+
+OnPhase = Callable[[Phase], None]
 
 
 class StageStopped(BaseException):
@@ -26,12 +31,15 @@ def invoke(
     values: ValueStore,
     assets: AssetStoreFactory,
     leases: LeaseKeeper | None = None,
+    on_phase: OnPhase | None = None,
 ) -> Outcome:
     """Run one stage attempt. Never raises for a failure of user code: the outcome says how
     the attempt ended, with the user's traceback kept. With ``leases``, the attempt's lease is
-    renewed while it runs and checked before its snapshot is committed."""
+    renewed while it runs and checked before its snapshot is committed. ``on_phase`` is told
+    when the stage's function is called (``RUN``) and when its snapshot is stored
+    (``COMMIT``); the time spent loading inputs and committing is kept on the outcome."""
     if leases is None:
-        return _invoke(task, values, assets, None)
+        return _invoke(task, values, assets, None, on_phase)
     try:
         leases.hold(task)
     except LeaseLostError as exc:  # given up before it began: the runner drops this outcome
@@ -39,24 +47,38 @@ def invoke(
         leases.release(task)
         return Outcome(task.stage.name, task.attempt, task.token, now, now, exc.message, lost=True)
     try:
-        return _invoke(task, values, assets, leases)
+        return _invoke(task, values, assets, leases, on_phase)
     finally:
         leases.release(task)
 
 
 def _invoke(
-    task: Task, values: ValueStore, assets: AssetStoreFactory, leases: LeaseKeeper | None
+    task: Task,
+    values: ValueStore,
+    assets: AssetStoreFactory,
+    leases: LeaseKeeper | None,
+    on_phase: OnPhase | None,
 ) -> Outcome:
     stage = task.stage
     started = time.time()
     outcome = Outcome(stage.name, task.attempt, task.token, started, started)
-    with capture(task.run_id, stage.name, task.attempt) as log:
+    secrets = secret_values(task.params) if task.params is not None else ()
+    with capture(task.run_id, stage.name, task.attempt, secrets) as log:
         try:
+            clock = time.perf_counter()
             kwargs = _arguments(task, values, assets)
+            if task.inputs:
+                outcome.load_s = time.perf_counter() - clock
+            if on_phase is not None:
+                on_phase(Phase.RUN)
             result = stage.fn(**kwargs)
             result = tabular.materialise(result)
             if stage.kind is StageKind.ASSET:
+                if on_phase is not None:
+                    on_phase(Phase.COMMIT)
+                clock = time.perf_counter()
                 _store(task, result, outcome, assets, leases)
+                outcome.commit_s = time.perf_counter() - clock
             else:
                 outcome.rows, outcome.bytes = tabular.measure(result)
             if task.keep_value:
@@ -75,10 +97,12 @@ def _invoke(
                 outcome.error = f"{type(exc).__name__} raised in stage"
             else:
                 outcome.error = f"{type(exc).__name__}: {exc}"
-            outcome.traceback = _user_traceback(exc)
+            outcome.traceback = mask(_user_traceback(exc), secrets)
             outcome.retryable = not isinstance(exc, NonRetryableError)
             for line in outcome.traceback.rstrip("\n").split("\n"):
                 log.add("stderr", line, "ERROR")
+    if secrets and outcome.error is not None:
+        outcome.error = mask(outcome.error, secrets)
     outcome.ended_at = time.time()
     outcome.logs = log.records
     return outcome
@@ -88,6 +112,7 @@ def _arguments(task: Task, values: ValueStore, assets: AssetStoreFactory) -> dic
     kwargs: dict[str, Any] = {}
     for item in task.inputs:
         if item.ref is not None:
+            failpoint(f"read_input:{item.ref.key}")  # fault tests: a slow lake, for one asset
             value: Any = assets().read(item.ref.key, item.ref.snapshot)
         else:
             value = values.get(item.upstream)

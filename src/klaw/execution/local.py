@@ -12,6 +12,7 @@ process executor when work must be killed outright).
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import queue
 import threading
@@ -21,7 +22,7 @@ from collections import deque
 from klaw.execution.executor import Deliver
 from klaw.execution.invoke import StageStopped, invoke
 from klaw.execution.lease import LeaseKeeper
-from klaw.execution.task import AssetStoreFactory, Outcome, Started, Task
+from klaw.execution.task import AssetStoreFactory, Outcome, Phase, Started, Task
 from klaw.execution.values import ValueStore
 
 
@@ -97,9 +98,11 @@ class ThreadExecutor:
             try:
                 with self._lock:
                     self._running[task.key] = (worker, me)
+                on_phase = None
                 if task.stage.timeout is not None:
                     deliver(Started(task.stage.name, task.attempt, task.token))
-                outcome = invoke(task, values, self._assets, self._leases)
+                    on_phase = functools.partial(_phase, deliver, task)
+                outcome = invoke(task, values, self._assets, self._leases, on_phase)
             except StageStopped:  # landed outside the stage's own frame: reported as stopped
                 outcome = None
             with self._lock:
@@ -186,6 +189,10 @@ def _raise_in(ident: int) -> None:
     ctypes.pythonapi.PyThreadState_SetAsyncExc(
         ctypes.c_ulong(ident), ctypes.py_object(StageStopped)
     )
+
+
+def _phase(deliver: Deliver, task: Task, phase: Phase) -> None:
+    deliver(Started(task.stage.name, task.attempt, task.token, phase))
 
 
 def stopped_outcome(task: Task) -> Outcome:

@@ -9,6 +9,7 @@ by the worker that ran the stage.
 from __future__ import annotations
 
 import contextlib
+import functools
 import multiprocessing
 import os
 import signal
@@ -22,7 +23,7 @@ from klaw.execution.executor import Deliver
 from klaw.execution.invoke import invoke
 from klaw.execution.lease import LeaseKeeper
 from klaw.execution.local import default_workers, stopped_outcome
-from klaw.execution.task import AssetStoreFactory, InputRef, Outcome, Started, Task
+from klaw.execution.task import AssetStoreFactory, InputRef, Outcome, Phase, Started, Task
 from klaw.execution.values import ValueStore
 from klaw.failpoints import failpoint
 
@@ -48,15 +49,21 @@ def _worker_main(
         task, inputs = message
         for upstream, value in inputs.items():
             values.put(upstream, value)
+        on_phase = None
         if task.stage.timeout is not None:
-            conn.send(("started", ""))
+            conn.send(("phase", Phase.LOAD.value))
+            on_phase = functools.partial(_send_phase, conn)
         failpoint("worker_claimed")
-        outcome = invoke(task, values, assets, leases)
+        outcome = invoke(task, values, assets, leases, on_phase)
         if task.keep_value and outcome.ok:
             outcome.value = values.get(task.stage.name)
         for name in [*inputs, task.stage.name]:
             values.release(name)
         conn.send(outcome)
+
+
+def _send_phase(conn: Connection, phase: Phase) -> None:
+    conn.send(("phase", phase.value))
 
 
 class _Worker:
@@ -120,8 +127,9 @@ class ProcessExecutor:
         assert self._deliver is not None
         try:
             received = worker.conn.recv()
-            if isinstance(received, tuple) and received[0] == "started":
-                self._deliver(Started(task.stage.name, task.attempt, task.token))
+            while isinstance(received, tuple) and received[0] == "phase":
+                phase = Phase(received[1])
+                self._deliver(Started(task.stage.name, task.attempt, task.token, phase))
                 received = worker.conn.recv()
             if isinstance(received, tuple):  # the worker could not load the task
                 now = time.time()

@@ -9,8 +9,12 @@ nothing polls; the driver never fetches a value.
 
 Ray retries nothing (``max_retries=0``): retries are the runner's. A stop force-cancels the
 task, which kills its worker process; a worker that dies under a stage gives a retryable
-failure. A stage with a timeout is reported started when it is submitted (Ray does not tell
-the driver when a task begins), so its clock includes the time it waits for a worker.
+failure. A stage with a timeout is reported loading when it is submitted (Ray does not tell
+the driver when a task begins), so the I/O bound covers its wait for a worker; the worker
+tells a small actor (the phase board, made on first use) when the stage's function starts and
+when its snapshot is stored, and the driver takes those notes as they come (one call pending
+at a time, answered when there are notes: nothing polls). The stage's own timeout starts when
+its function does.
 
 Workers import stage modules by name: each attempt carries the driver's ``sys.path``, which a
 worker adds to its own before it loads the stage. Those paths must exist on every node (one
@@ -19,6 +23,7 @@ machine, or a shared file system).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import logging
@@ -43,7 +48,7 @@ from klaw.execution.executor import Deliver
 from klaw.execution.invoke import invoke
 from klaw.execution.lease import LeaseKeeper
 from klaw.execution.local import stopped_outcome
-from klaw.execution.task import AssetStoreFactory, Outcome, Started, Task
+from klaw.execution.task import AssetStoreFactory, Outcome, Phase, Started, Task
 from klaw.execution.values import ValueStore
 
 _CONNECT_TIMEOUT = 5.0  # seconds to reach a cluster's address before giving up
@@ -85,6 +90,8 @@ class RayExecutor:
         self._nodes: list[dict[str, float]] = []
         self._deliver: Deliver | None = None
         self._values: ValueStore | None = None
+        self._board: Any = None  # the phase board actor, made for the first timed stage
+        self._taking: Ref | None = None  # the driver's pending call for the board's notes
         self._started = False
         self._closed = False
 
@@ -120,9 +127,12 @@ class RayExecutor:
             _fail(deliver, task, remote)
             return
         names = tuple(i.upstream for i in task.inputs if i.ref is None)
+        board = self._phase_board() if stage.timeout is not None else None
         try:
             payload = pickle.dumps((task, names), pickle.HIGHEST_PROTOCOL)
-            outcome, value = remote.remote(self._context, payload, *(values.get(n) for n in names))
+            outcome, value = remote.remote(
+                self._context, payload, board, *(values.get(n) for n in names)
+            )
         except Exception as exc:  # params that cannot be pickled, or Ray refused the task
             error = f"{type(exc).__name__}: {exc}"
             _fail(deliver, task, f"Stage {stage.name!r} could not be sent to Ray: {error}")
@@ -134,6 +144,34 @@ class RayExecutor:
             self._refs[task.key] = outcome
         # Ray calls back when the outcome is ready: no thread waits, nothing polls
         outcome.future().add_done_callback(functools.partial(self._done, outcome))
+
+    def _phase_board(self) -> Any:
+        """The actor timed attempts report their phases to, started on first use."""
+        with self._lock:
+            board, made = self._board, False
+            if board is None:
+                board = self._board = _board_actor().remote()
+                made = True
+        if made:
+            self._take_notes()
+        return board
+
+    def _take_notes(self) -> None:
+        with self._lock:
+            if self._closed or self._board is None:
+                return
+            self._taking = self._board.take.remote()
+            taking = self._taking
+        taking.future().add_done_callback(self._noted)
+
+    def _noted(self, future: Any) -> None:
+        """Ray's callback with the board's notes: each is a timed attempt entering a phase."""
+        deliver = self._deliver
+        if self._closed or deliver is None or future.exception() is not None:
+            return  # the board goes away with the executor
+        for stage, attempt, token, phase in future.result():
+            deliver(Started(stage, attempt, token, Phase(phase)))
+        self._take_notes()
 
     def _remote_for(self, stage: StageDef) -> Any:
         """The remote function with the stage's resources, or the reason it cannot run."""
@@ -197,6 +235,10 @@ class RayExecutor:
         with self._lock:
             self._flights.clear()
             self._refs.clear()
+            board, self._board, self._taking = self._board, None, None
+        if board is not None:
+            with contextlib.suppress(Exception):
+                ray.kill(board)
         if self._started:  # a local Ray it started stops; a cluster it joined stays up
             self._started = False
             ray.shutdown()
@@ -334,16 +376,48 @@ def _remote_attempt(
     return ray.remote(**options)(_attempt)
 
 
-def _attempt(context: bytes, payload: bytes, *inputs: Any) -> tuple[Outcome, Any]:
-    """Run one attempt in a Ray worker: ``inputs`` are the upstream values, resolved by Ray."""
+def _attempt(context: bytes, payload: bytes, board: Any, *inputs: Any) -> tuple[Outcome, Any]:
+    """Run one attempt in a Ray worker: ``inputs`` are the upstream values, resolved by Ray;
+    a timed attempt tells ``board`` (the phase board) when its function starts and ends."""
     assets, leases = _worker_context(context)
     task, names = pickle.loads(payload)  # after the paths are in place: it imports the stage
     values = ValueStore()
     for name, value in zip(names, inputs, strict=True):
         values.put(name, value)
-    outcome = invoke(task, values, assets, leases)
+    on_phase = None if board is None else functools.partial(_note, board, task)
+    outcome = invoke(task, values, assets, leases, on_phase)
     value = values.get(task.stage.name) if task.keep_value and outcome.ok else None
     return outcome, value
+
+
+def _note(board: Any, task: Task, phase: Phase) -> None:
+    """Tell the phase board (fire and forget: the calls of one worker arrive in order)."""
+    board.note.remote(task.stage.name, task.attempt, task.token, phase.value)
+
+
+class _PhaseBoard:
+    """A Ray actor (async) that collects the phase notes of timed attempts until the driver
+    takes them: ``take`` answers as soon as there is at least one note."""
+
+    def __init__(self) -> None:
+        self._notes: list[tuple[str, int, str, str]] = []
+        self._posted = asyncio.Event()
+
+    async def note(self, stage: str, attempt: int, token: str, phase: str) -> None:
+        self._notes.append((stage, attempt, token, phase))
+        self._posted.set()
+
+    async def take(self) -> list[tuple[str, int, str, str]]:
+        await self._posted.wait()
+        self._posted.clear()
+        notes, self._notes = self._notes, []
+        return notes
+
+
+@functools.cache
+def _board_actor() -> Any:
+    """The phase board as a Ray actor class, made on first use; it takes no CPU."""
+    return ray.remote(num_cpus=0, max_restarts=0)(_PhaseBoard)
 
 
 def _worker_context(context: bytes) -> tuple[AssetStoreFactory, LeaseKeeper | None]:

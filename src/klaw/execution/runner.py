@@ -27,7 +27,7 @@ from klaw.errors import KlawError, StaleAttemptError
 from klaw.execution.executor import Executor, InlineExecutor
 from klaw.execution.readiness import Readiness, Transition
 from klaw.execution.recorder import DEFAULT_LIMIT, Recorder
-from klaw.execution.task import InputRef, Outcome, Started, Task
+from klaw.execution.task import InputRef, Outcome, Phase, Started, Task
 from klaw.execution.values import ValueStore
 from klaw.graph.plan import Plan
 from klaw.ids import AssetRef, new_token
@@ -63,6 +63,7 @@ class _Reported:
 _FAST = 0.002  # seconds: stages shorter than this get a queued successor per worker
 _ENDS = frozenset(s for s in StageState if s.terminal) | {StageState.RETRYING}
 _FORCE = object()
+_PHASES = frozenset(p.value for p in Phase)  # timer kinds of a timed attempt's phases
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +78,7 @@ class Reused:
 class RunOptions:
     fail_fast: bool = False
     stop_grace: float = 5.0  # seconds a stopped attempt has to end before it is abandoned
+    io_timeout: float = 3600.0  # seconds a timed stage may spend loading inputs or committing
     params: Mapping[type[Any], Any] = field(default_factory=dict)
     reused: Mapping[str, Reused] = field(default_factory=dict)
     external: Mapping[str, AssetRef] = field(default_factory=dict)  # unselected upstream assets
@@ -156,6 +158,7 @@ class Runner:
         self._inline_task: Task | None = None
         self._inline = isinstance(executor, InlineExecutor)
         self._timed_out: set[tuple[str, int]] = set()
+        self._phases: dict[tuple[str, int], int] = {}  # timed attempt -> its live phase timer
         self._lease_timer = False
         self._log = log.bind(run_id=run.run_id, workflow=run.workflow)
 
@@ -279,17 +282,18 @@ class Runner:
         if task is None or task.token != item.token:
             return  # a stale attempt (abandoned after a stop): fenced off
         if isinstance(item, Started):
-            limit = task.stage.timeout
-            assert limit is not None
-            self._timer(limit, "timeout", task.stage.name, task.attempt)
+            self._enter(task, item.phase)
             return
         outcome: Outcome = item
         del self._tasks[key]
+        self._phases.pop(key, None)
         record = self._attempts[key]
         if not outcome.stopped:  # a stopped attempt keeps the start recorded at submit
             record.started_at = outcome.started_at
         record.ended_at = outcome.ended_at
         record.rows, record.bytes = outcome.rows, outcome.bytes
+        if outcome.load_s is not None or outcome.commit_s is not None:
+            self._io_metrics(outcome)
         if outcome.value is not None and task.keep_value:
             self._values.put(outcome.stage, outcome.value)
         self._batch.logs.extend(outcome.logs)
@@ -326,7 +330,7 @@ class Runner:
     def _fire_timers(self) -> None:
         now = time.monotonic()
         while self._timers and self._timers[0][0] <= now:
-            _, _, kind, name, attempt = heapq.heappop(self._timers)
+            _, seq, kind, name, attempt = heapq.heappop(self._timers)
             task = self._tasks.get((name, attempt))
             if kind == "leases":
                 self._expire_leases()
@@ -335,13 +339,59 @@ class Runner:
                     self._apply([self._readiness.retry_due(name)])
             elif task is None:
                 continue  # the attempt already ended
-            elif kind == "timeout":
-                limit = self.plan.graph.stages[name].timeout
-                self._attempts[task.key].error = f"timed out after {limit:g} s"
+            elif kind in _PHASES:
+                if self._phases.get(task.key) != seq:
+                    continue  # the attempt has moved on to its next phase
+                self._attempts[task.key].error = self._overran(task, Phase(kind))
                 self._timed_out.add(task.key)
                 self._stop(task)
             elif kind == "grace":
                 self._abandon(task)
+
+    def _enter(self, task: Task, phase: Phase) -> None:
+        """A timed attempt entered ``phase``: the stage's function is bounded by its timeout,
+        loading its inputs and committing its snapshot by the I/O timeout."""
+        limit = task.stage.timeout if phase is Phase.RUN else self.options.io_timeout
+        assert limit is not None
+        self._phases[task.key] = self._timer(limit, phase.value, task.stage.name, task.attempt)
+
+    def _overran(self, task: Task, phase: Phase) -> str:
+        """Why a timed attempt was stopped, naming the part of it that overran."""
+        stage, io = task.stage, self.options.io_timeout
+        if phase is Phase.RUN:
+            return f"timed out after {stage.timeout:g} s"
+        if phase is Phase.COMMIT:
+            return (
+                f"timed out committing asset {stage.asset_key!r}: stage {stage.name!r} was still "
+                f"storing its snapshot after {io:g} s (the stage_io_timeout setting, "
+                "KLAW_STAGE_IO_TIMEOUT); its own timeout covers only its function"
+            )
+        reading = [
+            f"asset {i.ref.key!r} (snapshot {i.ref.snapshot})"
+            if i.ref is not None
+            else f"the value of stage {i.upstream!r}"
+            for i in task.inputs
+        ]
+        return (
+            f"timed out loading inputs: stage {stage.name!r} was still reading "
+            f"{', '.join(reading) or 'its inputs'} after {io:g} s (the stage_io_timeout "
+            "setting, KLAW_STAGE_IO_TIMEOUT); its own timeout covers only its function"
+        )
+
+    def _io_metrics(self, outcome: Outcome) -> None:
+        """The attempt's input loading and snapshot commit times, as metrics of the attempt."""
+        for name, value in (("load_s", outcome.load_s), ("commit_s", outcome.commit_s)):
+            if value is not None:
+                self._batch.metrics.append(
+                    MetricRecord(
+                        run_id=self.run.run_id,
+                        name=name,
+                        value=value,
+                        ts=outcome.ended_at,
+                        stage=outcome.stage,
+                        attempt=outcome.attempt,
+                    )
+                )
 
     def _dispatch(self) -> None:
         # While stages finish within a couple of milliseconds, keep one task queued per worker
@@ -458,6 +508,7 @@ class Runner:
     def _lost(self, task: Task, record: AttemptRecord) -> None:
         """The attempt's worker is gone (or its lease expired): retry it as a new attempt."""
         self._tasks.pop(task.key, None)
+        self._phases.pop(task.key, None)
         name = task.stage.name
         self._log.warning(
             "stage attempt lost", stage=name, attempt=task.attempt, error=record.error
@@ -590,10 +641,10 @@ class Runner:
             )
         )
 
-    def _timer(self, delay: float, kind: str, stage: str, attempt: int) -> None:
-        heapq.heappush(
-            self._timers, (time.monotonic() + delay, next(self._seq), kind, stage, attempt)
-        )
+    def _timer(self, delay: float, kind: str, stage: str, attempt: int) -> int:
+        seq = next(self._seq)
+        heapq.heappush(self._timers, (time.monotonic() + delay, seq, kind, stage, attempt))
+        return seq
 
     def _release_inputs(self, name: str) -> None:
         """``name`` is done for good: values it consumed may be freed after their last use."""

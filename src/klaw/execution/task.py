@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from klaw.authoring.stage import StageDef
@@ -44,14 +45,25 @@ class Task:
         return (self.stage.name, self.attempt)
 
 
+class Phase(Enum):
+    """The parts of an attempt the runner times separately. A stage's ``timeout`` covers only
+    ``RUN`` (its own function); ``LOAD`` (reading its inputs) and ``COMMIT`` (storing its
+    snapshot) are bounded by the ``stage_io_timeout`` setting instead."""
+
+    LOAD = "load"
+    RUN = "run"
+    COMMIT = "commit"
+
+
 @dataclass(frozen=True, slots=True)
 class Started:
-    """Sent before a stage with a timeout begins, so its clock starts when the stage does
-    (not while a worker process is still starting)."""
+    """Sent as an attempt of a stage with a timeout enters a phase, so each clock starts when
+    that phase does (not while a worker process is still starting)."""
 
     stage: str
     attempt: int
     token: str
+    phase: Phase = Phase.LOAD
 
 
 @dataclass(slots=True)
@@ -74,6 +86,8 @@ class Outcome:
     bytes: int | None = None
     logs: list[LogRecord] = field(default_factory=list)
     value: Any = None  # process executors only: the value travels back to the parent's store
+    load_s: float | None = None  # seconds spent reading and converting inputs (when it had any)
+    commit_s: float | None = None  # seconds spent storing the asset snapshot (when it did)
 
     @property
     def ok(self) -> bool:

@@ -167,6 +167,27 @@ MIGRATIONS: tuple[Migration, ...] = (
             ) /*clustered*/""",
         ),
     ),
+    Migration(
+        version=5,
+        description="Idempotency-Keys of POST /runs",
+        statements=(
+            # One row per (subject, key): the primary key lets exactly one request claim a key,
+            # whichever API process it reaches. `claim` is the claiming request's random value;
+            # `run_id` is NULL until that request has made its run. Times are epoch seconds.
+            """CREATE TABLE idempotency_keys (
+                subject TEXT NOT NULL,
+                idempotency_key TEXT NOT NULL,
+                fingerprint TEXT NOT NULL,
+                claim TEXT NOT NULL,
+                created_at DOUBLE PRECISION NOT NULL,
+                expires_at DOUBLE PRECISION NOT NULL,
+                pending_until DOUBLE PRECISION NOT NULL,
+                run_id TEXT,
+                PRIMARY KEY (subject, idempotency_key)
+            ) /*clustered*/""",
+            "CREATE INDEX idempotency_keys_by_expiry ON idempotency_keys (expires_at)",
+        ),
+    ),
 )
 
 LATEST_VERSION: int = MIGRATIONS[-1].version

@@ -16,6 +16,11 @@ an advisory lock (idempotent across processes; the write transaction never runs 
 remembered in memory so that no record costs a query. ``create_run`` with ``max_active`` holds
 ``pg_advisory_xact_lock`` on the workflow name, so the limit check and the insert are atomic
 across processes.
+
+Every transaction that writes a run's events, attempts or logs also notifies the run's id on
+the schema's channel (``pg_notify``, delivered only once it commits): a follower waiting in
+``wait_run`` is woken by this process's listener (:mod:`klaw.metadata.postgres_listener`) as
+soon as the rows are visible, whichever process wrote them.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import math
 import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
@@ -39,12 +44,14 @@ from klaw.errors import (
     RunConflictError,
     RunNotFoundError,
 )
-from klaw.metadata import migrations, rows
+from klaw.metadata import migrations, rows, wakeups
+from klaw.metadata import postgres_listener as listening
 from klaw.metadata import postgres_schema as pg
 from klaw.metadata.records import (
     AttemptRecord,
     Batch,
     EventRecord,
+    IdempotencyRecord,
     Lease,
     LogRecord,
     MetricRecord,
@@ -85,9 +92,12 @@ class PostgresMetadataStore:
     between threads (one connection behind a lock); any number of processes may write.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, recheck: float = listening.RECHECK) -> None:
         self.url = url
         self.location = _redact(url)
+        self.recheck = recheck  # seconds a waiter goes without a look while notified
+        self._listener: listening.PostgresListener | None = None
+        self._channel = listening.channel(None)
         self._lock = threading.Lock()
         self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
         self._ready = False
@@ -140,6 +150,7 @@ class PostgresMetadataStore:
                         hint=migrations.UPGRADE_HINT,
                     )
                 self._native = bool(self._one(conn, pg.IS_PARTITIONED))
+                self._channel = listening.channel(self._one(conn, "SELECT current_schema()"))
             except psycopg.Error as exc:
                 raise self._error("read the schema version of", exc) from exc
             self._ready = True
@@ -198,6 +209,7 @@ class PostgresMetadataStore:
                             pg.INSERT_VERSION, (migration.version, migration.description, now)
                         )
                     self._native = bool(self._one(conn, pg.IS_PARTITIONED))
+                    self._channel = listening.channel(self._one(conn, "SELECT current_schema()"))
             except psycopg.Error as exc:
                 raise self._error("migrate", exc) from exc
             self._ready = True
@@ -215,6 +227,7 @@ class PostgresMetadataStore:
 
     def close(self) -> None:
         with self._lock:
+            listener, self._listener = self._listener, None
             conn, self._conn = self._conn, None
             self._ready = False
             self._partitions.clear()
@@ -222,6 +235,8 @@ class PostgresMetadataStore:
             self._log_seq.clear()
             if conn is not None:
                 conn.close()
+        if listener is not None:
+            listening.release(listener)
 
     # -- partitions ------------------------------------------------------------------------
 
@@ -337,6 +352,9 @@ class PostgresMetadataStore:
                     (m.run_id, m.stage, m.attempt, m.name, m.value, m.ts) for m in batch.metrics
                 ]
                 cur.execute(pg.BULK_METRICS.sql, pg.BULK_METRICS.args(metrics))
+            written = set(wakeups.written(batch))
+            if written:  # delivered to followers only once this transaction commits
+                cur.execute(listening.NOTIFY, (self._channel, list(written)))
         # Counters move only once the batch is durable, so a failed batch leaves no gap.
         self._event_seq.update(event_seq)
         self._log_seq.update(log_seq)
@@ -412,6 +430,7 @@ class PostgresMetadataStore:
             conn.execute(pg.MARK_ABANDONED, (RunState.FAILED.value, error, now, run_id))
             conn.execute(pg.INSERT_EVENT, event)
             self._event_seq.pop(run_id, None)
+            conn.execute(listening.NOTIFY, (self._channel, [run_id]))
         return rows.run_conflict(workflow, live, max_active)
 
     def request_cancel(self, run_id: str) -> RunRecord:
@@ -427,11 +446,31 @@ class PostgresMetadataStore:
                     seq = self._one(conn, pg.BUMP_HEAD, (run_id,))
                     cancel = (run_id, seq, now, "cancel_requested", None, None, None)
                     conn.execute(pg.INSERT_EVENT, (*cancel, rows.json_text({})))
+                    conn.execute(listening.NOTIFY, (self._channel, [run_id]))
             except psycopg.Error as exc:
                 raise self._error("record a cancel request in", exc) from exc
             if run_id in self._event_seq:
                 self._event_seq[run_id] = seq
             return rows.run_from_row(row)
+
+    # -- waiting ---------------------------------------------------------------------------
+
+    def wait_run(self, run_id: str, ready: Callable[[], bool], timeout: float) -> bool:
+        listener = self._listening()
+        return listener.wakeups.wait(run_id, ready, timeout, self._poll)
+
+    def _listening(self) -> listening.PostgresListener:
+        """This process's listener of the store's database (started on first use)."""
+        with self._lock:
+            if self._listener is None:
+                self._listener = listening.acquire(self.url)
+            return self._listener
+
+    def _poll(self) -> float:
+        listener = self._listener
+        if listener is None or not listener.listening:
+            return listening.DISCONNECTED_POLL
+        return self.recheck
 
     # -- leases ----------------------------------------------------------------------------
 
@@ -672,3 +711,50 @@ class PostgresMetadataStore:
                     conn.execute(pg.TOUCH_TOKEN, (float(now), token_id, since))
             except psycopg.Error as exc:
                 raise self._error("record the use of an API token in", exc) from exc
+
+    # -- Idempotency-Keys ------------------------------------------------------------------
+
+    def begin_key(self, claim: IdempotencyRecord) -> IdempotencyRecord | None:
+        with self._lock:
+            conn = self._ready_connection()
+            try:
+                with conn.transaction():
+                    conn.execute(pg.PRUNE_KEYS, (float(claim.created_at),))
+                    if conn.execute(pg.BEGIN_KEY, rows.key_row(claim)).fetchall():
+                        return None
+                    # the conflicting row is locked by BEGIN_KEY: it cannot go before this read
+                    row = conn.execute(pg.SELECT_KEY, (claim.subject, claim.key)).fetchone()
+            except psycopg.Error as exc:
+                raise self._error("claim an Idempotency-Key in", exc) from exc
+        assert row is not None
+        return rows.key_from_row(row)
+
+    def finish_key(self, claim: IdempotencyRecord, run_id: str) -> bool:
+        args = (run_id, claim.subject, claim.key, claim.claim)
+        with self._lock:
+            conn = self._ready_connection()
+            try:
+                with conn.transaction():
+                    done = conn.execute(pg.FINISH_KEY, args).rowcount
+            except psycopg.Error as exc:
+                raise self._error("record the run of an Idempotency-Key in", exc) from exc
+        return done == 1
+
+    def abandon_key(self, claim: IdempotencyRecord) -> None:
+        with self._lock:
+            conn = self._ready_connection()
+            try:
+                with conn.transaction():
+                    conn.execute(pg.ABANDON_KEY, (claim.subject, claim.key, claim.claim))
+            except psycopg.Error as exc:
+                raise self._error("give up an Idempotency-Key in", exc) from exc
+
+    def prune_keys(self, now: float) -> int:
+        with self._lock:
+            conn = self._ready_connection()
+            try:
+                with conn.transaction():
+                    gone = conn.execute(pg.PRUNE_KEYS, (float(now),)).rowcount
+            except psycopg.Error as exc:
+                raise self._error("prune Idempotency-Keys in", exc) from exc
+        return int(gone)

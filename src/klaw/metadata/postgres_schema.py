@@ -274,3 +274,12 @@ SELECT_TOKENS = rows.SELECT_TOKENS
 SELECT_TOKEN = _pg(rows.SELECT_TOKEN)
 REVOKE_TOKEN = _pg(rows.REVOKE_TOKEN)
 TOUCH_TOKEN = _pg(rows.TOUCH_TOKEN)
+
+
+# -- Idempotency-Keys (migration 5: portable, no Postgres steps) -----------------------------
+
+BEGIN_KEY = _pg(rows.BEGIN_KEY)
+SELECT_KEY = _pg(rows.SELECT_KEY)
+FINISH_KEY = _pg(rows.FINISH_KEY)
+ABANDON_KEY = _pg(rows.ABANDON_KEY)
+PRUNE_KEYS = _pg(rows.PRUNE_KEYS)

@@ -179,3 +179,19 @@ class TokenRecord(msgspec.Struct, kw_only=True):
     def live(self, now: float) -> bool:
         """Neither revoked nor expired at ``now``."""
         return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
+
+
+class IdempotencyRecord(msgspec.Struct, kw_only=True):
+    """A claim on an ``Idempotency-Key`` of ``subject`` (who sent it): the request whose
+    ``claim`` (a random value) holds the key makes the run and records ``run_id``. The key
+    binds ``fingerprint`` (the SHA-256 of the request body) until ``expires_at``; a claim that
+    made no run by ``pending_until`` (its request died) may be taken over. Times are epoch s."""
+
+    subject: str
+    key: str
+    fingerprint: str
+    claim: str
+    created_at: float
+    expires_at: float
+    pending_until: float
+    run_id: str | None = None

@@ -14,6 +14,7 @@ from klaw.errors import MetadataError, RunConflictError, ScheduleNotFoundError
 from klaw.metadata.records import (
     AttemptRecord,
     EventRecord,
+    IdempotencyRecord,
     RunRecord,
     ScheduleDefinition,
     ScheduleRecord,
@@ -311,3 +312,62 @@ def token_row(token: TokenRecord) -> tuple[Any, ...]:
 
 def token_from_row(row: tuple[Any, ...]) -> TokenRecord:
     return TokenRecord(**dict(zip(_TOKEN_COLUMNS, row, strict=True)))
+
+
+# -- Idempotency-Keys (migration 5) ----------------------------------------------------------
+
+_KEY_COLUMNS = (
+    "subject, idempotency_key, fingerprint, claim, created_at, expires_at, pending_until, run_id"
+)
+# The claim, in one statement: a new key is inserted; a key that expired, or whose claim made
+# no run in time (its request died), is taken over; any other key is left as it is (and,
+# on Postgres, locked until the transaction ends). A row comes back only when this claim won.
+BEGIN_KEY = (
+    f"INSERT INTO idempotency_keys ({_KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, NULL) "
+    "ON CONFLICT (subject, idempotency_key) DO UPDATE SET fingerprint = excluded.fingerprint, "
+    "claim = excluded.claim, created_at = excluded.created_at, "
+    "expires_at = excluded.expires_at, pending_until = excluded.pending_until, run_id = NULL "
+    "WHERE idempotency_keys.expires_at <= excluded.created_at OR "
+    "(idempotency_keys.run_id IS NULL AND idempotency_keys.pending_until <= excluded.created_at) "
+    "RETURNING claim"
+)
+SELECT_KEY = (
+    f"SELECT {_KEY_COLUMNS} FROM idempotency_keys WHERE subject = ? AND idempotency_key = ?"
+)
+FINISH_KEY = (
+    "UPDATE idempotency_keys SET run_id = ? "
+    "WHERE subject = ? AND idempotency_key = ? AND claim = ? AND run_id IS NULL"
+)
+ABANDON_KEY = (
+    "DELETE FROM idempotency_keys "
+    "WHERE subject = ? AND idempotency_key = ? AND claim = ? AND run_id IS NULL"
+)
+PRUNE_KEYS = "DELETE FROM idempotency_keys WHERE expires_at <= ?"
+
+
+def key_row(record: IdempotencyRecord) -> tuple[Any, ...]:
+    """The values of ``BEGIN_KEY`` for a claim (its ``run_id`` is not one of them)."""
+    r = record
+    return (
+        r.subject,
+        r.key,
+        r.fingerprint,
+        r.claim,
+        float(r.created_at),
+        float(r.expires_at),
+        float(r.pending_until),
+    )
+
+
+def key_from_row(row: tuple[Any, ...]) -> IdempotencyRecord:
+    subject, key, fingerprint, claim, created_at, expires_at, pending_until, run_id = row
+    return IdempotencyRecord(
+        subject=subject,
+        key=key,
+        fingerprint=fingerprint,
+        claim=claim,
+        created_at=created_at,
+        expires_at=expires_at,
+        pending_until=pending_until,
+        run_id=run_id,
+    )

@@ -10,6 +10,10 @@ Event and log ``seq`` numbers are assigned here, per run, from 1, by counters ke
 seeded from ``MAX(seq)`` the first time a run is touched. A writer in another process (a cancel
 request) can move a run's event sequence on; the next commit then hits the primary key, and is
 retried once with counters reseeded from the database.
+
+A follower waits for a run's next write with ``wait_run``: commits of this process wake it at
+once (:mod:`klaw.metadata.wakeups`), those of other processes are found by a poll every
+``poll`` seconds.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
@@ -25,12 +29,13 @@ from typing import Any
 
 from klaw.errors import MetadataError, RunConflictError, RunNotFoundError
 from klaw.failpoints import failpoint
-from klaw.metadata import migrations
+from klaw.metadata import migrations, wakeups
 from klaw.metadata import rows as sql_rows
 from klaw.metadata.records import (
     AttemptRecord,
     Batch,
     EventRecord,
+    IdempotencyRecord,
     Lease,
     LogRecord,
     MetricRecord,
@@ -134,13 +139,16 @@ class SQLiteMetadataStore:
     by a lock); several processes may write the same file at once.
     """
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, poll: float = wakeups.SQLITE_POLL) -> None:
         self.path = path if str(path) == ":memory:" else Path(path)
+        self.poll = poll  # seconds between checks while waiting for another process's write
+        self._wakeups = wakeups.for_file(self.path)
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._ready = False
         self._event_seq: dict[str, int] = {}
         self._log_seq: dict[str, int] = {}
+        self._abandoned: list[str] = []  # runs create_run marked failed (to wake followers)
 
     def __repr__(self) -> str:
         return f"SQLiteMetadataStore({str(self.path)!r})"
@@ -270,6 +278,7 @@ class SQLiteMetadataStore:
                 if run.state.terminal:  # a finished run's counters reseed if it is ever touched
                     self._event_seq.pop(run.run_id, None)
                     self._log_seq.pop(run.run_id, None)
+        self._wakeups.notify(wakeups.written(batch))
 
     def _write(self, conn: sqlite3.Connection, batch: Batch) -> None:
         conn.execute(BEGIN)
@@ -326,6 +335,7 @@ class SQLiteMetadataStore:
 
     def create_run(self, run: RunRecord, *, max_active: int | None = None) -> None:
         with self._lock:
+            self._abandoned = []
             conn = self._ready_connection()
             try:
                 with _transaction(conn):
@@ -342,6 +352,8 @@ class SQLiteMetadataStore:
                 raise duplicate_run(run.run_id, str(self.path)) from exc
             except sqlite3.Error as exc:
                 raise self._error("create a run in", exc) from exc
+            abandoned, self._abandoned = self._abandoned, []
+            self._wakeups.notify(abandoned)
             if conflict is not None:
                 raise conflict
             self._event_seq[run.run_id] = 1
@@ -363,6 +375,7 @@ class SQLiteMetadataStore:
             conn.execute(MARK_ABANDONED, (RunState.FAILED.value, error, now, run_id))
             conn.execute(INSERT_EVENT, event)
             self._event_seq.pop(run_id, None)
+            self._abandoned.append(run_id)  # its followers are woken once this commits
         return run_conflict(workflow, live, max_active)
 
     def request_cancel(self, run_id: str) -> RunRecord:
@@ -380,7 +393,16 @@ class SQLiteMetadataStore:
                 raise self._error("record a cancel request in", exc) from exc
             if run_id in self._event_seq:
                 self._event_seq[run_id] = seq
-            return run_from_row(row)
+        self._wakeups.notify((run_id,))
+        return run_from_row(row)
+
+    # -- waiting ---------------------------------------------------------------------------
+
+    def wait_run(self, run_id: str, ready: Callable[[], bool], timeout: float) -> bool:
+        return self._wakeups.wait(run_id, ready, timeout, self._poll)
+
+    def _poll(self) -> float:
+        return self.poll
 
     # -- leases ----------------------------------------------------------------------------
 
@@ -616,3 +638,48 @@ class SQLiteMetadataStore:
                     conn.execute(sql_rows.TOUCH_TOKEN, (float(now), token_id, since))
             except sqlite3.Error as exc:
                 raise self._error("record the use of an API token in", exc) from exc
+
+    # -- Idempotency-Keys ------------------------------------------------------------------
+
+    def begin_key(self, claim: IdempotencyRecord) -> IdempotencyRecord | None:
+        with self._lock:
+            conn = self._ready_connection()
+            try:
+                with _transaction(conn):
+                    conn.execute(sql_rows.PRUNE_KEYS, (float(claim.created_at),))
+                    if conn.execute(sql_rows.BEGIN_KEY, sql_rows.key_row(claim)).fetchall():
+                        return None
+                    row = conn.execute(sql_rows.SELECT_KEY, (claim.subject, claim.key)).fetchone()
+            except sqlite3.Error as exc:
+                raise self._error("claim an Idempotency-Key in", exc) from exc
+        return sql_rows.key_from_row(row)
+
+    def finish_key(self, claim: IdempotencyRecord, run_id: str) -> bool:
+        args = (run_id, claim.subject, claim.key, claim.claim)
+        with self._lock:
+            conn = self._ready_connection()
+            try:
+                with _transaction(conn):
+                    done = conn.execute(sql_rows.FINISH_KEY, args).rowcount
+            except sqlite3.Error as exc:
+                raise self._error("record the run of an Idempotency-Key in", exc) from exc
+        return done == 1
+
+    def abandon_key(self, claim: IdempotencyRecord) -> None:
+        with self._lock:
+            conn = self._ready_connection()
+            try:
+                with _transaction(conn):
+                    conn.execute(sql_rows.ABANDON_KEY, (claim.subject, claim.key, claim.claim))
+            except sqlite3.Error as exc:
+                raise self._error("give up an Idempotency-Key in", exc) from exc
+
+    def prune_keys(self, now: float) -> int:
+        with self._lock:
+            conn = self._ready_connection()
+            try:
+                with _transaction(conn):
+                    gone = conn.execute(sql_rows.PRUNE_KEYS, (float(now),)).rowcount
+            except sqlite3.Error as exc:
+                raise self._error("prune Idempotency-Keys in", exc) from exc
+        return int(gone)

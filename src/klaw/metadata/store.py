@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from klaw.metadata.records import (
     AttemptRecord,
     Batch,
     EventRecord,
+    IdempotencyRecord,
     Lease,
     LogRecord,
     MetricRecord,
@@ -82,6 +83,17 @@ class LeaseStore(Protocol):
         is ended ``failed`` with ``reason`` (fenced) and returned."""
 
 
+class RunWaiter(Protocol):
+    """Waiting for a run's next write, where the database can tell (Postgres ``LISTEN/NOTIFY``)
+    and by a bounded poll where it cannot (SQLite written by another process)."""
+
+    def wait_run(self, run_id: str, ready: Callable[[], bool], timeout: float) -> bool:
+        """Call ``ready()`` (which reads the store) now and again each time the run's events,
+        attempts or logs may have changed, until it returns True (then True) or ``timeout``
+        seconds have passed (then False). ``ready()`` is called before anything is waited
+        for, so a write between the caller's last read and this call is never missed."""
+
+
 class MetricsReader(Protocol):
     def list_metrics(self, run_id: str) -> list[MetricRecord]: ...
 
@@ -139,7 +151,37 @@ class TokenStore(Protocol):
         """Record that the token was used at ``now`` (written at most once a minute)."""
 
 
+class IdempotencyStore(Protocol):
+    """``Idempotency-Key``s of run submits, shared by every API process on the database. A key
+    is claimed by inserting its row keyed ``(subject, key)``, so of requests racing with one
+    key, in any processes, exactly one claims it and makes the run. Times are epoch seconds."""
+
+    def begin_key(self, claim: IdempotencyRecord) -> IdempotencyRecord | None:
+        """Claim ``claim.key`` of ``claim.subject`` for ``claim.claim``: None when this claim
+        holds it now (the key was new, had expired, or its claim made no run before its
+        ``pending_until``); otherwise the record that holds it (compare its fingerprint; its
+        ``run_id`` is None while that request is still making its run). Expired keys go."""
+
+    def finish_key(self, claim: IdempotencyRecord, run_id: str) -> bool:
+        """Record the run a claim made; False when the claim no longer holds the key."""
+
+    def abandon_key(self, claim: IdempotencyRecord) -> None:
+        """Give the key up (the claim's request failed before making a run): a retry may claim
+        it again. A no-op when the claim no longer holds the key or made a run."""
+
+    def prune_keys(self, now: float) -> int:
+        """Delete the keys expired at ``now``; how many went."""
+
+
 class MetadataStore(
-    MetadataWriter, MetadataReader, LeaseStore, MetricsReader, ScheduleStore, TokenStore, Protocol
+    MetadataWriter,
+    MetadataReader,
+    LeaseStore,
+    MetricsReader,
+    ScheduleStore,
+    TokenStore,
+    IdempotencyStore,
+    RunWaiter,
+    Protocol,
 ):
     """Everything a full metadata backend offers (SQLite, Postgres)."""

@@ -15,12 +15,13 @@ from typing import Annotated, Any, Final
 import msgspec
 
 from klaw.errors import DefinitionError, KlawError
-from klaw.metadata.records import AttemptRecord, EventRecord, LogRecord, RunRecord
+from klaw.metadata.records import AttemptRecord, EventRecord, LogRecord, MetricRecord, RunRecord
 from klaw.states import RunState
 from klaw.storage.store import AssetInfo, SnapshotInfo
 
 MAX_COMMAND_BYTES: Final = 1024 * 1024  # 1 MiB: commands carry references, never data
 MAX_PREVIEW_ROWS: Final = 1_000  # PreviewRows: a look at an asset, not a way to move its data
+MAX_EVENTS_WAIT: Final = 30.0  # seconds a ListEvents may wait for events (a longer wait is cut)
 
 Version = Annotated[int, msgspec.Meta(ge=1)]
 Positive = Annotated[int, msgspec.Meta(ge=1)]
@@ -111,10 +112,16 @@ class ListAttempts(_Command, frozen=True):
 
 
 class ListEvents(_Command, frozen=True):
-    """The run's events after ``after_seq`` (a cursor: pass the last ``seq`` seen)."""
+    """The run's events after ``after_seq`` (a cursor: pass the last ``seq`` seen).
+
+    With ``wait`` (version 2), a long poll: when there are none yet and the run has not ended,
+    the reply waits until there are (or the run ends), ``wait`` seconds at most (cut to
+    :data:`MAX_EVENTS_WAIT`); an empty reply then means nothing happened meanwhile. Send it
+    as ``version=2`` so that an older server refuses it rather than answering at once."""
 
     run_id: str
     after_seq: Annotated[int, msgspec.Meta(ge=0)] = 0
+    wait: Seconds = 0.0
 
 
 class Ping(_Command, frozen=True):
@@ -294,7 +301,13 @@ COMMANDS: Final[dict[str, type[_Command]]] = {
     )
 }
 # The newest version of each command this code understands.
-VERSIONS: Final[dict[str, int]] = dict.fromkeys(COMMANDS, 1)
+VERSIONS: Final[dict[str, int]] = {**dict.fromkeys(COMMANDS, 1), "ListEvents": 2}
+LONG_POLL_VERSION: Final = 2  # the ListEvents version that has ``wait``
+
+
+def long_poll(run_id: str, after_seq: int, wait: float) -> ListEvents:
+    """A ListEvents that waits up to ``wait`` seconds for events after ``after_seq``."""
+    return ListEvents(run_id=run_id, after_seq=after_seq, wait=wait, version=LONG_POLL_VERSION)
 
 
 # -- replies ---------------------------------------------------------------------------------
@@ -320,8 +333,35 @@ class RunsReply(_Reply, frozen=True):
     runs: list[RunRecord]
 
 
+class AttemptView(AttemptRecord, kw_only=True):
+    """An attempt as it is shown: its record, with the seconds it spent loading its inputs
+    (``load_s``) and committing its snapshot (``commit_s``), kept as the attempt's metrics.
+    Neither counts toward the stage's timeout."""
+
+    load_s: float | None = None
+    commit_s: float | None = None
+
+    @classmethod
+    def of(cls, attempts: list[AttemptRecord], metrics: list[MetricRecord]) -> list[AttemptView]:
+        timings: dict[tuple[str | None, int | None], dict[str, float]] = {}
+        for m in metrics:
+            if m.name in _TIMINGS:
+                timings.setdefault((m.stage, m.attempt), {})[m.name] = m.value
+        views = []
+        for a in attempts:
+            view = cls(**msgspec.structs.asdict(a))
+            found = timings.get((a.stage, a.attempt))
+            if found:
+                view.load_s, view.commit_s = found.get("load_s"), found.get("commit_s")
+            views.append(view)
+        return views
+
+
+_TIMINGS: Final = frozenset({"load_s", "commit_s"})
+
+
 class AttemptsReply(_Reply, frozen=True):
-    attempts: list[AttemptRecord]
+    attempts: list[AttemptView]
 
 
 class EventsReply(_Reply, frozen=True):
@@ -375,6 +415,8 @@ class ValidationResult(msgspec.Struct, kw_only=True, frozen=True):
     workflow: str
     error: ErrorReply | None = None  # None: valid
     problems: tuple[str, ...] = ()  # every problem found (a GraphError lists several)
+    # SQL statements that could not be checked, each with why (a warning: still valid)
+    unchecked: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:

@@ -16,10 +16,12 @@ from klaw.errors import AssetNotFoundError, DefinitionError, GraphError, KlawErr
 from klaw.metadata.records import EventRecord, Lease, RunFilter, RunRecord
 from klaw.observability import get_logger
 from klaw.service.commands import (
+    MAX_EVENTS_WAIT,
     AcceptedReply,
     AssetReply,
     AssetsReply,
     AttemptsReply,
+    AttemptView,
     CancelRun,
     Command,
     CompleteAttempt,
@@ -182,13 +184,25 @@ class Dispatcher:
         return RunsReply(runs=self.orchestrator.runs(filter))
 
     def _list_attempts(self, cmd: ListAttempts) -> AttemptsReply:
-        return AttemptsReply(attempts=self.orchestrator.attempts(cmd.run_id))
+        attempts = self.orchestrator.attempts(cmd.run_id)
+        metrics = self.orchestrator.metrics(cmd.run_id)
+        return AttemptsReply(attempts=AttemptView.of(attempts, metrics))
 
     def _list_events(self, cmd: ListEvents) -> EventsReply:
-        # the run first: when it is finished, every one of its events is already visible
-        run = self.orchestrator.get_run(cmd.run_id)
-        events = self.orchestrator.events(cmd.run_id, after_seq=cmd.after_seq)
-        return EventsReply(events=events, run=run)
+        found: list[EventsReply] = []
+
+        def arrived() -> bool:
+            # the run first: when it is finished, every one of its events is already visible
+            run = self.orchestrator.get_run(cmd.run_id)
+            events = self.orchestrator.events(cmd.run_id, after_seq=cmd.after_seq)
+            found[:] = [EventsReply(events=events, run=run)]
+            return bool(events) or run.state.terminal
+
+        if cmd.wait > 0:
+            self.orchestrator.wait_run(cmd.run_id, arrived, min(cmd.wait, MAX_EVENTS_WAIT))
+        else:
+            arrived()
+        return found[-1]
 
     def _ping(self, cmd: Ping) -> PongReply:
         from klaw import __version__
@@ -221,6 +235,7 @@ class Dispatcher:
                 workflow=name,
                 error=None if exc is None else error_reply(exc),
                 problems=_problems(exc),
+                unchecked=self.orchestrator.unchecked_sql(name) if exc is None else (),
             )
             for name, exc in found.items()
         ]

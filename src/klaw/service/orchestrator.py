@@ -39,23 +39,33 @@ from klaw.metadata.records import (
     EventRecord,
     Lease,
     LogRecord,
+    MetricRecord,
     RunFilter,
     RunRecord,
 )
 from klaw.metadata.rows import owner_alive
 from klaw.observability import configure_logging, get_logger
 from klaw.service.project import Project, find_project, load_workflows
-from klaw.service.wiring import LakeFactory, MetadataFactory, make_executor, open_metadata
+from klaw.service.wiring import (
+    LakeFactory,
+    MetadataFactory,
+    check_lake,
+    make_executor,
+    object_store,
+    open_metadata,
+)
 from klaw.settings import KlawSettings, load_settings
 from klaw.states import RunState, StageState
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from klaw.authoring.sql import SqlChecks
     from klaw.execution.lease import LeaseKeeper
     from klaw.execution.runner import Runner
     from klaw.execution.task import Outcome
     from klaw.metadata.store import MetadataStore
+    from klaw.service.secrets import SecretResolver
     from klaw.storage.store import AssetInfo, SnapshotInfo
 
 
@@ -84,9 +94,12 @@ class Orchestrator:
     ) -> None:
         self.project = project
         self.settings = settings.resolve(project.root)
-        self.lake = LakeFactory(self.settings.catalog, self.settings.data_path)
+        self.lake = LakeFactory(
+            self.settings.catalog, self.settings.data_path, object_store(self.settings)
+        )
+        self._lake_checked = False
         self._graphs: dict[str, WorkflowGraph] = {}
-        self._sql_checked: set[str] = set()
+        self._sql_checks: dict[str, SqlChecks] = {}
         self._active: dict[str, Any] = {}  # run id -> Runner of runs owned by this process
         self._threads: dict[str, threading.Thread] = {}  # runs started with start()
         if workflows is not None:  # given directly (tests, notebooks) instead of imported
@@ -109,6 +122,21 @@ class Orchestrator:
 
         return LeaseKeeper(MetadataFactory(self.settings), self.settings.lease_ttl)
 
+    @cached_property
+    def secrets(self) -> SecretResolver:
+        """Looks up the values of the ``klaw.Secret`` params of each run as it is prepared."""
+        from klaw.service.secrets import SecretResolver
+
+        return SecretResolver(self.settings, self.project.root)
+
+    def check_lake(self) -> None:
+        """Once, before the first run or serving: a lake in object storage is reachable with
+        the configured credentials, or a ConfigError names what is missing (a lake on a file
+        system costs nothing here)."""
+        if not self._lake_checked:
+            check_lake(self.settings)
+            self._lake_checked = True
+
     def close(self) -> None:
         if "leases" in self.__dict__:
             self.leases.close()
@@ -126,7 +154,7 @@ class Orchestrator:
         built from the old ones are dropped; runs in progress keep the plan they started with."""
         self.__dict__["workflows"] = dict(workflows)
         self._graphs = {}
-        self._sql_checked = set()
+        self._sql_checks = {}
 
     def workflow(self, name: str) -> Workflow:
         found = self.workflows.get(name)
@@ -169,19 +197,57 @@ class Orchestrator:
 
     def check_sql(self, graph: WorkflowGraph) -> None:
         """Parse and plan every SQL stage against its upstream schemas, before anything runs.
-        Schemas of upstream assets come from their latest snapshot, when there is one."""
-        from klaw.authoring.sql import SqlQuery, check_sql_stages
+        An upstream SQL stage's schema comes from planning it (also in another workflow);
+        any other upstream asset's from its latest snapshot, when there is one. A statement
+        whose upstream schema is not known is left unchecked (see :meth:`unchecked_sql`)."""
+        checks = self._check_sql(graph, frozenset())
+        if checks.problems:
+            raise GraphError(checks.problems, hint="Fix the SQL, then run `klaw validate`.")
 
-        if graph.name in self._sql_checked:
-            return
+    def unchecked_sql(self, name: str) -> tuple[str, ...]:
+        """The SQL statements of workflow ``name`` that could not be checked, and why."""
+        return tuple(self._check_sql(self.graph(name), frozenset()).unchecked)
+
+    def _check_sql(self, graph: WorkflowGraph, visiting: frozenset[str]) -> SqlChecks:
+        from klaw.authoring.sql import SqlChecks, SqlQuery, check_sql_workflow
+
+        found = self._sql_checks.get(graph.name)
+        if found is not None:
+            return found
         stages = list(graph.stages.values())
         sql = [s for s in stages if isinstance(s.fn, SqlQuery)]
-        if sql:
-            known = self._stored_schemas({i.upstream for s in sql for i in s.inputs}, graph)
-            problems = check_sql_stages(stages, known)
-            if problems:
-                raise GraphError(problems, hint="Fix the SQL, then run `klaw validate`.")
-        self._sql_checked.add(graph.name)
+        if not sql:
+            checks = SqlChecks([], [], {})
+        else:
+            read = {i.upstream for s in sql for i in s.inputs}
+            known = self._stored_schemas(read, graph)
+            owners = self.producers()
+            made: dict[str, str] = {}
+            for name in read & set(graph.foreign):
+                owner = owners.get(graph.foreign[name])
+                if owner is None:
+                    continue
+                made[name] = f"stage {owner[1]!r} of workflow {owner[0]!r}"
+                derived = self._produced_schema(owner, visiting | {graph.name})
+                known[name] = derived if derived is not None else known.get(name)
+            checks = check_sql_workflow(stages, known, made)
+        # kept, unless found inside a cycle of workflows (partial) or waiting for a snapshot
+        if not visiting and not checks.unchecked:
+            self._sql_checks[graph.name] = checks
+        return checks
+
+    def _produced_schema(
+        self, owner: tuple[str, str], visiting: frozenset[str]
+    ) -> pa.Schema | None:
+        """The result schema of an SQL stage of another workflow, derived by checking it (None
+        when it is not an SQL stage or its schema cannot be derived)."""
+        workflow, stage = owner
+        if workflow in visiting:
+            return None
+        graph = self.graph(workflow)
+        if not _is_sql(graph.stages[stage]):
+            return None
+        return self._check_sql(graph, visiting).schemas.get(stage)
 
     def _stored_schemas(self, names: set[str], graph: WorkflowGraph) -> dict[str, Any]:
         """The schema of each named asset's latest snapshot (None: not stored yet)."""
@@ -264,6 +330,7 @@ class Orchestrator:
         from klaw.execution.runner import Reused, Runner, RunOptions
 
         workflow = self.workflow(request.workflow)
+        self.check_lake()  # an object-storage lake is reachable before a run is recorded
         values = dict(request.params or {})
         selection = request.selection
         reused: dict[str, Reused] = {}
@@ -283,7 +350,7 @@ class Orchestrator:
                 )
             values = {**parent.params, **values}
             selection = selection if selection is not None else parent.selection
-        params = resolve_params(workflow, values)
+        params = self.secrets.resolve(workflow, resolve_params(workflow, values))
         plan = self.plan(workflow.name, selection)
         if parent is not None:
             reused = self._reusable(parent, plan)
@@ -311,6 +378,7 @@ class Orchestrator:
         options = RunOptions(
             fail_fast=request.fail_fast,
             stop_grace=self.settings.stop_grace,
+            io_timeout=self.settings.stage_io_timeout,
             params=params,
             reused=reused,
             external=external,
@@ -399,12 +467,14 @@ class Orchestrator:
                 os.kill(run.owner_pid, signal.SIGTERM)
             if wait <= 0:
                 return run
-            deadline = time.monotonic() + wait
-            while time.monotonic() < deadline:
-                run = self.metadata.get_run(run_id)
-                if run.state.terminal:
-                    return run
-                time.sleep(0.05)
+            seen = [run]
+
+            def stopped() -> bool:
+                seen[0] = self.metadata.get_run(run_id)
+                return seen[0].state.terminal
+
+            if self.metadata.wait_run(run_id, stopped, wait):  # woken as the run is written
+                return seen[0]
             raise MetadataError(
                 f"Run {run_id} did not stop within {wait:g} s (owner pid {run.owner_pid}).",
                 hint="Try again, or stop the owner process.",
@@ -451,8 +521,16 @@ class Orchestrator:
         self.metadata.get_run(run_id)
         return self.metadata.list_attempts(run_id)
 
+    def metrics(self, run_id: str) -> list[MetricRecord]:
+        return self.metadata.list_metrics(run_id)
+
     def events(self, run_id: str, *, after_seq: int = 0) -> list[EventRecord]:
         return self.metadata.list_events(run_id, after_seq=after_seq)
+
+    def wait_run(self, run_id: str, ready: Callable[[], bool], timeout: float) -> bool:
+        """Wait until ``ready()`` is true, looking again each time the run is written (see
+        :meth:`klaw.metadata.store.RunWaiter.wait_run`); False after ``timeout`` seconds."""
+        return self.metadata.wait_run(run_id, ready, timeout)
 
     def logs(self, run_id: str, stage: str | None = None, *, after_seq: int = 0) -> list[LogRecord]:
         run = self.metadata.get_run(run_id)

@@ -78,7 +78,7 @@ def continuing(orch: Orchestrator, run: RunRecord) -> Runner:
     from klaw.execution.runner import Reused, Runner, RunOptions
 
     workflow = orch.workflow(run.workflow)
-    params = resolve_params(workflow, run.params)
+    params = orch.secrets.resolve(workflow, resolve_params(workflow, run.params))
     plan = orch.plan(workflow.name, run.selection)
     before: dict[str, int] = {}
     succeeded: dict[str, AttemptRecord] = {}
@@ -102,6 +102,7 @@ def continuing(orch: Orchestrator, run: RunRecord) -> Runner:
     )
     options = RunOptions(
         stop_grace=orch.settings.stop_grace,
+        io_timeout=orch.settings.stage_io_timeout,
         params=params,
         reused=reused,
         done=frozenset(done - set(reused)),

@@ -27,8 +27,6 @@ PREFIX: Final = "klaw"
 ROLE_LABELS: Final = ("viewer", "operator", "approver", "admin")  # lowest to highest
 _ID_LENGTH: Final = 12
 _TOKEN = re.compile(r"klaw_([0-9a-f]{12})_([A-Za-z0-9_-]{20,200})")
-_DURATION = re.compile(r"(\d+)\s*([smhdw])")
-_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 
 
 @dataclass(frozen=True)
@@ -47,17 +45,6 @@ def parse_role(text: str) -> str:
             f"Unknown role {text.strip()!r}.", hint=f"Roles: {', '.join(ROLE_LABELS)}."
         )
     return label
-
-
-def parse_duration(text: str) -> float:
-    """Seconds of a duration like ``30d``, ``12h``, ``90m``, ``45s`` or ``2w``."""
-    found = _DURATION.fullmatch(text.strip().lower())
-    if found is None or int(found.group(1)) == 0:
-        raise ConfigError(
-            f"Not a duration: {text!r}.",
-            hint="Write a positive number and a unit: 45s, 90m, 12h, 30d or 2w.",
-        )
-    return float(int(found.group(1)) * _UNITS[found.group(2)])
 
 
 def hash_secret(secret: str) -> str:

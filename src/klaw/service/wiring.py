@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from klaw.errors import ConfigError
 from klaw.settings import KlawSettings
@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from klaw.execution.executor import Executor
     from klaw.execution.lease import LeaseKeeper
     from klaw.metadata.store import MetadataStore
+    from klaw.storage.objects import ObjectStore
     from klaw.storage.store import AssetStore
 
 
@@ -43,22 +44,56 @@ def open_metadata(settings: KlawSettings, *, upgrade: bool = True) -> MetadataSt
     return store
 
 
+def on_object_store(settings: KlawSettings) -> bool:
+    """Whether the lake's data is in object storage (``s3://``); imports nothing."""
+    return settings.data_path.lower().startswith("s3://")
+
+
+def object_store(settings: KlawSettings) -> ObjectStore | None:
+    """How to reach the lake's object storage (None: the lake is on a file system)."""
+    if not on_object_store(settings):
+        return None
+    from klaw.storage.objects import ObjectStore
+
+    secret, token = settings.s3_secret, settings.s3_session_token
+    return ObjectStore.configure(
+        endpoint=settings.s3_endpoint,
+        region=settings.s3_region,
+        key_id=settings.s3_key_id,
+        secret=secret.get_secret_value() if secret else None,
+        session_token=token.get_secret_value() if token else None,
+        url_style=settings.s3_url_style,
+        use_ssl=settings.s3_use_ssl,
+    )
+
+
+def check_lake(settings: KlawSettings) -> None:
+    """Before anything runs: a lake in object storage can be written and read with the
+    configured credentials, or a ConfigError names what is missing. A lake on a file system
+    is not checked (and nothing is imported for it)."""
+    config = object_store(settings)
+    if config is not None:
+        from klaw.storage.objects import check_object_store
+
+        check_object_store(settings.data_path, config)
+
+
 class LakeFactory:
     """Opens the asset store on first use, once per process. Picklable, so a process worker
-    opens its own store and commits snapshots from where the stage ran."""
+    opens its own store and commits snapshots from where the stage ran (an object store's
+    credentials travel with it, in memory only)."""
 
-    def __init__(self, catalog: str, data_path: str) -> None:
-        self.catalog, self.data_path = catalog, data_path
+    def __init__(self, catalog: str, data_path: str, objects: ObjectStore | None = None) -> None:
+        self.catalog, self.data_path, self.objects = catalog, data_path, objects
         self._store: AssetStore | None = None
 
     def __call__(self) -> AssetStore:
         if self._store is None:
-            from pathlib import Path
-
             from klaw.storage.ducklake import DuckLakeAssetStore
 
-            Path(self.data_path).mkdir(parents=True, exist_ok=True)
-            self._store = DuckLakeAssetStore(self.catalog, self.data_path)
+            self._store = DuckLakeAssetStore(
+                self.catalog, self.data_path, object_store=self.objects
+            )
         return self._store
 
     @property
@@ -70,12 +105,12 @@ class LakeFactory:
             self._store.close()
             self._store = None
 
-    def __getstate__(self) -> dict[str, str]:
-        return {"catalog": self.catalog, "data_path": self.data_path}
+    def __getstate__(self) -> dict[str, Any]:
+        return {"catalog": self.catalog, "data_path": self.data_path, "objects": self.objects}
 
-    def __setstate__(self, state: dict[str, str]) -> None:
+    def __setstate__(self, state: dict[str, Any]) -> None:
         self.catalog, self.data_path = state["catalog"], state["data_path"]
-        self._store = None
+        self.objects, self._store = state.get("objects"), None
 
 
 class MetadataFactory:

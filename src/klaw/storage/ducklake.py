@@ -42,6 +42,7 @@ from klaw.storage.location import (
     package,
     redact,
 )
+from klaw.storage.objects import ObjectStore, on_object_store
 from klaw.storage.store import AssetInfo, SnapshotInfo
 
 _LAKE = "klaw_lake"  # the DuckLake catalog's name inside the store's own DuckDB instance
@@ -52,6 +53,11 @@ _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _MAX_KEY_LENGTH = 63
 _LISTED_SNAPSHOTS = 20  # how many snapshot ids an error message lists
 _ORPHAN_AGE = dt.timedelta(days=1)
+# The catalog database's words for "another writer got there first", in an untyped error:
+# SQLite's lock, or Postgres's own catalog meeting a concurrent CREATE TABLE of the same name.
+_CONTENDED = re.compile(
+    r"database is locked|conflict|duplicate key value violates unique constraint", re.IGNORECASE
+)
 _POSTGRES_FAILURE = re.compile(r'Unable to connect to Postgres at "[^"]*":\s*(.*)', re.DOTALL)
 
 # Every snapshot where a table of the given name was created, or its rows or columns changed.
@@ -111,10 +117,16 @@ class DuckLakeAssetStore:
     """
 
     def __init__(
-        self, catalog: str | Path, data_path: str | Path, *, retry_timeout: float = 60.0
+        self,
+        catalog: str | Path,
+        data_path: str | Path,
+        *,
+        retry_timeout: float = 60.0,
+        object_store: ObjectStore | None = None,
     ) -> None:
         self.catalog = catalog
         self.data_path = data_path
+        self.object_store = object_store  # how to reach an s3:// data path (default: AWS chain)
         self.retry_timeout = retry_timeout
         self.location = redact(str(catalog))  # the catalog as messages show it: no password
         self._lock = threading.Lock()
@@ -331,7 +343,9 @@ class DuckLakeAssetStore:
     def _open(self) -> duckdb.DuckDBPyConnection:
         target = catalog_target(self.catalog)
         data_path, data_extension = data_location(self.data_path)
-        names = [n for n in (data_extension, target.extension, "ducklake") if n is not None]
+        remote = (self.object_store or ObjectStore()) if on_object_store(data_path) else None
+        first = remote.extensions if remote else (data_extension,)
+        names = [n for n in (*first, target.extension, "ducklake") if n is not None]
         files = [extension_file(name) for name in names]  # before anything is opened
         options = [f"DATA_PATH {literal(data_path)}", "DATA_INLINING_ROW_LIMIT 0"]
         options += [*target.options, f"METADATA_CATALOG {literal(_META)}"]
@@ -342,6 +356,8 @@ class DuckLakeAssetStore:
         try:
             for file in files:
                 con.execute(f"LOAD {literal(str(file))}")
+            if remote is not None:
+                remote.authorize(con)  # the credentials, as a secret of this connection only
             con.execute("SET GLOBAL TimeZone = 'UTC'")  # timestamps come back in UTC everywhere
             con.execute("SET enable_progress_bar = false")  # a slow query prints nothing
             while True:  # a new catalog may be being created by another process right now
@@ -357,11 +373,15 @@ class DuckLakeAssetStore:
         except duckdb.Error as exc:
             con.close()
             raise self._open_error(exc) from None
+        except BaseException:
+            con.close()
+            raise
         self._meta = f"{_META}.{_quote(target.schema)}"
         return con
 
     def _open_error(self, exc: duckdb.Error) -> StorageError:
         what = f"could not open the DuckLake catalog {self.location!r}"
+        # ATTACH raises these as a bare duckdb.Error: only the message tells them apart
         if "does not match existing data path" in str(exc):
             return StorageError(
                 f"{what}: {redact(str(exc).splitlines()[0])}",
@@ -557,12 +577,13 @@ def _rollback(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def _is_retryable(exc: duckdb.Error) -> bool:
-    text = str(exc).lower()
-    return (
-        isinstance(exc, duckdb.TransactionException)
-        or "database is locked" in text
-        or "conflict" in text
-    )
+    """Whether another writer caused the failure, so trying again can succeed. DuckLake raises
+    a conflicting or blocked commit as ``TransactionException``. Only when DuckDB gives no
+    type (a bare ``duckdb.Error``: e.g. "Failed to initialize DuckLake" while another process
+    creates the same catalog) is its message read, for the catalog database's own words."""
+    if isinstance(exc, duckdb.TransactionException):
+        return True
+    return type(exc) is duckdb.Error and _CONTENDED.search(str(exc)) is not None
 
 
 def _storage_error(exc: duckdb.Error, what: str) -> StorageError:

@@ -30,6 +30,7 @@ _KEYWORD_PREFIXES = ("postgresql:", "postgres:")
 _SEARCH_PATH = re.compile(r"-c\s*search_path\s*=\s*([^\s]+)")
 _URL_PASSWORD = re.compile(r"(://[^:/@\s\"']*:)[^@\s\"']*@")
 _KEYWORD_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&\"]+)")
+_concealed: set[str] = set()  # secrets every message hides (see conceal)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,8 +50,16 @@ def is_postgres(catalog: str | Path) -> bool:
 
 
 def redact(text: str) -> str:
-    """``text`` with every password of a Postgres URL or keyword string in it replaced by ***."""
+    """``text`` with every password of a Postgres URL or keyword string in it, and every
+    secret handed to :func:`conceal`, replaced by ***."""
+    for secret in tuple(_concealed):
+        text = text.replace(secret, "***")
     return _KEYWORD_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1***@", text))
+
+
+def conceal(*secrets: str | None) -> None:
+    """From now on, :func:`redact` hides these (the object store's secret and token)."""
+    _concealed.update(s for s in secrets if s and len(s) >= 4)  # never a tiny, common string
 
 
 def catalog_target(catalog: str | Path) -> CatalogTarget:
@@ -138,11 +147,15 @@ def package(extension: str) -> str:
     return "duckdb-extension-" + extension.replace("_", "-")
 
 
+def extension_folders(name: str) -> list[str]:
+    """The folders of the installed ``duckdb-extension-<name>`` package (none: not installed)."""
+    spec = importlib.util.find_spec("duckdb_extension_" + name)
+    return list(spec.submodule_search_locations or []) if spec else []
+
+
 def extension_file(name: str) -> Path:
     """The extension file shipped inside the ``duckdb-extension-<name>`` Python package."""
-    module = "duckdb_extension_" + name
-    spec = importlib.util.find_spec(module)
-    folders = list(spec.submodule_search_locations or []) if spec else []
+    folders = extension_folders(name)
     relative = Path("extensions") / f"v{duckdb.__version__}" / f"{name}.duckdb_extension"
     for folder in folders:
         if (Path(folder) / relative).is_file():

@@ -63,6 +63,12 @@ def issuer() -> Iterator[Issuer]:
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
+            if self.path == "/garbage":
+                self.send_response(200)
+                self.send_header("Content-Length", "8")
+                self.end_headers()
+                self.wfile.write(b"not json")
+                return
             if self.path != "/.well-known/jwks.json":
                 self.send_error(404)
                 return
@@ -188,6 +194,13 @@ def test_unknown_kids_refetch_at_most_once_per_interval(issuer: Issuer) -> None:
 def test_an_unreachable_jwks_refuses_rather_than_fails(issuer: Issuer) -> None:
     auth = authenticator(issuer, jwks_url=f"{issuer.url}/missing")
     assert auth.authenticate(issuer.sign("rsa-1", klaw_role="admin")) is None
+    garbage = authenticator(issuer, jwks_url=f"{issuer.url}/garbage")
+    assert garbage.authenticate(issuer.sign("rsa-1", klaw_role="admin")) is None
+
+
+def test_a_jwks_url_that_is_not_http_is_refused_at_start() -> None:
+    with pytest.raises(ConfigError, match="KLAW_OIDC_JWKS_URL"):
+        JwtAuthenticator(issuer="https://id.example", audience="a", jwks_url="file:///etc/passwd")
 
 
 def test_settings() -> None:

@@ -1,21 +1,38 @@
 """Rate and size limits against a real uvicorn server: a token over its burst gets 429 with
 Retry-After while others go on; a storm of bad tokens gets 429 while valid tokens still work;
-the probes are never limited; big bodies are 413 unread; deep JSON is a 422. The buckets are
-driven by request counts (a refill rate so slow that no refill happens during the test)."""
+the probes are never limited; big bodies are 413 unread; deep JSON is a 422. The windows are
+driven by request counts (a rate so slow that no request leaves a window during the test).
+Then the storage: one that does not answer at start is refused by URL, one failing later
+fails open with one warning, and API processes sharing a real Redis share one window."""
 
 from __future__ import annotations
 
 import contextlib
 import socket
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
+from limits.storage import MemoryStorage
 
 from klaw.api.http import Role
-from klaw.api.http.limits import RateLimiter, json_too_deep, retry_after
+from klaw.api.http.auth import Principal
+from klaw.api.http.limits import (
+    Limits,
+    RateLimitedError,
+    RateLimiter,
+    Throttle,
+    json_too_deep,
+    open_storage,
+    retry_after,
+)
+from klaw.errors import ConfigError
 
-from .live import TOKENS, WAIT, Live, serving
+from ...cli.driver import Background, klaw
+from .live import TOKENS, WAIT, Live, serving, write_project
+from .test_cli import API_TOKENS, klaw_api
 
 API = "/api/v1"
 BURST = 5
@@ -148,19 +165,84 @@ def test_deeply_nested_json_is_a_problem(live: Live) -> None:
     assert "64" in response.json()["detail"]
 
 
-def test_a_bucket_refills_at_its_rate() -> None:
-    now = [100.0]
-    limiter = RateLimiter(2.0, 3, clock=lambda: now[0])
+def test_a_window_holds_its_burst_and_names_the_wait() -> None:
+    limiter = RateLimiter(open_storage("memory://"), 2.0, 3, name="t")
+    assert limiter.window == 2  # 3 per 2 s: bursts of 3, at most 1.5 a second sustained
     assert [limiter.take("a") for _ in range(3)] == [0.0, 0.0, 0.0]
-    assert limiter.take("a") == pytest.approx(0.5)
+    wait = limiter.take("a")
+    assert 0 < wait <= 2.0
     assert limiter.take("b") == 0.0
-    now[0] += 0.5
-    assert limiter.take("a") == 0.0
-    assert limiter.take("a") == pytest.approx(0.5)
-    now[0] += 60.0
-    assert [limiter.take("a") for _ in range(3)] == [0.0, 0.0, 0.0]  # never above the burst
-    assert limiter.take("a") > 0
+    slow = RateLimiter(open_storage("memory://"), 10.0 / 60.0, 20, name="t")
+    assert slow.window == 120  # 20 per 2 minutes: 10 a minute
     assert retry_after(0.01) == 1 and retry_after(1.2) == 2
+
+
+def test_a_storage_that_does_not_answer_at_start_is_refused_by_url() -> None:
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"redis://:s3cret@127.0.0.1:{port}/0"
+    with pytest.raises(ConfigError) as info:
+        open_storage(url)
+    assert f"redis://:***@127.0.0.1:{port}/0" in info.value.message
+    assert "KLAW_API_RATE_LIMIT_STORAGE" in info.value.message and "s3cret" not in str(info.value)
+    assert info.value.hint and "memory://" in info.value.hint
+    with pytest.raises(ConfigError, match="not a rate-limit storage"):
+        open_storage("carrier-pigeon://coop")
+    with pytest.raises(ConfigError, match="moving windows"):
+        open_storage("async+memory://")
+
+
+class _Failing(MemoryStorage):
+    """A storage whose every moving-window call fails, like a Redis that went away."""
+
+    def acquire_entry(self, key: str, limit: int, expiry: int, amount: int = 1) -> bool:
+        raise ConnectionError("gone")
+
+
+def test_a_storage_failing_later_lets_requests_through_and_warns(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    limiter = RateLimiter(_Failing(), 1.0, 1, name="t")
+    assert [limiter.take("a") for _ in range(5)] == [0.0] * 5
+    err = capfd.readouterr().err
+    assert err.count("rate-limit storage failed") == 1  # once, not per request
+    assert "gone" in err
+
+
+@pytest.fixture
+def redis_url() -> str:
+    url = "redis://127.0.0.1:6379/0"
+    try:
+        open_storage(url)
+    except ConfigError:
+        pytest.skip(f"Redis is not reachable at {url}")
+    return url
+
+
+@pytest.fixture
+def prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix of this test alone; its keys are deleted afterwards."""
+    name = f"klaw-test-{uuid.uuid4()}"
+    yield name
+    open_storage(redis_url, prefix=name).reset()
+
+
+def test_throttles_sharing_redis_share_their_windows(redis_url: str, prefix: str) -> None:
+    limits = Limits(rate=0.0001, burst=4, storage=redis_url, prefix=prefix)
+    one, two = Throttle(limits), Throttle(limits)
+    alice = Principal("alice", Role.VIEWER)
+    for throttle in (one, two, one, two):
+        throttle.admit(alice)
+    for throttle in (one, two):
+        with pytest.raises(RateLimitedError) as info:
+            throttle.admit(alice)
+        assert info.value.retry_after >= 1
+    two.admit(Principal("bob", Role.VIEWER))
+    # with memory storage each process has its own windows: twice the burst gets through
+    alone = [Throttle(Limits(rate=0.0001, burst=4)) for _ in range(2)]
+    for throttle in (*alone, *alone):
+        throttle.admit(alice)
 
 
 def test_json_depth_is_counted_outside_strings() -> None:
@@ -169,3 +251,50 @@ def test_json_depth_is_counted_outside_strings() -> None:
     assert not json_too_deep(b'{"a": "[[[[[[", "b": "\\"[[[["}', 2)
     assert json_too_deep(b'{"a": "\\\\", "b": [[1]]}', 2)
     assert not json_too_deep(b"", 1)
+
+
+@pytest.mark.slow
+def test_two_api_processes_sharing_redis_enforce_one_combined_rate(
+    redis_url: str, prefix: str, tmp_path: Path
+) -> None:
+    root = write_project(tmp_path, "http_limits_shared_flows")
+    settings = {
+        "KLAW_API_TOKENS": API_TOKENS,
+        "KLAW_API_RATE": "0.0001",
+        "KLAW_API_BURST": "4",
+        "KLAW_API_RATE_LIMIT_STORAGE": redis_url,
+        "KLAW_API_RATE_LIMIT_PREFIX": prefix,
+    }
+    viewer = {"Authorization": f"Bearer {TOKENS[Role.VIEWER]}"}
+    with klaw_api(root, **settings) as one, klaw_api(root, **settings) as two:
+        urls = [_listening(one), _listening(two)]
+        answers = [
+            httpx.get(f"{url}{API}/workflows", headers=viewer, timeout=WAIT).status_code
+            for url in urls * 2
+        ]
+        assert answers == [200] * 4
+        for url in urls:  # each process has served only 2 of its own: the shared window is full
+            assert_limited(httpx.get(f"{url}{API}/workflows", headers=viewer, timeout=WAIT))
+
+
+def test_an_api_whose_rate_limit_storage_does_not_answer_refuses_to_start(
+    tmp_path: Path,
+) -> None:
+    root = write_project(tmp_path, "http_limits_nostore_flows")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {
+        "KLAW_API_TOKENS": API_TOKENS,
+        "KLAW_API_RATE_LIMIT_STORAGE": f"redis://127.0.0.1:{port}",
+    }
+    result = klaw(root, "api", "--port", "0", extra_env=env)
+    assert result.returncode == 2, str(result)
+    assert f"redis://127.0.0.1:{port}" in result.out and "does not answer" in result.out
+    assert "Traceback" not in result.out
+
+
+def _listening(api: Background) -> str:
+    line = api.first_line()
+    assert line.startswith("Klaw API listening on "), line
+    return line.removeprefix("Klaw API listening on ")

@@ -62,7 +62,9 @@ def test_workflows_plan_and_validate(viewer: httpx.Client) -> None:
     whole = viewer.get(f"{API}/workflows/pipe/plan").json()
     assert whole["levels"] == [["numbers"], ["total"]]
     results = viewer.post(f"{API}/workflows/validate", json={"workflows": ["pipe"]}).json()
-    assert results["results"] == [{"workflow": "pipe", "error": None, "problems": []}]
+    assert results["results"] == [
+        {"workflow": "pipe", "error": None, "problems": [], "unchecked": []}
+    ]
     everything = viewer.post(f"{API}/workflows/validate", json={}).json()["results"]
     assert {r["workflow"] for r in everything} == {"pipe", "broken"}
 
@@ -83,6 +85,9 @@ def test_a_run_submitted_and_followed(
         "numbers": "succeeded",
         "total": "succeeded",
     }
+    timings = {a["stage"]: (a["load_s"], a["commit_s"]) for a in attempts}
+    assert timings["numbers"][0] is None and timings["numbers"][1] > 0  # stored a snapshot
+    assert timings["total"][0] >= 0 and timings["total"][1] is None  # read an input
     events = viewer.get(f"{API}/runs/{run_id}/events").json()
     assert events["run"]["state"] == "succeeded"
     seqs = [e["seq"] for e in events["events"]]

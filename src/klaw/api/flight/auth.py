@@ -110,6 +110,13 @@ class TokenSet:
         return matched
 
     def _refresh(self) -> None:
+        """Re-read the file when its stat changed. This stays a stat per call rather than a
+        ``watchfiles`` watcher (which ``klaw dev`` uses for source files) on purpose: a watcher
+        sees a change only after its debounce (50 ms at best, on its own thread per server),
+        so a call right after a rotation would still pass with the token just removed, while
+        one ``stat`` (about a microsecond) makes the very next call see the file as it is. It
+        also needs no inotify, which network file systems (NFS, some secret mounts) lack, and
+        follows a Kubernetes secret's symlink swap like any other replacement of the file."""
         if self.file is None:
             return
         try:

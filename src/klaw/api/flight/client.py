@@ -25,10 +25,12 @@ from pyarrow import flight
 from klaw.api.flight.status import from_reply, reply_of
 from klaw.api.flight.tickets import decode_receipt, encode_ticket
 from klaw.errors import AuthError, ConfigError, RemoteError, ServerUnavailableError
-from klaw.metadata.records import AttemptRecord, EventRecord, LogRecord, RunRecord
+from klaw.metadata.records import EventRecord, LogRecord, RunRecord
 from klaw.service.commands import (
+    MAX_EVENTS_WAIT,
     AssetsReply,
     AttemptsReply,
+    AttemptView,
     CancelRun,
     Command,
     ErrorReply,
@@ -58,12 +60,15 @@ from klaw.service.commands import (
     WorkflowsReply,
     decode_reply,
     encode,
+    long_poll,
 )
 from klaw.states import RunState
 from klaw.storage.store import AssetInfo, SnapshotInfo
 from klaw.tabular import describe, is_tabular, to_arrow
 
 DEFAULT_URL: Final = "grpc://127.0.0.1:8815"
+FOLLOW_WAIT: Final = 1.0  # seconds the server may hold one ListEvents while following
+AFTER_ALL: Final = 2**62  # a seq after every event: only the run's end answers such a wait
 _BATCH_BYTES: Final = 4 * 1024 * 1024  # about this much per uploaded record batch
 _START_HINT: Final = (
     "Start one in the project with `klaw server` (it needs KLAW_TOKENS or KLAW_TOKENS_FILE), "
@@ -178,43 +183,50 @@ class Client:
         cmd = ListRuns(workflow=workflow, states=states, limit=limit, before=before)
         return self._ask(cmd, RunsReply).runs
 
-    def attempts(self, run_id: str) -> list[AttemptRecord]:
+    def attempts(self, run_id: str) -> list[AttemptView]:
         return self._ask(ListAttempts(run_id=run_id), AttemptsReply).attempts
 
     def cancel(self, run_id: str, *, wait: float = 30.0) -> RunRecord:
         return self._ask(CancelRun(run_id=run_id, wait=wait), RunReply).run
 
-    def events(self, run_id: str, after_seq: int = 0) -> EventsReply:
-        """The run's events after ``after_seq``, and the run as it stands after them."""
+    def events(self, run_id: str, after_seq: int = 0, *, wait: float = 0.0) -> EventsReply:
+        """The run's events after ``after_seq``, and the run as it stands after them. With
+        ``wait``, the server answers once there are some (or the run has ended), waiting
+        ``wait`` seconds at most: an empty reply then means nothing happened meanwhile."""
+        if wait > 0:
+            return self._ask(long_poll(run_id, after_seq, wait), EventsReply)
         return self._ask(ListEvents(run_id=run_id, after_seq=after_seq), EventsReply)
 
     def follow(
-        self, run_id: str, *, after_seq: int = 0, poll: float = 0.1
+        self, run_id: str, *, after_seq: int = 0, wait: float = FOLLOW_WAIT
     ) -> Iterator[EventRecord]:
-        """Every event of the run after ``after_seq``, as they happen, until the run ends."""
+        """Every event of the run after ``after_seq``, as they happen, until the run ends.
+        Each request waits on the server for the next events (``wait`` seconds at most, then
+        it asks again), so an event arrives as soon as it is committed."""
         while True:
-            page = self.events(run_id, after_seq)
+            page = self.events(run_id, after_seq, wait=wait)
             yield from page.events
             if page.events:
                 after_seq = page.events[-1].seq
             if page.run.state.terminal:  # the run was read first: its events are all there
                 return
-            if not page.events:
-                time.sleep(poll)
 
-    def wait(self, run_id: str, *, timeout: float | None = None, poll: float = 0.1) -> RunRecord:
-        """The run once it has ended (``timeout`` seconds at most: then a RemoteError)."""
+    def wait(
+        self, run_id: str, *, timeout: float | None = None, wait: float = FOLLOW_WAIT
+    ) -> RunRecord:
+        """The run once it has ended (``timeout`` seconds at most: then a RemoteError). The
+        server holds each request until the run ends (``wait`` seconds at most)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            run = self.get_run(run_id)
+            left = wait if deadline is None else min(wait, deadline - time.monotonic())
+            run = self.events(run_id, AFTER_ALL, wait=max(left, 0.0)).run
             if run.state.terminal:
                 return run
-            if deadline is not None and time.monotonic() > deadline:
+            if deadline is not None and time.monotonic() >= deadline:
                 raise RemoteError(
                     f"Run {run_id} is still {run.state.value} after {timeout:g} s.",
                     hint="Wait longer, or cancel it with Client.cancel.",
                 )
-            time.sleep(poll)
 
     def logs(self, run_id: str, stage: str | None = None) -> list[LogRecord]:
         return self._ask(ReadLogs(run_id=run_id, stage=stage), LogsReply).logs
@@ -346,6 +358,8 @@ def _command_timeout(cmd: Command, timeout: float | None) -> float | None:
         return None  # as long as the run takes
     if isinstance(cmd, CancelRun) and timeout is not None:
         return timeout + cmd.wait
+    if isinstance(cmd, ListEvents) and timeout is not None:
+        return timeout + min(cmd.wait, MAX_EVENTS_WAIT)
     return timeout
 
 

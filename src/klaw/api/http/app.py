@@ -40,7 +40,7 @@ def create_app(
         dispatcher,
         authenticator,
         throttle=Throttle(limits),
-        keys=IdempotencyKeys(limits.idempotency_ttl),
+        keys=IdempotencyKeys(orchestrator.metadata, limits.idempotency_ttl),
     )
     # the routers' routes go in as they are (flat: every route is in app.routes)
     routes = [*probe_router(dispatcher).routes, *api.routes]

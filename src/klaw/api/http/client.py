@@ -23,9 +23,11 @@ import msgspec
 from klaw.api.flight.status import from_reply
 from klaw.errors import AuthError, KlawError, RemoteError, ServerUnavailableError
 from klaw.service.commands import (
+    MAX_EVENTS_WAIT,
     CancelRun,
     Command,
     ErrorReply,
+    EventsReply,
     GetAsset,
     GetLineage,
     GetRun,
@@ -49,12 +51,14 @@ from klaw.service.commands import (
     RunReply,
     SubmitRun,
     ValidateWorkflows,
+    long_poll,
 )
 
 PREFIX: Final = "/api/v1"
 MAX_RETRIES: Final = 3  # 429 answers retried per request before giving up
 MAX_RETRY_AFTER: Final = 60.0  # seconds: a longer Retry-After is waited this long
-POLL_INTERVAL: Final = 0.2  # seconds between two GetRun of SubmitRun(wait=True)
+FOLLOW_WAIT: Final = 1.0  # seconds the API may hold one long poll of SubmitRun(wait=True)
+AFTER_ALL: Final = 2**62  # a seq after every event: only the run's end answers such a wait
 _START_HINT: Final = (
     "Start one in the project with `klaw api` or `klaw dev`, or point --url / KLAW_URL at a "
     "running one."
@@ -117,7 +121,11 @@ class HttpClient:
         if isinstance(cmd, SubmitRun) and cmd.wait:
             return self._submit_and_wait(cmd)
         method, path, query, body = route(cmd)
-        extra = cmd.wait if isinstance(cmd, CancelRun) else 0.0
+        extra = 0.0
+        if isinstance(cmd, CancelRun):
+            extra = cmd.wait
+        elif isinstance(cmd, ListEvents):
+            extra = min(cmd.wait, MAX_EVENTS_WAIT)
         reply = _reply_decoder.decode(
             self._send(type(cmd).__name__, method, path, query, body, extra)
         )
@@ -134,16 +142,16 @@ class HttpClient:
         return PongReply(klaw_version=version, project=self.url)
 
     def _submit_and_wait(self, cmd: SubmitRun) -> Reply:
-        """SubmitRun(wait=True): start it, then read the run until it has ended."""
+        """SubmitRun(wait=True): start it, then wait for its end (long polls of its events
+        route, each answered when the run ends or after ``FOLLOW_WAIT`` seconds)."""
         started = self.execute(msgspec.structs.replace(cmd, wait=False))
         if not isinstance(started, RunReply):
             return started
         run_id = started.run.run_id
         while True:
-            now = self.execute(GetRun(run_id=run_id))
-            if not isinstance(now, RunReply) or now.run.state.terminal:
-                return now
-            time.sleep(POLL_INTERVAL)
+            now = self.execute(long_poll(run_id, AFTER_ALL, FOLLOW_WAIT))
+            if not isinstance(now, EventsReply) or now.run.state.terminal:
+                return RunReply(run=now.run) if isinstance(now, EventsReply) else now
 
     def _send(
         self,
@@ -242,8 +250,8 @@ def route(cmd: Command) -> Request:
             return "POST", f"{PREFIX}/runs/{_seg(run_id)}/cancel", {"wait": wait}, None
         case ListAttempts(run_id=run_id):
             return "GET", f"{PREFIX}/runs/{_seg(run_id)}/attempts", {}, None
-        case ListEvents(run_id=run_id, after_seq=after):
-            return "GET", f"{PREFIX}/runs/{_seg(run_id)}/events", {"after": after}, None
+        case ListEvents(run_id=run_id, after_seq=after, wait=wait):
+            return "GET", f"{PREFIX}/runs/{_seg(run_id)}/events", _events_query(after, wait), None
         case ReadLogs(run_id=run_id, stage=stage):
             return "GET", f"{PREFIX}/runs/{_seg(run_id)}/logs", {"stage": stage}, None
         case ListAssets():
@@ -295,6 +303,10 @@ def _submit(cmd: SubmitRun) -> Request:
         "fail_fast": cmd.fail_fast,
     }
     return "POST", f"{PREFIX}/runs", {}, body
+
+
+def _events_query(after: int, wait: float) -> dict[str, Any]:
+    return {"after": after, "wait": wait or None}  # no wait: what an older API understands
 
 
 def _seg(value: str) -> str:

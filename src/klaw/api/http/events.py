@@ -1,9 +1,12 @@
 """Server-Sent Events: a run's events and log lines as one ``text/event-stream``.
 
-The stream polls the metadata store through the typed commands (``ListEvents`` after the last
-event ``seq`` sent, ``ReadLogPage`` after the last line sent: only new rows are read) every
-``poll`` seconds, each call in a worker thread, so a client connection is one async generator.
-Messages:
+The stream reads the metadata store through the typed commands (``ListEvents`` after the last
+event ``seq`` sent, ``ReadLogPage`` after the last line sent: only new rows are read) and, when
+nothing is new, waits for the run's next write (``Orchestrator.wait_run``: woken by Postgres
+``NOTIFY``, or by a commit of this process, or SQLite's bounded poll), so an event or line is
+sent as soon as it is committed. Reads and waits run in worker threads of their own
+(:data:`MAX_WAITING` at most, apart from the threads of the other routes), so a client
+connection is one async generator. Messages:
 
 * an event: ``id: <seq>``, ``event: <kind>``, ``data: <the event as JSON>``;
 * a log line: ``id: <seq>:<log seq>`` (the last event seq sent, and the line's seq),
@@ -19,13 +22,14 @@ log seq when the id has one (after a bare event seq, the lines are sent again fr
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeVar
 
 import anyio
+import anyio.to_thread
 import msgspec
-from starlette.concurrency import run_in_threadpool
+from anyio.lowlevel import RunVar
 
 from klaw.errors import KlawError
 from klaw.metadata.records import EventRecord, LogRecord
@@ -39,8 +43,25 @@ from klaw.service.commands import (
 from klaw.service.dispatcher import Dispatcher
 
 MEDIA_TYPE: Final = "text/event-stream"
-POLL: Final = 0.2
 KEEPALIVE: Final = 15.0
+MAX_WAITING: Final = 256  # threads that may wait for runs' writes at once (streams, long polls)
+
+T = TypeVar("T")
+_waiting: RunVar[anyio.CapacityLimiter] = RunVar("klaw_waiting")
+
+
+async def in_waiting_thread(fn: Callable[..., T], *args: object) -> T:
+    """``fn(*args)`` in a worker thread of the waiting pool (per event loop), which the other
+    routes' threads never queue behind. A cancelled caller (the client went away) returns at
+    once; the thread ends with its wait."""
+    try:
+        limiter = _waiting.get()
+    except LookupError:
+        limiter = anyio.CapacityLimiter(MAX_WAITING)
+        _waiting.set(limiter)
+    return await anyio.to_thread.run_sync(fn, *args, limiter=limiter, abandon_on_cancel=True)
+
+
 HEADERS: Final = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
@@ -93,48 +114,60 @@ async def stream(
     cursor: Cursor,
     first: EventsReply,
     *,
-    poll: float = POLL,
     keepalive: float = KEEPALIVE,
 ) -> AsyncIterator[bytes]:
     """The messages of run ``run_id`` after ``cursor``, starting with ``first`` (the reply of
     :func:`first_events`), until the run has ended."""
     seq, log_seq = cursor.seq, cursor.log_seq
     reply = first
-    idle = 0.0
+    try:
+        lines = await in_waiting_thread(_new_lines, dispatcher, run_id, log_seq)
+    except KlawError as exc:
+        yield b"".join(event_message(e) for e in reply.events) + error_message(exc)
+        return
     while True:
         out = [event_message(e) for e in reply.events]
         if reply.events:
             seq = reply.events[-1].seq
-        ended = reply.run.state.terminal  # read before the logs: no line comes after the end
-        try:
-            lines = await run_in_threadpool(_new_lines, dispatcher, run_id, log_seq)
-        except KlawError as exc:
-            yield b"".join(out) + error_message(exc)
-            return
         for line in lines:
             out.append(log_message(seq, line))
             log_seq = line.seq
         if out:
-            idle = 0.0
             yield b"".join(out)
-        if ended:
+        if reply.run.state.terminal:  # read before the lines: no line comes after the end
             return
-        if idle >= keepalive:
-            idle = 0.0
-            yield b": keep-alive\n\n"
-        await anyio.sleep(poll)
-        idle += poll
         try:
-            reply = await run_in_threadpool(_events, dispatcher, run_id, seq)
+            reply, lines = await in_waiting_thread(
+                _next, dispatcher, run_id, seq, log_seq, keepalive
+            )
         except KlawError as exc:
             yield error_message(exc)
             return
+        if not (reply.events or lines or reply.run.state.terminal):
+            yield b": keep-alive\n\n"  # nothing for ``keepalive`` seconds
 
 
 def error_message(exc: KlawError) -> bytes:
     """The last message of a stream a KlawError ended: the client may resume from its last id."""
     data = msgspec.json.encode({"code": type(exc).__name__, "detail": exc.message}).decode()
     return f"event: error\ndata: {data}\n\n".encode()
+
+
+def _next(
+    dispatcher: Dispatcher, run_id: str, seq: int, log_seq: int, timeout: float
+) -> tuple[EventsReply, list[LogRecord]]:
+    """The events after ``seq`` and lines after ``log_seq``, once there are some or the run
+    has ended (empty after ``timeout`` seconds)."""
+    found: list[tuple[EventsReply, list[LogRecord]]] = []
+
+    def arrived() -> bool:
+        reply = _events(dispatcher, run_id, seq)  # the run is read before the lines
+        lines = _new_lines(dispatcher, run_id, log_seq)
+        found[:] = [(reply, lines)]
+        return bool(reply.events or lines) or reply.run.state.terminal
+
+    dispatcher.orchestrator.wait_run(run_id, arrived, timeout)
+    return found[-1]
 
 
 def _events(dispatcher: Dispatcher, run_id: str, seq: int) -> EventsReply:

@@ -1,19 +1,21 @@
 """``Idempotency-Key`` for ``POST /runs``: a retried submit gets the run the first one made.
 
-Keys are kept in memory, per principal, for ``ttl`` seconds (``api_idempotency_ttl``); they do
-not survive a restart of the server, and each server process has its own. A key is bound to the
-SHA-256 of the request's body: the same key with another body is a conflict (409), and so is a
-repeat that arrives while the first request with the key is still being answered.
+Keys are kept in the metadata store (:class:`~klaw.metadata.store.IdempotencyStore`), per
+principal, for ``ttl`` seconds (``api_idempotency_ttl``): they survive a restart of the server
+and are shared by every API process on the same database. A key is bound to the SHA-256 of the
+request's body: the same key with another body is a conflict (409). A repeat that arrives while
+the first request with the key is still being answered, in this process or another, is a 409
+with ``Retry-After``; of requests racing with one key exactly one makes the run. A claim whose
+request died before making its run (a crashed server) is taken over after ``pending``
+seconds, so the key is not stuck until it expires.
 """
 
 from __future__ import annotations
 
 import hashlib
-import threading
+import secrets
 import time
-from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Final
 
 import msgspec
@@ -21,10 +23,13 @@ from fastapi import FastAPI, Request, Response
 
 from klaw.api.http.problems import problem
 from klaw.errors import KlawError
+from klaw.metadata.records import IdempotencyRecord
+from klaw.metadata.store import IdempotencyStore
 from klaw.service.commands import RunReply
 
 HEADER: Final = "Idempotency-Key"
 MAX_KEY: Final = 255
+PENDING: Final = 60.0  # seconds a claim may take to make its run before it can be taken over
 
 
 class IdempotencyError(KlawError):
@@ -37,11 +42,8 @@ class MalformedKeyError(IdempotencyError):
     status = 422
 
 
-@dataclass
-class _Entry:
-    fingerprint: str
-    expires: float
-    run_id: str | None = None  # None while the first request is being answered
+class KeyInProgressError(IdempotencyError):
+    """The first request with the key is still being answered (409 with ``Retry-After``)."""
 
 
 def fingerprint(body: Any) -> str:
@@ -50,64 +52,69 @@ def fingerprint(body: Any) -> str:
 
 
 class IdempotencyKeys:
-    """Keys per principal, each bound to a body fingerprint and, once done, a run id.
-    Thread-safe; ``clock`` is injectable."""
+    """Keys per principal in ``store``, each bound to a body fingerprint and, once done, a run
+    id. ``clock`` (epoch seconds: other processes share the keys) is injectable."""
 
-    def __init__(self, ttl: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        store: IdempotencyStore,
+        ttl: float,
+        *,
+        pending: float = PENDING,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
         self.ttl = ttl
+        self.pending = min(pending, ttl)
         self._clock = clock
-        self._lock = threading.Lock()
-        # (subject, key) -> entry, in order of creation (and so of expiry: the ttl is fixed)
-        self._entries: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
 
-    def begin(self, subject: str, key: str, body: str) -> str | None:
+    def begin(self, subject: str, key: str, body: str) -> IdempotencyRecord | str:
         """Claim ``key`` of ``subject`` for a body of fingerprint ``body``: the run id when a
-        request with the key already made one, None when this request is the first (then
+        request with the key already made one, else this request's claim (then
         :meth:`finish` or :meth:`abandon` it)."""
         if not key or len(key) > MAX_KEY or not key.isprintable():
             raise MalformedKeyError(
                 f"The {HEADER} header must be 1 to {MAX_KEY} printable characters.",
                 hint="Send a fresh random value (a UUID) for each distinct submit.",
             )
-        with self._lock:
-            now = self._clock()
-            while self._entries:
-                first = next(iter(self._entries.values()))
-                if first.expires > now:
-                    break
-                self._entries.popitem(last=False)
-            entry = self._entries.get((subject, key))
-            if entry is None:
-                self._entries[(subject, key)] = _Entry(body, now + self.ttl)
-                return None
-            same, run_id = entry.fingerprint == body, entry.run_id
-        if not same:
+        now = self._clock()
+        claim = IdempotencyRecord(
+            subject=subject,
+            key=key,
+            fingerprint=body,
+            claim=secrets.token_hex(16),
+            created_at=now,
+            expires_at=now + self.ttl,
+            pending_until=now + self.pending,
+        )
+        held = self.store.begin_key(claim)
+        if held is None:
+            return claim
+        if held.fingerprint != body:
             raise IdempotencyError(
                 f"The {HEADER} {key!r} was already used with a different request body.",
                 hint="Use a new key for a different submit, or resend the same body.",
             )
-        if run_id is None:
-            raise IdempotencyError(
+        if held.run_id is None:
+            raise KeyInProgressError(
                 f"A request with the {HEADER} {key!r} is still being answered.",
-                hint="Retry shortly; the reply will be the run it made.",
+                hint="Retry shortly (after the seconds of Retry-After); the reply will be the "
+                "run it made.",
             )
-        return run_id
+        return held.run_id
 
-    def finish(self, subject: str, key: str, run_id: str) -> None:
-        with self._lock:
-            entry = self._entries.get((subject, key))
-            if entry is not None:
-                entry.run_id = run_id
+    def finish(self, claim: IdempotencyRecord, run_id: str) -> None:
+        self.store.finish_key(claim, run_id)
 
-    def abandon(self, subject: str, key: str) -> None:
-        """Forget ``key`` (its first request failed): a retry with it may try again."""
-        with self._lock:
-            self._entries.pop((subject, key), None)
+    def abandon(self, claim: IdempotencyRecord) -> None:
+        """Give the key up (its first request failed): a retry with it may try again."""
+        self.store.abandon_key(claim)
 
 
 async def _refused(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, IdempotencyError)
-    return problem(exc.status, type(exc).__name__, exc.message, hint=exc.hint)
+    headers = {"Retry-After": "1"} if isinstance(exc, KeyInProgressError) else None
+    return problem(exc.status, type(exc).__name__, exc.message, hint=exc.hint, headers=headers)
 
 
 def install(app: FastAPI) -> None:
@@ -125,13 +132,13 @@ def submit_once(
 ) -> tuple[RunReply, bool]:
     """The run ``submit`` makes for the first request with ``key``, and whether it was made now
     (a repeat gets the run as it stands, through ``get``)."""
-    previous = keys.begin(subject, key, fingerprint(body))
-    if previous is not None:
-        return get(previous), False
+    claim = keys.begin(subject, key, fingerprint(body))
+    if isinstance(claim, str):
+        return get(claim), False
     try:
         created = submit()
     except BaseException:
-        keys.abandon(subject, key)
+        keys.abandon(claim)
         raise
-    keys.finish(subject, key, created.run.run_id)
+    keys.finish(claim, created.run.run_id)
     return created, True

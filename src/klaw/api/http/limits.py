@@ -1,11 +1,19 @@
-"""Rate and size limits of the HTTP API, in memory.
+"""Rate and size limits of the HTTP API.
 
-* :class:`RateLimiter`: token buckets by key (thread-safe, injectable clock). The API keeps
-  two: one per authenticated principal (``api_rate`` per second, ``api_burst`` at once), and a
-  stricter one per client IP that only *failed* authentications draw from
+* :class:`RateLimiter`: a moving window of ``burst`` requests per ``ceil(burst / rate)``
+  seconds by key (the ``limits`` library's ``MovingWindowRateLimiter``): bursts of ``burst``,
+  and ``rate`` per second sustained (a little less when ``burst / rate`` is not whole). The
+  API keeps two: one per authenticated principal (``api_rate`` per second, ``api_burst`` at
+  once), and a stricter one per client IP that only *failed* authentications draw from
   (``api_auth_fail_rate`` per minute, ``api_auth_fail_burst`` at once). Both are applied in
-  one place, the route guard, through :class:`ThrottledAuthenticator`; an empty bucket is a
+  one place, the route guard, through :class:`ThrottledAuthenticator`; a full window is a
   :class:`RateLimitedError`: 429 problem+json with ``Retry-After``.
+* Where the windows live: ``api_rate_limit_storage``. ``memory://`` (the default) is this
+  process only; ``redis://host:port[/db]`` is shared by every API process using it, so N
+  replicas together allow the configured rate, not N times it. A storage that does not answer
+  at start is a :class:`~klaw.errors.ConfigError` naming its URL. One that fails later
+  *fails open*: the request is let through and a warning is logged (at most once a minute),
+  so an outage of Redis never takes the API down with it.
 * :class:`BodyLimitMiddleware`: a body over ``api_max_body`` bytes is a 413 (by its
   ``Content-Length``, or as it streams in when chunked) and a JSON body nested deeper than
   ``api_max_depth`` is a 422, both before any route reads it.
@@ -17,22 +25,26 @@ import math
 import re
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Request, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from klaw.api.http.auth import Authenticator, Principal
 from klaw.api.http.problems import problem
-from klaw.errors import KlawError
+from klaw.errors import ConfigError, KlawError
+from klaw.observability import get_logger
 from klaw.settings import KlawSettings
 
-Clock = Callable[[], float]
+if TYPE_CHECKING:
+    from limits.storage import Storage
 
-# keys kept before full (idle) buckets are forgotten; a full bucket is the same as none
-_PRUNE_AT: Final = 10_000
+_log: Final = get_logger(__name__)
+SETTING: Final = "KLAW_API_RATE_LIMIT_STORAGE"
+STORAGE_TIMEOUT: Final = 2.0  # seconds a request waits on a shared storage before failing open
+_WARN_EVERY: Final = 60.0
 
 
 class RateLimitedError(KlawError):
@@ -43,42 +55,100 @@ class RateLimitedError(KlawError):
         self.retry_after = retry_after
 
 
-class RateLimiter:
-    """Token buckets by key: each holds up to ``burst`` tokens, refilled at ``rate`` per
-    second; :meth:`take` spends one."""
+def redact(url: str) -> str:
+    """``url`` without its password."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return url.replace(f":{parts.password}@", ":***@", 1)
 
-    def __init__(self, rate: float, burst: int, *, clock: Clock = time.monotonic) -> None:
+
+def open_storage(url: str, *, prefix: str = "klaw") -> Storage:
+    """The rate-limit storage ``url`` names (``memory://``, ``redis://host:port/db``, or any
+    other synchronous storage of the ``limits`` library with moving windows), checked to
+    answer; a ConfigError naming the URL and the setting otherwise. ``prefix`` starts every
+    key a shared storage holds (deployments sharing one Redis pick different ones)."""
+    from limits.errors import ConfigurationError
+    from limits.storage import MovingWindowSupport, Storage, storage_from_string
+
+    shown = redact(url)
+    options: dict[str, float | str | bool] = {}
+    scheme = urlsplit(url).scheme
+    if scheme.startswith(("redis", "valkey")):
+        options = {
+            "key_prefix": prefix,
+            "socket_timeout": STORAGE_TIMEOUT,
+            "socket_connect_timeout": STORAGE_TIMEOUT,
+        }
+    try:
+        storage = storage_from_string(url, **options)
+    except ConfigurationError as exc:
+        raise ConfigError(
+            f"{SETTING}={shown!r} is not a rate-limit storage Klaw can use: {exc}.",
+            hint="Use memory:// (this process only) or redis://HOST:PORT[/DB] (shared); Redis "
+            'needs the server extra: pip install "klaw[server]".',
+        ) from None
+    except Exception as exc:  # a malformed URL: the storage's own parser refused it
+        raise ConfigError(
+            f"{SETTING}={shown!r} is not a valid storage URL: {exc}.",
+            hint="Write memory:// or redis://HOST:PORT[/DB].",
+        ) from None
+    if not isinstance(storage, Storage) or not isinstance(storage, MovingWindowSupport):
+        raise ConfigError(
+            f"{SETTING}={shown!r} is a storage without synchronous moving windows.",
+            hint="Use memory:// or redis://HOST:PORT[/DB].",
+        )
+    if not storage.check():
+        raise ConfigError(
+            f"The rate-limit storage {shown} ({SETTING}) does not answer.",
+            hint="Start it (redis-server), fix the URL, or unset the setting to keep the "
+            "limits in this process (memory://).",
+        )
+    return storage
+
+
+class RateLimiter:
+    """Up to ``burst`` requests per key in any window of ``ceil(burst / rate)`` seconds, on
+    ``storage``; :meth:`take` spends one."""
+
+    def __init__(self, storage: Storage, rate: float, burst: int, *, name: str) -> None:
+        from limits import RateLimitItemPerSecond
+        from limits.strategies import MovingWindowRateLimiter
+
         if rate <= 0 or burst < 1:
             raise ValueError(f"A rate limit needs rate > 0 and burst >= 1, not {rate}, {burst}.")
         self.rate = rate
         self.burst = burst
-        self._clock = clock
+        self.window = max(1, math.ceil(burst / rate))
+        self.storage = storage
+        self._item = RateLimitItemPerSecond(burst, self.window, namespace=name)
+        self._strategy = MovingWindowRateLimiter(storage)
+        self._warned = -math.inf
         self._lock = threading.Lock()
-        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, at)
 
     def take(self, key: str) -> float:
-        """Spend a token of ``key``: 0.0 when there was one, else the seconds until there is
-        (nothing is spent then)."""
-        with self._lock:
-            now = self._clock()
-            tokens, at = self._buckets.get(key, (float(self.burst), now))
-            tokens = min(float(self.burst), tokens + (now - at) * self.rate)
-            if tokens >= 1.0:
-                self._buckets[key] = (tokens - 1.0, now)
-                if len(self._buckets) > _PRUNE_AT:
-                    self._prune(now)
+        """Spend one request of ``key``: 0.0 when it was allowed, else the seconds until one
+        more is (nothing is spent then). A storage error lets the request through (logged)."""
+        try:
+            if self._strategy.hit(self._item, key):
                 return 0.0
-            self._buckets[key] = (tokens, now)
-            return (1.0 - tokens) / self.rate
+            reset = self._strategy.get_window_stats(self._item, key).reset_time
+        except Exception as exc:  # the storage failed (Redis down): fail open
+            self._storage_failed(exc)
+            return 0.0
+        return max(reset - time.time(), 1e-3)
 
-    def _prune(self, now: float) -> None:
-        full = [
-            key
-            for key, (tokens, at) in self._buckets.items()
-            if tokens + (now - at) * self.rate >= self.burst
-        ]
-        for key in full:
-            del self._buckets[key]
+    def _storage_failed(self, exc: Exception) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if now - self._warned < _WARN_EVERY:
+                return
+            self._warned = now
+        _log.warning(
+            "rate-limit storage failed: requests are let through unlimited until it answers",
+            storage=type(self.storage).__name__,
+            error=repr(exc),
+        )
 
 
 def retry_after(wait: float) -> int:
@@ -97,6 +167,8 @@ class Limits:
     max_body: int = 1024 * 1024
     max_depth: int = 64
     idempotency_ttl: float = 86400.0
+    storage: str = "memory://"
+    prefix: str = "klaw"
 
     @classmethod
     def from_settings(cls, settings: KlawSettings) -> Limits:
@@ -108,17 +180,22 @@ class Limits:
             max_body=settings.api_max_body,
             max_depth=settings.api_max_depth,
             idempotency_ttl=settings.api_idempotency_ttl,
+            storage=settings.api_rate_limit_storage,
+            prefix=settings.api_rate_limit_prefix,
         )
 
 
 class Throttle:
     """The two rate limits of the API: per principal, and per client IP for failed
-    authentications."""
+    authentications, both on the storage of ``limits`` (opened and checked here)."""
 
-    def __init__(self, limits: Limits, *, clock: Clock = time.monotonic) -> None:
-        self.principals = RateLimiter(limits.rate, limits.burst, clock=clock)
+    def __init__(self, limits: Limits, *, storage: Storage | None = None) -> None:
+        shared = (
+            storage if storage is not None else open_storage(limits.storage, prefix=limits.prefix)
+        )
+        self.principals = RateLimiter(shared, limits.rate, limits.burst, name="api-principal")
         self.failures = RateLimiter(
-            limits.auth_fail_rate / 60.0, limits.auth_fail_burst, clock=clock
+            shared, limits.auth_fail_rate / 60.0, limits.auth_fail_burst, name="api-auth-failure"
         )
 
     def admit(self, principal: Principal) -> None:
@@ -126,7 +203,7 @@ class Throttle:
         if wait > 0:
             raise RateLimitedError(
                 f"Too many requests from {principal.subject}: more than "
-                f"{self.principals.rate:g} a second (bursts of {self.principals.burst}).",
+                f"{self.principals.burst} in {self.principals.window} s.",
                 retry_after=retry_after(wait),
                 hint="Wait the seconds of Retry-After, then send fewer requests.",
             )

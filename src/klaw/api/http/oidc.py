@@ -8,22 +8,18 @@ HMAC "signed" with the public key gets through. The role comes from one claim
 known one counts). A JWT without a known role is refused, not treated as a viewer: a token the
 issuer gives for other purposes must not read Klaw.
 
-Keys are cached by ``kid``. An unknown ``kid`` makes the JWKS be fetched again (key rotation),
-at most once per ``refresh_every`` seconds so that made-up ``kid`` values cannot hammer the
-issuer. A JWKS that cannot be fetched refuses the token (401), never fails the request (500).
+The JWKS is fetched and cached by :class:`jwt.PyJWKClient`: the key set is kept for
+``lifespan`` seconds, and an unknown ``kid`` makes it be fetched again (key rotation), at most
+once per ``refresh_every`` seconds (its cooldown) so that made-up ``kid`` values cannot hammer
+the issuer. A JWKS that cannot be fetched refuses the token (401), never fails the request
+(500).
 """
 
 from __future__ import annotations
 
-import json
-import threading
-import time
-import urllib.request
-from collections.abc import Mapping
-from typing import Any, Final
+from typing import Final
 
 import jwt
-from jwt.api_jwk import PyJWK
 
 from klaw.api.http.auth import Principal, Role
 from klaw.errors import ConfigError
@@ -32,7 +28,7 @@ from klaw.settings import KlawSettings
 ALGORITHMS: Final = ("RS256", "ES256")
 LEEWAY: Final = 30.0  # seconds of clock skew allowed on exp and nbf
 FETCH_TIMEOUT: Final = 5.0
-MAX_JWKS_BYTES: Final = 1 << 20
+LIFESPAN: Final = 300.0  # seconds a fetched JWKS is used before it is fetched again
 
 
 class JwtAuthenticator:
@@ -46,15 +42,27 @@ class JwtAuthenticator:
         jwks_url: str | None = None,
         role_claim: str = "klaw_role",
         refresh_every: float = 10.0,
+        lifespan: float = LIFESPAN,
     ) -> None:
         self.issuer = issuer
         self.audience = audience
         self.jwks_url = jwks_url or f"{issuer.rstrip('/')}/.well-known/jwks.json"
         self.role_claim = role_claim
-        self.refresh_every = refresh_every
-        self._keys: dict[str, PyJWK] = {}
-        self._fetched_at: float | None = None
-        self._lock = threading.Lock()
+        try:
+            self._jwks = jwt.PyJWKClient(
+                self.jwks_url,
+                cache_jwk_set=True,
+                lifespan=lifespan,
+                cooldown_duration=refresh_every,
+                timeout=FETCH_TIMEOUT,
+                headers={"Accept": "application/json"},
+            )
+        except jwt.PyJWKClientError as exc:
+            raise ConfigError(
+                f"The JWKS URL {self.jwks_url!r} (KLAW_OIDC_JWKS_URL) cannot be used: {exc}",
+                hint="Give the issuer's https:// JWKS URL (or unset it: "
+                "<issuer>/.well-known/jwks.json).",
+            ) from None
 
     def __repr__(self) -> str:
         return f"JwtAuthenticator(issuer={self.issuer!r}, audience={self.audience!r})"
@@ -86,10 +94,13 @@ class JwtAuthenticator:
         alg, kid = header.get("alg"), header.get("kid")
         if alg not in ALGORITHMS or not isinstance(kid, str):
             return None
-        key = self._key(kid)
+        try:
+            key = self._jwks.get_signing_key(kid)
+        except (jwt.PyJWTError, ValueError, OSError):  # unknown kid; JWKS unreachable or not JSON
+            return None
         # the key's algorithm (its `alg`, or the one its type and curve imply) must be the
         # header's: an RSA key never verifies an ES256 JWT, nor a P-384 key an ES256 one
-        if key is None or key.algorithm_name != alg:
+        if key.algorithm_name != alg:
             return None
         try:
             claims = jwt.decode(
@@ -115,38 +126,3 @@ class JwtAuthenticator:
             Role[v.upper()] for v in labels if isinstance(v, str) and v.upper() in Role.__members__
         ]
         return max(known) if known else None
-
-    def _key(self, kid: str) -> PyJWK | None:
-        with self._lock:
-            if kid not in self._keys:
-                now = time.monotonic()
-                due = self._fetched_at is None or now - self._fetched_at >= self.refresh_every
-                if due:
-                    self._fetched_at = now
-                    fetched = self._fetch()
-                    if fetched is not None:
-                        self._keys = fetched
-            return self._keys.get(kid)
-
-    def _fetch(self) -> dict[str, PyJWK] | None:
-        """The JWKS's usable keys by ``kid``; None when it cannot be fetched or read."""
-        try:
-            request = urllib.request.Request(self.jwks_url, headers={"Accept": "application/json"})
-            with urllib.request.urlopen(request, timeout=FETCH_TIMEOUT) as response:
-                document: Any = json.loads(response.read(MAX_JWKS_BYTES))
-        except (OSError, ValueError):
-            return None
-        entries = document.get("keys") if isinstance(document, Mapping) else None
-        if not isinstance(entries, list):
-            return None
-        keys: dict[str, PyJWK] = {}
-        for entry in entries:
-            if not isinstance(entry, Mapping) or not isinstance(entry.get("kid"), str):
-                continue
-            if entry.get("use", "sig") != "sig":
-                continue
-            try:
-                keys[entry["kid"]] = PyJWK(dict(entry))
-            except jwt.PyJWTError:
-                continue  # a key type or curve this Klaw does not use
-        return keys

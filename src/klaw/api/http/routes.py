@@ -128,10 +128,13 @@ def api_router(
     keys: IdempotencyKeys | None = None,
 ) -> APIRouter:
     """The /api/v1 routes on ``dispatcher``, guarded by ``authenticator`` (and ``throttle``);
-    ``keys`` remembers the Idempotency-Keys of ``POST /runs`` (none: a fresh store)."""
+    ``keys`` keeps the Idempotency-Keys of ``POST /runs`` (none: in the orchestrator's metadata
+    store, with the default TTL)."""
     checked = guard(authenticator, throttle)
     router = APIRouter(prefix=PREFIX, dependencies=[checked])
-    idempotency = keys if keys is not None else IdempotencyKeys(Limits().idempotency_ttl)
+    if keys is None:
+        keys = IdempotencyKeys(dispatcher.orchestrator.metadata, Limits().idempotency_ttl)
+    idempotency = keys
     run = dispatcher.execute
 
     @router.get("/workflows", name="list_workflows", tags=["workflows"])
@@ -220,12 +223,19 @@ def api_router(
         return reply(run(command(ListAttempts, run_id=run_id)))
 
     @router.get("/runs/{run_id}/events", name="list_events", tags=["runs"])
-    def list_events(
+    async def list_events(
         run_id: str,
         after: Annotated[int, Query(ge=0, description="The last seq seen.")] = 0,
+        wait: Annotated[
+            float,
+            Query(ge=0, description="Seconds to wait for an event when there is none yet."),
+        ] = 0.0,
     ) -> Response:
-        """The run's events after ``after`` (a cursor), and the run as it stands."""
-        return reply(run(command(ListEvents, run_id=run_id, after_seq=after)))
+        """The run's events after ``after`` (a cursor), and the run as it stands. With
+        ``wait``, a long poll: the answer comes once there are events or the run has ended
+        (``wait`` seconds at most, 30 at the very most; then it may be empty)."""
+        cmd = command(ListEvents, run_id=run_id, after_seq=after, wait=wait)
+        return reply(await events.in_waiting_thread(run, cmd))
 
     @router.get(
         "/runs/{run_id}/stream",
