@@ -45,6 +45,7 @@ from klaw.states import RunState, StageState
 log = get_logger("klaw.runner")
 # members bound once: attribute access on an Enum class costs a descriptor call per use
 READY = StageState.READY
+RUNNING = StageState.RUNNING
 SUCCEEDED = StageState.SUCCEEDED
 FAILED = StageState.FAILED
 RETRYING = StageState.RETRYING
@@ -63,6 +64,8 @@ class _Reported:
 _FAST = 0.002  # seconds: stages shorter than this get a queued successor per worker
 _ENDS = frozenset(s for s in StageState if s.terminal) | {StageState.RETRYING}
 _FORCE = object()
+_NO_DATA: dict[str, Any] = {}  # shared by every event without data: never mutated
+_copy = msgspec.structs.replace
 _PHASES = frozenset(p.value for p in Phase)  # timer kinds of a timed attempt's phases
 
 
@@ -154,7 +157,9 @@ class Runner:
         self._batch = Batch()
         self._cancelling = False
         self._fast = False
-        self._ready_events: dict[str, EventRecord] = {}
+        self._ready_events: dict[str, tuple[int, float]] = {}  # stage -> attempt, when
+        # attempts changed since the last write, one entry each however often they changed
+        self._dirty: dict[tuple[str, int], AttemptRecord] = {}
         self._inline_task: Task | None = None
         self._inline = isinstance(executor, InlineExecutor)
         self._timed_out: set[tuple[str, int]] = set()
@@ -424,29 +429,42 @@ class Runner:
         self._outcomes.put(outcome)
 
     def _submit(self, name: str, *, start: bool = True) -> Task:
-        transition = self._readiness.started(name)
+        attempt = self._readiness.started(name).attempt
         stage = self.plan.graph.stages[name]
-        ttl, now = self.options.lease_ttl, time.time()
+        ttl, now, run_id = self.options.lease_ttl, time.time(), self.run.run_id
+        key = (name, attempt)
         task = Task(
-            run_id=self.run.run_id,
-            stage=stage,
-            attempt=transition.attempt,
-            token=new_token(),
-            inputs=self._inputs[name],
-            params=self.options.params.get(stage.params_model) if stage.params_model else None,
-            keep_value=self._consumers[name] > 0,
-            lease_until=None if ttl is None else now + ttl,
+            run_id,
+            stage,
+            attempt,
+            new_token(),
+            self._inputs[name],
+            self.options.params.get(stage.params_model) if stage.params_model else None,
+            self._consumers[name] > 0,
+            None if ttl is None else now + ttl,
         )
-        self._tasks[task.key] = task
+        self._tasks[key] = task
         self._ready_events.pop(name, None)
-        record = self._attempts[task.key]
-        record.token, record.started_at = task.token, now
+        # the `running` transition, recorded here (the hot path: no generic `_apply`)
+        record = self._attempts[key]
+        record.state, record.token, record.started_at = RUNNING, task.token, now
         if ttl is not None:
             record.lease_expires_at = task.lease_until
             if not self._lease_timer:
                 self._lease_timer = True
                 self._timer(ttl / 2, "leases", "", 0)
-        self._apply([transition])
+        self._dirty[key] = record
+        self._batch.events.append(
+            EventRecord(
+                run_id=run_id,
+                kind="stage",
+                ts=now,
+                stage=name,
+                attempt=attempt,
+                state=RUNNING,
+                data=_NO_DATA,
+            )
+        )
         if start:
             self.executor.submit(task)
         return task
@@ -557,44 +575,50 @@ class Runner:
     # -- records -------------------------------------------------------------------------------
     def _apply(self, transitions: list[Transition]) -> None:
         run_id, now = self.run.run_id, time.time()
+        dirty, events = self._dirty, self._batch.events
         for t in transitions:
-            key = (t.stage, t.attempt)
+            stage, state, attempt = t
+            key = (stage, attempt)
             record = self._attempts.get(key)
             if record is None:
                 record = AttemptRecord(
                     run_id=run_id,
-                    stage=t.stage,
-                    attempt=t.attempt,
-                    state=t.state,
+                    stage=stage,
+                    attempt=attempt,
+                    state=state,
                     queued_at=now,
-                    asset_key=self._asset_keys[t.stage],
+                    asset_key=self._asset_keys[stage],
                 )
                 self._attempts[key] = record
-            state = t.state
-            record.state = state
-            self._batch.attempts.append(record)
-            event = EventRecord(
-                run_id=run_id,
-                kind="stage",
-                ts=now,
-                stage=t.stage,
-                attempt=t.attempt,
-                state=state,
-            )
+            else:
+                record.state = state
+            dirty[key] = record
             if state is READY:
                 # held back until the next write: a stage that starts in the same round goes
                 # straight to `running` in the log; one that waits for a slot shows `ready`
-                self._waiting.append(t.stage)
-                self._ready_events[t.stage] = event
+                # (its event is made then)
+                self._waiting.append(stage)
+                self._ready_events[stage] = (attempt, now)
                 continue
+            data = _NO_DATA
             if state in _ENDS:
                 if record.ended_at is None:
                     record.ended_at = now
                 if record.error:
-                    event.data = {"error": record.error}
+                    data = {"error": record.error}
                 if state is not RETRYING:
-                    self._release_inputs(t.stage)
-            self._batch.events.append(event)
+                    self._release_inputs(stage)
+            events.append(
+                EventRecord(
+                    run_id=run_id,
+                    kind="stage",
+                    ts=now,
+                    stage=stage,
+                    attempt=attempt,
+                    state=state,
+                    data=data,
+                )
+            )
 
     def _record_reused(self, name: str, reused: Reused) -> None:
         now = time.time()
@@ -610,7 +634,7 @@ class Runner:
             snapshot_id=reused.ref.snapshot,
             reused_from=reused.run_id,
         )
-        self._batch.attempts.append(record)
+        self._dirty[(name, 0)] = record
         self._event(
             "stage",
             stage=name,
@@ -657,13 +681,29 @@ class Runner:
         """Hand this round's records to the recorder (committed in order, off this thread)."""
         batch = self._batch
         if self._ready_events:
-            batch.events.extend(self._ready_events.values())
+            run_id = self.run.run_id
+            batch.events.extend(
+                [
+                    EventRecord(
+                        run_id=run_id,
+                        kind="stage",
+                        ts=ts,
+                        stage=stage,
+                        attempt=attempt,
+                        state=READY,
+                        data=_NO_DATA,
+                    )
+                    for stage, (attempt, ts) in self._ready_events.items()
+                ]
+            )
             self._ready_events.clear()
+        if self._dirty:
+            # one copy per attempt changed this round: the recorder reads it while this
+            # thread moves on
+            batch.attempts.extend([_copy(a) for a in self._dirty.values()])
+            self._dirty.clear()
         if batch:
-            # one copy per attempt: the recorder reads it while this thread moves on
-            unique = {(a.stage, a.attempt): a for a in batch.attempts}
-            batch.attempts = [msgspec.structs.replace(a) for a in unique.values()]
-            batch.runs = [msgspec.structs.replace(r) for r in batch.runs]
+            batch.runs = [_copy(r) for r in batch.runs]
             self._recorder.put(batch)
             self._batch = Batch()
 

@@ -4,9 +4,11 @@ inputs are named by upstream stage (value held by the executor) or by asset snap
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from klaw.authoring.stage import StageDef
 from klaw.ids import AssetRef
@@ -29,8 +31,9 @@ class InputRef:
     ref: AssetRef | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Task:
+class Task(msgspec.Struct, frozen=True):
+    """One attempt handed to an executor (a msgspec Struct: made once per attempt, so cheap)."""
+
     run_id: str
     stage: StageDef
     attempt: int
@@ -55,8 +58,7 @@ class Phase(Enum):
     COMMIT = "commit"
 
 
-@dataclass(frozen=True, slots=True)
-class Started:
+class Started(msgspec.Struct, frozen=True):
     """Sent as an attempt of a stage with a timeout enters a phase, so each clock starts when
     that phase does (not while a worker process is still starting)."""
 
@@ -66,9 +68,9 @@ class Started:
     phase: Phase = Phase.LOAD
 
 
-@dataclass(slots=True)
-class Outcome:
-    """How an attempt ended. ``error`` is set when it did not succeed."""
+class Outcome(msgspec.Struct):
+    """How an attempt ended. ``error`` is set when it did not succeed (a msgspec Struct:
+    made once per attempt, so cheap)."""
 
     stage: str
     attempt: int
@@ -84,7 +86,7 @@ class Outcome:
     snapshot: int | None = None
     rows: int | None = None
     bytes: int | None = None
-    logs: list[LogRecord] = field(default_factory=list)
+    logs: list[LogRecord] = msgspec.field(default_factory=list)
     value: Any = None  # process executors only: the value travels back to the parent's store
     load_s: float | None = None  # seconds spent reading and converting inputs (when it had any)
     commit_s: float | None = None  # seconds spent storing the asset snapshot (when it did)
