@@ -19,6 +19,7 @@ import threading
 import time
 from collections import deque
 
+from klaw.execution import threads
 from klaw.execution.executor import Deliver
 from klaw.execution.invoke import StageStopped, invoke
 from klaw.execution.lease import LeaseKeeper
@@ -35,7 +36,7 @@ class _Worker:
 
     def __init__(self) -> None:
         self.inbox: queue.SimpleQueue[Task | None] = queue.SimpleQueue()
-        self.thread: threading.Thread | None = None
+        self.thread: threads.Started | None = None
         self.abandoned = False
 
 
@@ -81,11 +82,8 @@ class ThreadExecutor:
 
     def _spawn(self) -> _Worker:
         worker = _Worker()
-        worker.thread = threading.Thread(
-            target=self._work, args=(worker,), name="klaw-worker", daemon=True
-        )
         self._workers.append(worker)
-        worker.thread.start()
+        worker.thread = threads.start(functools.partial(self._work, worker), "klaw-worker")
         return worker
 
     def _work(self, worker: _Worker) -> None:

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 
 from klaw.errors import MetadataError, MetadataUnavailableError
+from klaw.execution import threads
 from klaw.metadata.records import Batch, EventRecord
 from klaw.metadata.store import MetadataWriter
 from klaw.observability import get_logger
@@ -58,14 +59,13 @@ class Recorder:
         self._room = threading.Condition(threading.Lock())  # guards the two below
         self._pending = 0  # records handed over and not yet committed
         self._full = False  # a put waits for room
-        self._thread: threading.Thread | None = None
+        self._thread: threads.Started | None = None
         self.error: BaseException | None = None
         self.outage = outage
         self.limit = limit
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._work, name="klaw-recorder", daemon=True)
-        self._thread.start()
+        self._thread = threads.start(self._work, "klaw-recorder")
 
     def put(self, batch: Batch) -> None:
         """Hand ``batch`` over; blocks while ``limit`` records wait for a commit."""
