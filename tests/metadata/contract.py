@@ -10,6 +10,7 @@ import subprocess
 import sys
 from typing import Protocol
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -273,6 +274,25 @@ class MetadataStoreContract:
         assert store.list_attempts(run.run_id) == [
             attempt(StageState.SUCCEEDED, queued_at=1.0, started_at=2.0, ended_at=3.0)
         ]
+
+    def test_attempt_written_as_it_gains_fields_reads_back_as_each_commit_left_it(
+        self, store: Store
+    ) -> None:
+        run = make_run()
+        store.create_run(run)
+        record = AttemptRecord(
+            run_id=run.run_id, stage="s", attempt=1, state=StageState.READY, queued_at=1.0
+        )
+        changes: list[dict[str, object]] = [
+            {},
+            {"state": StageState.RUNNING, "token": "tok", "started_at": 2.0},
+            {"lease_expires_at": 32.0},
+            {"state": StageState.SUCCEEDED, "ended_at": 3.0, "snapshot_id": 7, "rows": 0},
+        ]
+        for change in changes:
+            record = msgspec.structs.replace(record, **change)
+            store.commit(Batch(attempts=[record]))
+            assert store.list_attempts(run.run_id) == [record]
 
     def test_attempts_ordered_by_stage_then_attempt(self, store: Store) -> None:
         run = make_run()

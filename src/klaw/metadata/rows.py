@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterable
 from typing import Any
 
 import msgspec
@@ -62,6 +63,46 @@ UPSERT_ATTEMPT = (
     f"ON CONFLICT (run_id, stage, attempt) DO UPDATE SET {_updates(ATTEMPT_COLUMNS, 3)} "
     f"WHERE attempts.state NOT IN ({', '.join(repr(s) for s in ENDED)})"
 )
+_ATTEMPT_NAMES = tuple(RENAMED.get(field, field) for field in ATTEMPT_FIELDS)
+_ATTEMPT_UPSERTS: dict[tuple[bool, ...], str] = {}  # by which columns a row sets
+
+
+def _attempt_upsert(present: tuple[bool, ...]) -> str:
+    columns = [c for c, here in zip(_ATTEMPT_NAMES, present, strict=True) if here]
+    updates = ", ".join(f"{c} = excluded.{c}" for c in columns[3:])
+    return (
+        f"INSERT INTO attempts ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
+        f"ON CONFLICT (run_id, stage, attempt) DO UPDATE SET {updates} "
+        f"WHERE attempts.state NOT IN ({', '.join(repr(s) for s in ENDED)})"
+    )
+
+
+def attempt_upserts(attempts: Iterable[AttemptRecord]) -> list[tuple[str, list[list[Any]]]]:
+    """``UPSERT_ATTEMPT`` for each attempt, with only the columns it sets (not None): binding
+    a parameter is most of what a row costs SQLite, and an attempt sets a few of its sixteen
+    columns at a time. Rows are grouped by the columns they set, one statement per group.
+    Leaving a column out keeps what the row holds; a runner's attempt record only gains
+    values (a field it has set is never set back to None), so nothing it wrote is lost."""
+    groups: dict[tuple[bool, ...], list[list[Any]]] = {}
+    last = {(a.run_id, a.stage, a.attempt): a for a in attempts}  # groups do not keep order
+    for attempt in last.values():
+        row = _astuple(attempt)
+        present = tuple([v is not None for v in row])
+        values = [v for v in row if v is not None]
+        values[3] = values[3]._value_  # the state: never None
+        group = groups.get(present)
+        if group is None:
+            group = groups[present] = []
+        group.append(values)
+    out = []
+    for present, rows in groups.items():
+        sql = _ATTEMPT_UPSERTS.get(present)
+        if sql is None:
+            sql = _ATTEMPT_UPSERTS[present] = _attempt_upsert(present)
+        out.append((sql, rows))
+    return out
+
+
 SELECT_ATTEMPTS = f"SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE run_id = ? ORDER BY stage, attempt"
 
 # Leases. A renewal touches only the attempt that is still running under the same token.

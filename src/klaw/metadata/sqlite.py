@@ -72,11 +72,10 @@ from klaw.metadata.rows import (
     SELECT_RUN_CREATED,
     SELECT_RUN_IDS_IN_RANGE,
     SELECT_RUNS,
-    UPSERT_ATTEMPT,
     UPSERT_RUN,
     abandoned,
     attempt_from_row,
-    attempt_row,
+    attempt_upserts,
     created_event,
     duplicate_run,
     event_from_row,
@@ -286,7 +285,8 @@ class SQLiteMetadataStore:
             if batch.runs:
                 conn.executemany(UPSERT_RUN, [run_row(run) for run in batch.runs])
             if batch.attempts:
-                conn.executemany(UPSERT_ATTEMPT, [attempt_row(a) for a in batch.attempts])
+                for upsert, rows in attempt_upserts(batch.attempts):
+                    conn.executemany(upsert, rows)
             event_seq = log_seq = _NO_COUNTERS
             if batch.events:
                 event_seq = self._number(conn, batch.events, self._event_seq, SELECT_MAX_EVENT_SEQ)
