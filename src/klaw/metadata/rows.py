@@ -195,6 +195,28 @@ def attempt_row(attempt: AttemptRecord) -> list[Any]:
     return row
 
 
+# A stage transition without data (most events): the constant columns are written as
+# literals, so a row binds six parameters instead of eight.
+INSERT_STAGE_EVENT = (
+    f"INSERT INTO events ({', '.join(EVENT_FIELDS)}) VALUES (?, ?, ?, 'stage', ?, ?, ?, '{{}}')"
+)
+
+
+def event_inserts(events: Iterable[EventRecord]) -> list[tuple[str, list[tuple[Any, ...]]]]:
+    """The inserts of ``events`` (numbered already): stage transitions without data through
+    ``INSERT_STAGE_EVENT``, every other event through ``INSERT_EVENT``."""
+    plain: list[tuple[Any, ...]] = []
+    other: list[tuple[Any, ...]] = []
+    for e in events:
+        if e.kind == "stage" and not e.data:
+            plain.append((e.run_id, e.seq, e.ts, e.stage, e.attempt, e.state))
+        else:
+            other.append(event_row(e))
+    return [
+        (sql, rows) for sql, rows in ((INSERT_STAGE_EVENT, plain), (INSERT_EVENT, other)) if rows
+    ]
+
+
 def event_row(e: EventRecord) -> tuple[Any, ...]:
     data = _encode(e.data).decode() if e.data else EMPTY_JSON
     return (e.run_id, e.seq, e.ts, e.kind, e.stage, e.attempt, e.state, data)

@@ -79,7 +79,7 @@ from klaw.metadata.rows import (
     created_event,
     duplicate_run,
     event_from_row,
-    event_row,
+    event_inserts,
     fenced,
     owner_alive,
     run_conflict,
@@ -285,12 +285,13 @@ class SQLiteMetadataStore:
             if batch.runs:
                 conn.executemany(UPSERT_RUN, [run_row(run) for run in batch.runs])
             if batch.attempts:
-                for upsert, rows in attempt_upserts(batch.attempts):
-                    conn.executemany(upsert, rows)
+                for upsert, values in attempt_upserts(batch.attempts):
+                    conn.executemany(upsert, values)
             event_seq = log_seq = _NO_COUNTERS
             if batch.events:
                 event_seq = self._number(conn, batch.events, self._event_seq, SELECT_MAX_EVENT_SEQ)
-                conn.executemany(INSERT_EVENT, [event_row(e) for e in batch.events])
+                for insert, rows in event_inserts(batch.events):
+                    conn.executemany(insert, rows)
             if batch.logs:
                 log_seq = self._number(conn, batch.logs, self._log_seq, SELECT_MAX_LOG_SEQ)
                 conn.executemany(
