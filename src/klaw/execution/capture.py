@@ -12,8 +12,6 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any, TextIO
 
 from klaw.authoring.secrets import mask
@@ -61,6 +59,8 @@ class AttemptLog:
             self.partial[stream] = rest
 
     def flush_partial(self) -> None:
+        if not self.partial:
+            return
         for stream, rest in self.partial.items():
             self.add(stream, rest)
         self.partial.clear()
@@ -131,17 +131,23 @@ def install() -> None:
         _installed = True
 
 
-@contextmanager
-def capture(
-    run_id: str, stage: str, attempt: int, secrets: tuple[str, ...] = ()
-) -> Iterator[AttemptLog]:
+class capture:
     """Collect the current thread's output into the yielded log until the block ends, with
-    each of ``secrets`` shown as ``***``."""
-    install()
-    log = AttemptLog(run_id, stage, attempt, secrets)
-    _local.sink = log
-    try:
-        yield log
-    finally:
+    each of ``secrets`` shown as ``***``. (A class, not ``@contextmanager``: entered once per
+    stage attempt, so kept cheap.)"""
+
+    __slots__ = ("_log",)
+
+    def __init__(
+        self, run_id: str, stage: str, attempt: int, secrets: tuple[str, ...] = ()
+    ) -> None:
+        install()
+        self._log = AttemptLog(run_id, stage, attempt, secrets)
+
+    def __enter__(self) -> AttemptLog:
+        _local.sink = self._log
+        return self._log
+
+    def __exit__(self, *exc: object) -> None:
         _local.sink = None
-        log.flush_partial()
+        self._log.flush_partial()

@@ -1,8 +1,9 @@
 """The local executor: a bounded pool of worker threads (the default).
 
 Bounded, however large the fan-out: tasks queue, threads do not multiply. Threads start on
-demand, and a task goes to the worker that went idle last, so a chain of stages keeps running
-on one warm thread instead of rotating through the pool.
+demand (a parked thread of an earlier run first, see ``klaw.execution.threads``), and a task
+goes to the worker that went idle last, so a chain of stages keeps running on one warm thread
+instead of rotating through the pool.
 
 Stopping a running attempt raises ``StageStopped`` inside its thread at the next Python
 instruction; a stage blocked inside native code is abandoned after a grace period (use the
