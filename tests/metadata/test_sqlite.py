@@ -405,3 +405,42 @@ def test_prune_drops_old_events_and_metrics_but_keeps_each_runs_last_event(
     store.commit(Batch(events=[EventRecord(run_id="r1", kind="after", ts=now)]))
     assert [e.seq for e in store.list_events("r1")] == [7, 8]  # numbering carries on
     store.close()
+
+
+def test_a_batch_larger_than_a_chunk_keeps_each_attempts_last_record(
+    store: SQLiteMetadataStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from klaw.metadata import rows
+
+    monkeypatch.setattr(rows, "CHUNK", 2)
+    run = make_run()
+    store.create_run(run)
+
+    def attempt(stage: str, state: StageState, **fields: object) -> AttemptRecord:
+        return AttemptRecord(run_id=run.run_id, stage=stage, attempt=1, state=state, **fields)  # type: ignore[arg-type]
+
+    store.commit(
+        Batch(
+            attempts=[
+                attempt("a", StageState.READY, queued_at=1.0),
+                attempt("b", StageState.READY, queued_at=1.0),
+                attempt("a", StageState.RUNNING, queued_at=1.0, token="t", started_at=2.0),
+                attempt("c", StageState.READY, queued_at=1.0),
+                attempt(
+                    "a",
+                    StageState.SUCCEEDED,
+                    queued_at=1.0,
+                    token="t",
+                    started_at=2.0,
+                    ended_at=3.0,
+                ),
+            ],
+            events=[event(run.run_id, "stage", stage=s, attempt=1, state="ready") for s in "abcde"],
+        )
+    )
+    assert [(a.stage, a.state, a.ended_at) for a in store.list_attempts(run.run_id)] == [
+        ("a", StageState.SUCCEEDED, 3.0),
+        ("b", StageState.READY, None),
+        ("c", StageState.READY, None),
+    ]
+    assert [e.seq for e in store.list_events(run.run_id)][-5:] == [2, 3, 4, 5, 6]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import msgspec
@@ -63,6 +63,7 @@ UPSERT_ATTEMPT = (
     f"ON CONFLICT (run_id, stage, attempt) DO UPDATE SET {_updates(ATTEMPT_COLUMNS, 3)} "
     f"WHERE attempts.state NOT IN ({', '.join(repr(s) for s in ENDED)})"
 )
+CHUNK = 5_000  # rows made at a time for one statement of a large batch
 _ATTEMPT_NAMES = tuple(RENAMED.get(field, field) for field in ATTEMPT_FIELDS)
 _ATTEMPT_UPSERTS: dict[tuple[bool, ...], str] = {}  # by which columns a row sets
 
@@ -77,30 +78,34 @@ def _attempt_upsert(present: tuple[bool, ...]) -> str:
     )
 
 
-def attempt_upserts(attempts: Iterable[AttemptRecord]) -> list[tuple[str, list[list[Any]]]]:
+def attempt_upserts(
+    attempts: Sequence[AttemptRecord],
+) -> Iterator[tuple[str, list[list[Any]]]]:
     """``UPSERT_ATTEMPT`` for each attempt, with only the columns it sets (not None): binding
     a parameter is most of what a row costs SQLite, and an attempt sets a few of its sixteen
-    columns at a time. Rows are grouped by the columns they set, one statement per group.
-    Leaving a column out keeps what the row holds; a runner's attempt record only gains
-    values (a field it has set is never set back to None), so nothing it wrote is lost."""
-    groups: dict[tuple[bool, ...], list[list[Any]]] = {}
-    last = {(a.run_id, a.stage, a.attempt): a for a in attempts}  # groups do not keep order
-    for attempt in last.values():
-        row = _astuple(attempt)
-        present = tuple([v is not None for v in row])
-        values = [v for v in row if v is not None]
-        values[3] = values[3]._value_  # the state: never None
-        group = groups.get(present)
-        if group is None:
-            group = groups[present] = []
-        group.append(values)
-    out = []
-    for present, rows in groups.items():
-        sql = _ATTEMPT_UPSERTS.get(present)
-        if sql is None:
-            sql = _ATTEMPT_UPSERTS[present] = _attempt_upsert(present)
-        out.append((sql, rows))
-    return out
+    columns at a time. Rows are grouped by the columns they set, one statement per group;
+    within a group the last record of an attempt wins. Leaving a column out keeps what the
+    row holds; a runner's attempt record only gains values (a field it has set is never set
+    back to None), so nothing it wrote is lost. Made ``CHUNK`` attempts at a time, in order,
+    so a large batch never holds all its rows at once."""
+    for begin in range(0, len(attempts), CHUNK):
+        groups: dict[tuple[bool, ...], list[list[Any]]] = {}
+        chunk = attempts[begin : begin + CHUNK]
+        last = {(a.run_id, a.stage, a.attempt): a for a in chunk}  # groups do not keep order
+        for attempt in last.values():
+            row = _astuple(attempt)
+            present = tuple([v is not None for v in row])
+            values = [v for v in row if v is not None]
+            values[3] = values[3]._value_  # the state: never None
+            group = groups.get(present)
+            if group is None:
+                group = groups[present] = []
+            group.append(values)
+        for present, rows in groups.items():
+            sql = _ATTEMPT_UPSERTS.get(present)
+            if sql is None:
+                sql = _ATTEMPT_UPSERTS[present] = _attempt_upsert(present)
+            yield sql, rows
 
 
 SELECT_ATTEMPTS = f"SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE run_id = ? ORDER BY stage, attempt"
@@ -202,19 +207,22 @@ INSERT_STAGE_EVENT = (
 )
 
 
-def event_inserts(events: Iterable[EventRecord]) -> list[tuple[str, list[tuple[Any, ...]]]]:
+def event_inserts(events: Sequence[EventRecord]) -> Iterator[tuple[str, list[tuple[Any, ...]]]]:
     """The inserts of ``events`` (numbered already): stage transitions without data through
-    ``INSERT_STAGE_EVENT``, every other event through ``INSERT_EVENT``."""
-    plain: list[tuple[Any, ...]] = []
-    other: list[tuple[Any, ...]] = []
-    for e in events:
-        if e.kind == "stage" and not e.data:
-            plain.append((e.run_id, e.seq, e.ts, e.stage, e.attempt, e.state))
-        else:
-            other.append(event_row(e))
-    return [
-        (sql, rows) for sql, rows in ((INSERT_STAGE_EVENT, plain), (INSERT_EVENT, other)) if rows
-    ]
+    ``INSERT_STAGE_EVENT``, every other event through ``INSERT_EVENT``; ``CHUNK`` events at
+    a time (their order does not matter: each carries its ``seq``)."""
+    for begin in range(0, len(events), CHUNK):
+        plain: list[tuple[Any, ...]] = []
+        other: list[tuple[Any, ...]] = []
+        for e in events[begin : begin + CHUNK]:
+            if e.kind == "stage" and not e.data:
+                plain.append((e.run_id, e.seq, e.ts, e.stage, e.attempt, e.state))
+            else:
+                other.append(event_row(e))
+        if plain:
+            yield INSERT_STAGE_EVENT, plain
+        if other:
+            yield INSERT_EVENT, other
 
 
 def event_row(e: EventRecord) -> tuple[Any, ...]:
