@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextvars
+import os
 import threading
+
+import pytest
 
 from klaw.execution import threads
 
@@ -59,3 +62,17 @@ def test_join_times_out_while_the_work_runs() -> None:
     assert not started.join(0.01)
     release.set()
     assert started.join(5)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_starts_its_own_threads() -> None:
+    threads.start(lambda: None, "klaw-test").join(5)  # one parked in this process
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: a parked thread of the parent would never run this
+        ok = threads.start(lambda: os.write(write, b"ok"), "klaw-test").join(5)
+        os._exit(0 if ok else 1)
+    os.close(write)
+    _, status = os.waitpid(pid, 0)
+    assert os.read(read, 2) == b"ok"
+    assert os.waitstatus_to_exitcode(status) == 0

@@ -10,6 +10,7 @@ plain ``threading.Thread``; work that never returns (an abandoned stage) keeps i
 from __future__ import annotations
 
 import contextvars
+import os
 import queue
 import threading
 from collections.abc import Callable
@@ -33,6 +34,16 @@ class Started:
 _Job = tuple[Callable[[], object], str, Started]
 _parked: list[queue.SimpleQueue[_Job]] = []  # a stack: the thread parked last works next
 _lock = threading.Lock()
+
+
+def _forget_parked() -> None:
+    """In a forked child only the forking thread exists: the parked ones are not there."""
+    global _lock  # noqa: PLW0603  (the parent's lock may have been held at the fork)
+    _lock = threading.Lock()
+    _parked.clear()
+
+
+os.register_at_fork(after_in_child=_forget_parked)
 
 
 def start(work: Callable[[], object], name: str) -> Started:
