@@ -10,10 +10,9 @@ from __future__ import annotations
 import datetime as dt
 import os
 import sys
-from typing import TextIO
 from collections.abc import Sequence
 from enum import Enum, StrEnum
-from typing import Any
+from typing import Any, TextIO
 
 import msgspec
 
