@@ -257,8 +257,11 @@ def load_settings(file_values: dict[str, Any], **flags: Any) -> KlawSettings:
         return found
     token = _file_values.set(dict(file_values))
     try:
-        with _without_pydantic_plugins():
+        if KlawSettings.__pydantic_complete__:
             loaded = KlawSettings(**given)
+        else:  # the first one builds the validator (defer_build): without plugins
+            with _without_pydantic_plugins():
+                loaded = KlawSettings(**given)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
