@@ -119,7 +119,7 @@ def is_terminal(stream: TextIO | None = None) -> bool:
 class Lines:
     """Lines for people on stdout (or stderr): through rich on a terminal, with colours; plain
     text otherwise, rich not imported. Text given to :meth:`print` holds no markup except what
-    :meth:`state` returns."""
+    :meth:`state` and :meth:`styled` return; anything else shown goes through :meth:`text`."""
 
     def __init__(self, *, stderr: bool = False) -> None:
         self.stream = sys.stderr if stderr else sys.stdout
