@@ -75,7 +75,9 @@ def test_help_still_lists_every_command(tmp_path: Path) -> None:
 _NOT_FOR_A_PLAIN_RUN = ("duckdb", "pyarrow", "polars", "rich", "fastapi", "ray", "ctypes")
 
 
-def _imported(cwd: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+def _imported(
+    cwd: Path, *args: str, extra_env: dict[str, str] | None = None
+) -> tuple[subprocess.CompletedProcess[str], set[str]]:
     probe = textwrap.dedent(
         """
         import sys
@@ -100,7 +102,7 @@ def _imported(cwd: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], 
     done = subprocess.run(
         [sys.executable, "-c", probe, *args],
         cwd=cwd,
-        env=env(),
+        env=env(extra_env),
         capture_output=True,
         text=True,
         timeout=120,
@@ -145,3 +147,17 @@ def test_a_failed_run_reports_without_rich(tmp_path: Path) -> None:
     assert "error: No workflow named 'nope'" in done.stderr
     assert "hint: `klaw workflows list` shows them." in done.stderr
     assert "rich" not in loaded
+
+
+def test_a_terminal_still_gets_the_live_display(tmp_path: Path) -> None:
+    (tmp_path / "klaw.toml").write_text('[project]\nname = "p"\nmodules = ["flows"]\n')
+    (tmp_path / "flows.py").write_text(
+        "import klaw\n\n@klaw.stage\ndef one() -> int:\n    return 1\n\n"
+        'wf = klaw.workflow("one", [one])\n'
+    )
+    done, loaded = _imported(
+        tmp_path, "--project", str(tmp_path), "run", "one", extra_env={"TTY_COMPATIBLE": "1"}
+    )
+    assert done.returncode == 0, done.stderr
+    assert "rich" in loaded
+    assert "1 stage(s)" in done.stdout and "succeeded" in done.stdout, done.stdout
