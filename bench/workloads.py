@@ -324,9 +324,9 @@ def chain(settings: Settings) -> list[Row]:
 # -- W3: 8 stages over 1M rows -----------------------------------------------------------------
 
 
-def _pipeline(*args: str) -> dict[str, Any]:
-    """``python -m bench.pipeline ARGS`` in a fresh process; its JSON answer."""
-    command = [sys.executable, "-m", "bench.pipeline", *args]
+def _child(module: str, *args: str) -> dict[str, Any]:
+    """``python -m MODULE ARGS`` in a fresh process; its JSON answer."""
+    command = [sys.executable, "-m", module, *args]
     done = subprocess.run(
         command, cwd=REPO, env=_env(), capture_output=True, text=True, check=False
     )
@@ -334,6 +334,11 @@ def _pipeline(*args: str) -> dict[str, Any]:
         raise RuntimeError(f"`{' '.join(command)}` failed:\n{done.stderr}")
     result: dict[str, Any] = json.loads(done.stdout)
     return result
+
+
+def _pipeline(*args: str) -> dict[str, Any]:
+    """``python -m bench.pipeline ARGS`` in a fresh process; its JSON answer."""
+    return _child("bench.pipeline", *args)
 
 
 def data_pipeline(settings: Settings) -> list[Row]:
@@ -438,14 +443,7 @@ def large_graph(settings: Settings) -> list[Row]:
 
 def _wide(runner: str, settings: Settings) -> dict[str, Any]:
     """``python -m bench.wide RUNNER`` in a fresh process; its JSON answer."""
-    command = [sys.executable, "-m", "bench.wide", runner, "--workers", str(settings.workers)]
-    done = subprocess.run(
-        command, cwd=REPO, env=_env(), capture_output=True, text=True, check=False
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"`{' '.join(command)}` failed:\n{done.stderr}")
-    result: dict[str, Any] = json.loads(done.stdout)
-    return result
+    return _child("bench.wide", runner, "--workers", str(settings.workers))
 
 
 def wide(settings: Settings) -> list[Row]:
