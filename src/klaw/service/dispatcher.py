@@ -12,10 +12,16 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from klaw.authoring.stage import StageDef, StageKind
-from klaw.errors import AssetNotFoundError, DefinitionError, GraphError, KlawError
+from klaw.errors import (
+    AssetNotFoundError,
+    DefinitionError,
+    GraphError,
+    KlawError,
+    WorkflowNotFoundError,
+)
 from klaw.metadata.records import EventRecord, Lease, RunFilter, RunRecord
 from klaw.observability import get_logger
-from klaw.service.commands import (
+from klaw.protocol import (
     MAX_EVENTS_WAIT,
     AcceptedReply,
     AssetReply,
@@ -66,7 +72,6 @@ from klaw.service.commands import (
     ValidateWorkflows,
     ValidationResult,
     WorkflowInfo,
-    WorkflowNotFoundError,
     WorkflowReply,
     WorkflowsReply,
     decode,
