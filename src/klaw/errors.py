@@ -91,7 +91,8 @@ class KlawError(Exception):
         return self.message if self.hint is None else f"{self.message}\n  hint: {self.hint}"
 
     def __reduce__(self) -> tuple[Any, ...]:  # pickled as (class, message, hint, fields)
-        return (rebuild, (type(self), self.message, self.hint, self.field_values()))
+        args = (type(self), self.message, self.hint, self.field_values())
+        return (rebuild, args, self.__dict__)
 
     def field_values(self) -> dict[str, Any]:
         """The error's fields, by name."""

@@ -31,7 +31,6 @@ from klaw.protocol import (
     CancelRun,
     Command,
     CompleteAttempt,
-    ErrorReply,
     EventsReply,
     FailAttempt,
     GetAsset,
@@ -77,6 +76,7 @@ from klaw.protocol import (
     decode,
     encode,
     error_reply,
+    internal_reply,
 )
 from klaw.service.orchestrator import Orchestrator, RunRequest
 from klaw.service.schedules import list_schedules, set_paused
@@ -148,10 +148,9 @@ class Dispatcher:
             reply = error_reply(exc)
         except Exception as exc:  # a bug, not bad input: keep serving, say so
             _log.error("command failed", error=repr(exc), exc_info=True)
-            reply = ErrorReply(
-                code="InternalError",
-                message=f"Internal error: {type(exc).__name__}: {exc}",
-                hint="This is a bug in Klaw; the server log has the traceback.",
+            reply = internal_reply(
+                f"Internal error: {type(exc).__name__}: {exc}",
+                "This is a bug in Klaw; the server log has the traceback.",
             )
         return encode(reply)
 

@@ -20,7 +20,14 @@ from urllib.parse import quote
 import httpx
 import msgspec
 
-from klaw.errors import KlawError, NotOverHttpError, RemoteError, ServerUnavailableError
+from klaw.errors import (
+    AuthError,
+    KlawError,
+    NotOverHttpError,
+    RemoteError,
+    ServerUnavailableError,
+    rebuild,
+)
 from klaw.protocol import (
     MAX_EVENTS_WAIT,
     CancelRun,
@@ -206,12 +213,16 @@ class HttpClient:
         if isinstance(problem, dict) and isinstance(problem.get("code"), str):
             hint = problem.get("hint")
             fields = problem.get("fields")
-            return from_parts(
+            error = from_parts(
                 problem["code"],
                 str(problem.get("detail") or problem.get("title") or problem["code"]),
                 hint if isinstance(hint, str) else None,
                 fields if isinstance(fields, dict) else None,
             )
+            if isinstance(error, AuthError):  # the same class, saying which API refused
+                message = f"The Klaw API at {self.url} refused the call: {error.message}"
+                error = rebuild(type(error), message, error.hint, error.field_values())
+            return error
         return RemoteError(
             f"{what} failed on the Klaw API at {self.url}: HTTP {response.status_code}.",
             hint="Is this the URL of a Klaw API? Check the server's log.",
