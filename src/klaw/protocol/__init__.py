@@ -6,8 +6,9 @@
 - :mod:`~klaw.protocol.wire`: the MessagePack codec (``encode``, ``decode``, ``decode_reply``);
 - :mod:`~klaw.protocol.errors`: a KlawError as ``(code, message, hint, fields)`` and back.
 
-It imports only ``klaw.errors``, ``klaw.states`` and the record Structs of ``klaw.metadata``
-and ``klaw.storage`` (checked by import-linter), so a client never loads the service."""
+It imports ``klaw.errors``, ``klaw.states`` and the record Structs of ``klaw.metadata`` and
+``klaw.storage``, and never the service, the interfaces or the runner (an import-linter
+contract), so a client that speaks it never loads the service."""
 
 from __future__ import annotations
 
