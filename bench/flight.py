@@ -28,9 +28,9 @@ from pyarrow import flight
 import klaw
 from bench.report import Basis, Row, Target, Unit
 from bench.timing import Case, interleaved
+from klaw import protocol as c
 from klaw.api.flight import Client, serve
 from klaw.api.flight.server import batch_rows
-from klaw.service import commands as c
 from klaw.service.dispatcher import Dispatcher
 
 ROWS = 10_000_000

@@ -218,7 +218,7 @@ def _cli(location: str) -> Callable[[str, Callable[[int], None]], None]:
 
 
 def _get_run(run_id: str) -> Any:
-    from klaw.service.commands import GetRun
+    from klaw.protocol import GetRun
 
     return GetRun(run_id=run_id)
 

@@ -1,21 +1,47 @@
-"""Settings, read once: command-line flag > ``KLAW_*`` environment > ``klaw.toml`` > default."""
+"""Settings, read once: command-line flag > ``KLAW_*`` environment > ``klaw.toml`` > default.
+
+Klaw's own settings model is built without pydantic's plugins: looking them up scans the
+entry points of every installed distribution (``importlib.metadata``), several milliseconds
+of every ``klaw`` start in a large environment. The models of a project's own params still
+get them.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+@contextmanager
+def _without_pydantic_plugins() -> Iterator[None]:
+    """Build pydantic models without plugins (``PYDANTIC_DISABLE_PLUGINS``; the variable is as
+    it was afterwards, and pydantic looks plugins up again for the next model)."""
+    previous = os.environ.get("PYDANTIC_DISABLE_PLUGINS")
+    if previous is not None:  # the user chose which plugins run: leave that alone
+        yield
+        return
+    os.environ["PYDANTIC_DISABLE_PLUGINS"] = "__all__"
+    try:
+        yield
+    finally:
+        os.environ.pop("PYDANTIC_DISABLE_PLUGINS", None)
+
+
+with _without_pydantic_plugins():
+    from pydantic import AliasChoices, Field, SecretStr, ValidationError
+    from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
 class KlawSettings(BaseSettings):
     """Where Klaw keeps things and how it runs stages."""
 
+    # defer_build: the validator is made on first use, by load_settings without plugins
     model_config = SettingsConfigDict(
-        env_prefix="KLAW_", extra="ignore", frozen=True, populate_by_name=True
+        env_prefix="KLAW_", extra="ignore", frozen=True, populate_by_name=True, defer_build=True
     )
 
     home: Path = Field(Path(".klaw"), description="Directory of the embedded metadata and lake.")
@@ -232,7 +258,11 @@ def load_settings(file_values: dict[str, Any], **flags: Any) -> KlawSettings:
         return found
     token = _file_values.set(dict(file_values))
     try:
-        loaded = KlawSettings(**given)
+        if KlawSettings.__pydantic_complete__:
+            loaded = KlawSettings(**given)
+        else:  # the first one builds the validator (defer_build): without plugins
+            with _without_pydantic_plugins():
+                loaded = KlawSettings(**given)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()

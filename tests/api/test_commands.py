@@ -209,8 +209,8 @@ def test_unknown_action_type_is_refused_naming_the_known_ones(served: Served) ->
 
 
 def test_error_reply_codes_without_a_class_here_stay_remote_errors() -> None:
-    from klaw.api.flight.status import from_reply
     from klaw.errors import RemoteError
+    from klaw.protocol import from_reply
 
     exc = from_reply(c.ErrorReply(code="SomeFutureError", message="new", hint="do x"))
     assert type(exc) is RemoteError and exc.code == "SomeFutureError"

@@ -44,21 +44,12 @@ from klaw.authoring.resources import Resources, RetryPolicy
 from klaw.authoring.stage import NAME_PATTERN, InputType, StageDef, StageInput, StageKind
 from klaw.engines import EngineError, SqlError, SqlProblem, get_engine
 from klaw.engines.engine import closest
-from klaw.errors import DefinitionError, NonRetryableError, UserCodeError
+from klaw.errors import DefinitionError, SqlSchemaError, SqlStageError
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
 _NAME_LINE = re.compile(r"^\s*--\s*name\s*:(.*)$", re.IGNORECASE)
-
-
-class SqlStageError(UserCodeError):
-    """An SQL stage failed while it ran; the message names the stage, file and line."""
-
-
-class SqlSchemaError(SqlStageError, NonRetryableError):
-    """The SQL does not fit the tables it was given (an unknown table, column or parameter,
-    or SQL that does not parse): retrying cannot help."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -203,15 +203,14 @@ def _click_exception() -> type[Any] | None:
 
 
 def _report(exc: KlawError) -> None:
-    from rich.markup import escape
+    """The error and its hint on stderr (coloured on a terminal, plain text otherwise)."""
+    from klaw.cli.output import Lines
 
-    from klaw.cli.output import error_console
-
-    err = error_console()
+    err = Lines(stderr=True)
     if STATE.debug:
         import traceback
 
-        err.print(escape("".join(traceback.format_exception(exc))), end="")
-    err.print(f"[bold red]error:[/bold red] {escape(exc.message)}")
+        err.print(err.text("".join(traceback.format_exception(exc)).rstrip("\n")))
+    err.print(f"{err.styled('error:', 'bold red')} {err.text(exc.message)}")
     if exc.hint:
-        err.print(f"[dim]hint:[/dim] {escape(exc.hint)}")
+        err.print(f"{err.styled('hint:', 'dim')} {err.text(exc.hint)}")

@@ -21,7 +21,7 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, Protocol, TypeVar, cast
 
-from klaw.errors import AuthError, ConfigError, KlawError
+from klaw.errors import AuthError, ConfigError, KlawError, UnexpectedReplyError
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -40,10 +40,6 @@ URL_ENV: Final = "KLAW_URL"
 TOKEN_ENV: Final = "KLAW_TOKEN"
 FOLLOW_WAIT: Final = 1.0  # seconds the server may hold one ListEvents (a long poll) while
 # following a remote run: events come as they are committed; Ctrl-C is seen within this
-
-
-class UnexpectedReplyError(KlawError):
-    """The other side answered a command with a reply of the wrong kind."""
 
 
 class RunWatcher(Protocol):

@@ -1,12 +1,18 @@
-"""Rendering: JSON for programs (``--output json``), rich tables for people."""
+"""Rendering: JSON for programs (``--output json``), rich tables for people.
+
+rich is imported only where it draws something: tables, and lines to a terminal. A ``klaw run``
+whose output goes to a file or a pipe (or is ``--output json``) prints plain text and never
+loads it.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import os
 import sys
 from collections.abc import Sequence
 from enum import Enum, StrEnum
-from typing import Any
+from typing import Any, TextIO
 
 import msgspec
 
@@ -94,6 +100,60 @@ def console() -> Any:
     from rich.console import Console
 
     return Console()
+
+
+def is_terminal(stream: TextIO | None = None) -> bool:
+    """Whether ``stream`` (stdout by default) shows colours and live displays, as rich decides
+    it: its environment overrides (``TTY_COMPATIBLE``, ``FORCE_COLOR``) are left to rich;
+    otherwise ``isatty()``, without importing rich."""
+    err = stream is sys.stderr
+    if "TTY_COMPATIBLE" in os.environ or "FORCE_COLOR" in os.environ:
+        return bool((error_console() if err else console()).is_terminal)
+    target = sys.stderr if err else (stream or sys.stdout)
+    try:
+        return target.isatty()
+    except (AttributeError, ValueError):  # no isatty, or closed
+        return False
+
+
+class Lines:
+    """Lines for people on stdout (or stderr): through rich on a terminal, with colours; plain
+    text otherwise, rich not imported. Text given to :meth:`print` holds no markup except what
+    :meth:`state` and :meth:`styled` return; anything else shown goes through :meth:`text`."""
+
+    def __init__(self, *, stderr: bool = False) -> None:
+        self.stream = sys.stderr if stderr else sys.stdout
+        self.terminal = is_terminal(self.stream)
+        self._rich: Any = None
+        if self.terminal:
+            self._rich = error_console() if stderr else console()
+
+    @property
+    def rich(self) -> Any:
+        """The rich console (a terminal only)."""
+        return self._rich
+
+    def state(self, state: str) -> str:
+        """A run or stage state, coloured on a terminal."""
+        return styled(state) if self.terminal else state
+
+    def text(self, text: str) -> str:
+        """Text shown as it is (rich markup in it escaped on a terminal)."""
+        if not self.terminal:
+            return text
+        from rich.markup import escape
+
+        return escape(text)
+
+    def styled(self, text: str, style: str) -> str:
+        """``text`` in ``style`` on a terminal (plain elsewhere); ``text`` is escaped."""
+        return f"[{style}]{self.text(text)}[/{style}]" if self.terminal else text
+
+    def print(self, text: str) -> None:
+        if self._rich is not None:
+            self._rich.print(text)
+        else:
+            self.stream.write(text + "\n")
 
 
 def error_console() -> Any:

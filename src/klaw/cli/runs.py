@@ -9,7 +9,17 @@ import typer
 
 from klaw.cli.app import STATE, OutputOpt, app, runs_app
 from klaw.cli.backend import ask
-from klaw.cli.output import Format, console, emit_json, seconds, size, styled, table, when
+from klaw.cli.output import (
+    Format,
+    Lines,
+    console,
+    emit_json,
+    seconds,
+    size,
+    styled,
+    table,
+    when,
+)
 from klaw.states import RunState
 
 
@@ -57,12 +67,12 @@ def run(
         fail_fast=fail_fast,
         resume=resume,
     )
-    out = console()
-    live = output is Format.TABLE and out.is_terminal
+    out = Lines()  # plain text, and no rich, unless stdout is a terminal
+    live = output is Format.TABLE and out.terminal
     if live:
         from klaw.cli.progress import RunProgress
 
-        display = RunProgress(out)
+        display = RunProgress(out.rich)
         try:
             result = backend.submit(cmd, display)
         finally:
@@ -75,13 +85,13 @@ def run(
     else:
         counts = ", ".join(f"{n} {s}" for s, n in sorted(result.stage_counts.items()))
         took = seconds((result.ended_at or 0) - (result.started_at or 0))
-        out.print(f"run {result.run_id} {styled(result.state.value)} in {took} ({counts})")
+        out.print(f"run {result.run_id} {out.state(result.state.value)} in {took} ({counts})")
         if result.state is not RunState.SUCCEEDED:
             out.print(
                 f"  logs: klaw logs {result.run_id}   details: klaw runs show {result.run_id}"
             )
             if result.state is RunState.FAILED:
-                out.print(f"  resume: klaw run {workflow} --resume {result.run_id}")
+                out.print(f"  resume: klaw run {out.text(workflow)} --resume {result.run_id}")
     if result.state is not RunState.SUCCEEDED:
         raise typer.Exit(1)
 
@@ -220,4 +230,5 @@ def cancel(
     if output is Format.JSON:
         emit_json(record)
         return
-    console().print(f"run {record.run_id} is {styled(record.state.value)}")
+    out = Lines()
+    out.print(f"run {record.run_id} is {out.state(record.state.value)}")

@@ -8,10 +8,10 @@ import importlib
 import threading
 
 from klaw.engines.engine import Engine as Engine
-from klaw.engines.engine import EngineError as EngineError
-from klaw.engines.engine import SqlError as SqlError
-from klaw.engines.engine import SqlProblem as SqlProblem
 from klaw.engines.engine import closest
+from klaw.errors import EngineError as EngineError
+from klaw.errors import SqlError as SqlError
+from klaw.errors import SqlProblem as SqlProblem
 
 __all__ = ["Engine", "EngineError", "SqlError", "SqlProblem", "engine_names", "get_engine"]
 

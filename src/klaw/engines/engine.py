@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable, Mapping
-from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from klaw.errors import DefinitionError
+# re-exported: the errors live in klaw.errors, the adapters import them from here
+from klaw.errors import EngineError as EngineError  # noqa: PLC0414
+from klaw.errors import SqlError as SqlError  # noqa: PLC0414
+from klaw.errors import SqlProblem as SqlProblem  # noqa: PLC0414
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -55,37 +57,6 @@ class Engine(Protocol):
     def to_arrow(self, value: Any) -> pa.Table:
         """An Arrow table of ``value`` (the engine's frame, or any tabular value)."""
         ...
-
-
-class EngineError(DefinitionError):
-    """An engine is unknown, not installed, or asked for something it does not do."""
-
-
-class SqlProblem(StrEnum):
-    SYNTAX = "syntax"  # the query does not parse
-    STATEMENT = "statement"  # not exactly one SELECT
-    TABLE = "table"  # reads a table that is not there
-    COLUMN = "column"  # names a column no table read has
-    PARAMETER = "parameter"  # a query parameter without a value
-    OTHER = "other"  # anything else the engine refused
-
-
-class SqlError(DefinitionError):
-    """A query the engine refused. ``line`` counts from the query's first line (1)."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        problem: SqlProblem,
-        name: str | None = None,
-        line: int | None = None,
-        hint: str | None = None,
-    ) -> None:
-        super().__init__(message, hint=hint)
-        self.problem = problem
-        self.name = name
-        self.line = line
 
 
 def closest(name: str, candidates: Iterable[str]) -> list[str]:

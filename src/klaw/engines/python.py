@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from klaw import tabular
-from klaw.engines.engine import EngineError
+from klaw.errors import EngineError
 
 if TYPE_CHECKING:
     import pyarrow as pa

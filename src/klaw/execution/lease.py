@@ -25,17 +25,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from klaw.errors import KlawError, MetadataError
+from klaw.errors import KlawError
+from klaw.errors import LeaseLostError as LeaseLostError  # noqa: PLC0414  (re-export)
 from klaw.execution.task import Task
 from klaw.metadata.records import Lease
 from klaw.metadata.store import LeaseStore
 from klaw.observability import get_logger
 
 _log = get_logger("klaw.lease")
-
-
-class LeaseLostError(MetadataError):
-    """The attempt's lease was given up: another attempt has (or will have) the stage."""
 
 
 @dataclass(slots=True)

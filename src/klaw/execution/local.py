@@ -12,7 +12,6 @@ process executor when work must be killed outright).
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import os
 import queue
@@ -185,6 +184,8 @@ class ThreadExecutor:
 
 
 def _raise_in(ident: int) -> None:
+    import ctypes  # only to stop a stage: not at start
+
     ctypes.pythonapi.PyThreadState_SetAsyncExc(
         ctypes.c_ulong(ident), ctypes.py_object(StageStopped)
     )

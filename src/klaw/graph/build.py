@@ -86,7 +86,7 @@ def build_graph(workflow: Workflow, assets: Mapping[str, str] | None = None) -> 
     if not rx.is_directed_acyclic_graph(graph):
         problems.extend(_cycles(graph))
     if problems:
-        raise GraphError(problems, hint="Fix the definitions, then run `klaw validate`.")
+        raise GraphError.of(problems, hint="Fix the definitions, then run `klaw validate`.")
     order = tuple(rx.lexicographical_topological_sort(graph, key=str))
     if foreign:
         upstream = {n: tuple(u for u in stages[n].upstream if u not in foreign) for n in order}

@@ -29,7 +29,7 @@ from typing import Any
 
 from klaw.errors import MetadataError, RunConflictError, RunNotFoundError
 from klaw.failpoints import failpoint
-from klaw.metadata import migrations, wakeups
+from klaw.metadata import connections, migrations, wakeups
 from klaw.metadata import rows as sql_rows
 from klaw.metadata.records import (
     AttemptRecord,
@@ -167,6 +167,10 @@ class SQLiteMetadataStore:
 
     def _connect(self) -> sqlite3.Connection:
         if isinstance(self.path, Path):
+            kept = connections.take(self.path)  # a closed store's, already set up
+            if kept is not None:
+                self._conn = kept
+                return kept
             self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             conn = sqlite3.connect(
@@ -250,7 +254,10 @@ class SQLiteMetadataStore:
             self._event_seq.clear()
             self._log_seq.clear()
             if conn is not None:
-                conn.close()
+                if isinstance(self.path, Path):
+                    connections.park(self.path, conn)  # for the next store of this file
+                else:
+                    conn.close()
 
     # -- writes ----------------------------------------------------------------------------
 

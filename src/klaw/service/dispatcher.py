@@ -12,10 +12,16 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from klaw.authoring.stage import StageDef, StageKind
-from klaw.errors import AssetNotFoundError, DefinitionError, GraphError, KlawError
+from klaw.errors import (
+    AssetNotFoundError,
+    DefinitionError,
+    GraphError,
+    KlawError,
+    WorkflowNotFoundError,
+)
 from klaw.metadata.records import EventRecord, Lease, RunFilter, RunRecord
 from klaw.observability import get_logger
-from klaw.service.commands import (
+from klaw.protocol import (
     MAX_EVENTS_WAIT,
     AcceptedReply,
     AssetReply,
@@ -25,7 +31,6 @@ from klaw.service.commands import (
     CancelRun,
     Command,
     CompleteAttempt,
-    ErrorReply,
     EventsReply,
     FailAttempt,
     GetAsset,
@@ -66,12 +71,12 @@ from klaw.service.commands import (
     ValidateWorkflows,
     ValidationResult,
     WorkflowInfo,
-    WorkflowNotFoundError,
     WorkflowReply,
     WorkflowsReply,
     decode,
     encode,
     error_reply,
+    internal_reply,
 )
 from klaw.service.orchestrator import Orchestrator, RunRequest
 from klaw.service.schedules import list_schedules, set_paused
@@ -143,10 +148,9 @@ class Dispatcher:
             reply = error_reply(exc)
         except Exception as exc:  # a bug, not bad input: keep serving, say so
             _log.error("command failed", error=repr(exc), exc_info=True)
-            reply = ErrorReply(
-                code="InternalError",
-                message=f"Internal error: {type(exc).__name__}: {exc}",
-                hint="This is a bug in Klaw; the server log has the traceback.",
+            reply = internal_reply(
+                f"Internal error: {type(exc).__name__}: {exc}",
+                "This is a bug in Klaw; the server log has the traceback.",
             )
         return encode(reply)
 

@@ -202,7 +202,7 @@ class Orchestrator:
         whose upstream schema is not known is left unchecked (see :meth:`unchecked_sql`)."""
         checks = self._check_sql(graph, frozenset())
         if checks.problems:
-            raise GraphError(checks.problems, hint="Fix the SQL, then run `klaw validate`.")
+            raise GraphError.of(checks.problems, hint="Fix the SQL, then run `klaw validate`.")
 
     def unchecked_sql(self, name: str) -> tuple[str, ...]:
         """The SQL statements of workflow ``name`` that could not be checked, and why."""

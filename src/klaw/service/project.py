@@ -7,7 +7,6 @@ import dataclasses
 import importlib
 import importlib.util
 import sys
-import tomllib
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +49,8 @@ def find_project(start: Path | None = None) -> Project:
 
 
 def _load_toml(path: Path) -> dict[str, Any]:
+    import tomllib  # only when there is a project file (``klaw.run`` of objects reads none)
+
     try:
         with path.open("rb") as handle:
             return tomllib.load(handle)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from klaw.authoring.workflow import Workflow
 from klaw.errors import RunNotFoundError, ScheduleNotFoundError
 from klaw.metadata.records import ScheduleDefinition, ScheduleRecord
-from klaw.service.commands import ScheduleInfo
+from klaw.protocol import ScheduleInfo
 
 if TYPE_CHECKING:
     from klaw.authoring.schedule import Schedule

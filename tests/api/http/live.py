@@ -15,6 +15,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from klaw.api.http import Authenticator, Role, StaticTokenAuthenticator, create_app
+from klaw.api.http.limits import Limits
 from klaw.service.orchestrator import Orchestrator
 
 WAIT = 60.0  # bounded waits: the suite shares the machine
@@ -97,15 +98,21 @@ class Live:
 
 @contextmanager
 def serving(
-    root: Path, module: str, authenticator: Authenticator | None = None, flows: str = FLOWS
+    root: Path,
+    module: str,
+    authenticator: Authenticator | None = None,
+    flows: str = FLOWS,
+    limits: Limits | None = None,
 ) -> Iterator[Live]:
-    """The project of :func:`write_project` served by uvicorn until the block ends."""
+    """The project of :func:`write_project` served by uvicorn until the block ends (with
+    ``limits``, else the ones of the settings)."""
     orchestrator = Orchestrator.open(write_project(root, module, flows))
     app = create_app(
         orchestrator,
         authenticator or static_tokens(),
         allowed_hosts=["127.0.0.1"],
         cors_origins=[],
+        limits=limits,
     )
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)

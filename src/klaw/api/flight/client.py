@@ -22,11 +22,11 @@ from typing import Any, Final, TypeVar
 import pyarrow as pa
 from pyarrow import flight
 
-from klaw.api.flight.status import from_reply, reply_of
+from klaw.api.flight.status import reply_of
 from klaw.api.flight.tickets import decode_receipt, encode_ticket
 from klaw.errors import AuthError, ConfigError, RemoteError, ServerUnavailableError
 from klaw.metadata.records import EventRecord, LogRecord, RunRecord
-from klaw.service.commands import (
+from klaw.protocol import (
     MAX_EVENTS_WAIT,
     AssetsReply,
     AttemptsReply,
@@ -60,6 +60,7 @@ from klaw.service.commands import (
     WorkflowsReply,
     decode_reply,
     encode,
+    from_reply,
     long_poll,
 )
 from klaw.states import RunState

@@ -1,7 +1,7 @@
 """Klaw's Arrow Flight server: one Orchestrator, its commands and its assets, behind bearer tokens.
 
 - ``DoAction`` type ``command``: the body is a MessagePack command, the one result a MessagePack
-  reply (:mod:`klaw.service.commands`), through the same Dispatcher as every other interface.
+  reply (:mod:`klaw.protocol`), through the same Dispatcher as every other interface.
 - ``DoGet``: the ticket names an asset snapshot (:mod:`klaw.api.flight.tickets`); its rows stream
   as record batches, read from the lake as they are sent (or from memory when recently read).
 - ``DoPut``: descriptor path ``[key]``; the uploaded stream becomes one new snapshot of the
@@ -24,22 +24,21 @@ from pyarrow import flight
 
 from klaw.api.flight.auth import BearerAuth, TokenSet
 from klaw.api.flight.cache import SnapshotCache
-from klaw.api.flight.status import UnknownActionError, guarded, internal, to_flight
+from klaw.api.flight.status import guarded, internal, to_flight
 from klaw.api.flight.tickets import (
     AssetTicket,
     FlightMeta,
     PutReceipt,
-    TicketError,
     decode_ticket,
     descriptor_path,
     encode_meta,
     encode_receipt,
     encode_ticket,
 )
-from klaw.errors import AssetNotFoundError, KlawError
+from klaw.errors import AssetNotFoundError, KlawError, TicketError, UnknownActionError
 from klaw.metadata.records import RunFilter
 from klaw.observability import get_logger
-from klaw.service.commands import COMMANDS
+from klaw.protocol import COMMANDS
 from klaw.service.dispatcher import Dispatcher
 
 if TYPE_CHECKING:
@@ -51,7 +50,7 @@ _log: Final = get_logger(__name__)
 COMMAND_ACTION: Final = "command"
 ACTIONS: Final = {
     COMMAND_ACTION: "Run one Klaw command. Body: a MessagePack command, a map whose 'type' names "
-    f"it ({', '.join(COMMANDS)}); result: one MessagePack reply (see klaw.service.commands).",
+    f"it ({', '.join(COMMANDS)}); result: one MessagePack reply (see klaw.protocol).",
 }
 UPLOAD_RUN: Final = "upload"  # the run and stage tags of snapshots committed by DoPut
 UPLOAD_STAGE: Final = "do_put"

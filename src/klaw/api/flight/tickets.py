@@ -13,13 +13,9 @@ from typing import Final
 
 import msgspec
 
-from klaw.errors import KlawError
+from klaw.errors import TicketError
 
 MAX_TICKET_BYTES: Final = 64 * 1024
-
-
-class TicketError(KlawError):
-    """A ticket or descriptor does not name an asset (snapshot) the way Klaw expects."""
 
 
 class AssetTicket(msgspec.Struct, frozen=True, kw_only=True):

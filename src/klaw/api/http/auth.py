@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final, Protocol
 
-from klaw.errors import AuthError, ConfigError
+from klaw.errors import AuthError, ConfigError, ForbiddenError
 from klaw.settings import KlawSettings
 
 MISSING_TOKEN_HINT: Final = (
@@ -62,10 +62,6 @@ class Authenticator(Protocol):
     """Turns a bearer token into a principal; None when the token is not accepted."""
 
     def authenticate(self, token: str) -> Principal | None: ...
-
-
-class ForbiddenError(AuthError):
-    """The caller is known, but their role is below what the route needs (HTTP 403)."""
 
 
 def _digest(token: str) -> bytes:

@@ -2,8 +2,8 @@
 
 Each command becomes a request to its ``/api/v1`` route; the JSON answer is decoded into the
 reply Struct the route returns (the same tagged Struct the Flight server sends). A
-problem+json answer is raised as the KlawError subclass its ``code`` names (the mapping of
-:func:`klaw.api.flight.status.from_reply`); ``429`` is retried after its ``Retry-After``, a
+problem+json answer is raised as the KlawError subclass its ``code`` names, with its
+``fields`` (:mod:`klaw.protocol.errors`); ``429`` is retried after its ``Retry-After``, a
 bounded number of times. The HTTP API has no route for the worker commands (Heartbeat,
 CompleteAttempt, FailAttempt): those raise :class:`NotOverHttpError`; asset rows come as a
 JSON preview (``PreviewRows``), whole snapshots only over Arrow Flight.
@@ -20,9 +20,15 @@ from urllib.parse import quote
 import httpx
 import msgspec
 
-from klaw.api.flight.status import from_reply
-from klaw.errors import AuthError, KlawError, RemoteError, ServerUnavailableError
-from klaw.service.commands import (
+from klaw.errors import (
+    AuthError,
+    KlawError,
+    NotOverHttpError,
+    RemoteError,
+    ServerUnavailableError,
+    rebuild,
+)
+from klaw.protocol import (
     MAX_EVENTS_WAIT,
     CancelRun,
     Command,
@@ -51,6 +57,8 @@ from klaw.service.commands import (
     RunReply,
     SubmitRun,
     ValidateWorkflows,
+    from_parts,
+    from_reply,
     long_poll,
 )
 
@@ -65,10 +73,6 @@ _START_HINT: Final = (
 )
 
 _reply_decoder: Final[msgspec.json.Decoder[Reply]] = msgspec.json.Decoder(Reply)
-
-
-class NotOverHttpError(KlawError):
-    """The command (or asset rows) has no route in the HTTP API."""
 
 
 Request = tuple[str, str, dict[str, Any], Any]  # method, path, query, JSON body (None: none)
@@ -207,17 +211,17 @@ class HttpClient:
         except msgspec.DecodeError:
             problem = None
         if isinstance(problem, dict) and isinstance(problem.get("code"), str):
-            reply = ErrorReply(
-                code=problem["code"],
-                message=str(problem.get("detail") or problem.get("title") or problem["code"]),
-                hint=problem.get("hint") if isinstance(problem.get("hint"), str) else None,
+            hint = problem.get("hint")
+            fields = problem.get("fields")
+            error = from_parts(
+                problem["code"],
+                str(problem.get("detail") or problem.get("title") or problem["code"]),
+                hint if isinstance(hint, str) else None,
+                fields if isinstance(fields, dict) else None,
             )
-            error = from_reply(reply)
-            if isinstance(error, AuthError) or response.status_code == 401:
-                return AuthError(
-                    f"The Klaw API at {self.url} refused the call: {error.message}",
-                    hint=error.hint,
-                )
+            if isinstance(error, AuthError):  # the same class, saying which API refused
+                message = f"The Klaw API at {self.url} refused the call: {error.message}"
+                error = rebuild(type(error), message, error.hint, error.field_values())
             return error
         return RemoteError(
             f"{what} failed on the Klaw API at {self.url}: HTTP {response.status_code}.",

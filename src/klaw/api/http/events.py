@@ -31,11 +31,10 @@ import anyio.to_thread
 import msgspec
 from anyio.lowlevel import RunVar
 
-from klaw.errors import KlawError
+from klaw.errors import InvalidCommandError, KlawError
 from klaw.metadata.records import EventRecord, LogRecord
-from klaw.service.commands import (
+from klaw.protocol import (
     EventsReply,
-    InvalidCommandError,
     ListEvents,
     LogsReply,
     ReadLogPage,

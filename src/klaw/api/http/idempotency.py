@@ -21,29 +21,15 @@ from typing import Any, Final
 import msgspec
 from fastapi import FastAPI, Request, Response
 
-from klaw.api.http.problems import problem
-from klaw.errors import KlawError
+from klaw.api.http.problems import problem_of
+from klaw.errors import IdempotencyError, KeyInProgressError, MalformedKeyError
 from klaw.metadata.records import IdempotencyRecord
 from klaw.metadata.store import IdempotencyStore
-from klaw.service.commands import RunReply
+from klaw.protocol import RunReply
 
 HEADER: Final = "Idempotency-Key"
 MAX_KEY: Final = 255
 PENDING: Final = 60.0  # seconds a claim may take to make its run before it can be taken over
-
-
-class IdempotencyError(KlawError):
-    """An ``Idempotency-Key`` that cannot be honoured (HTTP 409; 422 when malformed)."""
-
-    status = 409
-
-
-class MalformedKeyError(IdempotencyError):
-    status = 422
-
-
-class KeyInProgressError(IdempotencyError):
-    """The first request with the key is still being answered (409 with ``Retry-After``)."""
 
 
 def fingerprint(body: Any) -> str:
@@ -114,7 +100,7 @@ class IdempotencyKeys:
 async def _refused(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, IdempotencyError)
     headers = {"Retry-After": "1"} if isinstance(exc, KeyInProgressError) else None
-    return problem(exc.status, type(exc).__name__, exc.message, hint=exc.hint, headers=headers)
+    return problem_of(exc, headers=headers)
 
 
 def install(app: FastAPI) -> None:

@@ -33,8 +33,8 @@ from fastapi import FastAPI, Request, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from klaw.api.http.auth import Authenticator, Principal
-from klaw.api.http.problems import problem
-from klaw.errors import ConfigError, KlawError
+from klaw.api.http.problems import problem, problem_of
+from klaw.errors import ConfigError, RateLimitedError
 from klaw.observability import get_logger
 from klaw.settings import KlawSettings
 
@@ -45,14 +45,6 @@ _log: Final = get_logger(__name__)
 SETTING: Final = "KLAW_API_RATE_LIMIT_STORAGE"
 STORAGE_TIMEOUT: Final = 2.0  # seconds a request waits on a shared storage before failing open
 _WARN_EVERY: Final = 60.0
-
-
-class RateLimitedError(KlawError):
-    """Too many requests: ``retry_after`` is the whole seconds until one more is allowed."""
-
-    def __init__(self, message: str, *, retry_after: int, hint: str | None = None) -> None:
-        super().__init__(message, hint=hint)
-        self.retry_after = retry_after
 
 
 def redact(url: str) -> str:
@@ -239,8 +231,7 @@ class ThrottledAuthenticator:
 
 async def _rate_limited(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RateLimitedError)
-    headers = {"Retry-After": str(exc.retry_after)}
-    return problem(429, type(exc).__name__, exc.message, hint=exc.hint, headers=headers)
+    return problem_of(exc, headers={"Retry-After": str(exc.retry_after)})
 
 
 # outside a string, "\x" pairs are skipped so an escaped quote never toggles the string state

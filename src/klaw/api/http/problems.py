@@ -1,8 +1,11 @@
 """Errors as ``application/problem+json`` (RFC 9457).
 
-Every error body is ``{"type", "title", "status", "detail", "code"}`` (plus ``hint`` when
-there is one). ``code`` is stable: the KlawError class name (``RunNotFoundError``), or
-``InvalidRequest`` for a request FastAPI could not read, or ``InternalError``.
+Every error body is ``{"type", "title", "status", "detail", "code"}``, plus ``hint`` when there
+is one and ``fields`` when the error has any (``{"problems": [...]}`` for a ``GraphError``,
+``{"retry_after": 3}`` for a ``RateLimitedError``). ``code`` is stable: the KlawError class
+name (``RunNotFoundError``), or ``InvalidRequest`` for a request FastAPI could not read, or
+``InternalError``. A Klaw client rebuilds the error's own class from code, detail, hint and
+fields (:mod:`klaw.protocol.errors`).
 """
 
 from __future__ import annotations
@@ -16,22 +19,27 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from klaw.api.http.auth import ForbiddenError
 from klaw.errors import (
     AssetNotFoundError,
     AuthError,
+    CommandError,
     DefinitionError,
+    ForbiddenError,
+    IdempotencyError,
+    KeyInProgressError,
     KlawError,
+    MalformedKeyError,
     MetadataUnavailableError,
     ParamsError,
+    RateLimitedError,
     RunConflictError,
     RunNotFoundError,
     ScheduleNotFoundError,
     SelectionError,
     StaleAttemptError,
+    WorkflowNotFoundError,
 )
 from klaw.observability import get_logger
-from klaw.service.commands import CommandError, WorkflowNotFoundError
 
 _log: Final = get_logger(__name__)
 
@@ -48,6 +56,10 @@ STATUS: Final[dict[type[KlawError], int]] = {
     RunConflictError: 409,
     StaleAttemptError: 409,
     MetadataUnavailableError: 503,
+    RateLimitedError: 429,
+    MalformedKeyError: 422,
+    KeyInProgressError: 409,
+    IdempotencyError: 409,
     CommandError: 422,
     ParamsError: 422,
     SelectionError: 422,
@@ -71,6 +83,7 @@ def problem(
     detail: str,
     *,
     hint: str | None = None,
+    fields: Mapping[str, Any] | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> Response:
     body: dict[str, Any] = {
@@ -82,14 +95,29 @@ def problem(
     }
     if hint is not None:
         body["hint"] = hint
+    if fields:
+        body["fields"] = dict(fields)
     return Response(msgspec.json.encode(body), status, headers=headers, media_type=MEDIA_TYPE)
+
+
+def problem_of(exc: KlawError, headers: Mapping[str, str] | None = None) -> Response:
+    """The problem+json answer of ``exc``: its status, code, message, hint and fields."""
+    status = status_of(exc)
+    if status == 401:
+        headers = {"WWW-Authenticate": "Bearer", **(headers or {})}
+    return problem(
+        status,
+        type(exc).__name__,
+        exc.message,
+        hint=exc.hint,
+        fields=exc.field_values(),
+        headers=headers,
+    )
 
 
 async def _klaw_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, KlawError)
-    status = status_of(exc)
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return problem(status, type(exc).__name__, exc.message, hint=exc.hint, headers=headers)
+    return problem_of(exc)
 
 
 async def _invalid_request(request: Request, exc: Exception) -> Response:

@@ -21,8 +21,8 @@ from klaw.api.http.auth import Authenticator, Principal, Role, authorize
 from klaw.api.http.idempotency import HEADER, IdempotencyKeys, submit_once
 from klaw.api.http.limits import Limits, Throttle, ThrottledAuthenticator
 from klaw.api.http.schemas import RunBody, ValidateBody
-from klaw.errors import KlawError
-from klaw.service.commands import (
+from klaw.errors import InvalidCommandError, KlawError
+from klaw.protocol import (
     MAX_PAGE,
     MAX_PREVIEW_ROWS,
     CancelRun,
@@ -30,7 +30,6 @@ from klaw.service.commands import (
     GetLineage,
     GetRun,
     GetWorkflow,
-    InvalidCommandError,
     ListAssets,
     ListAttempts,
     ListEvents,
@@ -112,7 +111,7 @@ def command(cls: type[C], **fields: Any) -> C:
         raise InvalidCommandError(
             f"Invalid {cls.__name__} command: {exc}.",
             command=cls.__name__,
-            hint=f"See the fields of klaw.service.commands.{cls.__name__}.",
+            hint=f"See the fields of klaw.protocol.{cls.__name__}.",
         ) from None
 
 

@@ -1,0 +1,261 @@
+"""Typed commands: every control action Klaw offers, as a versioned msgspec Struct on the wire.
+
+HTTP, CLI, TUI, MCP and cron build these values; a server's dispatcher turns each into a call
+on the service. On the wire a command is MessagePack: a map whose ``type`` field names the
+command (:mod:`klaw.protocol.wire`).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Final
+
+import msgspec
+
+from klaw.states import RunState
+
+MAX_PREVIEW_ROWS: Final = 1_000  # PreviewRows: a look at an asset, not a way to move its data
+MAX_EVENTS_WAIT: Final = 30.0  # seconds a ListEvents may wait for events (a longer wait is cut)
+
+Version = Annotated[int, msgspec.Meta(ge=1)]
+Positive = Annotated[int, msgspec.Meta(ge=1)]
+MAX_PAGE: Final = 100_000  # the most records one listing may ask for
+PageSize = Annotated[int, msgspec.Meta(ge=1, le=MAX_PAGE)]
+Seconds = Annotated[float, msgspec.Meta(ge=0)]
+
+
+class _Command(msgspec.Struct, tag=True, kw_only=True, frozen=True):
+    version: Version = 1
+
+
+class SubmitRun(_Command, frozen=True):
+    """Run a workflow. With ``wait`` (the default) the reply is the final run record; without,
+    the run goes on in the background and the reply is the run as just created (follow it with
+    ListEvents or GetRun)."""
+
+    workflow: str
+    selection: str | None = None
+    params: dict[str, Any] = msgspec.field(default_factory=dict)
+    executor: str | None = None
+    max_workers: Positive | None = None
+    fail_fast: bool = False
+    resume: str | None = None
+    wait: bool = True
+
+
+class CancelRun(_Command, frozen=True):
+    run_id: str
+    wait: Seconds = 30.0
+
+
+class GetRun(_Command, frozen=True):
+    run_id: str
+
+
+class ListRuns(_Command, frozen=True):
+    workflow: str | None = None
+    states: tuple[RunState, ...] = ()
+    limit: PageSize = 50
+    before: str | None = None
+
+
+class ListAttempts(_Command, frozen=True):
+    run_id: str
+
+
+class ListEvents(_Command, frozen=True):
+    """The run's events after ``after_seq`` (a cursor: pass the last ``seq`` seen).
+
+    With ``wait`` (version 2), a long poll: when there are none yet and the run has not ended,
+    the reply waits until there are (or the run ends), ``wait`` seconds at most (cut to
+    :data:`MAX_EVENTS_WAIT`); an empty reply then means nothing happened meanwhile. Send it
+    as ``version=2`` so that an older server refuses it rather than answering at once."""
+
+    run_id: str
+    after_seq: Annotated[int, msgspec.Meta(ge=0)] = 0
+    wait: Seconds = 0.0
+
+
+class Ping(_Command, frozen=True):
+    """Is the server there, and which Klaw and project does it serve?"""
+
+
+class ReadLogs(_Command, frozen=True):
+    run_id: str
+    stage: str | None = None
+
+
+class ListWorkflows(_Command, frozen=True):
+    """Every workflow of the project."""
+
+
+class PlanWorkflow(_Command, frozen=True):
+    workflow: str
+    selection: str | None = None
+
+
+class ValidateWorkflows(_Command, frozen=True):
+    workflows: tuple[str, ...] = ()  # empty: every workflow of the project
+
+
+class ListAssets(_Command, frozen=True):
+    """Every asset in the lake with its latest snapshot."""
+
+
+class ListSnapshots(_Command, frozen=True):
+    key: str
+
+
+class ListSchedules(_Command, frozen=True):
+    """Every cron schedule of the project, with its state, next tick and last tick and run."""
+
+
+class PauseSchedule(_Command, frozen=True):
+    """Stop a schedule from firing (by name: the name of its workflow) until it is resumed."""
+
+    name: str
+
+
+class ResumeSchedule(_Command, frozen=True):
+    """Let a paused schedule fire again, from its next tick: the ticks of the pause are
+    skipped, whatever its catch-up policy."""
+
+    name: str
+
+
+class Heartbeat(_Command, frozen=True):
+    """A worker renews the lease of the attempt it runs. Refused (``StaleAttemptError``) once
+    the attempt was given up: the worker must stop and may send nothing more."""
+
+    run_id: str
+    stage: str
+    attempt: Positive
+    token: str
+
+
+class CompleteAttempt(_Command, frozen=True):
+    """A worker reports that its attempt succeeded (with the snapshot it committed, for an
+    asset stage). Refused when the token is not the attempt's current one."""
+
+    run_id: str
+    stage: str
+    attempt: Positive
+    token: str
+    snapshot: int | None = None
+    rows: int | None = None
+    bytes: int | None = None
+
+
+class FailAttempt(_Command, frozen=True):
+    """A worker reports that its attempt failed; ``retryable=False`` skips the retries."""
+
+    run_id: str
+    stage: str
+    attempt: Positive
+    token: str
+    error: str
+    traceback: str | None = None
+    retryable: bool = True
+
+
+class GetWorkflow(_Command, frozen=True):
+    """One workflow: its graph (stages and edges), params JSON Schema and configuration."""
+
+    workflow: str
+
+
+class ReadLogPage(_Command, frozen=True):
+    """A page of a run's log lines: those after ``after_seq`` (a cursor: pass the last
+    ``seq`` seen), at most ``limit`` of them; with ``tail``, the last ``tail`` of those."""
+
+    run_id: str
+    stage: str | None = None
+    after_seq: Annotated[int, msgspec.Meta(ge=0)] = 0
+    limit: Annotated[int, msgspec.Meta(ge=1, le=10_000)] | None = None
+    tail: Annotated[int, msgspec.Meta(ge=1, le=10_000)] | None = None
+
+
+class GetAsset(_Command, frozen=True):
+    """One asset: its schema and latest snapshot."""
+
+    key: str
+
+
+class PreviewRows(_Command, frozen=True):
+    """The first ``limit`` rows of a snapshot of an asset (default: the latest). A preview
+    for people: at most :data:`MAX_PREVIEW_ROWS` rows; read data itself with Flight DoGet."""
+
+    key: str
+    snapshot: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    limit: Annotated[int, msgspec.Meta(ge=0, le=1_000)] = 100
+
+
+class GetLineage(_Command, frozen=True):
+    """Which workflow and stage produce an asset, and the assets up- and downstream of it."""
+
+    key: str
+
+
+Command = (
+    SubmitRun
+    | CancelRun
+    | GetRun
+    | ListRuns
+    | ListAttempts
+    | ListEvents
+    | Ping
+    | ReadLogs
+    | ListWorkflows
+    | PlanWorkflow
+    | ValidateWorkflows
+    | ListAssets
+    | ListSnapshots
+    | ListSchedules
+    | PauseSchedule
+    | ResumeSchedule
+    | Heartbeat
+    | CompleteAttempt
+    | FailAttempt
+    | GetWorkflow
+    | ReadLogPage
+    | GetAsset
+    | PreviewRows
+    | GetLineage
+)
+
+COMMANDS: Final[dict[str, type[_Command]]] = {
+    cls.__name__: cls
+    for cls in (
+        SubmitRun,
+        CancelRun,
+        GetRun,
+        ListRuns,
+        ListAttempts,
+        ListEvents,
+        Ping,
+        ReadLogs,
+        ListWorkflows,
+        PlanWorkflow,
+        ValidateWorkflows,
+        ListAssets,
+        ListSnapshots,
+        ListSchedules,
+        PauseSchedule,
+        ResumeSchedule,
+        Heartbeat,
+        CompleteAttempt,
+        FailAttempt,
+        GetWorkflow,
+        ReadLogPage,
+        GetAsset,
+        PreviewRows,
+        GetLineage,
+    )
+}
+# The newest version of each command this code understands.
+VERSIONS: Final[dict[str, int]] = {**dict.fromkeys(COMMANDS, 1), "ListEvents": 2}
+LONG_POLL_VERSION: Final = 2  # the ListEvents version that has ``wait``
+
+
+def long_poll(run_id: str, after_seq: int, wait: float) -> ListEvents:
+    """A ListEvents that waits up to ``wait`` seconds for events after ``after_seq``."""
+    return ListEvents(run_id=run_id, after_seq=after_seq, wait=wait, version=LONG_POLL_VERSION)

@@ -1,0 +1,187 @@
+"""Replies: what a Klaw server answers a command with. Every reply is a tagged msgspec
+Struct, so one decoder reads any of them (errors included: :class:`ErrorReply`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from klaw.metadata.records import EventRecord, LogRecord, RunRecord
+from klaw.protocol.views import AttemptView, PlannedStage, ScheduleInfo, StageNode, WorkflowInfo
+from klaw.storage.store import AssetInfo, SnapshotInfo
+
+
+class _Reply(msgspec.Struct, tag=True, kw_only=True, frozen=True):
+    """Every reply is tagged, so one decoder reads any of them (errors included)."""
+
+
+class ErrorReply(_Reply, frozen=True):
+    """What went wrong. ``code`` is the KlawError class name (``UnknownCommandError``...);
+    ``fields`` the error's fields (``GraphError.problems``, ``RateLimitedError.retry_after``),
+    so the client rebuilds the same class (:func:`klaw.protocol.errors.from_reply`)."""
+
+    code: str
+    message: str
+    hint: str | None = None
+    fields: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class RunReply(_Reply, frozen=True):
+    """Reply to SubmitRun, CancelRun and GetRun."""
+
+    run: RunRecord
+
+
+class RunsReply(_Reply, frozen=True):
+    runs: list[RunRecord]
+
+
+class AttemptsReply(_Reply, frozen=True):
+    attempts: list[AttemptView]
+
+
+class EventsReply(_Reply, frozen=True):
+    events: list[EventRecord]
+    run: RunRecord  # the run as it stands after these events
+
+
+class PongReply(_Reply, frozen=True):
+    klaw_version: str
+    project: str
+
+
+class LogsReply(_Reply, frozen=True):
+    logs: list[LogRecord]
+
+
+class WorkflowsReply(_Reply, frozen=True):
+    workflows: list[WorkflowInfo]
+
+
+class PlanReply(_Reply, frozen=True):
+    workflow: str
+    selection: str | None
+    stages: tuple[str, ...]  # topological order
+    levels: list[list[str]]  # stages that can run together, level by level
+    upstream: dict[str, tuple[str, ...]]  # dependencies inside the plan
+    external: dict[str, tuple[str, ...]]  # inputs read from an asset's latest snapshot
+    details: dict[str, PlannedStage] = msgspec.field(default_factory=dict)  # by stage name
+
+
+class ValidationResult(msgspec.Struct, kw_only=True, frozen=True):
+    workflow: str
+    error: ErrorReply | None = None  # None: valid
+    problems: tuple[str, ...] = ()  # every problem found (a GraphError lists several)
+    # SQL statements that could not be checked, each with why (a warning: still valid)
+    unchecked: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class ValidateReply(_Reply, frozen=True):
+    results: list[ValidationResult]
+
+
+class AssetsReply(_Reply, frozen=True):
+    assets: list[AssetInfo]
+
+
+class SnapshotsReply(_Reply, frozen=True):
+    snapshots: list[SnapshotInfo]
+
+
+class SchedulesReply(_Reply, frozen=True):
+    schedules: list[ScheduleInfo]
+
+
+class ScheduleReply(_Reply, frozen=True):
+    """Reply to PauseSchedule and ResumeSchedule: the schedule as it now stands."""
+
+    schedule: ScheduleInfo
+
+
+class LeaseReply(_Reply, frozen=True):
+    """Reply to Heartbeat: the lease now runs until ``expires_at`` (epoch seconds)."""
+
+    expires_at: float
+
+
+class AcceptedReply(_Reply, frozen=True):
+    """Reply to CompleteAttempt and FailAttempt: the runner took the report."""
+
+    run_id: str
+    stage: str
+    attempt: int
+
+
+class WorkflowReply(_Reply, frozen=True):
+    """Reply to GetWorkflow: ``workflow`` as in ListWorkflows, its graph (stages in
+    topological order, edges upstream -> downstream inside the workflow), the JSON Schema of
+    its params and how its runs are set up."""
+
+    workflow: WorkflowInfo
+    stages: list[StageNode]
+    edges: list[tuple[str, str]]
+    params_schema: dict[str, Any]
+    max_active_runs: int
+    executor: str | None = None
+    timezone: str = "UTC"
+    catch_up: str = "latest"
+    depends_on: tuple[str, ...] = ()
+
+
+class AssetReply(_Reply, frozen=True):
+    """Reply to GetAsset: the asset and its latest snapshot (with its schema)."""
+
+    asset: AssetInfo
+    latest: SnapshotInfo
+
+
+class RowsReply(_Reply, frozen=True):
+    """Reply to PreviewRows: ``rows`` (column -> value, at most the limit asked) of
+    ``snapshot``, out of ``total_rows``."""
+
+    key: str
+    snapshot: int
+    schema: dict[str, str]  # column -> Arrow type
+    rows: list[dict[str, Any]]
+    total_rows: int
+
+
+class LineageReply(_Reply, frozen=True):
+    """Reply to GetLineage. ``workflow``/``stage``: what produces the asset (None: no
+    workflow of the project defines it); ``upstream``: the assets it is computed from;
+    ``downstream``: the assets computed from it (in any workflow of the project)."""
+
+    key: str
+    workflow: str | None = None
+    stage: str | None = None
+    upstream: tuple[str, ...] = ()
+    downstream: tuple[str, ...] = ()
+
+
+Reply = (
+    ErrorReply
+    | RunReply
+    | RunsReply
+    | AttemptsReply
+    | EventsReply
+    | PongReply
+    | LogsReply
+    | WorkflowsReply
+    | PlanReply
+    | ValidateReply
+    | AssetsReply
+    | SnapshotsReply
+    | SchedulesReply
+    | ScheduleReply
+    | LeaseReply
+    | AcceptedReply
+    | WorkflowReply
+    | AssetReply
+    | RowsReply
+    | LineageReply
+)
