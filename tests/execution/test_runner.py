@@ -321,6 +321,21 @@ def test_second_run_while_one_is_in_progress_is_refused(
     assert len(orch.runs(RunFilter(workflow="cancellable"))) == 1
 
 
+def test_a_cancel_asked_before_the_start_starts_no_stage(
+    orch: Orchestrator, executor: str, tmp_path: Path
+) -> None:
+    def on_start(record: Any, plan: Any) -> None:
+        orch.cancel(record.run_id, wait=0)
+
+    result = orch.run(
+        RunRequest(workflow="cancellable", executor=executor, params={"scratch": str(tmp_path)}),
+        on_start=on_start,
+    )
+    assert result.state is RunState.CANCELLED
+    assert not (tmp_path / "long.pid").exists()  # the long stage never began
+    assert "succeeded" not in states(orch, result.run_id).values()
+
+
 def test_partial_selection_reads_latest_snapshot(orch: Orchestrator, executor: str) -> None:
     with pytest.raises(klaw.KlawError, match="has no snapshot yet"):
         run(orch, "linear", executor, selection="doubled")

@@ -215,6 +215,7 @@ class Runner:
         restore = self._install_signals()
         try:
             self._apply(self._readiness.start())
+            self._drain(None)  # a cancel asked for before the start is seen before any stage
             self._dispatch()
             self._flush()
             self._loop()
@@ -252,15 +253,20 @@ class Runner:
                 item = self._outcomes.get(timeout=self._next_wait())
             except queue.Empty:
                 item = None
-            while item is not None:
-                self._handle(item)
-                try:
-                    item = self._outcomes.get_nowait()
-                except queue.Empty:
-                    item = None
+            self._drain(item)
             self._fire_timers()
             self._dispatch()
             self._flush()
+
+    def _drain(self, item: Any) -> None:
+        """Handle ``item`` (if any) and every message already queued, without waiting."""
+        while True:
+            if item is not None:
+                self._handle(item)
+            try:
+                item = self._outcomes.get_nowait()
+            except queue.Empty:
+                return
 
     def _next_wait(self) -> float | None:
         if not self._timers:
