@@ -42,6 +42,8 @@ from klaw.storage.objects import ObjectStore
 from tests.execution import workflows as wf
 from tests.s3 import KEY_ID, REGION, SECRET, MotoS3
 
+pytestmark = pytest.mark.slow  # starts a local Ray cluster
+
 
 # -- fixtures only Ray needs (module level: Ray workers import them by name) --------------------
 @klaw.asset(retries=klaw.RetryPolicy(retries=1, delay=0.01))

@@ -641,6 +641,7 @@ def oracle(cron: Cron, zone: ZoneInfo, after: datetime, until: datetime) -> list
     return out
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     cron=crons(),

@@ -19,6 +19,8 @@ from klaw.api.http import Role
 
 from .live import TOKENS, Live, serving
 
+pytestmark = pytest.mark.slow  # schemathesis over every operation
+
 EXAMPLES = 25
 
 
