@@ -17,7 +17,7 @@ from klaw.api.flight import Client, TokenSet
 from klaw.api.flight.auth import bearer_token, parse_token_file, split_tokens
 from klaw.api.flight.tickets import encode_ticket
 from klaw.errors import AuthError, ConfigError, ServerUnavailableError
-from klaw.service.commands import Ping, encode
+from klaw.protocol import Ping, encode
 from klaw.settings import KlawSettings
 
 from .served import OTHER_TOKEN, TOKEN, Served, auth, serving

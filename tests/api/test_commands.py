@@ -10,9 +10,9 @@ import pytest
 from pyarrow import flight
 
 import klaw
+from klaw import protocol as c
 from klaw.errors import DefinitionError, RunNotFoundError, SelectionError
 from klaw.metadata.records import RunRecord
-from klaw.service import commands as c
 from klaw.states import RunState, StageState
 
 from .served import TOKEN, Served, auth, serving

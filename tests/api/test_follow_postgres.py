@@ -22,7 +22,7 @@ from klaw.api.http import StaticTokenAuthenticator, create_app
 from klaw.cli.backend import RemoteBackend
 from klaw.metadata.postgres import PostgresMetadataStore
 from klaw.metadata.records import EventRecord
-from klaw.service.commands import EventsReply, GetRun, ListEvents, RunReply, long_poll
+from klaw.protocol import EventsReply, GetRun, ListEvents, RunReply, long_poll
 from klaw.service.orchestrator import Orchestrator, RunRequest
 from tests.metadata import test_postgres
 

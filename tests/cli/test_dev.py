@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from klaw.api.flight.client import Client
-from klaw.service.commands import Ping, PongReply
+from klaw.protocol import Ping, PongReply
 
 from .driver import KLAW, WAIT, env, wait_for, write_project
 

@@ -17,7 +17,7 @@ import uvicorn
 from klaw.api.http import StaticTokenAuthenticator, create_app
 from klaw.api.http.client import HttpClient
 from klaw.api.http.limits import Limits
-from klaw.service.commands import ListWorkflows, WorkflowsReply
+from klaw.protocol import ListWorkflows, WorkflowsReply
 from klaw.service.orchestrator import Orchestrator
 
 from .driver import (

@@ -14,12 +14,12 @@ from tests.cli.driver import env
 _PROBE = textwrap.dedent(
     """
     import sys
+    from contextlib import suppress
     from klaw.cli import main
     sys.argv = ["klaw", *sys.argv[1:]]
     try:
-        main()
-    except SystemExit:
-        pass
+        with suppress(SystemExit):
+            main()
     finally:
         loaded = sorted(m for m in sys.modules if m.startswith("klaw.cli."))
         sys.__stderr__.write("MODULES " + " ".join(loaded) + "\\n")

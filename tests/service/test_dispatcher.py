@@ -12,7 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from klaw.service import commands as c
+from klaw import errors
+from klaw import protocol as c
 from klaw.service.dispatcher import Dispatcher
 from klaw.service.orchestrator import Orchestrator
 from klaw.states import RunState, StageState
@@ -137,28 +138,40 @@ def raw(value: Any) -> bytes:
 @pytest.mark.parametrize(
     ("data", "error", "names"),
     [
-        (b"\xc1garbage", c.MalformedCommandError, ["MessagePack"]),
-        (raw([1, 2]), c.MalformedCommandError, ["'type'"]),
-        (raw({"workflow": "wf"}), c.MalformedCommandError, ["'type'"]),
-        (b"\x00" * (c.MAX_COMMAND_BYTES + 1), c.CommandTooLargeError, ["1048577 bytes"]),
-        (raw({"type": "SubmitRunn", "workflow": "w"}), c.UnknownCommandError, ["'SubmitRunn'"]),
-        (raw({"type": "GetRun", "run_id": 7}), c.InvalidCommandError, ["GetRun", "'run_id'"]),
-        (raw({"type": "GetRun"}), c.InvalidCommandError, ["GetRun", "'run_id'", "missing"]),
+        (b"\xc1garbage", errors.MalformedCommandError, ["MessagePack"]),
+        (raw([1, 2]), errors.MalformedCommandError, ["'type'"]),
+        (raw({"workflow": "wf"}), errors.MalformedCommandError, ["'type'"]),
+        (b"\x00" * (c.MAX_COMMAND_BYTES + 1), errors.CommandTooLargeError, ["1048577 bytes"]),
+        (
+            raw({"type": "SubmitRunn", "workflow": "w"}),
+            errors.UnknownCommandError,
+            ["'SubmitRunn'"],
+        ),
+        (raw({"type": "GetRun", "run_id": 7}), errors.InvalidCommandError, ["GetRun", "'run_id'"]),
+        (raw({"type": "GetRun"}), errors.InvalidCommandError, ["GetRun", "'run_id'", "missing"]),
         (
             raw({"type": "ListRuns", "states": ["bogus"]}),
-            c.InvalidCommandError,
+            errors.InvalidCommandError,
             ["ListRuns", "'states[0]'"],
         ),
-        (raw({"type": "ListRuns", "limit": 0}), c.InvalidCommandError, ["ListRuns", "'limit'"]),
+        (
+            raw({"type": "ListRuns", "limit": 0}),
+            errors.InvalidCommandError,
+            ["ListRuns", "'limit'"],
+        ),
         (
             raw({"type": "SubmitRun", "workflow": "w", "version": 2, "new": 1}),
-            c.UnsupportedVersionError,
+            errors.UnsupportedVersionError,
             ["SubmitRun", "version 2"],
         ),
-        (raw({"type": "GetRun", "run_id": "r", "version": 0}), c.InvalidCommandError, ["version"]),
+        (
+            raw({"type": "GetRun", "run_id": "r", "version": 0}),
+            errors.InvalidCommandError,
+            ["version"],
+        ),
     ],
 )
-def test_decode_refuses(data: bytes, error: type[c.CommandError], names: list[str]) -> None:
+def test_decode_refuses(data: bytes, error: type[errors.CommandError], names: list[str]) -> None:
     with pytest.raises(error) as info:
         c.decode(data)
     assert type(info.value) is error
@@ -167,14 +180,14 @@ def test_decode_refuses(data: bytes, error: type[c.CommandError], names: list[st
 
 
 def test_unknown_tag_suggests_and_lists_commands() -> None:
-    with pytest.raises(c.UnknownCommandError) as info:
+    with pytest.raises(errors.UnknownCommandError) as info:
         c.decode(raw({"type": "SubmitRunn"}))
     assert "did you mean SubmitRun" in info.value.message
     assert info.value.field == "type" and "ListSnapshots" in (info.value.hint or "")
 
 
 def test_invalid_field_is_named_on_the_error() -> None:
-    with pytest.raises(c.InvalidCommandError) as info:
+    with pytest.raises(errors.InvalidCommandError) as info:
         c.decode(raw({"type": "SubmitRun", "workflow": "w", "max_workers": "two"}))
     assert (info.value.command, info.value.field) == ("SubmitRun", "max_workers")
 
@@ -515,6 +528,6 @@ def test_unknown_schedule_is_named_with_close_names(
 
 
 def test_schedule_commands_need_a_name() -> None:
-    with pytest.raises(c.InvalidCommandError) as info:
+    with pytest.raises(errors.InvalidCommandError) as info:
         c.decode(raw({"type": "PauseSchedule"}))
     assert (info.value.command, info.value.field) == ("PauseSchedule", "name")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from klaw.service import commands as c
+from klaw import protocol as c
 from klaw.service.dispatcher import Dispatcher
 from klaw.service.orchestrator import Orchestrator, RunRequest
 from klaw.states import RunState, StageState

@@ -15,7 +15,7 @@ from klaw.cli.output import Format, console, emit_json, table, when
 @assets_app.command("list")
 def assets_list(output: OutputOpt = Format.TABLE) -> None:
     """List every asset in the lake with its latest snapshot."""
-    from klaw.service.commands import AssetsReply, ListAssets
+    from klaw.protocol import AssetsReply, ListAssets
 
     infos = ask(STATE.backend(), ListAssets(), AssetsReply).assets
     if output is Format.JSON:
@@ -41,7 +41,7 @@ def assets_show(
     output: OutputOpt = Format.TABLE,
 ) -> None:
     """Show an asset: its snapshots, schema and the first rows of one snapshot."""
-    from klaw.service.commands import ListSnapshots, SnapshotsReply
+    from klaw.protocol import ListSnapshots, SnapshotsReply
 
     backend = STATE.backend()
     snaps = ask(backend, ListSnapshots(key=key), SnapshotsReply).snapshots

@@ -1,7 +1,7 @@
 """Where the CLI's typed commands go: the local project, or a Klaw server.
 
 Every ``klaw`` command that acts on a project builds a typed command
-(:mod:`klaw.service.commands`) and hands it to a backend; the CLI itself only renders replies.
+(:mod:`klaw.protocol`) and hands it to a backend; the CLI itself only renders replies.
 
 - :class:`LocalBackend`: a :class:`~klaw.service.dispatcher.Dispatcher` over the project's
   Orchestrator, opened on first use. ``klaw run`` runs in this process and is fed its events as
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from klaw.api.flight.client import Client
     from klaw.api.http.client import HttpClient
     from klaw.metadata.records import EventRecord, RunRecord
-    from klaw.service.commands import Command, Reply, SubmitRun
+    from klaw.protocol import Command, Reply, SubmitRun
     from klaw.service.dispatcher import Dispatcher
     from klaw.service.orchestrator import Orchestrator
 
@@ -73,7 +73,7 @@ def ask(backend: Backend, cmd: Command, expected: type[R]) -> R:
 
 
 def expect(cmd: Command, reply: Reply, expected: type[R]) -> R:
-    from klaw.service.commands import ErrorReply
+    from klaw.protocol import ErrorReply
 
     if isinstance(reply, expected):
         return reply
@@ -153,7 +153,7 @@ class LocalBackend:
         """Run here, to the end; ``watcher`` hears of each durable write as it happens."""
         import msgspec
 
-        from klaw.service.commands import RunReply
+        from klaw.protocol import RunReply
 
         cmd = msgspec.structs.replace(cmd, wait=True)
         if watcher is None:
@@ -247,7 +247,7 @@ class FollowingBackend(abc.ABC):
         stopped; a second Ctrl-C stops following at once."""
         import msgspec
 
-        from klaw.service.commands import PlanReply, PlanWorkflow, RunReply
+        from klaw.protocol import PlanReply, PlanWorkflow, RunReply
 
         run = ask(self, msgspec.structs.replace(cmd, wait=False), RunReply).run
         if watcher is not None:
@@ -262,7 +262,7 @@ class FollowingBackend(abc.ABC):
             return self._follow(run, watcher)
 
     def _follow(self, run: RunRecord, watcher: RunWatcher | None) -> RunRecord:
-        from klaw.service.commands import EventsReply, long_poll
+        from klaw.protocol import EventsReply, long_poll
 
         after = self._seen.get(run.run_id, 0)
         while True:  # each ListEvents waits on the other side until there are events
@@ -276,7 +276,7 @@ class FollowingBackend(abc.ABC):
 
     def _cancel(self, run: RunRecord) -> None:
         from klaw.cli.output import error_console
-        from klaw.service.commands import CancelRun, RunReply
+        from klaw.protocol import CancelRun, RunReply
 
         error_console().print(
             f"cancelling run {run.run_id} on {self.where} (Ctrl-C again to stop following)",
@@ -316,7 +316,7 @@ class HttpBackend(FollowingBackend):
         them); whole snapshots travel over Arrow Flight (``--server``)."""
         import pyarrow as pa
 
-        from klaw.service.commands import PreviewRows, RowsReply
+        from klaw.protocol import PreviewRows, RowsReply
 
         cmd = PreviewRows(key=key, snapshot=snapshot, limit=min(limit, 1_000))
         reply = ask(self, cmd, RowsReply)

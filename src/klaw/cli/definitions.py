@@ -38,7 +38,7 @@ def init(
 @workflows_app.command("list")
 def workflows_list(output: OutputOpt = Format.TABLE) -> None:
     """List the project's workflows."""
-    from klaw.service.commands import ListWorkflows, Ping, PongReply, WorkflowsReply
+    from klaw.protocol import ListWorkflows, Ping, PongReply, WorkflowsReply
 
     backend = STATE.backend()
     infos = ask(backend, ListWorkflows(), WorkflowsReply).workflows
@@ -71,7 +71,7 @@ def validate(
 ) -> None:
     """Check workflows for cycles, unknown dependencies, duplicate names, bad params and SQL
     that does not fit its upstream schemas (SQL that cannot be checked yet is a warning)."""
-    from klaw.service.commands import ValidateReply, ValidateWorkflows
+    from klaw.protocol import ValidateReply, ValidateWorkflows
 
     cmd = ValidateWorkflows(workflows=tuple(workflows or ()))
     results = ask(STATE.backend(), cmd, ValidateReply).results
@@ -112,7 +112,7 @@ def plan(
     output: OutputOpt = Format.TABLE,
 ) -> None:
     """Show what a run would do, in what order, without running anything."""
-    from klaw.service.commands import PlannedStage, PlanReply, PlanWorkflow
+    from klaw.protocol import PlannedStage, PlanReply, PlanWorkflow
 
     the_plan = ask(STATE.backend(), PlanWorkflow(workflow=workflow, selection=select), PlanReply)
     rows: list[dict[str, Any]] = []

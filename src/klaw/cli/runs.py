@@ -55,7 +55,7 @@ def run(
     With --server the run goes on the server and is followed from here until it ends;
     Ctrl-C cancels it there."""
     from klaw.authoring.params import parse_assignments
-    from klaw.service.commands import AttemptsReply, ListAttempts, SubmitRun
+    from klaw.protocol import AttemptsReply, ListAttempts, SubmitRun
 
     backend = STATE.backend()
     cmd = SubmitRun(
@@ -104,7 +104,7 @@ def runs_list(
     output: OutputOpt = Format.TABLE,
 ) -> None:
     """List runs, newest first."""
-    from klaw.service.commands import ListRuns, RunsReply
+    from klaw.protocol import ListRuns, RunsReply
 
     cmd = ListRuns(workflow=workflow, states=tuple(state or ()), limit=limit)
     runs = ask(STATE.backend(), cmd, RunsReply).runs
@@ -134,7 +134,7 @@ def runs_show(
     output: OutputOpt = Format.TABLE,
 ) -> None:
     """Show one run: its state, params and every stage attempt."""
-    from klaw.service.commands import AttemptsReply, GetRun, ListAttempts, RunReply
+    from klaw.protocol import AttemptsReply, GetRun, ListAttempts, RunReply
 
     backend = STATE.backend()
     record = ask(backend, GetRun(run_id=run_id), RunReply).run
@@ -199,7 +199,7 @@ def logs(
     output: OutputOpt = Format.TABLE,
 ) -> None:
     """Print what a run's stages wrote to stdout, stderr and logging."""
-    from klaw.service.commands import LogsReply, ReadLogs
+    from klaw.protocol import LogsReply, ReadLogs
 
     lines = ask(STATE.backend(), ReadLogs(run_id=run_id, stage=stage), LogsReply).logs
     if output is Format.JSON:
@@ -224,7 +224,7 @@ def cancel(
     output: OutputOpt = Format.TABLE,
 ) -> None:
     """Cancel a run: stop its running stages and record it cancelled."""
-    from klaw.service.commands import CancelRun, RunReply
+    from klaw.protocol import CancelRun, RunReply
 
     record = ask(STATE.backend(), CancelRun(run_id=run_id, wait=wait), RunReply).run
     if output is Format.JSON:

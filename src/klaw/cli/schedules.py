@@ -12,7 +12,7 @@ from klaw.cli.backend import ask
 from klaw.cli.output import Format, console, emit_json, styled, table, when
 
 if TYPE_CHECKING:
-    from klaw.service.commands import ScheduleInfo
+    from klaw.protocol import ScheduleInfo
 
 schedules_app = typer.Typer(
     help="Cron schedules: list them, pause and resume them.", no_args_is_help=True
@@ -25,7 +25,7 @@ NameArg = Annotated[str, typer.Argument(help="Schedule name (the name of its wor
 @schedules_app.command("list")
 def schedules_list(output: OutputOpt = Format.TABLE) -> None:
     """List the project's schedules: cron, time zone, catch-up, state, next and last tick."""
-    from klaw.service.commands import ListSchedules, SchedulesReply
+    from klaw.protocol import ListSchedules, SchedulesReply
 
     found = ask(STATE.backend(), ListSchedules(), SchedulesReply).schedules
     if output is Format.JSON:
@@ -60,7 +60,7 @@ def schedules_list(output: OutputOpt = Format.TABLE) -> None:
 @schedules_app.command("pause")
 def schedules_pause(name: NameArg, output: OutputOpt = Format.TABLE) -> None:
     """Pause a schedule: no tick fires until it is resumed."""
-    from klaw.service.commands import PauseSchedule, ScheduleReply
+    from klaw.protocol import PauseSchedule, ScheduleReply
 
     info = ask(STATE.backend(), PauseSchedule(name=name), ScheduleReply).schedule
     if output is Format.JSON:
@@ -75,7 +75,7 @@ def schedules_pause(name: NameArg, output: OutputOpt = Format.TABLE) -> None:
 @schedules_app.command("resume")
 def schedules_resume(name: NameArg, output: OutputOpt = Format.TABLE) -> None:
     """Resume a paused schedule; the ticks of the pause are skipped, whatever its catch-up."""
-    from klaw.service.commands import ResumeSchedule, ScheduleReply
+    from klaw.protocol import ResumeSchedule, ScheduleReply
 
     info = ask(STATE.backend(), ResumeSchedule(name=name), ScheduleReply).schedule
     if output is Format.JSON:

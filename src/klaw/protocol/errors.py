@@ -7,6 +7,7 @@ raised, fields and all. A code this side has no class for (a newer server) comes
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import suppress
 from typing import Any
 
 from klaw.errors import INTERNAL, KlawError, RemoteError, error_class, rebuild
@@ -37,8 +38,6 @@ def from_parts(
     such class, or the fields do not fit it)."""
     cls = error_class(code)
     if cls is not None:
-        try:
+        with suppress(TypeError, ValueError):  # fields of another version: keep the code
             return rebuild(cls, message, hint, fields or {})
-        except (TypeError, ValueError):  # fields of another version: keep the code instead
-            pass
     return RemoteError(message, code=code, hint=hint)

@@ -100,15 +100,15 @@ class SecretResolver:
             return value
         path = self.directory / name
         try:
-            text = path.read_text(encoding="utf-8")
+            text: str | None = path.read_text(encoding="utf-8")
         except FileNotFoundError:
-            pass
+            text = None  # not in the directory: the backend may have it
         except OSError as exc:
             raise ConfigError(
                 f"Secret file {path} cannot be read: {exc.strerror or exc}.",
                 hint="Make it readable by the user Klaw runs as, or remove it.",
             ) from None
-        else:
+        if text is not None:
             return text.removesuffix("\n").removesuffix("\r")
         backend = self.backend
         if backend is None:

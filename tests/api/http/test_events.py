@@ -13,7 +13,7 @@ import pytest
 
 from klaw.api.http import Role
 from klaw.api.http.events import Cursor
-from klaw.service.commands import InvalidCommandError
+from klaw.errors import InvalidCommandError
 
 from .live import Live, serving
 
