@@ -179,3 +179,50 @@ def test_a_missing_secret_is_a_clear_error_before_the_run(tmp_path: Path) -> Non
     assert not db.exists() or rows(project, "SELECT run_id FROM runs") == []  # nothing recorded
     plain = klaw(project, "run", "wf", "--param", "password=hunter2")
     assert_error(plain, 2, "password", "secret:NAME")
+
+
+def _login_folder(root: Path, token: str = "{$secret: api_token}") -> Path:
+    files = {
+        "klaw.toml": '[project]\nname = "s"\nworkflow_dirs = ["workflows"]\n',
+        "workflows/login/config.yaml": (
+            f"engine: duckdb\nkind: asset\nparams:\n  user: ana\n  token: {token}\n"
+        ),
+        "workflows/login/workflow.sql": (
+            "-- name: checked\n"
+            "SELECT $user AS who, length($token) AS token_length, $token = 'tok-1234' AS matches\n"
+        ),
+    }
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
+
+
+def test_a_config_yaml_secret_binds_its_value_in_sql(tmp_path: Path) -> None:
+    project = _login_folder(tmp_path)
+    schema = klaw(project, "schema", "login")
+    assert schema.returncode == 0, str(schema)
+    token = schema.json()["properties"]["token"]
+    assert token["format"] == "password" and token["default"] == "secret:api_token"
+    checked = klaw(project, "validate")
+    assert checked.returncode == 0, str(checked)
+
+    ran = klaw(
+        project, "run", "login", "-o", "json", extra_env={"KLAW_SECRET_API_TOKEN": "tok-1234"}
+    )
+    assert ran.returncode == 0, str(ran)
+    shown = klaw(project, "assets", "show", "checked", "-o", "json")
+    assert shown.json()["preview"] == [{"who": "ana", "token_length": 8, "matches": True}]
+    everything = rows(project, "SELECT * FROM runs") + rows(project, "SELECT * FROM events")
+    assert not any("tok-1234" in str(row) for row in everything), everything
+    (params,) = rows(project, "SELECT params FROM runs")
+    assert "secret:api_token" in str(params[0])
+
+    missing = klaw(project, "run", "login")
+    assert_error(missing, 2, "secret 'api_token'", "KLAW_SECRET_API_TOKEN")
+
+
+def test_a_bad_secret_name_in_config_yaml_names_the_file(tmp_path: Path) -> None:
+    project = _login_folder(tmp_path, token="{$secret: ../etc/passwd}")
+    listed = klaw(project, "workflows", "list")
+    assert_error(listed, 2, "config.yaml", "param 'token'", "not a secret name")

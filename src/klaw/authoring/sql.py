@@ -391,14 +391,29 @@ def _param_values(params: Any) -> dict[str, Any]:
     if params is None:
         return {}
     if isinstance(params, Mapping):
-        return dict(params)
-    dump = getattr(params, "model_dump", None)
-    if callable(dump):
-        values: dict[str, Any] = dump()
-        return values
+        return {k: _bindable(v) for k, v in params.items()}
+    if callable(getattr(params, "model_dump", None)):
+        return {k: _bindable(getattr(params, k)) for k in type(params).model_fields}
     raise DefinitionError(
         f"SQL stage params must be a pydantic model or a mapping, got {params!r}."
     )
+
+
+def _bindable(value: Any) -> Any:
+    """A param as SQL binds it: a secret's value (an unresolved one, as when validating, is
+    ``NULL``), a nested model as a mapping."""
+    from pydantic import SecretBytes, SecretStr
+
+    from klaw.authoring.secrets import Secret
+
+    if isinstance(value, Secret):
+        return value.get_secret_value() if value.resolved else None
+    if isinstance(value, SecretStr | SecretBytes):
+        return value.get_secret_value()
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):
+        return dump()
+    return value
 
 
 def _sample_params(model: type[Any] | None) -> dict[str, Any]:
@@ -408,7 +423,8 @@ def _sample_params(model: type[Any] | None) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for field_name, info in model.model_fields.items():
         required = info.is_required()
-        values[field_name] = None if required else info.get_default(call_default_factory=True)
+        default = None if required else info.get_default(call_default_factory=True)
+        values[field_name] = _bindable(default)
     return values
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from klaw.authoring.resources import Resources, RetryPolicy
 from klaw.authoring.stage import StageDef, StageKind
 from klaw.authoring.workflow import Workflow, workflow
-from klaw.errors import ConfigError, KlawError, ProjectImportError
+from klaw.errors import ConfigError, DefinitionError, KlawError, ProjectImportError
 
 CONFIG = "config.yaml"
 
@@ -112,7 +112,7 @@ def _sql_stages(path: Path, config: Any) -> list[StageDef]:
     from klaw.authoring.sql import klaw_sql, parse_sql_file
 
     text = path.read_text(encoding="utf-8")
-    model = _params_model(path.parent.name, config.params)
+    model = _params_model(path.parent, config.params)
     kind = StageKind.ASSET if config.kind == "asset" else StageKind.STAGE
     return [
         klaw_sql(
@@ -128,7 +128,7 @@ def _sql_stages(path: Path, config: Any) -> list[StageDef]:
     ]
 
 
-def _params_model(name: str, params: dict[str, Any]) -> type[Any] | None:
+def _params_model(folder: Path, params: dict[str, Any]) -> type[Any] | None:
     if not params:
         return None
     import pydantic
@@ -141,9 +141,32 @@ def _params_model(name: str, params: dict[str, Any]) -> type[Any] | None:
         def __reduce__(self) -> tuple[Any, ...]:
             return (dict, (self.model_dump(),))
 
-    fields: dict[str, Any] = {k: (type(v), v) for k, v in params.items()}
-    model: type[Any] = pydantic.create_model(f"{name}_params", __base__=FolderParams, **fields)
+    fields = {k: _param_field(folder, k, v) for k, v in params.items()}
+    model: type[Any] = pydantic.create_model(
+        f"{folder.name}_params", __base__=FolderParams, **fields
+    )
     return model
+
+
+def _param_field(folder: Path, name: str, default: Any) -> tuple[Any, Any]:
+    """A config.yaml param's type and default: the default's type, or ``klaw.Secret`` for a
+    ``{$secret: NAME}`` reference (resolved when a run is prepared, never stored)."""
+    if isinstance(default, dict) and "$secret" in default:
+        from klaw.authoring.secrets import Secret
+
+        if set(default) != {"$secret"}:
+            extra = ", ".join(sorted(k for k in default if k != "$secret"))
+            raise ConfigError(
+                f"{folder / 'config.yaml'}: param {name!r} mixes $secret with {extra}.",
+                hint="A secret param is written `NAME: {$secret: SECRET_NAME}` and nothing else.",
+            )
+        try:
+            return (Secret, Secret(default["$secret"]))
+        except DefinitionError as exc:
+            raise ConfigError(
+                f"{folder / 'config.yaml'}: param {name!r}: {exc.message}", hint=exc.hint
+            ) from None
+    return (type(default), default)
 
 
 def _with_defaults(stage: StageDef, config: Any) -> StageDef:
