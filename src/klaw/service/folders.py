@@ -141,7 +141,7 @@ def _params_model(folder: Path, params: dict[str, Any]) -> type[Any] | None:
         def __reduce__(self) -> tuple[Any, ...]:
             return (dict, (self.model_dump(),))
 
-    fields = {k: _param_field(folder, k, v) for k, v in params.items()}
+    fields: dict[str, Any] = {k: _param_field(folder, k, v) for k, v in params.items()}
     model: type[Any] = pydantic.create_model(
         f"{folder.name}_params", __base__=FolderParams, **fields
     )
