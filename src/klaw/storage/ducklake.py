@@ -16,6 +16,7 @@ the same asset, so committing one while the other exists is refused.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import difflib
 import json
@@ -24,15 +25,16 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import duckdb
 import pyarrow as pa
 
 from klaw.errors import AssetNotFoundError, StorageError
 from klaw.failpoints import failpoint
+from klaw.storage.lake_index import Entry, LakeIndex, Listed, Pending
 from klaw.storage.location import (
     catalog_target,
     data_location,
@@ -45,6 +47,8 @@ from klaw.storage.location import (
 from klaw.storage.objects import ObjectStore, on_object_store
 from klaw.storage.store import AssetInfo, SnapshotInfo
 
+_T = TypeVar("_T")
+
 _LAKE = "klaw_lake"  # the DuckLake catalog's name inside the store's own DuckDB instance
 _META = "klaw_lake_meta"  # the metadata database (DuckLake's spec tables) it is attached as
 _SOURCE = "__klaw_commit_source"  # the name the table being committed is registered under
@@ -53,55 +57,16 @@ _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _MAX_KEY_LENGTH = 63
 _LISTED_SNAPSHOTS = 20  # how many snapshot ids an error message lists
 _ORPHAN_AGE = dt.timedelta(days=1)
+_IN_PLACE_ROWS = 100_000  # up to this many rows, a commit rewrites the asset's table in place
+# The change kinds of ``ducklake_snapshot_changes`` that change a table's rows or columns.
+_DATA_CHANGES = frozenset({"inserted_into_table", "deleted_from_table", "altered_table"})
+_CHANGE = re.compile(r'([a-z_]+):((?:"(?:[^"]|"")*"\.?)+|\d+)')
 # The catalog database's words for "another writer got there first", in an untyped error:
 # SQLite's lock, or Postgres's own catalog meeting a concurrent CREATE TABLE of the same name.
 _CONTENDED = re.compile(
     r"database is locked|conflict|duplicate key value violates unique constraint", re.IGNORECASE
 )
 _POSTGRES_FAILURE = re.compile(r'Unable to connect to Postgres at "[^"]*":\s*(.*)', re.DOTALL)
-
-# Every snapshot where a table of the given name was created, or its rows or columns changed.
-# Read from DuckLake's own spec tables, which the SQLite and Postgres catalogs share; {meta} is
-# the catalog database's schema that holds them. Those tables may already show a snapshot that
-# another process committed after this transaction's DuckLake snapshot was taken; only what
-# this transaction can read at is listed.
-_HISTORY_SQL = """
-WITH tables AS (
-    SELECT t.table_id, lower(t.table_name) AS key, t.begin_snapshot
-    FROM {meta}.ducklake_table AS t
-    JOIN {meta}.ducklake_schema AS s ON s.schema_id = t.schema_id
-    WHERE s.schema_name = 'main' AND ($key IS NULL OR lower(t.table_name) = lower($key))
-), changed AS (
-    SELECT snapshot_id, TRY_CAST(split_part(change, ':', 2) AS BIGINT) AS table_id
-    FROM (
-        SELECT snapshot_id, unnest(string_split(changes_made, ',')) AS change
-        FROM {meta}.ducklake_snapshot_changes
-    )
-    WHERE split_part(change, ':', 1)
-        IN ('inserted_into_table', 'deleted_from_table', 'altered_table')
-    UNION
-    SELECT begin_snapshot, table_id FROM tables
-)
-SELECT DISTINCT tables.key, s.snapshot_id, epoch(s.snapshot_time::TIMESTAMPTZ),
-    c.commit_extra_info
-FROM changed
-JOIN tables USING (table_id)
-JOIN {meta}.ducklake_snapshot AS s ON s.snapshot_id = changed.snapshot_id
-LEFT JOIN {meta}.ducklake_snapshot_changes AS c ON c.snapshot_id = changed.snapshot_id
-WHERE s.snapshot_id <= (SELECT id FROM ducklake_current_snapshot({lake}))
-ORDER BY 1, 2
-"""
-
-
-@dataclass(frozen=True, slots=True)
-class _Commit:
-    """One entry of an asset's history, as the catalog records it."""
-
-    snapshot: int
-    committed_at: float
-    run_id: str | None
-    stage: str | None
-    attempt: int | None
 
 
 class DuckLakeAssetStore:
@@ -133,9 +98,10 @@ class DuckLakeAssetStore:
         self._con: duckdb.DuckDBPyConnection | None = None
         self._meta = f"{_META}.main"  # where DuckLake's own tables are; set when opened
         self._closed = False
+        self._lake_index: LakeIndex | None = None  # Klaw's snapshot index, opened on first use
         # Snapshots never change, so what was learnt about one is kept.
         self._members: set[tuple[str, int]] = set()
-        self._stats: dict[tuple[str, int], tuple[int, dict[str, str]]] = {}
+        self._expired: set[int] = set()  # latest snapshots that compaction expired
 
     def __repr__(self) -> str:
         return f"DuckLakeAssetStore(catalog={self.location!r}, data_path={str(self.data_path)!r})"
@@ -161,27 +127,39 @@ class DuckLakeAssetStore:
                 hint="return a table with at least one column",
             )
         tags = {"key": key, "run_id": run_id, "stage": stage, "attempt": attempt}
-        extra = json.dumps({**tags, "commit": uuid.uuid4().hex}, separators=(",", ":"))
+        extra = json.dumps(
+            {**tags, "rows": table.num_rows, "commit": uuid.uuid4().hex}, separators=(",", ":")
+        )
         message = f"{key} from stage {stage}, attempt {attempt} of run {run_id}"
         deadline = time.monotonic() + self.retry_timeout
         delay = 0.01
         with self._lock:
             con = self._connection_locked()
+            index = self._index_locked()
             while True:
+                mark = index.through()
                 try:
-                    snapshot = self._commit_once(con, key, table, message, extra)
+                    self._catch_up_locked(con, index)
+                    snapshot, schema = self._commit_once(con, index, key, table, message, extra)
                     break
                 except duckdb.Error as exc:
                     landed = None
                     with contextlib.suppress(duckdb.Error):
-                        landed = _landed_snapshot(con, self._meta, extra)
+                        landed = _landed_snapshot(index, mark, extra)
                     if landed is not None:  # the commit failed after it was durable
-                        snapshot = landed
+                        snapshot, schema = landed, None
                         break
                     if not _is_retryable(exc) or time.monotonic() + delay > deadline:
                         raise _storage_error(exc, f"could not commit asset {key!r}") from None
                     time.sleep(delay * random.uniform(0.5, 1.5))
                     delay = min(delay * 2, 0.5)
+            # The snapshot is durable now; indexing it may fail (then the next commit or read
+            # of any process indexes it from DuckLake's own record).
+            own = None
+            if schema is not None:
+                own = Entry(snapshot, key, 0.0, table.num_rows, schema, run_id, stage, attempt)
+            with contextlib.suppress(duckdb.Error):
+                self._catch_up_locked(con, index, own)
         self._members.add((key.lower(), snapshot))
         return snapshot
 
@@ -203,10 +181,17 @@ class DuckLakeAssetStore:
                 f"asset {key!r}: snapshot must be an integer id, got {snapshot!r}",
                 hint="pass a snapshot id from the asset's snapshot list",
             )
-        with self._reading(key) as cur:
-            if (key.lower(), snapshot) not in self._members:
-                self._check_snapshot(cur, key, snapshot)
+        if (key.lower(), snapshot) not in self._members:
+            self._check_snapshot(key, snapshot)
+        cur = self._cursor()
+        try:
             return cur.execute(f"SELECT * FROM {_table(key, snapshot)}{head}").to_arrow_table()
+        except duckdb.Error as exc:
+            if self._expired_latest(key, snapshot):  # compacted away, still the current table
+                return cur.execute(f"SELECT * FROM {_table(key)}{head}").to_arrow_table()
+            raise _storage_error(exc, f"could not read asset {key!r}") from None
+        finally:
+            cur.close()
 
     def stream(
         self, key: str, snapshot: int | None = None, *, batch_rows: int = 131_072
@@ -224,7 +209,9 @@ class DuckLakeAssetStore:
         cur = self._cursor()
         try:
             if snapshot is not None and (key.lower(), snapshot) not in self._members:
-                self._check_snapshot(cur, key, snapshot)
+                self._check_snapshot(key, snapshot)
+            if snapshot is not None and self._expired_latest(key, snapshot):
+                snapshot = None  # compacted away, and still the current table
             query = cur.execute(f"SELECT * FROM {_table(key, snapshot)}")
             source = query.to_arrow_reader(max(1, int(batch_rows)))
         except duckdb.CatalogException:
@@ -245,40 +232,31 @@ class DuckLakeAssetStore:
 
         return pa.RecordBatchReader.from_batches(source.schema, batches())
 
-    def snapshots(self, key: str) -> list[SnapshotInfo]:
+    def snapshots(self, key: str, limit: int | None = None) -> list[SnapshotInfo]:
+        """The asset's snapshots, oldest first (the newest ``limit`` when given): one keyed
+        query of the snapshot index, however long the asset's history."""
         _check_key(key)
-        with self._reading(key) as cur:
-            history = _history(cur, self._meta, key).get(key.lower())
-            if not history:
-                raise self._not_found(key)
-            infos = []
-            for commit in history:
-                rows, schema = self._snapshot_stats(cur, key, commit.snapshot)
-                infos.append(SnapshotInfo(key=key, rows=rows, schema=schema, **asdict(commit)))
-            return infos
+        history = self._indexed(lambda index: index.history(key, limit))
+        if not history and (limit is None or limit > 0 or self.asset(key) is None):
+            raise self._not_found(key)
+        return [_snapshot_info(key, entry) for entry in history]
+
+    def snapshot(self, key: str, snapshot: int) -> SnapshotInfo:
+        """One snapshot of the asset; ``AssetNotFoundError`` lists the ones that exist."""
+        _check_key(key)
+        self._check_snapshot(key, snapshot)
+        entry = self._indexed(lambda index: index.entry(key, snapshot))
+        assert entry is not None  # checked just above; snapshots are never re-numbered
+        return _snapshot_info(key, entry)
+
+    def asset(self, key: str) -> AssetInfo | None:
+        """The asset with its latest snapshot, or None when the lake has no such asset."""
+        _check_key(key)
+        listed = self._indexed(lambda index: index.latest(key))
+        return None if listed is None else _asset_info(listed)
 
     def assets(self) -> list[AssetInfo]:
-        with self._reading(None) as cur:
-            names = _table_names(cur)
-            histories = _history(cur, self._meta, None)
-            infos = []
-            for name in sorted(names):
-                history = histories.get(name.lower())
-                if not history:  # created outside Klaw in a way the catalog does not record
-                    continue
-                latest = history[-1]
-                rows, schema = self._snapshot_stats(cur, name, latest.snapshot)
-                infos.append(
-                    AssetInfo(
-                        key=name,
-                        latest_snapshot=latest.snapshot,
-                        snapshots=len(history),
-                        rows=rows,
-                        updated_at=latest.committed_at,
-                        schema=schema,
-                    )
-                )
-            return infos
+        return [_asset_info(listed) for listed in self._indexed(LakeIndex.assets)]
 
     # -- maintenance --------------------------------------------------------------------------
 
@@ -308,6 +286,7 @@ class DuckLakeAssetStore:
         with self._lock:
             self._closed = True
             con, self._con = self._con, None
+            self._lake_index = None
         if con is not None:
             con.close()
 
@@ -404,96 +383,106 @@ class DuckLakeAssetStore:
     # -- committing ---------------------------------------------------------------------------
 
     def _commit_once(
-        self, con: duckdb.DuckDBPyConnection, key: str, table: pa.Table, message: str, extra: str
-    ) -> int:
-        con.execute("BEGIN TRANSACTION")
-        try:
-            con.execute(
-                "CALL ducklake_set_commit_message(?, ?, ?, extra_info => ?)",
-                [_LAKE, _AUTHOR, message, extra],
+        self,
+        con: duckdb.DuckDBPyConnection,
+        index: LakeIndex,
+        key: str,
+        table: pa.Table,
+        message: str,
+        extra: str,
+    ) -> tuple[int, dict[str, str]]:
+        """One catalog transaction that makes the asset's next snapshot; its id and schema."""
+        latest = index.latest(key)
+        if latest is not None and latest.latest.key != key:
+            raise StorageError(
+                f"asset {key!r} clashes with the existing asset {latest.latest.key!r}:"
+                " asset keys are case-insensitive",
+                hint=f"rename the asset, or spell it {latest.latest.key!r} as before",
             )
-            con.register(_SOURCE, table)
-            clash = [n for n in _table_names(con) if n.lower() == key.lower() and n != key]
-            if clash:
-                raise StorageError(
-                    f"asset {key!r} clashes with the existing asset {clash[0]!r}:"
-                    " asset keys are case-insensitive",
-                    hint=f"rename the asset, or spell it {clash[0]!r} as before",
+        # Small assets are rewritten in place (DELETE + INSERT into the same DuckLake table),
+        # so an asset stays one table however many snapshots it has. A large one is replaced
+        # (CREATE OR REPLACE): a DELETE scans the old version (0.2 s per million rows) where a
+        # drop only ends its files. An empty old version is replaced too: deleting nothing and
+        # inserting nothing would make no snapshot at all.
+        in_place = latest is not None and 0 < latest.latest.rows <= _IN_PLACE_ROWS
+        con.register(_SOURCE, table)
+        try:
+            schema = _arrow_schema(con.execute(f"SELECT * FROM {_SOURCE} LIMIT 0").to_arrow_table())
+            con.execute("BEGIN TRANSACTION")
+            try:
+                con.execute(
+                    "CALL ducklake_set_commit_message(?, ?, ?, extra_info => ?)",
+                    [_LAKE, _AUTHOR, message, extra],
                 )
-            # A replacement, not DELETE + INSERT: a DELETE scans the old version (0.2 s per
-            # million rows) where a drop only ends its files, which time travel keeps reading;
-            # and it is always one snapshot, where an empty DELETE + INSERT would make none.
-            con.execute(f"CREATE OR REPLACE TABLE {_table(key)} AS SELECT * FROM {_SOURCE}")
-            # The Parquet files are written now; until COMMIT no snapshot refers to them.
-            failpoint("before_lake_commit")
-            con.execute("COMMIT")
-        except BaseException:
-            _rollback(con)
-            raise
+                if in_place and _columns(con, _table(key)) == _columns(con, _SOURCE):
+                    con.execute(f"DELETE FROM {_table(key)}")
+                    con.execute(f"INSERT INTO {_table(key)} SELECT * FROM {_SOURCE}")
+                else:
+                    con.execute(f"CREATE OR REPLACE TABLE {_table(key)} AS SELECT * FROM {_SOURCE}")
+                # The Parquet files are written now; until COMMIT no snapshot refers to them.
+                failpoint("before_lake_commit")
+                con.execute("COMMIT")
+            except BaseException:
+                _rollback(con)
+                raise
         finally:
             con.unregister(_SOURCE)
-        snapshot = _landed_snapshot(
-            con, self._meta, extra
-        )  # the catalog, not the session, says which
-        if snapshot is None:
+        row = con.execute("SELECT id FROM ducklake_last_committed_snapshot(?)", [_LAKE]).fetchone()
+        if row is None or row[0] is None:
             raise StorageError(
                 f"asset {key!r}: DuckLake committed, but recorded no snapshot for the commit",
                 hint="check the asset's snapshots and report this as a bug in Klaw",
             )
-        return snapshot
+        return int(row[0]), schema
 
     # -- reading ------------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _reading(self, key: str | None) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A cursor inside one read transaction, so several queries see one catalog version."""
-        cur = self._cursor()
+    def _indexed(self, ask: Callable[[LakeIndex], _T]) -> _T:
+        """``ask`` the snapshot index, first indexing any commit it has not seen yet (one
+        that another process made a moment ago, or whose process died before indexing it)."""
         try:
-            cur.execute("BEGIN TRANSACTION")
-            yield cur
+            index = self._index()
+            if index.behind():
+                with self._lock:
+                    self._catch_up_locked(self._connection_locked(), index)
+            return ask(index)
         except duckdb.Error as exc:
-            what = "the asset store" if key is None else f"asset {key!r}"
-            raise _storage_error(exc, f"could not read {what}") from None
-        finally:
-            _rollback(cur)
-            cur.close()
+            raise _storage_error(exc, "could not read the asset store") from None
 
-    def _check_snapshot(self, cur: duckdb.DuckDBPyConnection, key: str, snapshot: int) -> None:
-        history = _history(cur, self._meta, key).get(key.lower())
-        if not history:
+    def _check_snapshot(self, key: str, snapshot: int) -> None:
+        if self._indexed(lambda index: index.entry(key, snapshot)) is not None:
+            self._members.add((key.lower(), snapshot))
+            return
+        listed = self.asset(key)
+        if listed is None:
             raise self._not_found(key)
-        ids = [commit.snapshot for commit in history]
-        for known in ids:
-            self._members.add((key.lower(), known))
-        if snapshot not in ids:
-            shown = ", ".join(str(i) for i in ids[-_LISTED_SNAPSHOTS:])
-            many = len(ids) > _LISTED_SNAPSHOTS
-            listed = f"the last {_LISTED_SNAPSHOTS} of {len(ids)} are" if many else "it has"
-            raise AssetNotFoundError(
-                f"asset {key!r} has no snapshot {snapshot}; {listed} {shown}",
-                hint="read the latest snapshot, or one of the ids listed",
-            )
+        recent = self._indexed(lambda index: index.history(key, _LISTED_SNAPSHOTS))
+        shown = ", ".join(str(e.snapshot) for e in recent)
+        many = listed.snapshots > len(recent)
+        listed_text = f"the last {len(recent)} of {listed.snapshots} are" if many else "it has"
+        raise AssetNotFoundError(
+            f"asset {key!r} has no snapshot {snapshot}; {listed_text} {shown}",
+            hint="read the latest snapshot, or one of the ids listed",
+        )
 
-    def _snapshot_stats(
-        self, cur: duckdb.DuckDBPyConnection, key: str, snapshot: int
-    ) -> tuple[int, dict[str, str]]:
-        cached = self._stats.get((key.lower(), snapshot))
-        if cached is None:
-            at = _table(key, snapshot)
-            row = cur.execute(f"SELECT count(*) FROM {at}").fetchone()
-            schema = cur.execute(f"SELECT * FROM {at} LIMIT 0").to_arrow_table().schema
-            cached = (int(row[0]) if row else 0, {f.name: str(f.type) for f in schema})
-            self._stats[(key.lower(), snapshot)] = cached
-        return cached
+    def _expired_latest(self, key: str, snapshot: int) -> bool:
+        """Whether ``snapshot`` is the asset's latest and DuckLake expired it (compaction keeps
+        an asset's current contents, and its latest snapshot id in the index, readable)."""
+        if snapshot in self._expired:
+            return True
+        latest = self.asset(key)
+        if latest is None or latest.latest_snapshot != snapshot:
+            return False
+        expired = snapshot not in self._indexed(LakeIndex.snapshot_ids)
+        if expired:
+            self._expired.add(snapshot)
+        return expired
 
     def _not_found(self, key: str) -> AssetNotFoundError:
-        cur = self._cursor()
         try:
-            names = _table_names(cur)
-        except duckdb.Error:
+            names = self._index().names()
+        except (StorageError, duckdb.Error):
             names = []
-        finally:
-            cur.close()
         close = difflib.get_close_matches(key, names, n=3, cutoff=0.6)
         close += [n for n in names if n.lower() == key.lower() and n not in close]
         suggestion = f"; did you mean {', '.join(repr(n) for n in close)}?" if close else ""
@@ -501,6 +490,96 @@ class DuckLakeAssetStore:
             f"asset {key!r} does not exist in the lake at {self.location!r}{suggestion}",
             hint="run `klaw assets list` to see every asset",
         )
+
+    # -- the snapshot index -------------------------------------------------------------------
+
+    def _index(self) -> LakeIndex:
+        index = self._lake_index
+        if index is not None:
+            return index
+        with self._lock:
+            return self._index_locked()
+
+    def _index_locked(self) -> LakeIndex:
+        if self._lake_index is None:
+            self._connection_locked()  # DuckLake creates its catalog tables first
+            target = catalog_target(self.catalog)
+            deadline = time.monotonic() + self.retry_timeout
+            while True:  # another process may be creating the same tables right now
+                try:
+                    self._lake_index = LakeIndex(
+                        self._index_cursor, _META, postgres=target.postgres, schema=target.schema
+                    )
+                    break
+                except duckdb.Error as exc:
+                    retry = _is_retryable(exc) or isinstance(exc, duckdb.ConstraintException)
+                    if not retry or time.monotonic() > deadline:
+                        what = "could not open the lake's snapshot index"
+                        raise _storage_error(exc, what) from None
+                    time.sleep(random.uniform(0.01, 0.1))
+        return self._lake_index
+
+    def _index_cursor(self) -> duckdb.DuckDBPyConnection:
+        con = self._con
+        if con is None:
+            raise self._closed_error()
+        return con.cursor()
+
+    def _catch_up_locked(
+        self, con: duckdb.DuckDBPyConnection, index: LakeIndex, own: Entry | None = None
+    ) -> None:
+        """Index every DuckLake snapshot above the index's mark: ``own`` (the commit just
+        made, whose counts are known) and any other, described from DuckLake's own record."""
+        pending = index.pending(index.through())
+        if not pending:
+            return
+        entries: list[Entry] = []
+        dropped: list[str] = []
+        for snap in pending:
+            if own is not None and snap.snapshot == own.snapshot:
+                entries.append(dataclasses.replace(own, committed_at=snap.committed_at))
+                continue
+            found, gone = self._describe(con, index, snap)
+            entries += found
+            dropped += gone
+        index.record(entries, through=pending[-1].snapshot, dropped=dropped)
+
+    def _describe(
+        self, con: duckdb.DuckDBPyConnection, index: LakeIndex, snap: Pending
+    ) -> tuple[list[Entry], list[str]]:
+        """The asset snapshots one DuckLake snapshot made, and the assets it dropped: a Klaw
+        commit says which asset in its extra info; any other change is read off the table
+        names and ids DuckLake lists (compaction and schema changes make no asset snapshot)."""
+        tags = _extra(snap.extra_info)
+        run_id, stage, attempt = _tags(tags)
+        changes = _CHANGE.findall(snap.changes)
+        if isinstance(tags.get("key"), str):
+            names = {str(tags["key"])}
+        else:
+            created = {_created_name(target) for kind, target in changes if kind == "created_table"}
+            ids = [
+                int(target)
+                for kind, target in changes
+                if kind in _DATA_CHANGES and target.isdigit()
+            ]
+            names = {n for n in created if n} | set(index.table_names(ids).values())
+        dropped_ids = [int(t) for kind, t in changes if kind == "dropped_table" and t.isdigit()]
+        gone = set(index.table_names(dropped_ids).values()) - names if dropped_ids else set()
+        entries = []
+        for name in sorted(names):
+            rows = tags.get("rows") if name == tags.get("key") else None
+            try:
+                at = _table(name, snap.snapshot)
+                schema = _arrow_schema(con.execute(f"SELECT * FROM {at} LIMIT 0").to_arrow_table())
+                if not isinstance(rows, int):
+                    row = con.execute(f"SELECT count(*) FROM {at}").fetchone()
+                    rows = int(row[0]) if row else 0
+            except duckdb.Error:
+                continue  # not a table of schema main at that snapshot (made and dropped)
+            entries.append(
+                Entry(snap.snapshot, name, snap.committed_at, rows, schema, run_id, stage, attempt)
+            )
+        return entries, sorted(gone)
 
 
 # -- SQL and catalog details --------------------------------------------------------------------
@@ -526,34 +605,24 @@ def _table(key: str, snapshot: int | None = None) -> str:
     return name if snapshot is None else f"{name} AT (VERSION => {int(snapshot)})"
 
 
-def _table_names(cur: duckdb.DuckDBPyConnection) -> list[str]:
-    rows = cur.execute(
-        "SELECT table_name FROM duckdb_tables() WHERE database_name = ? AND schema_name = 'main'",
-        [_LAKE],
-    ).fetchall()
-    return [str(row[0]) for row in rows]
+def _columns(con: duckdb.DuckDBPyConnection, relation: str) -> list[tuple[str, str]]:
+    """The names and DuckDB types of a table's columns, in order."""
+    rows = con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()
+    return [(str(row[0]), str(row[1])) for row in rows]
 
 
-def _history(
-    cur: duckdb.DuckDBPyConnection, meta: str, key: str | None
-) -> dict[str, list[_Commit]]:
-    """Snapshots per lower-cased key, oldest first (every key when ``key`` is None)."""
-    histories: dict[str, list[_Commit]] = {}
-    sql = _HISTORY_SQL.format(meta=meta, lake=literal(_LAKE))
-    for name, snapshot, at, extra in cur.execute(sql, {"key": key}).fetchall():
-        commit = _Commit(int(snapshot), float(at), *_tags(extra))
-        histories.setdefault(name, []).append(commit)
-    return histories
-
-
-def _tags(extra: object) -> tuple[str | None, str | None, int | None]:
-    """Run id, stage and attempt from a snapshot's extra info; None for what is not there."""
+def _extra(extra: object) -> dict[str, object]:
+    """A snapshot's extra info as a dict ({} for none, or for what Klaw did not write)."""
     try:
         tags = json.loads(extra) if isinstance(extra, str) else {}
     except ValueError:
         tags = {}
-    got = tags if isinstance(tags, dict) else {}
-    run_id, stage, attempt = got.get("run_id"), got.get("stage"), got.get("attempt")
+    return tags if isinstance(tags, dict) else {}
+
+
+def _tags(tags: dict[str, object]) -> tuple[str | None, str | None, int | None]:
+    """Run id, stage and attempt from a snapshot's extra info; None for what is not there."""
+    run_id, stage, attempt = tags.get("run_id"), tags.get("stage"), tags.get("attempt")
     return (
         run_id if isinstance(run_id, str) else None,
         stage if isinstance(stage, str) else None,
@@ -561,14 +630,48 @@ def _tags(extra: object) -> tuple[str | None, str | None, int | None]:
     )
 
 
-def _landed_snapshot(con: duckdb.DuckDBPyConnection, meta: str, extra: str) -> int | None:
-    """The snapshot a commit tagged ``extra`` (which holds a unique id) produced, if it did."""
-    row = con.execute(
-        f"SELECT max(snapshot_id) FROM {meta}.ducklake_snapshot_changes"
-        " WHERE commit_extra_info = ?",
-        [extra],
-    ).fetchone()
-    return None if row is None or row[0] is None else int(row[0])
+def _created_name(target: str) -> str | None:
+    """``"main"."orders"`` -> ``orders``; None for a table of another schema."""
+    parts = [p.replace('""', '"') for p in re.findall(r'"((?:[^"]|"")*)"', target)]
+    return parts[1] if len(parts) == 2 and parts[0] == "main" else None
+
+
+def _landed_snapshot(index: LakeIndex, mark: int, extra: str) -> int | None:
+    """The snapshot a commit tagged ``extra`` (which holds a unique id) produced, if it did:
+    it is above the index's mark as it was when the commit began."""
+    for snap in index.pending(mark):
+        if snap.extra_info == extra:
+            return snap.snapshot
+    return None
+
+
+def _arrow_schema(table: pa.Table) -> dict[str, str]:
+    return {f.name: str(f.type) for f in table.schema}
+
+
+def _snapshot_info(key: str, entry: Entry) -> SnapshotInfo:
+    return SnapshotInfo(
+        key=key,
+        snapshot=entry.snapshot,
+        committed_at=entry.committed_at,
+        rows=entry.rows,
+        run_id=entry.run_id,
+        stage=entry.stage,
+        attempt=entry.attempt,
+        schema=entry.schema,
+    )
+
+
+def _asset_info(listed: Listed) -> AssetInfo:
+    latest = listed.latest
+    return AssetInfo(
+        key=latest.key,
+        latest_snapshot=latest.snapshot,
+        snapshots=listed.snapshots,
+        rows=latest.rows,
+        updated_at=latest.committed_at,
+        schema=latest.schema,
+    )
 
 
 def _rollback(con: duckdb.DuckDBPyConnection) -> None:
@@ -576,7 +679,7 @@ def _rollback(con: duckdb.DuckDBPyConnection) -> None:
         con.execute("ROLLBACK")
 
 
-def _is_retryable(exc: duckdb.Error) -> bool:
+def _is_retryable(exc: Exception) -> bool:
     """Whether another writer caused the failure, so trying again can succeed. DuckLake raises
     a conflicting or blocked commit as ``TransactionException``. Only when DuckDB gives no
     type (a bare ``duckdb.Error``: e.g. "Failed to initialize DuckLake" while another process
@@ -586,7 +689,7 @@ def _is_retryable(exc: duckdb.Error) -> bool:
     return type(exc) is duckdb.Error and _CONTENDED.search(str(exc)) is not None
 
 
-def _storage_error(exc: duckdb.Error, what: str) -> StorageError:
+def _storage_error(exc: Exception, what: str) -> StorageError:
     text = str(exc).strip()
     missing = re.search(r'extension "?(\w+)"? to be loaded|"(\w+)" extension', text)
     if missing:

@@ -36,12 +36,18 @@ _concealed: set[str] = set()  # secrets every message hides (see conceal)
 @dataclass(frozen=True, slots=True)
 class CatalogTarget:
     """How to attach one catalog: what ``ATTACH`` gets, the extension its database needs, the
-    extra ``ATTACH`` options, and the schema that holds DuckLake's tables in that database."""
+    extra ``ATTACH`` options, the schema that holds DuckLake's tables in that database, and the
+    database as its own driver opens it (a SQLite file's path, or a Postgres conninfo)."""
 
     attach: str
     extension: str
     options: tuple[str, ...]
     schema: str
+    database: str
+
+    @property
+    def postgres(self) -> bool:
+        return self.extension == "postgres_scanner"
 
 
 def is_postgres(catalog: str | Path) -> bool:
@@ -72,7 +78,7 @@ def catalog_target(catalog: str | Path) -> CatalogTarget:
     path = Path(text).expanduser().resolve()
     make_folder(path.parent, "the folder for the DuckLake catalog")
     options = ("META_JOURNAL_MODE 'WAL'", f"META_BUSY_TIMEOUT {_BUSY_TIMEOUT_MS}")
-    return CatalogTarget(f"ducklake:sqlite:{path}", "sqlite_scanner", options, "main")
+    return CatalogTarget(f"ducklake:sqlite:{path}", "sqlite_scanner", options, "main", str(path))
 
 
 def _postgres_target(text: str) -> CatalogTarget:
@@ -104,6 +110,7 @@ def _postgres_target(text: str) -> CatalogTarget:
         "postgres_scanner",
         (f"METADATA_SCHEMA {literal(schema)}",),
         schema,
+        conninfo,
     )
 
 

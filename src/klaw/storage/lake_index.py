@@ -1,0 +1,391 @@
+"""Klaw's index of asset snapshots, kept in the DuckLake catalog database beside DuckLake's tables.
+
+DuckLake records *that* a snapshot changed a table, as text in ``ducklake_snapshot_changes``;
+asking it for one asset's history means scanning every change ever made. The index answers the
+questions Klaw asks every day (an asset's snapshots, its latest one, every asset with its latest
+snapshot) from two small tables with keys that fit them, so their cost stays the same after a
+year of commits:
+
+``klaw_asset_snapshot``
+    one row per snapshot of an asset: who committed it, its row count and schema;
+    keyed by ``(asset_key, snapshot_id)``.
+``klaw_asset``
+    one row per asset: its spelling, latest snapshot and number of snapshots.
+``klaw_lake_index``
+    one row: ``indexed_through``, the snapshot id up to which every DuckLake snapshot is indexed.
+
+Everything goes through the store's own DuckDB instance, where the catalog database is attached
+(a second SQLite library in one process would break SQLite's file locks). Reads are passed to
+the database natively (``sqlite_query`` / ``postgres_query``), so keyed lookups use its indexes,
+which DuckDB's scan of an attached table does not; writes are DuckDB statements on the attached
+tables, one transaction each. A commit lands in DuckLake first and is indexed right after (one
+DuckDB transaction may write to one attached database only); a process that dies in between
+leaves a snapshot above ``indexed_through``, which the next commit or read of any process
+indexes (:meth:`LakeIndex.pending`). Indexing a snapshot twice is harmless.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+
+SCHEMA_VERSION = 1
+_RECORD_ATTEMPTS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One snapshot of one asset, as the index holds it."""
+
+    snapshot: int
+    key: str  # as spelt by the commit
+    committed_at: float
+    rows: int
+    schema: dict[str, str]
+    run_id: str | None = None
+    stage: str | None = None
+    attempt: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Listed:
+    """One asset with its latest snapshot, as the index holds it."""
+
+    latest: Entry
+    snapshots: int
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A DuckLake snapshot above the index's mark: what it changed, and who made it."""
+
+    snapshot: int
+    committed_at: float
+    changes: str
+    extra_info: str | None
+
+
+class LakeIndex:
+    """The snapshot index of one DuckLake catalog, attached as ``meta`` to the DuckDB instance
+    that ``cursor`` opens cursors of; ``schema`` is the database schema with DuckLake's tables
+    (``main`` in SQLite). Thread-safe: one statement at a time."""
+
+    def __init__(
+        self,
+        cursor: Callable[[], duckdb.DuckDBPyConnection],
+        meta: str,
+        *,
+        postgres: bool,
+        schema: str = "main",
+    ) -> None:
+        self._cursor = cursor
+        self._meta = meta
+        self._schema = schema
+        self._native = "postgres_query" if postgres else "sqlite_query"
+        self._prefix = f"{_quote(schema)}." if postgres else ""
+        self._lock = threading.Lock()
+        self._create()
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def through(self) -> int:
+        """The snapshot id every DuckLake snapshot up to which is indexed (-1: none yet)."""
+        row = self._one(f"SELECT indexed_through FROM {self._t('klaw_lake_index')} WHERE id = 1")
+        return -1 if row is None else int(row[0])
+
+    def behind(self) -> bool:
+        """Whether DuckLake has a snapshot the index has not seen: one keyed lookup."""
+        row = self._one(
+            f"SELECT max(snapshot_id) FROM {self._t('ducklake_snapshot')}"
+            f" WHERE snapshot_id > (SELECT indexed_through FROM {self._t('klaw_lake_index')}"
+            " WHERE id = 1)"
+        )
+        return row is not None and row[0] is not None
+
+    def pending(self, after: int) -> list[Pending]:
+        """DuckLake's snapshots above ``after``, oldest first: a range of its primary key."""
+        rows = self._all(
+            "SELECT s.snapshot_id, CAST(s.snapshot_time AS VARCHAR), c.changes_made,"
+            f" c.commit_extra_info FROM {self._t('ducklake_snapshot')} AS s"
+            f" LEFT JOIN {self._t('ducklake_snapshot_changes')} AS c"
+            f" ON c.snapshot_id = s.snapshot_id WHERE s.snapshot_id > {int(after)}"
+            " ORDER BY s.snapshot_id"
+        )
+        return [Pending(int(s), _epoch(at), str(ch or ""), extra) for s, at, ch, extra in rows]
+
+    def latest(self, key: str) -> Listed | None:
+        row = self._one(
+            f"SELECT {_ENTRY}, a.snapshots FROM {self._t('klaw_asset')} AS a"
+            f" JOIN {self._t('klaw_asset_snapshot')} AS e"
+            " ON e.asset_key = a.asset_key AND e.snapshot_id = a.latest_snapshot"
+            f" WHERE a.asset_key = {_literal(key.lower())}"
+        )
+        return None if row is None else Listed(_entry(row[:-1]), int(row[-1]))
+
+    def entry(self, key: str, snapshot: int) -> Entry | None:
+        row = self._one(
+            f"SELECT {_ENTRY} FROM {self._t('klaw_asset_snapshot')} AS e"
+            f" WHERE e.asset_key = {_literal(key.lower())} AND e.snapshot_id = {int(snapshot)}"
+        )
+        return None if row is None else _entry(row)
+
+    def history(self, key: str, limit: int | None = None) -> list[Entry]:
+        """The asset's snapshots, oldest first; the newest ``limit`` of them when given."""
+        sql = (
+            f"SELECT {_ENTRY} FROM {self._t('klaw_asset_snapshot')} AS e"
+            f" WHERE e.asset_key = {_literal(key.lower())} ORDER BY e.snapshot_id DESC"
+        )
+        if limit is not None:
+            sql += f" LIMIT {max(0, int(limit))}"
+        return [_entry(row) for row in reversed(self._all(sql))]
+
+    def assets(self) -> list[Listed]:
+        rows = self._all(
+            f"SELECT {_ENTRY}, a.snapshots FROM {self._t('klaw_asset')} AS a"
+            f" JOIN {self._t('klaw_asset_snapshot')} AS e"
+            " ON e.asset_key = a.asset_key AND e.snapshot_id = a.latest_snapshot"
+            " ORDER BY a.asset_name"
+        )
+        return [Listed(_entry(row[:-1]), int(row[-1])) for row in rows]
+
+    def names(self) -> list[str]:
+        return [str(r[0]) for r in self._all(f"SELECT asset_name FROM {self._t('klaw_asset')}")]
+
+    def table_names(self, table_ids: Sequence[int]) -> dict[int, str]:
+        """The names of DuckLake tables in schema ``main``, by table id (for foreign commits)."""
+        if not table_ids:
+            return {}
+        rows = self._all(
+            f"SELECT DISTINCT t.table_id, t.table_name FROM {self._t('ducklake_table')} AS t"
+            f" JOIN {self._t('ducklake_schema')} AS s ON s.schema_id = t.schema_id"
+            " WHERE s.schema_name = 'main'"
+            f" AND t.table_id IN ({', '.join(str(int(i)) for i in table_ids)})"
+        )
+        return {int(tid): str(name) for tid, name in rows}
+
+    def snapshot_ids(self) -> set[int]:
+        """Every snapshot DuckLake still has (after expiry, fewer than were made)."""
+        rows = self._all(f"SELECT snapshot_id FROM {self._t('ducklake_snapshot')}")
+        return {int(r[0]) for r in rows}
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def record(
+        self, entries: Sequence[Entry], *, through: int, dropped: Sequence[str] = ()
+    ) -> None:
+        """Index ``entries`` (each once: one indexed already is left as it is), forget the
+        assets ``dropped`` outside Klaw, and move the mark up to ``through``; one transaction.
+        Another process indexing the same snapshots at once makes this retry without them."""
+        todo = list(entries)
+        for _ in range(_RECORD_ATTEMPTS):
+            try:
+                self._record_once(todo, through, dropped)
+                return
+            except duckdb.ConstraintException:  # a row another process just wrote
+                known = {(e.key.lower(), e.snapshot) for e in self._existing(todo)}
+                todo = [e for e in todo if (e.key.lower(), e.snapshot) not in known]
+        self._record_once(todo, through, dropped)
+
+    def forget_expired(self) -> int:
+        """Drop the rows of snapshots DuckLake expired, except each asset's latest one (its
+        current contents, still readable); recount. Returns how many rows went."""
+        kept = self.snapshot_ids()
+        gone = [
+            (str(key), int(snap))
+            for key, snap, latest in self._all(
+                f"SELECT e.asset_key, e.snapshot_id, a.latest_snapshot"
+                f" FROM {self._t('klaw_asset_snapshot')} AS e"
+                f" JOIN {self._t('klaw_asset')} AS a ON a.asset_key = e.asset_key"
+            )
+            if int(snap) not in kept and int(snap) != int(latest)
+        ]
+        e, a = self._w("klaw_asset_snapshot"), self._w("klaw_asset")
+        with self._writing() as cur:
+            for key, snap in gone:
+                cur.execute(f"DELETE FROM {e} WHERE asset_key = ? AND snapshot_id = ?", [key, snap])
+            cur.execute(
+                f"UPDATE {a} SET snapshots = (SELECT count(*) FROM {e}"
+                f" WHERE {e}.asset_key = {a}.asset_key)"
+            )
+        return len(gone)
+
+    # -- details ------------------------------------------------------------------------------
+
+    def _record_once(self, entries: Sequence[Entry], through: int, dropped: Sequence[str]) -> None:
+        e, a, mark = (
+            self._w("klaw_asset_snapshot"),
+            self._w("klaw_asset"),
+            self._w("klaw_lake_index"),
+        )
+        with self._writing() as cur:
+            for entry in entries:
+                cur.execute(
+                    f"INSERT INTO {e} (snapshot_id, asset_key, asset_name, committed_at, run_id,"
+                    " stage, attempt, row_count, arrow_schema) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        entry.snapshot,
+                        entry.key.lower(),
+                        entry.key,
+                        entry.committed_at,
+                        entry.run_id,
+                        entry.stage,
+                        entry.attempt,
+                        entry.rows,
+                        json.dumps(entry.schema, separators=(",", ":")),
+                    ],
+                )
+            newest: dict[str, tuple[int, str, int]] = {}  # key -> latest snapshot, name, count
+            for entry in entries:
+                k = entry.key.lower()
+                snap, name, count = newest.get(k, (-1, entry.key, 0))
+                if entry.snapshot > snap:
+                    snap, name = entry.snapshot, entry.key
+                newest[k] = (snap, name, count + 1)
+            for k, (snap, name, count) in newest.items():
+                cur.execute(
+                    f"UPDATE {a} SET asset_name = CASE WHEN latest_snapshot < ? THEN ?"
+                    " ELSE asset_name END, latest_snapshot = greatest(latest_snapshot, ?),"
+                    " snapshots = snapshots + ? WHERE asset_key = ?",
+                    [snap, name, snap, count, k],
+                )
+                cur.execute(
+                    f"INSERT INTO {a} (asset_key, asset_name, latest_snapshot, snapshots)"
+                    f" SELECT ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM {a} WHERE asset_key = ?)",
+                    [k, name, snap, count, k],
+                )
+            for key in dropped:
+                cur.execute(f"DELETE FROM {a} WHERE asset_key = ?", [key.lower()])
+            cur.execute(
+                f"UPDATE {mark} SET indexed_through = greatest(indexed_through, ?) WHERE id = 1",
+                [through],
+            )
+
+    def _existing(self, entries: Sequence[Entry]) -> list[Entry]:
+        if not entries:
+            return []
+        pairs = " OR ".join(
+            f"(e.asset_key = {_literal(x.key.lower())} AND e.snapshot_id = {int(x.snapshot)})"
+            for x in entries
+        )
+        return [
+            _entry(row)
+            for row in self._all(
+                f"SELECT {_ENTRY} FROM {self._t('klaw_asset_snapshot')} AS e WHERE {pairs}"
+            )
+        ]
+
+    def _create(self) -> None:
+        e, a, mark = (
+            self._w("klaw_asset_snapshot"),
+            self._w("klaw_asset"),
+            self._w("klaw_lake_index"),
+        )
+        with self._writing() as cur:
+            cur.execute(
+                f"CREATE TABLE IF NOT EXISTS {e} (snapshot_id BIGINT NOT NULL,"
+                " asset_key VARCHAR NOT NULL, asset_name VARCHAR NOT NULL,"
+                " committed_at DOUBLE NOT NULL, run_id VARCHAR, stage VARCHAR, attempt INTEGER,"
+                " row_count BIGINT NOT NULL, arrow_schema VARCHAR NOT NULL,"
+                " PRIMARY KEY (asset_key, snapshot_id))"
+            )
+            cur.execute(
+                f"CREATE TABLE IF NOT EXISTS {a} (asset_key VARCHAR PRIMARY KEY,"
+                " asset_name VARCHAR NOT NULL, latest_snapshot BIGINT NOT NULL,"
+                " snapshots BIGINT NOT NULL)"
+            )
+            cur.execute(
+                f"CREATE TABLE IF NOT EXISTS {mark} (id INTEGER PRIMARY KEY,"
+                " indexed_through BIGINT NOT NULL, version INTEGER NOT NULL)"
+            )
+        with self._writing() as cur:
+            cur.execute(
+                f"INSERT INTO {mark} (id, indexed_through, version) SELECT 1, -1, ?"
+                f" WHERE NOT EXISTS (SELECT 1 FROM {mark})",
+                [SCHEMA_VERSION],
+            )
+
+    def _t(self, table: str) -> str:
+        """A table as the catalog database itself names it (in a native query)."""
+        return f"{self._prefix}{table}"
+
+    def _w(self, table: str) -> str:
+        """A table as DuckDB names it in the attached catalog database."""
+        return f"{_quote(self._meta)}.{_quote(self._schema)}.{table}"
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        with self._lock:
+            cur = self._cursor()
+            try:
+                cur.execute("BEGIN TRANSACTION")
+                yield cur
+                cur.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(duckdb.Error):
+                    cur.execute("ROLLBACK")
+                raise
+            finally:
+                cur.close()
+
+    def _all(self, sql: str) -> list[tuple[Any, ...]]:
+        with self._lock:
+            cur = self._cursor()
+            try:
+                return cur.execute(
+                    f"SELECT * FROM {self._native}(?, ?)", [self._meta, sql]
+                ).fetchall()
+            finally:
+                cur.close()
+
+    def _one(self, sql: str) -> tuple[Any, ...] | None:
+        rows = self._all(sql)
+        return rows[0] if rows else None
+
+
+_ENTRY = (
+    "e.snapshot_id, e.asset_name, e.committed_at, e.row_count, e.arrow_schema,"
+    " e.run_id, e.stage, e.attempt"
+)
+
+
+def _entry(row: Sequence[Any]) -> Entry:
+    snapshot, name, at, rows, schema, run_id, stage, attempt = row
+    return Entry(
+        snapshot=int(snapshot),
+        key=str(name),
+        committed_at=float(at),
+        rows=int(rows),
+        schema=json.loads(schema),
+        run_id=None if run_id is None else str(run_id),
+        stage=None if stage is None else str(stage),
+        attempt=None if attempt is None else int(attempt),
+    )
+
+
+def _epoch(at: object) -> float:
+    """A DuckLake snapshot time (text in SQLite, ``timestamptz`` in Postgres) in epoch seconds."""
+    if isinstance(at, dt.datetime):
+        stamp = at
+    else:
+        text = str(at)
+        if len(text) >= 3 and text[-3] in "+-" and text[-2:].isdigit():
+            text += ":00"  # '+00' -> '+00:00'
+        stamp = dt.datetime.fromisoformat(text)
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=dt.UTC)
+    return stamp.timestamp()
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
