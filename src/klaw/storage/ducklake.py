@@ -99,6 +99,7 @@ class DuckLakeAssetStore:
         self._meta = f"{_META}.main"  # where DuckLake's own tables are; set when opened
         self._closed = False
         self._lake_index: LakeIndex | None = None  # Klaw's snapshot index, opened on first use
+        self._mark = -1  # a snapshot id every snapshot up to which is indexed
         # Snapshots never change, so what was learnt about one is kept.
         self._members: set[tuple[str, int]] = set()
         self._expired: set[int] = set()  # latest snapshots that compaction expired
@@ -137,15 +138,14 @@ class DuckLakeAssetStore:
             con = self._connection_locked()
             index = self._index_locked()
             while True:
-                mark = index.through()
+                mark = self._mark
                 try:
-                    self._catch_up_locked(con, index)
                     snapshot, schema = self._commit_once(con, index, key, table, message, extra)
                     break
                 except duckdb.Error as exc:
                     landed = None
                     with contextlib.suppress(duckdb.Error):
-                        landed = _landed_snapshot(index, mark, extra)
+                        landed = index.landed(mark, extra)
                     if landed is not None:  # the commit failed after it was durable
                         snapshot, schema = landed, None
                         break
@@ -510,6 +510,7 @@ class DuckLakeAssetStore:
                     self._lake_index = LakeIndex(
                         self._index_cursor, _META, postgres=target.postgres, schema=target.schema
                     )
+                    self._mark = self._lake_index.through()
                     break
                 except duckdb.Error as exc:
                     retry = _is_retryable(exc) or isinstance(exc, duckdb.ConstraintException)
@@ -530,12 +531,14 @@ class DuckLakeAssetStore:
     ) -> None:
         """Index every DuckLake snapshot above the index's mark: ``own`` (the commit just
         made, whose counts are known) and any other, described from DuckLake's own record."""
-        pending = index.pending(index.through())
+        pending = index.pending()
         if not pending:
             return
         entries: list[Entry] = []
         dropped: list[str] = []
         for snap in pending:
+            if snap.indexed:
+                continue
             if own is not None and snap.snapshot == own.snapshot:
                 entries.append(dataclasses.replace(own, committed_at=snap.committed_at))
                 continue
@@ -543,6 +546,7 @@ class DuckLakeAssetStore:
             entries += found
             dropped += gone
         index.record(entries, through=pending[-1].snapshot, dropped=dropped)
+        self._mark = max(self._mark, pending[-1].snapshot)
 
     def _describe(
         self, con: duckdb.DuckDBPyConnection, index: LakeIndex, snap: Pending
@@ -634,15 +638,6 @@ def _created_name(target: str) -> str | None:
     """``"main"."orders"`` -> ``orders``; None for a table of another schema."""
     parts = [p.replace('""', '"') for p in re.findall(r'"((?:[^"]|"")*)"', target)]
     return parts[1] if len(parts) == 2 and parts[0] == "main" else None
-
-
-def _landed_snapshot(index: LakeIndex, mark: int, extra: str) -> int | None:
-    """The snapshot a commit tagged ``extra`` (which holds a unique id) produced, if it did:
-    it is above the index's mark as it was when the commit began."""
-    for snap in index.pending(mark):
-        if snap.extra_info == extra:
-            return snap.snapshot
-    return None
 
 
 def _arrow_schema(table: pa.Table) -> dict[str, str]:

@@ -37,7 +37,6 @@ from typing import Any
 import duckdb
 
 SCHEMA_VERSION = 1
-_RECORD_ATTEMPTS = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +69,7 @@ class Pending:
     committed_at: float
     changes: str
     extra_info: str | None
+    indexed: bool = False
 
 
 class LakeIndex:
@@ -88,7 +88,9 @@ class LakeIndex:
         self._cursor = cursor
         self._meta = meta
         self._schema = schema
+        self._postgres = postgres
         self._native = "postgres_query" if postgres else "sqlite_query"
+        self._greatest = "greatest" if postgres else "max"
         self._prefix = f"{_quote(schema)}." if postgres else ""
         self._lock = threading.Lock()
         self._create()
@@ -109,23 +111,38 @@ class LakeIndex:
         )
         return row is not None and row[0] is not None
 
-    def pending(self, after: int) -> list[Pending]:
-        """DuckLake's snapshots above ``after``, oldest first: a range of its primary key."""
+    def pending(self) -> list[Pending]:
+        """DuckLake's snapshots above the mark, oldest first (a range of its primary key), each
+        saying whether it is indexed already (by another process, a moment ago)."""
+        e = self._t("klaw_asset_snapshot")
         rows = self._all(
             "SELECT s.snapshot_id, CAST(s.snapshot_time AS VARCHAR), c.changes_made,"
-            f" c.commit_extra_info FROM {self._t('ducklake_snapshot')} AS s"
+            f" c.commit_extra_info, EXISTS (SELECT 1 FROM {e} AS e"
+            " WHERE e.snapshot_id = s.snapshot_id)"
+            f" FROM {self._t('ducklake_snapshot')} AS s"
             f" LEFT JOIN {self._t('ducklake_snapshot_changes')} AS c"
-            f" ON c.snapshot_id = s.snapshot_id WHERE s.snapshot_id > {int(after)}"
+            " ON c.snapshot_id = s.snapshot_id WHERE s.snapshot_id >"
+            f" (SELECT indexed_through FROM {self._t('klaw_lake_index')} WHERE id = 1)"
             " ORDER BY s.snapshot_id"
         )
-        return [Pending(int(s), _epoch(at), str(ch or ""), extra) for s, at, ch, extra in rows]
+        return [
+            Pending(int(s), _epoch(at), str(ch or ""), extra, _true(done))
+            for s, at, ch, extra, done in rows
+        ]
+
+    def landed(self, after: int, extra_info: str) -> int | None:
+        """The snapshot above ``after`` whose extra info is ``extra_info``, if there is one."""
+        row = self._one(
+            f"SELECT max(snapshot_id) FROM {self._t('ducklake_snapshot_changes')}"
+            f" WHERE snapshot_id > {int(after)} AND commit_extra_info = {_literal(extra_info)}"
+        )
+        return None if row is None or row[0] is None else int(row[0])
 
     def latest(self, key: str) -> Listed | None:
+        e = self._t("klaw_asset_snapshot")
         row = self._one(
-            f"SELECT {_ENTRY}, a.snapshots FROM {self._t('klaw_asset')} AS a"
-            f" JOIN {self._t('klaw_asset_snapshot')} AS e"
-            " ON e.asset_key = a.asset_key AND e.snapshot_id = a.latest_snapshot"
-            f" WHERE a.asset_key = {_literal(key.lower())}"
+            f"SELECT {_ENTRY}, {self._count('e')} FROM {e} AS e"
+            f" WHERE e.asset_key = {_literal(key.lower())} ORDER BY e.snapshot_id DESC LIMIT 1"
         )
         return None if row is None else Listed(_entry(row[:-1]), int(row[-1]))
 
@@ -147,10 +164,12 @@ class LakeIndex:
         return [_entry(row) for row in reversed(self._all(sql))]
 
     def assets(self) -> list[Listed]:
+        """Every asset with its latest snapshot: two keyed lookups per asset."""
+        e = self._t("klaw_asset_snapshot")
         rows = self._all(
-            f"SELECT {_ENTRY}, a.snapshots FROM {self._t('klaw_asset')} AS a"
-            f" JOIN {self._t('klaw_asset_snapshot')} AS e"
-            " ON e.asset_key = a.asset_key AND e.snapshot_id = a.latest_snapshot"
+            f"SELECT {_ENTRY}, {self._count('e')} FROM {self._t('klaw_asset')} AS a"
+            f" JOIN {e} AS e ON e.asset_key = a.asset_key AND e.snapshot_id ="
+            f" (SELECT max(m.snapshot_id) FROM {e} AS m WHERE m.asset_key = a.asset_key)"
             " ORDER BY a.asset_name"
         )
         return [Listed(_entry(row[:-1]), int(row[-1])) for row in rows]
@@ -180,135 +199,106 @@ class LakeIndex:
     def record(
         self, entries: Sequence[Entry], *, through: int, dropped: Sequence[str] = ()
     ) -> None:
-        """Index ``entries`` (each once: one indexed already is left as it is), forget the
-        assets ``dropped`` outside Klaw, and move the mark up to ``through``; one transaction.
-        Another process indexing the same snapshots at once makes this retry without them."""
-        todo = list(entries)
-        for _ in range(_RECORD_ATTEMPTS):
-            try:
-                self._record_once(todo, through, dropped)
-                return
-            except duckdb.ConstraintException:  # a row another process just wrote
-                known = {(e.key.lower(), e.snapshot) for e in self._existing(todo)}
-                todo = [e for e in todo if (e.key.lower(), e.snapshot) not in known]
-        self._record_once(todo, through, dropped)
+        """Index ``entries`` (one indexed already is left as it is), forget the assets
+        ``dropped`` outside Klaw, and move the mark up to ``through``: one transaction. Each
+        entry is numbered one past the asset's highest number so far (its snapshot count)."""
+        e, a = self._t("klaw_asset_snapshot"), self._t("klaw_asset")
+        with self._writing() as run:
+            for name in sorted({x.key.lower(): x.key for x in entries}.items()):
+                run(
+                    f"INSERT INTO {a} (asset_key, asset_name) SELECT {_literal(name[0])},"
+                    f" {_literal(name[1])} WHERE true ON CONFLICT (asset_key) DO NOTHING"
+                )
+            for x in entries:
+                values = ", ".join(
+                    [
+                        str(int(x.snapshot)),
+                        _literal(x.key.lower()),
+                        _literal(x.key),
+                        repr(float(x.committed_at)),
+                        _nullable(x.run_id),
+                        _nullable(x.stage),
+                        "NULL" if x.attempt is None else str(int(x.attempt)),
+                        str(int(x.rows)),
+                        _literal(json.dumps(x.schema, separators=(",", ":"))),
+                    ]
+                )
+                run(
+                    f"INSERT INTO {e} (snapshot_id, asset_key, asset_name, committed_at, run_id,"
+                    " stage, attempt, row_count, arrow_schema, ordinal)"
+                    f" SELECT {values}, coalesce((SELECT max(o.ordinal) FROM {e} AS o"
+                    f" WHERE o.asset_key = {_literal(x.key.lower())}), 0) + 1"
+                    " WHERE true ON CONFLICT (asset_key, snapshot_id) DO NOTHING"
+                )
+            for key in dropped:
+                run(f"DELETE FROM {a} WHERE asset_key = {_literal(key.lower())}")
+            run(
+                f"UPDATE {self._t('klaw_lake_index')} SET indexed_through ="
+                f" {self._greatest}(indexed_through, {int(through)}) WHERE id = 1"
+            )
 
     def forget_expired(self) -> int:
         """Drop the rows of snapshots DuckLake expired, except each asset's latest one (its
-        current contents, still readable); recount. Returns how many rows went."""
-        kept = self.snapshot_ids()
-        gone = [
-            (str(key), int(snap))
-            for key, snap, latest in self._all(
-                f"SELECT e.asset_key, e.snapshot_id, a.latest_snapshot"
-                f" FROM {self._t('klaw_asset_snapshot')} AS e"
-                f" JOIN {self._t('klaw_asset')} AS a ON a.asset_key = e.asset_key"
-            )
-            if int(snap) not in kept and int(snap) != int(latest)
-        ]
-        e, a = self._w("klaw_asset_snapshot"), self._w("klaw_asset")
-        with self._writing() as cur:
-            for key, snap in gone:
-                cur.execute(f"DELETE FROM {e} WHERE asset_key = ? AND snapshot_id = ?", [key, snap])
-            cur.execute(
-                f"UPDATE {a} SET snapshots = (SELECT count(*) FROM {e}"
-                f" WHERE {e}.asset_key = {a}.asset_key)"
-            )
-        return len(gone)
+        current contents, still readable), and renumber. Returns how many rows went."""
+        e, s = self._t("klaw_asset_snapshot"), self._t("ducklake_snapshot")
+        expired = (
+            f"FROM {e} WHERE NOT EXISTS (SELECT 1 FROM {s} AS s"
+            f" WHERE s.snapshot_id = {e}.snapshot_id) AND snapshot_id <"
+            f" (SELECT max(m.snapshot_id) FROM {e} AS m WHERE m.asset_key = {e}.asset_key)"
+        )
+        row = self._one(f"SELECT count(*) {expired}")
+        gone = 0 if row is None else int(row[0])
+        if gone:
+            with self._writing() as run:
+                run(f"DELETE {expired}")
+                run(
+                    f"UPDATE {e} SET ordinal = r.n FROM (SELECT asset_key AS k,"
+                    " snapshot_id AS s, row_number() OVER (PARTITION BY asset_key"
+                    f" ORDER BY snapshot_id) AS n FROM {e}) AS r"
+                    f" WHERE r.k = {e}.asset_key AND r.s = {e}.snapshot_id"
+                )
+        return gone
 
     # -- details ------------------------------------------------------------------------------
 
-    def _record_once(self, entries: Sequence[Entry], through: int, dropped: Sequence[str]) -> None:
-        e, a, mark = (
-            self._w("klaw_asset_snapshot"),
-            self._w("klaw_asset"),
-            self._w("klaw_lake_index"),
+    def _count(self, alias: str) -> str:
+        """The number of snapshots of the asset of row ``alias``: its highest ordinal."""
+        return (
+            f"(SELECT max(c.ordinal) FROM {self._t('klaw_asset_snapshot')} AS c"
+            f" WHERE c.asset_key = {alias}.asset_key)"
         )
-        with self._writing() as cur:
-            for entry in entries:
-                cur.execute(
-                    f"INSERT INTO {e} (snapshot_id, asset_key, asset_name, committed_at, run_id,"
-                    " stage, attempt, row_count, arrow_schema) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        entry.snapshot,
-                        entry.key.lower(),
-                        entry.key,
-                        entry.committed_at,
-                        entry.run_id,
-                        entry.stage,
-                        entry.attempt,
-                        entry.rows,
-                        json.dumps(entry.schema, separators=(",", ":")),
-                    ],
-                )
-            newest: dict[str, tuple[int, str, int]] = {}  # key -> latest snapshot, name, count
-            for entry in entries:
-                k = entry.key.lower()
-                snap, name, count = newest.get(k, (-1, entry.key, 0))
-                if entry.snapshot > snap:
-                    snap, name = entry.snapshot, entry.key
-                newest[k] = (snap, name, count + 1)
-            for k, (snap, name, count) in newest.items():
-                cur.execute(
-                    f"UPDATE {a} SET asset_name = CASE WHEN latest_snapshot < ? THEN ?"
-                    " ELSE asset_name END, latest_snapshot = greatest(latest_snapshot, ?),"
-                    " snapshots = snapshots + ? WHERE asset_key = ?",
-                    [snap, name, snap, count, k],
-                )
-                cur.execute(
-                    f"INSERT INTO {a} (asset_key, asset_name, latest_snapshot, snapshots)"
-                    f" SELECT ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM {a} WHERE asset_key = ?)",
-                    [k, name, snap, count, k],
-                )
-            for key in dropped:
-                cur.execute(f"DELETE FROM {a} WHERE asset_key = ?", [key.lower()])
-            cur.execute(
-                f"UPDATE {mark} SET indexed_through = greatest(indexed_through, ?) WHERE id = 1",
-                [through],
-            )
-
-    def _existing(self, entries: Sequence[Entry]) -> list[Entry]:
-        if not entries:
-            return []
-        pairs = " OR ".join(
-            f"(e.asset_key = {_literal(x.key.lower())} AND e.snapshot_id = {int(x.snapshot)})"
-            for x in entries
-        )
-        return [
-            _entry(row)
-            for row in self._all(
-                f"SELECT {_ENTRY} FROM {self._t('klaw_asset_snapshot')} AS e WHERE {pairs}"
-            )
-        ]
 
     def _create(self) -> None:
-        e, a, mark = (
-            self._w("klaw_asset_snapshot"),
-            self._w("klaw_asset"),
-            self._w("klaw_lake_index"),
-        )
-        with self._writing() as cur:
-            cur.execute(
-                f"CREATE TABLE IF NOT EXISTS {e} (snapshot_id BIGINT NOT NULL,"
-                " asset_key VARCHAR NOT NULL, asset_name VARCHAR NOT NULL,"
-                " committed_at DOUBLE NOT NULL, run_id VARCHAR, stage VARCHAR, attempt INTEGER,"
-                " row_count BIGINT NOT NULL, arrow_schema VARCHAR NOT NULL,"
-                " PRIMARY KEY (asset_key, snapshot_id))"
-            )
-            cur.execute(
-                f"CREATE TABLE IF NOT EXISTS {a} (asset_key VARCHAR PRIMARY KEY,"
-                " asset_name VARCHAR NOT NULL, latest_snapshot BIGINT NOT NULL,"
-                " snapshots BIGINT NOT NULL)"
-            )
-            cur.execute(
-                f"CREATE TABLE IF NOT EXISTS {mark} (id INTEGER PRIMARY KEY,"
-                " indexed_through BIGINT NOT NULL, version INTEGER NOT NULL)"
-            )
-        with self._writing() as cur:
-            cur.execute(
-                f"INSERT INTO {mark} (id, indexed_through, version) SELECT 1, -1, ?"
-                f" WHERE NOT EXISTS (SELECT 1 FROM {mark})",
-                [SCHEMA_VERSION],
+        # SQLite: DuckDB statements on the attached database; Postgres: its own DDL, natively.
+        q = self._t if self._postgres else self._w
+        e, a, mark = (q(t) for t in ("klaw_asset_snapshot", "klaw_asset", "klaw_lake_index"))
+        statements = [
+            f"CREATE TABLE IF NOT EXISTS {e} (snapshot_id BIGINT NOT NULL,"
+            " asset_key VARCHAR NOT NULL, asset_name VARCHAR NOT NULL,"
+            " committed_at DOUBLE PRECISION NOT NULL, run_id VARCHAR, stage VARCHAR,"
+            " attempt INTEGER, row_count BIGINT NOT NULL, arrow_schema VARCHAR NOT NULL,"
+            " ordinal BIGINT NOT NULL, PRIMARY KEY (asset_key, snapshot_id))",
+            f"CREATE INDEX IF NOT EXISTS klaw_asset_snapshot_ordinal ON {e} (asset_key, ordinal)",
+            f"CREATE INDEX IF NOT EXISTS klaw_asset_snapshot_id ON {e} (snapshot_id)",
+            f"CREATE TABLE IF NOT EXISTS {a} (asset_key VARCHAR PRIMARY KEY,"
+            " asset_name VARCHAR NOT NULL)",
+            f"CREATE TABLE IF NOT EXISTS {mark} (id INTEGER PRIMARY KEY,"
+            " indexed_through BIGINT NOT NULL, version INTEGER NOT NULL)",
+        ]
+        cur = self._cursor()
+        try:
+            for statement in statements:
+                if self._postgres:
+                    cur.execute("CALL postgres_execute(?, ?)", [self._meta, statement])
+                else:
+                    cur.execute(statement)
+        finally:
+            cur.close()
+        mark = self._t("klaw_lake_index")
+        with self._writing() as run:
+            run(
+                f"INSERT INTO {mark} (id, indexed_through, version)"
+                f" SELECT 1, -1, {SCHEMA_VERSION} WHERE true ON CONFLICT (id) DO NOTHING"
             )
 
     def _t(self, table: str) -> str:
@@ -320,12 +310,21 @@ class LakeIndex:
         return f"{_quote(self._meta)}.{_quote(self._schema)}.{table}"
 
     @contextlib.contextmanager
-    def _writing(self) -> Iterator[duckdb.DuckDBPyConnection]:
+    def _writing(self) -> Iterator[Callable[[str], None]]:
+        """Statements passed to the catalog database natively, in one transaction (DuckDB
+        runs them in its transaction on the attached database)."""
+
+        def run(sql: str) -> None:
+            if self._postgres:
+                cur.execute("CALL postgres_execute(?, ?)", [self._meta, sql])
+            else:  # sqlite_query runs a statement only if it returns rows
+                cur.execute("SELECT * FROM sqlite_query(?, ?)", [self._meta, f"{sql} RETURNING 1"])
+
         with self._lock:
             cur = self._cursor()
             try:
                 cur.execute("BEGIN TRANSACTION")
-                yield cur
+                yield run
                 cur.execute("COMMIT")
             except BaseException:
                 with contextlib.suppress(duckdb.Error):
@@ -385,6 +384,15 @@ def _epoch(at: object) -> float:
 
 def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
+
+
+def _true(value: object) -> bool:
+    """A boolean as a native query returns it (SQLite: the text '0' or '1')."""
+    return value not in (None, False, 0, "0", "false", "f")
+
+
+def _nullable(text: str | None) -> str:
+    return "NULL" if text is None else _literal(text)
 
 
 def _literal(text: str) -> str:
