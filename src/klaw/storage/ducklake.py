@@ -45,7 +45,7 @@ from klaw.storage.location import (
     redact,
 )
 from klaw.storage.objects import ObjectStore, on_object_store
-from klaw.storage.store import AssetInfo, SnapshotInfo
+from klaw.storage.store import AssetInfo, CompactReport, SnapshotInfo
 
 _T = TypeVar("_T")
 
@@ -57,6 +57,7 @@ _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _MAX_KEY_LENGTH = 63
 _LISTED_SNAPSHOTS = 20  # how many snapshot ids an error message lists
 _ORPHAN_AGE = dt.timedelta(days=1)
+_CLEANUP_GRACE = dt.timedelta(hours=1)  # how long compaction keeps files nothing uses any more
 _IN_PLACE_ROWS = 100_000  # up to this many rows, a commit rewrites the asset's table in place
 # The change kinds of ``ducklake_snapshot_changes`` that change a table's rows or columns.
 _DATA_CHANGES = frozenset({"inserted_into_table", "deleted_from_table", "altered_table"})
@@ -155,6 +156,7 @@ class DuckLakeAssetStore:
                     delay = min(delay * 2, 0.5)
             # The snapshot is durable now; indexing it may fail (then the next commit or read
             # of any process indexes it from DuckLake's own record).
+            failpoint("before_lake_index")
             own = None
             if schema is not None:
                 own = Entry(snapshot, key, 0.0, table.num_rows, schema, run_id, stage, attempt)
@@ -260,6 +262,67 @@ class DuckLakeAssetStore:
 
     # -- maintenance --------------------------------------------------------------------------
 
+    def compact(
+        self,
+        *,
+        retain: dt.timedelta | None = None,
+        grace: dt.timedelta = _CLEANUP_GRACE,
+        orphan_age: dt.timedelta = _ORPHAN_AGE,
+    ) -> CompactReport:
+        """Keep a lake that has taken many small commits fast to read, and its disk in bounds.
+
+        In order, each step its own transaction (an interrupted compaction loses nothing, and
+        running it again finishes it): merge each table's small adjacent files (time travel to
+        every snapshot still works); with ``retain``, expire the snapshots older than that,
+        keeping every asset's latest one readable; delete the files expired snapshots and
+        merges left once they have been unused for ``grace`` (a reader may still be scanning
+        them); delete orphaned files older than ``orphan_age`` (see
+        :meth:`delete_orphaned_files`)."""
+        if retain is not None and retain < dt.timedelta(0):
+            raise StorageError(
+                f"the retention must not be negative, got {retain}",
+                hint="pass how long snapshots are kept, e.g. 30 days",
+            )
+        started = time.time()  # what the retention counts back from
+        with self._lock:
+            con = self._connection_locked()
+            index = self._index_locked()
+            try:
+                merged = con.execute(
+                    "CALL ducklake_merge_adjacent_files(?)", [_LAKE]
+                ).to_arrow_table()
+                failpoint("lake_compact_merged")
+                expired: list[int] = []
+                if retain is not None:
+                    # Chosen here, by each snapshot's time: DuckLake's own older_than (1.5.5)
+                    # expires every snapshot but the newest whatever the time it is given.
+                    expired = index.older_than(started - retain.total_seconds())
+                    # Forgotten first: a compaction that dies next leaves snapshots that are
+                    # still there but no longer listed, never listed ones that are gone.
+                    index.forget(expired)
+                    failpoint("lake_compact_forgotten")
+                    if expired:
+                        con.execute(
+                            "CALL ducklake_expire_snapshots(?, versions => ?)", [_LAKE, expired]
+                        ).to_arrow_table()
+                unused = (dt.datetime.now(dt.UTC) - grace).timestamp()
+                deleted = con.execute(
+                    "CALL ducklake_cleanup_old_files(?, older_than => to_timestamp(?))",
+                    [_LAKE, unused],
+                ).to_arrow_table()
+                orphans = self._delete_orphans_locked(con, orphan_age)
+            except duckdb.Error as exc:
+                raise _storage_error(exc, "could not compact the lake") from None
+        self._members.clear()
+        return CompactReport(
+            tables_merged=merged.num_rows,
+            files_merged=sum(int(n or 0) for n in merged.column("files_processed").to_pylist()),
+            files_written=sum(int(n or 0) for n in merged.column("files_created").to_pylist()),
+            snapshots_expired=len(expired),
+            files_deleted=deleted.num_rows,
+            orphans_deleted=len(orphans),
+        )
+
     def delete_orphaned_files(self, *, older_than: dt.timedelta = _ORPHAN_AGE) -> list[str]:
         """Delete the Parquet files under the data path that no snapshot refers to and that
         were last written more than ``older_than`` ago; return their paths, sorted.
@@ -270,16 +333,20 @@ class DuckLakeAssetStore:
         longest a commit can take while other processes may be writing to this lake. Any other
         Parquet file kept under the data path counts as orphaned too (other files are left).
         """
-        cutoff = (dt.datetime.now(dt.UTC) - older_than).timestamp()
         with self._lock:  # no commit of this store is between writing files and committing
-            con = self._connection_locked()
-            try:
-                rows = con.execute(
-                    "CALL ducklake_delete_orphaned_files(?, older_than => to_timestamp(?))",
-                    [_LAKE, cutoff],
-                ).fetchall()
-            except duckdb.Error as exc:
-                raise _storage_error(exc, "could not delete the lake's orphaned files") from None
+            return self._delete_orphans_locked(self._connection_locked(), older_than)
+
+    def _delete_orphans_locked(
+        self, con: duckdb.DuckDBPyConnection, older_than: dt.timedelta
+    ) -> list[str]:
+        cutoff = (dt.datetime.now(dt.UTC) - older_than).timestamp()
+        try:
+            rows = con.execute(
+                "CALL ducklake_delete_orphaned_files(?, older_than => to_timestamp(?))",
+                [_LAKE, cutoff],
+            ).fetchall()
+        except duckdb.Error as exc:
+            raise _storage_error(exc, "could not delete the lake's orphaned files") from None
         return sorted(str(row[0]) for row in rows)
 
     def close(self) -> None:

@@ -189,6 +189,15 @@ class LakeIndex:
         )
         return {int(tid): str(name) for tid, name in rows}
 
+    def older_than(self, cutoff: float) -> list[int]:
+        """DuckLake's snapshots made before ``cutoff`` (epoch seconds), except the newest."""
+        snapshots = self._t("ducklake_snapshot")
+        rows = self._all(
+            f"SELECT snapshot_id, CAST(snapshot_time AS VARCHAR) FROM {snapshots}"
+            f" WHERE snapshot_id < (SELECT max(snapshot_id) FROM {snapshots})"
+        )
+        return sorted(int(snap) for snap, at in rows if _epoch(at) < cutoff)
+
     def snapshot_ids(self) -> set[int]:
         """Every snapshot DuckLake still has (after expiry, fewer than were made)."""
         rows = self._all(f"SELECT snapshot_id FROM {self._t('ducklake_snapshot')}")
@@ -237,20 +246,22 @@ class LakeIndex:
                 f" {self._greatest}(indexed_through, {int(through)}) WHERE id = 1"
             )
 
-    def forget_expired(self) -> int:
-        """Drop the rows of snapshots DuckLake expired, except each asset's latest one (its
-        current contents, still readable), and renumber. Returns how many rows went."""
-        e, s = self._t("klaw_asset_snapshot"), self._t("ducklake_snapshot")
-        expired = (
-            f"FROM {e} WHERE NOT EXISTS (SELECT 1 FROM {s} AS s"
-            f" WHERE s.snapshot_id = {e}.snapshot_id) AND snapshot_id <"
-            f" (SELECT max(m.snapshot_id) FROM {e} AS m WHERE m.asset_key = {e}.asset_key)"
+    def forget(self, snapshots: Sequence[int]) -> int:
+        """Drop the rows of ``snapshots`` (about to be expired), except each asset's latest one
+        (its current contents, still readable), and renumber. Returns how many rows went."""
+        if not snapshots:
+            return 0
+        e = self._t("klaw_asset_snapshot")
+        doomed = (
+            f"FROM {e} WHERE snapshot_id IN ({', '.join(str(int(x)) for x in snapshots)})"
+            f" AND snapshot_id < (SELECT max(m.snapshot_id) FROM {e} AS m"
+            f" WHERE m.asset_key = {e}.asset_key)"
         )
-        row = self._one(f"SELECT count(*) {expired}")
+        row = self._one(f"SELECT count(*) {doomed}")
         gone = 0 if row is None else int(row[0])
         if gone:
             with self._writing() as run:
-                run(f"DELETE {expired}")
+                run(f"DELETE {doomed}")
                 run(
                     f"UPDATE {e} SET ordinal = r.n FROM (SELECT asset_key AS k,"
                     " snapshot_id AS s, row_number() OVER (PARTITION BY asset_key"

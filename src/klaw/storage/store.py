@@ -32,6 +32,17 @@ class AssetInfo(msgspec.Struct, frozen=True, kw_only=True):
     schema: dict[str, str] = msgspec.field(default_factory=dict)
 
 
+class CompactReport(msgspec.Struct, frozen=True, kw_only=True):
+    """What one compaction of the lake did."""
+
+    tables_merged: int = 0  # tables whose small files were merged
+    files_merged: int = 0  # data files merged into bigger ones
+    files_written: int = 0  # the files they were merged into
+    snapshots_expired: int = 0
+    files_deleted: int = 0  # files of expired snapshots and merges, no longer used
+    orphans_deleted: int = 0  # files of commits that never landed
+
+
 class AssetStore(Protocol):
     def commit(self, key: str, table: pa.Table, *, run_id: str, stage: str, attempt: int) -> int:
         """Replace the asset's contents with ``table`` as exactly one new snapshot; return its
