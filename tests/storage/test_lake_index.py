@@ -105,7 +105,7 @@ def test_a_commit_whose_process_died_before_indexing_it_is_indexed_next_time(
         _die_at(lake_place, "before_lake_index", "commit")
         # the snapshot landed in DuckLake: a reader that stayed open sees it, fully described
         snaps = store.snapshots("orders")
-        assert [s.snapshot for s in snaps][0] == first and len(snaps) == 2
+        assert len(snaps) == 2 and snaps[0].snapshot == first
         lost = snaps[-1]
         assert (lost.run_id, lost.stage, lost.attempt, lost.rows) == ("lost", "s", 2, 3)
         assert lost.schema == {"a": "int64"}
@@ -198,6 +198,6 @@ def test_an_interrupted_compaction_loses_nothing_and_a_rerun_finishes(
 
 
 def test_a_negative_retention_is_refused(tmp_path: os.PathLike[str]) -> None:
-    with DuckLakeAssetStore(f"{tmp_path}/lake.sqlite", f"{tmp_path}/lake") as store:
-        with pytest.raises(StorageError, match="must not be negative"):
-            store.compact(retain=dt.timedelta(days=-1))
+    store = DuckLakeAssetStore(f"{tmp_path}/lake.sqlite", f"{tmp_path}/lake")
+    with store, pytest.raises(StorageError, match="must not be negative"):
+        store.compact(retain=dt.timedelta(days=-1))
