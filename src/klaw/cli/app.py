@@ -31,7 +31,9 @@ db_app = typer.Typer(help="The metadata database: upgrade, prune.", no_args_is_h
 app.add_typer(runs_app, name="runs")
 app.add_typer(assets_app, name="assets")
 app.add_typer(workflows_app, name="workflows")
+lake_app = typer.Typer(help="The asset lake: compact.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(lake_app, name="lake")
 
 
 @dataclass
@@ -125,6 +127,7 @@ COMMAND_MODULES: dict[str, str] = {
     "cancel": "runs",
     "assets": "assets",
     "db": "db",
+    "lake": "lake",
     "dev": "dev",
     "api": "api",
     "server": "server",

@@ -38,13 +38,17 @@ def assets_show(
         int | None, typer.Option("--snapshot", help="A past snapshot (default: latest).")
     ] = None,
     limit: Annotated[int, typer.Option("--limit", min=0, help="Rows to show.")] = 10,
+    history: Annotated[
+        int, typer.Option("--history", min=0, help="Snapshots to list, newest first (0: all).")
+    ] = 20,
     output: OutputOpt = Format.TABLE,
 ) -> None:
-    """Show an asset: its snapshots, schema and the first rows of one snapshot."""
+    """Show an asset: its latest snapshots, schema and the first rows of one snapshot."""
     from klaw.protocol import ListSnapshots, SnapshotsReply
 
     backend = STATE.backend()
-    snaps = ask(backend, ListSnapshots(key=key), SnapshotsReply).snapshots
+    wanted = ListSnapshots(key=key, limit=history or None)
+    snaps = ask(backend, wanted, SnapshotsReply).snapshots
     head = backend.read_asset(key, snapshot, limit)
     chosen = snapshot if snapshot is not None else (snaps[-1].snapshot if snaps else None)
     total = next((s.rows for s in snaps if s.snapshot == chosen), head.num_rows)

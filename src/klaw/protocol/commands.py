@@ -102,7 +102,10 @@ class ListAssets(_Command, frozen=True):
 
 
 class ListSnapshots(_Command, frozen=True):
+    """An asset's snapshots, oldest first: the newest ``limit`` of them when given."""
+
     key: str
+    limit: Annotated[int, msgspec.Meta(ge=1)] | None = None
 
 
 class ListSchedules(_Command, frozen=True):

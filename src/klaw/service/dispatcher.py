@@ -249,7 +249,7 @@ class Dispatcher:
         return AssetsReply(assets=self.orchestrator.assets())
 
     def _list_snapshots(self, cmd: ListSnapshots) -> SnapshotsReply:
-        return SnapshotsReply(snapshots=self.orchestrator.snapshots(cmd.key))
+        return SnapshotsReply(snapshots=self.orchestrator.snapshots(cmd.key, cmd.limit))
 
     def _list_schedules(self, cmd: ListSchedules) -> SchedulesReply:
         return SchedulesReply(schedules=list_schedules(self.orchestrator))
@@ -307,31 +307,32 @@ class Dispatcher:
         return LogsReply(logs=logs)
 
     def _get_asset(self, cmd: GetAsset) -> AssetReply:
-        snapshots = self.orchestrator.snapshots(cmd.key)  # AssetNotFoundError names the key
-        latest = snapshots[-1]
-        found = [a for a in self.orchestrator.assets() if a.key.lower() == cmd.key.lower()]
-        if not found:
+        [latest] = self.orchestrator.snapshots(cmd.key, limit=1)  # or AssetNotFoundError
+        found = self.orchestrator.asset(cmd.key)
+        if found is None:
             raise AssetNotFoundError(f"No asset {cmd.key!r} in the lake.")
-        return AssetReply(asset=found[0], latest=latest)
+        return AssetReply(asset=found, latest=latest)
 
     def _preview_rows(self, cmd: PreviewRows) -> RowsReply:
-        snapshots = self.orchestrator.snapshots(cmd.key)  # AssetNotFoundError names the key
-        snapshot = snapshots[-1].snapshot if cmd.snapshot is None else cmd.snapshot
+        if cmd.snapshot is None:  # AssetNotFoundError names the key, or lists the snapshots
+            [info] = self.orchestrator.snapshots(cmd.key, limit=1)
+        else:
+            info = self.orchestrator.snapshot(cmd.key, cmd.snapshot)
+        snapshot = info.snapshot
         table = self.orchestrator.read_asset(cmd.key, snapshot, cmd.limit)
-        info = next((s for s in snapshots if s.snapshot == snapshot), None)
         return RowsReply(
             key=cmd.key,
             snapshot=snapshot,
             schema={f.name: str(f.type) for f in table.schema},
             rows=table.to_pylist(),
-            total_rows=info.rows if info is not None else table.num_rows,
+            total_rows=info.rows,
         )
 
     def _get_lineage(self, cmd: GetLineage) -> LineageReply:
         feeds = self._asset_inputs()  # asset key -> the asset keys it is computed from
         producer = self.orchestrator.producers().get(cmd.key)
         if producer is None:
-            self.orchestrator.snapshots(cmd.key)  # not defined: is it in the lake at all?
+            self.orchestrator.snapshots(cmd.key, limit=1)  # not defined: is it in the lake?
         return LineageReply(
             key=cmd.key,
             workflow=producer[0] if producer else None,

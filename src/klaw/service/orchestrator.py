@@ -433,7 +433,7 @@ class Orchestrator:
                 if up in refs:
                     continue
                 try:
-                    snaps = self.lake().snapshots(key)
+                    snaps = self.lake().snapshots(key, limit=1)
                 except AssetNotFoundError:
                     snaps = []
                 if not snaps:
@@ -558,8 +558,14 @@ class Orchestrator:
     def assets(self) -> list[AssetInfo]:
         return self.lake().assets()
 
-    def snapshots(self, key: str) -> list[SnapshotInfo]:
-        return self.lake().snapshots(key)
+    def snapshots(self, key: str, limit: int | None = None) -> list[SnapshotInfo]:
+        return self.lake().snapshots(key, limit)
+
+    def asset(self, key: str) -> AssetInfo | None:
+        return self.lake().asset(key)
+
+    def snapshot(self, key: str, snapshot: int) -> SnapshotInfo:
+        return self.lake().snapshot(key, snapshot)
 
     def read_asset(
         self, key: str, snapshot: int | None = None, limit: int | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import TYPE_CHECKING, Protocol
 
 import msgspec
@@ -53,9 +54,26 @@ class AssetStore(Protocol):
         when a limit is given (``limit=0``: the schema alone). ``AssetNotFoundError`` names
         the key and the closest keys, or the snapshot and the ones that exist."""
 
-    def snapshots(self, key: str) -> list[SnapshotInfo]:
-        """Every snapshot of the asset, oldest first, with row counts and schema."""
+    def snapshots(self, key: str, limit: int | None = None) -> list[SnapshotInfo]:
+        """Every snapshot of the asset, oldest first, with row counts and schema; the newest
+        ``limit`` of them when given."""
+
+    def snapshot(self, key: str, snapshot: int) -> SnapshotInfo:
+        """One snapshot; ``AssetNotFoundError`` names the key, or lists the snapshots."""
+
+    def asset(self, key: str) -> AssetInfo | None:
+        """The asset with its latest snapshot; None when there is no such asset."""
 
     def assets(self) -> list[AssetInfo]: ...
+
+    def compact(
+        self,
+        *,
+        retain: dt.timedelta | None = None,
+        grace: dt.timedelta = ...,
+        orphan_age: dt.timedelta = ...,
+    ) -> CompactReport:
+        """Merge small files; expire snapshots older than ``retain`` (each asset's latest
+        stays); delete files unused for ``grace`` and orphans older than ``orphan_age``."""
 
     def close(self) -> None: ...

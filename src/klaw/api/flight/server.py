@@ -144,9 +144,9 @@ class KlawFlightServer(flight.FlightServerBase):  # type: ignore[misc]
         return wanted.key, wanted.snapshot
 
     def _latest(self, key: str) -> AssetInfo:
-        for info in self._assets():
-            if info.key.lower() == key.lower():
-                return info
+        info = self.orchestrator.asset(key) if self.orchestrator.lake_stored else None
+        if info is not None:
+            return info
         self.orchestrator.read_asset(key, None, 0)  # an unknown key: names the closest ones
         raise AssetNotFoundError(
             f"asset {key!r} has no snapshot Klaw recorded",
@@ -211,14 +211,14 @@ class KlawFlightServer(flight.FlightServerBase):  # type: ignore[misc]
                     snapshots=latest.snapshots,
                 )
                 return self._flight_info(meta, latest.rows, descriptor)
-            found = self._locate(wanted)  # checks the snapshot exists before listing them
-            snaps = self.orchestrator.snapshots(found.key)
-            [info] = [snap for snap in snaps if snap.snapshot == found.snapshot]
+            found = self._locate(wanted)  # checks the snapshot exists
+            info = self.orchestrator.snapshot(found.key, found.snapshot)
+            asset = self.orchestrator.asset(found.key)
             meta = FlightMeta(
                 key=info.key,
                 snapshot=info.snapshot,
                 committed_at=info.committed_at,
-                snapshots=len(snaps),
+                snapshots=asset.snapshots if asset is not None else 1,
             )
             return self._flight_info(meta, info.rows, descriptor, found.schema)
 

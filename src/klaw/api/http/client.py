@@ -272,8 +272,9 @@ def route(cmd: Command) -> Request:
             return "GET", f"{PREFIX}/assets/{quote(key, safe='/')}/rows", query, None
         case GetLineage(key=key):
             return "GET", f"{PREFIX}/assets/{quote(key, safe='/')}/lineage", {}, None
-        case ListSnapshots(key=key):
-            return "GET", f"{PREFIX}/assets/{quote(key, safe='/')}/snapshots", {}, None
+        case ListSnapshots(key=key, limit=limit):
+            query = {"limit": limit}
+            return "GET", f"{PREFIX}/assets/{quote(key, safe='/')}/snapshots", query, None
         case ListSchedules():
             return "GET", f"{PREFIX}/schedules", {}, None
         case PauseSchedule(name=name):

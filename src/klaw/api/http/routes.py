@@ -274,8 +274,9 @@ def api_router(
         return reply(run(command(ListAssets)))
 
     @router.get("/assets/{key:path}/snapshots", name="list_snapshots", tags=["assets"])
-    def list_snapshots(key: str) -> Response:
-        return reply(run(command(ListSnapshots, key=key)))
+    def list_snapshots(key: str, limit: int | None = None) -> Response:
+        """The asset's snapshots, oldest first; with ``limit``, the newest ``limit``."""
+        return reply(run(command(ListSnapshots, key=key, limit=limit)))
 
     @router.get("/assets/{key:path}/rows", name="preview_rows", tags=["assets"])
     def preview_rows(
