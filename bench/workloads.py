@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import klaw
-from bench import floors, follow, metadata, shapes, tpch, workflows
+from bench import floors, follow, lake, metadata, shapes, tpch, workflows
 from bench.report import Basis, Row, Target, Unit
 from bench.timing import Case, interleaved
 
@@ -534,5 +534,7 @@ WORKLOADS: tuple[Workload, ...] = (
     Workload("F2", "command round trips over Flight DoAction", flight_latency),
     Workload("H1", "HTTP API: GET/POST /runs and SSE fan-out, from a second process", http_api),
     Workload("M", "metadata write throughput (SQLite, Postgres)", metadata.write_throughput),
+    Workload("A1", f"{lake.FANOUT} small assets in one run vs Parquet by hand", lake.fan_out),
+    Workload("A2", "asset commit, list, show and read as history grows", lake.history),
     Workload("L1", "event latency, commit → follower (SSE, Flight, CLI)", follow.latency),
 )

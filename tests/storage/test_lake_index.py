@@ -35,7 +35,10 @@ _CHILD = textwrap.dedent(
 
     catalog, data, action = sys.argv[1:4]
     store = DuckLakeAssetStore(catalog, data)
-    if action == "commit":
+    if action == "big":
+        table = pa.table({"a": pa.array([-777] * 600_000, pa.int64())})
+        store.commit("big", table, run_id="lost", stage="s", attempt=1)
+    elif action == "commit":
         store.commit("orders", pa.table({"a": [7, 8, 9]}), run_id="lost", stage="s", attempt=2)
     else:
         import datetime as dt
@@ -201,3 +204,44 @@ def test_a_negative_retention_is_refused(tmp_path: os.PathLike[str]) -> None:
     store = DuckLakeAssetStore(f"{tmp_path}/lake.sqlite", f"{tmp_path}/lake")
     with store, pytest.raises(StorageError, match="must not be negative"):
         store.compact(retain=dt.timedelta(days=-1))
+
+
+def _big(n: int = 600_000, start: int = 0) -> pa.Table:  # over the size staged before the lock
+    return pa.table({"a": pa.array(range(start, start + n), pa.int64())})
+
+
+def test_a_large_table_is_written_before_the_lock_and_registered(lake_place: Lake) -> None:
+    with DuckLakeAssetStore(lake_place.catalog, lake_place.data) as store:
+        first = commit(store, "big", _big())
+        second = commit(store, "big", _big(start=5))
+        staged = sorted(p.name for p in lake_place.data.rglob("klaw-*.parquet"))
+        assert len(staged) == 2  # Klaw wrote them, and DuckLake refers to them
+        assert store.delete_orphaned_files(older_than=NOW) == []
+        assert store.read("big", first).equals(_big())
+        assert store.read("big").equals(_big(start=5))
+        assert [s.rows for s in store.snapshots("big")] == [600_000, 600_000]
+        assert second > first
+
+
+def test_a_large_table_parquet_would_change_is_written_by_duckdb(lake_place: Lake) -> None:
+    labels = pa.array(["x", "y"] * 300_000).dictionary_encode()
+    table = pa.table({"a": pa.array(range(600_000), pa.int64()), "label": labels})
+    with DuckLakeAssetStore(lake_place.catalog, lake_place.data) as store:
+        commit(store, "labelled", table)
+        back = store.read("labelled")
+        assert back.num_rows == 600_000
+        assert back.column("label").to_pylist()[:3] == ["x", "y", "x"]
+        assert store.delete_orphaned_files(older_than=NOW) == []  # nothing was left behind
+
+
+def test_a_large_commit_killed_before_the_catalog_commit_leaves_an_orphan(
+    lake_place: Lake,
+) -> None:
+    with DuckLakeAssetStore(lake_place.catalog, lake_place.data) as store:
+        kept = commit(store, "big", _big(10))
+        _die_at(lake_place, "before_lake_commit", "big")
+        assert [s.snapshot for s in store.snapshots("big")] == [kept]
+        assert store.read("big").equals(_big(10))
+        orphans = store.delete_orphaned_files(older_than=NOW)
+        assert len(orphans) == 1 and "klaw-" in orphans[0]
+        assert store.read("big").equals(_big(10))

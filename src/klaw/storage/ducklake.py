@@ -20,6 +20,7 @@ import dataclasses
 import datetime as dt
 import difflib
 import json
+import os
 import random
 import re
 import threading
@@ -31,6 +32,7 @@ from typing import TypeVar
 
 import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from klaw.errors import AssetNotFoundError, StorageError
 from klaw.failpoints import failpoint
@@ -59,6 +61,8 @@ _LISTED_SNAPSHOTS = 20  # how many snapshot ids an error message lists
 _ORPHAN_AGE = dt.timedelta(days=1)
 _CLEANUP_GRACE = dt.timedelta(hours=1)  # how long compaction keeps files nothing uses any more
 _IN_PLACE_ROWS = 100_000  # up to this many rows, a commit rewrites the asset's table in place
+_STAGED_BYTES = 4 << 20  # from this size a commit's Parquet is written before the commit lock
+_ROW_GROUP = 122_880  # rows per Parquet row group, as DuckDB writes them
 # The change kinds of ``ducklake_snapshot_changes`` that change a table's rows or columns.
 _DATA_CHANGES = frozenset({"inserted_into_table", "deleted_from_table", "altered_table"})
 _CHANGE = re.compile(r'([a-z_]+):((?:"(?:[^"]|"")*"\.?)+|\d+)')
@@ -133,6 +137,9 @@ class DuckLakeAssetStore:
             {**tags, "rows": table.num_rows, "commit": uuid.uuid4().hex}, separators=(",", ":")
         )
         message = f"{key} from stage {stage}, attempt {attempt} of run {run_id}"
+        # A large table's Parquet file is written here, before the commit lock: commits of
+        # parallel stages wait for each other's catalog transactions only, not their data.
+        staged = self._stage(key, table) if table.nbytes >= _STAGED_BYTES else None
         deadline = time.monotonic() + self.retry_timeout
         delay = 0.01
         with self._lock:
@@ -141,7 +148,9 @@ class DuckLakeAssetStore:
             while True:
                 mark = self._mark
                 try:
-                    snapshot, schema = self._commit_once(con, index, key, table, message, extra)
+                    snapshot, schema = self._commit_once(
+                        con, index, key, table, message, extra, staged
+                    )
                     break
                 except duckdb.Error as exc:
                     landed = None
@@ -150,6 +159,12 @@ class DuckLakeAssetStore:
                     if landed is not None:  # the commit failed after it was durable
                         snapshot, schema = landed, None
                         break
+                    if staged is not None and not _is_retryable(exc):
+                        # DuckLake would not register the file (a type it maps otherwise):
+                        # let DuckDB write the data instead, inside the transaction.
+                        staged.unlink(missing_ok=True)
+                        staged = None
+                        continue
                     if not _is_retryable(exc) or time.monotonic() + delay > deadline:
                         raise _storage_error(exc, f"could not commit asset {key!r}") from None
                     time.sleep(delay * random.uniform(0.5, 1.5))
@@ -449,6 +464,34 @@ class DuckLakeAssetStore:
 
     # -- committing ---------------------------------------------------------------------------
 
+    def _stage(self, key: str, table: pa.Table) -> Path | None:
+        """Write ``table`` as a Parquet file under the data path, fsynced, for the commit to
+        register; None (DuckDB writes it in the transaction) for an object-store data path.
+        Until the commit registers it, the file is an orphan, as DuckDB's own would be."""
+        data_path, _ = data_location(self.data_path)
+        if on_object_store(data_path):
+            return None
+        folder = Path(data_path) / "main" / key
+        path = folder / f"klaw-{uuid.uuid4()}.parquet"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            pq.write_table(table, path, compression="snappy", row_group_size=_ROW_GROUP)
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            path.unlink(missing_ok=True)
+            raise StorageError(
+                f"could not commit asset {key!r}: writing {path} failed: {exc.strerror or exc}",
+                hint=f"free space on (or fix the permissions of) the lake's data path {folder}",
+            ) from None
+        except (pa.ArrowException, ValueError):
+            path.unlink(missing_ok=True)
+            return None  # a table Parquet cannot hold as is: DuckDB writes it its own way
+        return path
+
     def _commit_once(
         self,
         con: duckdb.DuckDBPyConnection,
@@ -457,8 +500,10 @@ class DuckLakeAssetStore:
         table: pa.Table,
         message: str,
         extra: str,
+        staged: Path | None = None,
     ) -> tuple[int, dict[str, str]]:
-        """One catalog transaction that makes the asset's next snapshot; its id and schema."""
+        """One catalog transaction that makes the asset's next snapshot; its id and schema.
+        ``staged``: the table already written as that Parquet file, to register."""
         latest = index.latest(key)
         if latest is not None and latest.latest.key != key:
             raise StorageError(
@@ -481,11 +526,17 @@ class DuckLakeAssetStore:
                     "CALL ducklake_set_commit_message(?, ?, ?, extra_info => ?)",
                     [_LAKE, _AUTHOR, message, extra],
                 )
+                rows = f"SELECT * FROM {_SOURCE}" + (" LIMIT 0" if staged else "")
                 if in_place and _columns(con, _table(key)) == _columns(con, _SOURCE):
                     con.execute(f"DELETE FROM {_table(key)}")
-                    con.execute(f"INSERT INTO {_table(key)} SELECT * FROM {_SOURCE}")
+                    con.execute(f"INSERT INTO {_table(key)} {rows}")
                 else:
-                    con.execute(f"CREATE OR REPLACE TABLE {_table(key)} AS SELECT * FROM {_SOURCE}")
+                    con.execute(f"CREATE OR REPLACE TABLE {_table(key)} AS {rows}")
+                if staged is not None:
+                    con.execute(
+                        "CALL ducklake_add_data_files(?, ?, ?, schema => 'main')",
+                        [_LAKE, key, str(staged)],
+                    )
                 # The Parquet files are written now; until COMMIT no snapshot refers to them.
                 failpoint("before_lake_commit")
                 con.execute("COMMIT")
