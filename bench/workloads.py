@@ -536,5 +536,6 @@ WORKLOADS: tuple[Workload, ...] = (
     Workload("M", "metadata write throughput (SQLite, Postgres)", metadata.write_throughput),
     Workload("A1", f"{lake.FANOUT} small assets in one run vs Parquet by hand", lake.fan_out),
     Workload("A2", "asset commit, list, show and read as history grows", lake.history),
+    Workload("A3", "a 1,000,000-row asset commit vs Parquet by hand", lake.large),
     Workload("L1", "event latency, commit → follower (SSE, Flight, CLI)", follow.latency),
 )
