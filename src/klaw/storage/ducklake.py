@@ -140,6 +140,29 @@ class DuckLakeAssetStore:
         # A large table's Parquet file is written here, before the commit lock: commits of
         # parallel stages wait for each other's catalog transactions only, not their data.
         staged = self._stage(key, table) if table.nbytes >= _STAGED_BYTES else None
+        try:
+            snapshot, schema, staged = self._commit_locked(key, table, message, extra, staged)
+        except StorageError:  # refused, or failed without landing: nothing refers to the file
+            if staged is not None:  # (killed or interrupted instead, it stays an orphan)
+                staged.unlink(missing_ok=True)
+            raise
+        with self._lock:
+            # The snapshot is durable now; indexing it may fail (then the next commit or read
+            # of any process indexes it from DuckLake's own record).
+            failpoint("before_lake_index")
+            own = None
+            if schema is not None:
+                own = Entry(snapshot, key, 0.0, table.num_rows, schema, run_id, stage, attempt)
+            with contextlib.suppress(duckdb.Error):
+                self._catch_up_locked(self._connection_locked(), self._index_locked(), own)
+        self._members.add((key.lower(), snapshot))
+        return snapshot
+
+    def _commit_locked(
+        self, key: str, table: pa.Table, message: str, extra: str, staged: Path | None
+    ) -> tuple[int, dict[str, str] | None, Path | None]:
+        """Commit under the lock, retrying while other writers get in the way; the snapshot,
+        its schema (None: found landed after a failure) and the staged file still in use."""
         deadline = time.monotonic() + self.retry_timeout
         delay = 0.01
         with self._lock:
@@ -169,16 +192,7 @@ class DuckLakeAssetStore:
                         raise _storage_error(exc, f"could not commit asset {key!r}") from None
                     time.sleep(delay * random.uniform(0.5, 1.5))
                     delay = min(delay * 2, 0.5)
-            # The snapshot is durable now; indexing it may fail (then the next commit or read
-            # of any process indexes it from DuckLake's own record).
-            failpoint("before_lake_index")
-            own = None
-            if schema is not None:
-                own = Entry(snapshot, key, 0.0, table.num_rows, schema, run_id, stage, attempt)
-            with contextlib.suppress(duckdb.Error):
-                self._catch_up_locked(con, index, own)
-        self._members.add((key.lower(), snapshot))
-        return snapshot
+        return snapshot, schema, staged
 
     def read(self, key: str, snapshot: int | None = None, limit: int | None = None) -> pa.Table:
         _check_key(key)
