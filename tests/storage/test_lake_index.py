@@ -245,3 +245,12 @@ def test_a_large_commit_killed_before_the_catalog_commit_leaves_an_orphan(
         orphans = store.delete_orphaned_files(older_than=NOW)
         assert len(orphans) == 1 and "klaw-" in orphans[0]
         assert store.read("big").equals(_big(10))
+
+
+def test_a_refused_large_commit_leaves_no_file(lake_place: Lake) -> None:
+    with DuckLakeAssetStore(lake_place.catalog, lake_place.data) as store:
+        commit(store, "Big", ints(1))
+        with pytest.raises(StorageError, match="case-insensitive"):
+            commit(store, "big", _big())
+        assert list(lake_place.data.rglob("klaw-*.parquet")) == []
+        assert store.delete_orphaned_files(older_than=NOW) == []
