@@ -49,6 +49,7 @@ def _pg(statement: str) -> str:
     return statement.replace("?", "%s")
 
 
+PARAM = "%s"  # the placeholder these statements use
 INSERT_RUN = _pg(rows.INSERT_RUN)
 SELECT_RUN = _pg(rows.SELECT_RUN)
 SELECT_RUNS = rows.SELECT_RUNS

@@ -158,6 +158,7 @@ SELECT_METRICS = (
 )
 
 
+PARAM = "?"  # the placeholder these statements use
 ACTIVE = (RunState.QUEUED.value, RunState.RUNNING.value)
 EMPTY_JSON = "{}"
 _encode = msgspec.json.encode
