@@ -45,7 +45,7 @@ from klaw.metadata import migrations, rows, wakeups
 from klaw.metadata import postgres_listener as listening
 from klaw.metadata import postgres_schema as pg
 from klaw.metadata.records import Batch, EventRecord, LogRecord
-from klaw.metadata.sql import SqlMetadataStore
+from klaw.metadata.sql import SqlMetadataStore, Statements
 
 CONNECT_TIMEOUT_S = 10
 _NO_COUNTERS: dict[str, int] = {}
@@ -67,7 +67,7 @@ class PostgresMetadataStore(SqlMetadataStore):
     connection behind a lock); any number of processes may write.
     """
 
-    q: ClassVar = pg
+    q: ClassVar = Statements("%s")
     DB_ERROR: ClassVar[type[Exception]] = psycopg.Error
     UNIQUE_ERROR: ClassVar[type[Exception]] = psycopg.errors.UniqueViolation
 

@@ -158,7 +158,6 @@ SELECT_METRICS = (
 )
 
 
-PARAM = "?"  # the placeholder these statements use
 ACTIVE = (RunState.QUEUED.value, RunState.RUNNING.value)
 EMPTY_JSON = "{}"
 _encode = msgspec.json.encode

@@ -4,7 +4,7 @@ The store holds one connection per database behind one lock, shared by every rol
 (runs, leases, schedules, API tokens, Idempotency-Keys, maintenance): whoever holds the store
 holds that one connection. What differs between databases is the dialect a subclass supplies:
 
-- ``q``: the module of statements in the dialect's placeholder style (same names everywhere);
+- ``q``: the statements in the dialect's placeholder style (``Statements``);
 - ``DB_ERROR`` / ``UNIQUE_ERROR``: the driver's base error and its unique-violation error;
 - ``_connect``, ``_check_schema``, ``_transaction``: opening, checking and writing;
 - ``_error``: mapping a driver error to a Klaw ``MetadataError`` with a hint (one place);
@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
-from types import ModuleType, TracebackType
+from types import TracebackType
 from typing import Any, ClassVar, Self, TypeVar
 
 from klaw.errors import MetadataError, RunConflictError, RunNotFoundError
@@ -48,6 +48,22 @@ Conn = Any  # the driver's connection (sqlite3.Connection, psycopg.Connection)
 T = TypeVar("T")
 
 
+class Statements:
+    """The store's statements (:mod:`klaw.metadata.rows`, written with ``?``) in one dialect's
+    placeholder style, each translated on first use."""
+
+    def __init__(self, param: str) -> None:
+        self.PARAM = param
+
+    def __getattr__(self, name: str) -> str:
+        statement = getattr(rows, name)
+        if not isinstance(statement, str):
+            raise AttributeError(name)
+        translated = statement.replace("?", self.PARAM)
+        setattr(self, name, translated)  # found as a plain attribute from now on
+        return translated
+
+
 class SqlMetadataStore:
     """The metadata store over one SQL connection; a dialect subclass supplies the hooks.
 
@@ -56,7 +72,7 @@ class SqlMetadataStore:
     is not at the current schema version. Safe to share between threads.
     """
 
-    q: ClassVar[ModuleType]
+    q: ClassVar[Statements]
     DB_ERROR: ClassVar[type[Exception]]
     UNIQUE_ERROR: ClassVar[type[Exception]]
 

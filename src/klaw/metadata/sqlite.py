@@ -33,7 +33,6 @@ from typing import ClassVar
 from klaw.errors import MetadataError
 from klaw.failpoints import failpoint
 from klaw.metadata import connections, migrations, wakeups
-from klaw.metadata import rows as sqlite_sql
 from klaw.metadata.records import Batch, EventRecord, LogRecord
 from klaw.metadata.rows import (
     INSERT_LOG,
@@ -45,7 +44,7 @@ from klaw.metadata.rows import (
     event_inserts,
     run_row,
 )
-from klaw.metadata.sql import SqlMetadataStore
+from klaw.metadata.sql import SqlMetadataStore, Statements
 
 BUSY_TIMEOUT_S = 10.0
 
@@ -95,7 +94,7 @@ class SQLiteMetadataStore(SqlMetadataStore):
     write the same file at once.
     """
 
-    q: ClassVar = sqlite_sql
+    q: ClassVar = Statements("?")
     DB_ERROR: ClassVar[type[Exception]] = sqlite3.Error
     UNIQUE_ERROR: ClassVar[type[Exception]] = sqlite3.IntegrityError
 
