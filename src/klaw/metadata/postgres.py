@@ -40,12 +40,12 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from klaw.errors import MetadataError, MetadataUnavailableError
+from klaw.errors import MetadataError
 from klaw.metadata import migrations, rows, wakeups
 from klaw.metadata import postgres_listener as listening
 from klaw.metadata import postgres_schema as pg
 from klaw.metadata.records import Batch, EventRecord, LogRecord
-from klaw.metadata.sql import SqlMetadataStore, Statements
+from klaw.metadata.sql import Fault, SqlMetadataStore, Statements
 
 CONNECT_TIMEOUT_S = 10
 _NO_COUNTERS: dict[str, int] = {}
@@ -70,6 +70,14 @@ class PostgresMetadataStore(SqlMetadataStore):
     q: ClassVar = Statements("%s")
     DB_ERROR: ClassVar[type[Exception]] = psycopg.Error
     UNIQUE_ERROR: ClassVar[type[Exception]] = psycopg.errors.UniqueViolation
+    HINTS: ClassVar[dict[Fault, str]] = {
+        Fault.LOCKED: "another session held a lock this write needed (see pg_locks, "
+        "pg_stat_activity); retry",
+        Fault.UNREACHABLE: "check that Postgres is running and reachable, and that the metadata "
+        "URL (KLAW_METADATA_URL) names the right host, database and user",
+        Fault.OTHER: "check that the database holds a Klaw metadata schema and the user may write",
+    }
+    RETRIABLE: ClassVar[frozenset[Fault]] = frozenset({Fault.LOCKED, Fault.UNREACHABLE})
 
     def __init__(self, url: str, *, recheck: float = listening.RECHECK) -> None:
         super().__init__(_redact(url))
@@ -125,21 +133,17 @@ class PostgresMetadataStore(SqlMetadataStore):
             self._conn, self._ready = None, False
         if isinstance(exc, psycopg.errors.CheckViolation):  # a partition pruned elsewhere
             self._partitions.clear()
+        return super()._error(action, exc)
+
+    def _fault(self, exc: Exception) -> Fault:
+        errors = psycopg.errors
         if isinstance(exc, psycopg.IntegrityError):
-            hint = "a record breaks a constraint (a required field is missing?); none was written"
-        elif isinstance(exc, psycopg.OperationalError):
-            hint = (
-                "check that Postgres is running and reachable, and that the metadata URL "
-                "(KLAW_METADATA_URL) names the right host, database and user"
-            )
-        else:
-            hint = "check that the database holds a Klaw metadata schema and the user may write"
-        kind = MetadataError
-        if isinstance(exc, psycopg.OperationalError) and not isinstance(
-            exc, psycopg.errors.QueryCanceled
-        ):
-            kind = MetadataUnavailableError
-        return kind(f"could not {action} metadata database {self.location}: {exc}", hint=hint)
+            return Fault.INTEGRITY
+        if isinstance(exc, errors.LockNotAvailable | errors.TransactionRollback):
+            return Fault.LOCKED  # lock_timeout, a deadlock or a serialization failure
+        if isinstance(exc, psycopg.OperationalError) and not isinstance(exc, errors.QueryCanceled):
+            return Fault.UNREACHABLE
+        return Fault.OTHER
 
     def migrate(self) -> None:
         """Apply the missing migrations in one transaction (concurrent callers serialize)."""

@@ -7,7 +7,8 @@ holds that one connection. What differs between databases is the dialect a subcl
 - ``q``: the statements in the dialect's placeholder style (``Statements``);
 - ``DB_ERROR`` / ``UNIQUE_ERROR``: the driver's base error and its unique-violation error;
 - ``_connect``, ``_check_schema``, ``_transaction``: opening, checking and writing;
-- ``_error``: mapping a driver error to a Klaw ``MetadataError`` with a hint (one place);
+- ``_fault``, ``HINTS``, ``RETRIABLE``: classifying a driver error (integrity, locked,
+  unreachable), which ``_error`` turns into a Klaw error with a hint in one place;
 - ``_write`` and ``_retriable``: the batch write path and which of its errors a retry cures;
 - ``_next_event_seq``, ``_lock_workflow``, ``_new_head``, ``_before_events``: sequence numbers,
   cross-process locks and partitions;
@@ -19,6 +20,7 @@ So a fix to locking, to error mapping, to cancel or to the active-run limit land
 
 from __future__ import annotations
 
+import enum
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -26,7 +28,12 @@ from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import Any, ClassVar, Self, TypeVar
 
-from klaw.errors import MetadataError, RunConflictError, RunNotFoundError
+from klaw.errors import (
+    MetadataError,
+    MetadataUnavailableError,
+    RunConflictError,
+    RunNotFoundError,
+)
 from klaw.metadata import rows, wakeups
 from klaw.metadata.records import (
     AttemptRecord,
@@ -46,6 +53,18 @@ from klaw.states import RunState
 
 Conn = Any  # the driver's connection (sqlite3.Connection, psycopg.Connection)
 T = TypeVar("T")
+
+
+INTEGRITY_HINT = "a record breaks a constraint (a required field is missing?); none was written"
+
+
+class Fault(enum.Enum):
+    """The kinds of driver error the store tells apart (each dialect classifies its own)."""
+
+    INTEGRITY = "integrity"  # a constraint refused a record
+    LOCKED = "locked"  # another writer held a lock too long
+    UNREACHABLE = "unreachable"  # the database cannot be reached
+    OTHER = "other"  # anything else: a broken file or schema, a full disk, a refused user
 
 
 class Statements:
@@ -75,6 +94,8 @@ class SqlMetadataStore:
     q: ClassVar[Statements]
     DB_ERROR: ClassVar[type[Exception]]
     UNIQUE_ERROR: ClassVar[type[Exception]]
+    HINTS: ClassVar[dict[Fault, str]]  # the hint of each fault but INTEGRITY
+    RETRIABLE: ClassVar[frozenset[Fault]] = frozenset()
 
     def __init__(self, location: str) -> None:
         self.location = location  # how messages name the database (no password)
@@ -112,8 +133,8 @@ class SqlMetadataStore:
         """A write transaction: committed on exit, rolled back on an error."""
         raise NotImplementedError
 
-    def _error(self, action: str, exc: Exception) -> MetadataError:
-        """The Klaw error for a driver error, with a hint that fits it."""
+    def _fault(self, exc: Exception) -> Fault:
+        """What kind of failure a driver error is."""
         raise NotImplementedError
 
     def _write(self, conn: Conn, batch: Batch) -> None:
@@ -157,6 +178,16 @@ class SqlMetadataStore:
 
     def _forget(self) -> None:
         """Drop what the dialect remembers about the database (on close)."""
+
+    # -- errors ----------------------------------------------------------------------------
+
+    def _error(self, action: str, exc: Exception) -> MetadataError:
+        """The Klaw error for a driver error: its fault's hint, and ``MetadataUnavailableError``
+        for a fault that waiting and retrying can cure on this database."""
+        fault = self._fault(exc)
+        kind = MetadataUnavailableError if fault in self.RETRIABLE else MetadataError
+        message = f"could not {action} metadata database {self.location}: {exc}"
+        return kind(message, hint=self.HINTS.get(fault, INTEGRITY_HINT))
 
     # -- connection ------------------------------------------------------------------------
 

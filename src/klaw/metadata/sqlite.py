@@ -30,7 +30,6 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import ClassVar
 
-from klaw.errors import MetadataError
 from klaw.failpoints import failpoint
 from klaw.metadata import connections, migrations, wakeups
 from klaw.metadata.records import Batch, EventRecord, LogRecord
@@ -44,7 +43,7 @@ from klaw.metadata.rows import (
     event_inserts,
     run_row,
 )
-from klaw.metadata.sql import SqlMetadataStore, Statements
+from klaw.metadata.sql import Fault, SqlMetadataStore, Statements
 
 BUSY_TIMEOUT_S = 10.0
 
@@ -97,6 +96,12 @@ class SQLiteMetadataStore(SqlMetadataStore):
     q: ClassVar = Statements("?")
     DB_ERROR: ClassVar[type[Exception]] = sqlite3.Error
     UNIQUE_ERROR: ClassVar[type[Exception]] = sqlite3.IntegrityError
+    HINTS: ClassVar[dict[Fault, str]] = {
+        Fault.LOCKED: f"another process held the write lock for over {BUSY_TIMEOUT_S:g} s; "
+        "find it (`fuser` on the file) or retry",
+        Fault.OTHER: "check that the file is a Klaw metadata database, that its folder is "
+        "writable and that the disk is not full",
+    }
 
     def __init__(self, path: Path | str, *, poll: float = wakeups.SQLITE_POLL) -> None:
         self.path = path if str(path) == ":memory:" else Path(path)
@@ -140,22 +145,10 @@ class SQLiteMetadataStore(SqlMetadataStore):
     def _transaction(self, conn: sqlite3.Connection) -> AbstractContextManager[None]:
         return _transaction(conn)
 
-    def _error(self, action: str, exc: Exception) -> MetadataError:
+    def _fault(self, exc: Exception) -> Fault:
         if isinstance(exc, sqlite3.IntegrityError):
-            hint = "a record breaks a constraint (a required field is missing?); none was written"
-        elif "locked" in str(exc):
-            hint = (
-                f"another process held the write lock for over {BUSY_TIMEOUT_S:g} s; "
-                "find it (`fuser` on the file) or retry"
-            )
-        else:
-            hint = (
-                "check that the file is a Klaw metadata database, that its folder is writable "
-                "and that the disk is not full"
-            )
-        return MetadataError(
-            f"could not {action} metadata database {self.location}: {exc}", hint=hint
-        )
+            return Fault.INTEGRITY
+        return Fault.LOCKED if "locked" in str(exc) else Fault.OTHER
 
     def migrate(self) -> None:
         with self._lock:
