@@ -23,6 +23,7 @@ from __future__ import annotations
 import enum
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from types import TracebackType
@@ -83,7 +84,7 @@ class Statements:
         return translated
 
 
-class SqlMetadataStore:
+class SqlMetadataStore(ABC):
     """The metadata store over one SQL connection; a dialect subclass supplies the hooks.
 
     The constructor only records where the database is: the connection opens on first use,
@@ -121,63 +122,69 @@ class SqlMetadataStore:
 
     # -- dialect hooks ---------------------------------------------------------------------
 
+    @abstractmethod
     def _connect(self) -> Conn:
         """Open the connection and keep it in ``self._conn``."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _check_schema(self, conn: Conn) -> None:
         """Refuse (``MetadataError``) a database not at the current schema version."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _transaction(self, conn: Conn) -> AbstractContextManager[Any]:
         """A write transaction: committed on exit, rolled back on an error."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _fault(self, exc: Exception) -> Fault:
         """What kind of failure a driver error is."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _write(self, conn: Conn, batch: Batch) -> None:
         """Write a batch in one transaction, numbering its events and logs."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _retriable(self, exc: Exception) -> bool:
         """Whether reseeded counters can cure this error of ``_write``."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _next_event_seq(self, conn: Conn, run_id: str) -> int:
         """Reserve the run's next event ``seq`` (inside a write transaction)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _prune(self, conn: Conn, cutoff: float) -> int:
         """Delete what ``prune`` drops, older than ``cutoff``; return how much went."""
-        raise NotImplementedError
 
     def _lock_workflow(self, conn: Conn, workflow: str) -> None:
         """Serialize active-run limits of one workflow across processes (inside a write
         transaction). A database whose write transactions are serial needs nothing."""
+        return  # nothing to do unless the dialect says otherwise
 
     def _new_head(self, conn: Conn, run_id: str) -> None:
         """Start the event sequence of a new run, if the dialect keeps one apart."""
+        return  # nothing to do unless the dialect says otherwise
 
     def _before_events(self, conn: Conn, timestamps: Iterable[float]) -> None:
         """Prepare to write events at these times (before the write transaction)."""
+        return  # nothing to do unless the dialect says otherwise
 
     def _notify(self, conn: Conn, run_ids: Sequence[str]) -> None:
         """Inside a write transaction: tell followers of these runs once it commits."""
+        return  # nothing to do unless the dialect says otherwise
 
     def _wake(self, run_ids: Iterable[str]) -> None:
         """After a committed write: wake this process's followers of these runs."""
+        return  # nothing to do unless the dialect says otherwise
 
     def _states_clause(self, states: Sequence[str]) -> tuple[str, list[Any]]:
         """``AND state IN …`` for ``list_runs``."""
-        return f" AND state IN ({', '.join('?' * len(states))})", list(states)
+        return f" AND state IN ({', '.join([self.q.PARAM] * len(states))})", list(states)
 
     def _executemany(self, conn: Conn, statement: str, values: Sequence[Any]) -> None:
         conn.executemany(statement, values)
 
     def _forget(self) -> None:
         """Drop what the dialect remembers about the database (on close)."""
+        return  # nothing to do unless the dialect says otherwise
 
     # -- errors ----------------------------------------------------------------------------
 
