@@ -505,3 +505,19 @@ def test_stores_racing_for_one_key_on_their_own_connections_make_one_claim(url: 
     assert _sql(url, "SELECT count(*) FROM idempotency_keys") == [(1,)]
     for store in stores:
         store.close()
+
+
+def test_a_lock_held_too_long_is_named_as_such(store: PostgresMetadataStore, url: str) -> None:
+    from klaw.errors import MetadataUnavailableError
+
+    run = make_run()
+    store.create_run(run)
+    impatient = PostgresMetadataStore(url.replace("options=", "options=-c%20lock_timeout%3D50%20"))
+    with psycopg.connect(url) as holder:
+        holder.execute("LOCK TABLE runs IN ACCESS EXCLUSIVE MODE")
+        with pytest.raises(MetadataUnavailableError) as caught:
+            impatient.get_run(run.run_id)
+        holder.rollback()
+    assert "held a lock" in (caught.value.hint or "")
+    assert impatient.get_run(run.run_id).run_id == run.run_id  # the store carries on
+    impatient.close()

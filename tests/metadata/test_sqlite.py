@@ -444,3 +444,24 @@ def test_a_batch_larger_than_a_chunk_keeps_each_attempts_last_record(
         ("c", StageState.READY, None),
     ]
     assert [e.seq for e in store.list_events(run.run_id)][-5:] == [2, 3, 4, 5, 6]
+
+
+def test_a_write_lock_held_too_long_is_named_as_such(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from klaw.metadata import sqlite as sqlite_store
+
+    migrated = SQLiteMetadataStore(db)  # left open, so its connection is not handed on
+    migrated.migrate()
+    monkeypatch.setattr(sqlite_store, "BUSY_TIMEOUT_S", 0.05)
+    impatient = SQLiteMetadataStore(db)
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    with pytest.raises(MetadataError) as caught:
+        impatient.create_run(make_run())
+    holder.execute("ROLLBACK")
+    holder.close()
+    assert "write lock" in (caught.value.hint or "")
+    impatient.create_run(make_run())  # the store carries on once the lock is gone
+    impatient.close()
+    migrated.close()

@@ -12,7 +12,6 @@ from klaw.cli.app import STATE, OutputOpt, db_app
 from klaw.cli.backend import refuse_remote
 from klaw.cli.output import Format, console, emit_json
 from klaw.durations import parse_duration
-from klaw.errors import MetadataError
 
 
 @db_app.command("upgrade")
@@ -46,10 +45,7 @@ def prune(
     seconds = parse_duration(older_than, flag="--older-than", allow_zero=True)
     orch = STATE.orchestrator()
     store = orch.metadata
-    pruner = getattr(store, "prune", None)
-    if pruner is None:
-        raise MetadataError(f"The metadata store {type(store).__name__} cannot prune.")
-    gone = pruner(seconds)
+    gone = store.prune(seconds)
     keys = store.prune_keys(time.time())  # expired Idempotency-Keys, whatever their age
     if output is Format.JSON:
         emit_json({"pruned": gone, "older_than_seconds": seconds, "expired_keys": keys})

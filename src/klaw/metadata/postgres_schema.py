@@ -1,7 +1,7 @@
 """The Postgres dialect of the metadata schema, for ``PostgresMetadataStore``.
 
 Postgres applies the portable migrations of ``klaw.metadata.migrations`` and then the steps
-here (``postgres_steps``). The store's SQL reuses the SQLite store's portable statements with
+here (``postgres_steps``). The store runs the portable statements of ``klaw.metadata.rows`` with
 ``%s`` placeholders; bulk writes are one ``INSERT ... SELECT * FROM unnest(arrays)`` per table.
 
 * **Time partitions.** ``events`` and ``metrics`` are ``PARTITION BY RANGE (ts)`` on the float
@@ -49,24 +49,6 @@ def _pg(statement: str) -> str:
     return statement.replace("?", "%s")
 
 
-INSERT_RUN = _pg(rows.INSERT_RUN)
-SELECT_RUN = _pg(rows.SELECT_RUN)
-SELECT_RUNS = rows.SELECT_RUNS
-SELECT_RUN_CREATED = _pg(rows.SELECT_RUN_CREATED)
-SELECT_RUN_IDS_IN_RANGE = _pg(rows.SELECT_RUN_IDS_IN_RANGE)
-SELECT_ACTIVE_RUNS = _pg(rows.SELECT_ACTIVE_RUNS)
-MARK_ABANDONED = _pg(rows.MARK_ABANDONED)
-SELECT_ATTEMPTS = _pg(rows.SELECT_ATTEMPTS)
-RENEW_LEASE = _pg(rows.RENEW_LEASE)
-SELECT_FENCE = _pg(rows.SELECT_FENCE)
-EXPIRE_LEASES = _pg(rows.EXPIRE_LEASES)
-ADOPT_RUN = _pg(rows.ADOPT_RUN)
-FENCE_RUN = _pg(rows.FENCE_RUN)
-INSERT_EVENT = _pg(rows.INSERT_EVENT)
-SELECT_EVENTS = _pg(rows.SELECT_EVENTS)
-SELECT_LOGS = _pg(rows.SELECT_LOGS)
-LOGS_ORDER = rows.LOGS_ORDER
-SELECT_METRICS = _pg(rows.SELECT_METRICS)
 LOG_FIELDS = rows.LOG_FIELDS
 METRIC_FIELDS = rows.METRIC_FIELDS
 INSERT_VERSION = _pg(migrations.INSERT_VERSION)
@@ -253,33 +235,3 @@ def postgres_steps(version: int, *, timescale: bool) -> list[str]:
             index,
         ]
     return steps
-
-
-# -- schedules (migration 3: portable, no Postgres steps) ------------------------------------
-
-UPSERT_SCHEDULE = _pg(rows.UPSERT_SCHEDULE)
-SELECT_SCHEDULES = rows.SELECT_SCHEDULES
-SELECT_SCHEDULE = _pg(rows.SELECT_SCHEDULE)
-SELECT_SCHEDULE_NAMES = rows.SELECT_SCHEDULE_NAMES
-PAUSE_SCHEDULE = _pg(rows.PAUSE_SCHEDULE)
-RESUME_SCHEDULE = _pg(rows.RESUME_SCHEDULE)
-CLAIM_TICK = _pg(rows.CLAIM_TICK)
-FINISH_TICK = _pg(rows.FINISH_TICK)
-
-
-# -- API tokens (migration 4: portable, no Postgres steps) -----------------------------------
-
-INSERT_TOKEN = _pg(rows.INSERT_TOKEN)
-SELECT_TOKENS = rows.SELECT_TOKENS
-SELECT_TOKEN = _pg(rows.SELECT_TOKEN)
-REVOKE_TOKEN = _pg(rows.REVOKE_TOKEN)
-TOUCH_TOKEN = _pg(rows.TOUCH_TOKEN)
-
-
-# -- Idempotency-Keys (migration 5: portable, no Postgres steps) -----------------------------
-
-BEGIN_KEY = _pg(rows.BEGIN_KEY)
-SELECT_KEY = _pg(rows.SELECT_KEY)
-FINISH_KEY = _pg(rows.FINISH_KEY)
-ABANDON_KEY = _pg(rows.ABANDON_KEY)
-PRUNE_KEYS = _pg(rows.PRUNE_KEYS)

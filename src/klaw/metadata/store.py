@@ -1,4 +1,6 @@
-"""The metadata store seam: two small Protocols, one for writing, one for reading."""
+"""The metadata store seam: one Protocol per role (writes, reads, leases, schedules, tokens,
+Idempotency-Keys, waiting, maintenance) and ``MetadataStore``, all of them, which
+``klaw.metadata.sql.SqlMetadataStore`` implements once for SQLite and Postgres."""
 
 from __future__ import annotations
 
@@ -173,6 +175,15 @@ class IdempotencyStore(Protocol):
         """Delete the keys expired at ``now``; how many went."""
 
 
+class Maintenance(Protocol):
+    """Keeping the database small (``klaw db prune``)."""
+
+    def prune(self, older_than_seconds: float) -> int:
+        """Drop events and metrics older than ``older_than_seconds`` ago (each run keeps its
+        last event; runs, attempts and logs stay); how many rows or partitions went. A
+        negative or NaN age is refused (``MetadataError``)."""
+
+
 class MetadataStore(
     MetadataWriter,
     MetadataReader,
@@ -182,6 +193,7 @@ class MetadataStore(
     TokenStore,
     IdempotencyStore,
     RunWaiter,
+    Maintenance,
     Protocol,
 ):
     """Everything a full metadata backend offers (SQLite, Postgres)."""

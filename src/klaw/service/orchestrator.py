@@ -120,7 +120,7 @@ class Orchestrator:
         """Renews the leases of the attempts this process runs (its workers get a copy)."""
         from klaw.execution.lease import LeaseKeeper
 
-        return LeaseKeeper(MetadataFactory(self.settings), self.settings.lease_ttl)
+        return LeaseKeeper(MetadataFactory(self.settings, self.metadata), self.settings.lease_ttl)
 
     @cached_property
     def secrets(self) -> SecretResolver:

@@ -114,12 +114,13 @@ class LakeFactory:
 
 
 class MetadataFactory:
-    """Opens the metadata store on first use, once per process. Picklable, so a worker process
-    renews its attempts' leases in the same database as the runner."""
+    """Opens the metadata store on first use, once per process. Given the process's open
+    ``store``, hands out that one (its roles share one connection). Picklable, so a worker
+    process renews its attempts' leases in the same database as the runner (it opens its own)."""
 
-    def __init__(self, settings: KlawSettings) -> None:
+    def __init__(self, settings: KlawSettings, store: MetadataStore | None = None) -> None:
         self.settings = settings
-        self._store: MetadataStore | None = None
+        self._store = store
 
     def __call__(self) -> MetadataStore:
         if self._store is None:
