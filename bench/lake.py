@@ -55,8 +55,10 @@ def _fanout(width: int) -> klaw.Workflow:
     return klaw.workflow(f"assets{width}", [klaw.stage(name="root")(_root), *leaves])
 
 
-def _write_by_hand(folder: Path, names: list[str], threads: int) -> None:
-    table = _small()
+def _write_by_hand(
+    folder: Path, names: list[str], threads: int, table: pa.Table | None = None
+) -> None:
+    table = _small() if table is None else table
 
     def write(name: str) -> None:
         path = folder / f"{name}.parquet"
@@ -210,7 +212,7 @@ def large(settings: Settings) -> list[Row]:
         store.commit("big", table, run_id="bench", stage="big", attempt=1)
 
     def write() -> None:
-        _write_by_hand(by_hand, ["big"], 1)
+        _write_by_hand(by_hand, ["big"], 1, table)
 
     try:
         samples = interleaved({"klaw": Case(commit), "hand": Case(write)}, settings.times(5))
