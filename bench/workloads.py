@@ -1,4 +1,4 @@
-"""The workloads W0-W4, W6 and T1 (in bench/tpch.py): each measures Klaw and its floor in the same
+"""The workloads W0-W6 and T1 (in bench/tpch.py): each measures Klaw and its floor in the same
 run and returns rows."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import klaw
-from bench import floors, follow, lake, metadata, shapes, tpch, workflows
+from bench import floors, follow, lake, metadata, serving, shapes, tpch, workflows
 from bench.report import Basis, Row, Target, Unit
 from bench.timing import Case, interleaved
 
@@ -527,6 +527,7 @@ WORKLOADS: tuple[Workload, ...] = (
     Workload("W2", "200-stage chain", chain),
     Workload("W3", "8-stage 1M-row pipeline", data_pipeline),
     Workload("W4", "10,000-stage graph plan", large_graph),
+    Workload("W5", "POST /runs to the first stage, with a run worker", serving.post_to_first_stage),
     Workload("W6", "100,000 no-op stages: time and memory", wide),
     Workload("R", "W1-W3 on the Ray executor vs Ray by hand", ray_rows),
     Workload("T1", f"TPC-H {tpch.scale_text()} per engine", tpch.per_engine),

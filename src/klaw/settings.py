@@ -32,7 +32,7 @@ def _without_pydantic_plugins() -> Iterator[None]:
 
 
 with _without_pydantic_plugins():
-    from pydantic import AliasChoices, Field, SecretStr, ValidationError
+    from pydantic import AliasChoices, ByteSize, Field, SecretStr, ValidationError
     from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
@@ -103,6 +103,23 @@ class KlawSettings(BaseSettings):
         ge=1,
         description="Records (transitions, events, log lines) of a run handed to the metadata "
         "writer and not yet committed; when that many wait, the run waits for the database.",
+    )
+    run_isolation: Literal["process", "thread"] = Field(
+        "process",
+        description="Where `klaw server`, `klaw api` and `klaw dev` run each run: in a worker "
+        "process of its own (a crash, leak or hang in a stage cannot take the server down), or "
+        "on a thread of the server (no isolation; for debugging). `klaw run` runs in-process.",
+    )
+    run_memory_limit: ByteSize | None = Field(
+        None,
+        description="Most memory (resident, e.g. 4GiB) a run's worker process and its children "
+        "may use under `klaw server`; over it the run is stopped and ends failed. Unset: none.",
+    )
+    definition_load_timeout: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds the serving commands let the project's workflow modules take to "
+        "import (checked in a child process); a module that takes longer is reported, not run.",
     )
     stage_io_timeout: float = Field(
         3600.0,

@@ -4,15 +4,8 @@ definitions stay, and SIGTERM stops it cleanly."""
 
 from __future__ import annotations
 
-import json
-import os
-import queue
-import signal
-import subprocess
-import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
 
 import httpx
 import pytest
@@ -20,7 +13,7 @@ import pytest
 from klaw.api.flight.client import Client
 from klaw.protocol import Ping, PongReply
 
-from .driver import KLAW, WAIT, env, wait_for, write_project
+from .driver import WAIT, Dev, wait_for, write_project
 
 FLOWS = """
 import klaw
@@ -38,66 +31,6 @@ ADDED = """
 
 second = klaw.workflow("second", [one])
 """
-
-
-class Dev:
-    """``klaw dev -o json`` running in ``cwd``; its output read as it comes (bounded)."""
-
-    def __init__(self, cwd: Path, extra_env: dict[str, str] | None = None) -> None:
-        self.proc = subprocess.Popen(
-            [str(KLAW), "dev", "--port", "0", "--api-port", "0", "-o", "json"],
-            cwd=cwd,
-            env=env(extra_env),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.stderr: list[str] = []
-        assert self.proc.stdout is not None and self.proc.stderr is not None
-        self._readers = [
-            threading.Thread(target=self._read, args=(self.proc.stdout, None), daemon=True),
-            threading.Thread(target=self._read, args=(self.proc.stderr, self.stderr), daemon=True),
-        ]
-        for reader in self._readers:
-            reader.start()
-        try:
-            first = self.lines.get(timeout=WAIT)
-        except queue.Empty:
-            raise AssertionError(f"klaw dev printed nothing: {''.join(self.stderr)}") from None
-        self.info: dict[str, Any] = json.loads(first)
-
-    def _read(self, stream: IO[str], into: list[str] | None) -> None:
-        for line in stream:
-            if into is None:
-                self.lines.put(line)
-            else:
-                into.append(line)
-
-    def api(self) -> httpx.Client:
-        token = self.info["token"]
-        return httpx.Client(
-            base_url=self.info["api"], headers={"Authorization": f"Bearer {token}"}, timeout=WAIT
-        )
-
-    def workflows(self) -> list[str]:
-        with self.api() as client:
-            answer = client.get("/api/v1/workflows")
-        assert answer.status_code == 200, answer.text
-        return [w["name"] for w in answer.json()["workflows"]]
-
-    def terminate(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(timeout=WAIT)
-        for reader in self._readers:
-            reader.join(timeout=WAIT)
-        return code
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=WAIT)
 
 
 @pytest.fixture

@@ -10,7 +10,13 @@ import typer
 
 from klaw.cli.app import STATE, OutputOpt, app
 from klaw.cli.output import Format, emit_json
-from klaw.cli.serving import StopSignals, api_authenticator, bound_port, split_list
+from klaw.cli.serving import (
+    StopSignals,
+    api_authenticator,
+    bound_port,
+    report_load_errors,
+    split_list,
+)
 
 
 @app.command("api")
@@ -39,6 +45,8 @@ def api(
 
     orch = STATE.orchestrator(api_host=host, api_port=port)
     orch.check_lake()  # a lake in object storage is reachable before serving
+    orch.use_run_workers()  # user code runs in a worker process per run, not here
+    report_load_errors(orch)  # a module that fails at import is named; the rest are served
     settings = orch.settings
     authenticator = api_authenticator(orch)
     web = create_app(

@@ -18,7 +18,13 @@ import typer
 
 from klaw.cli.app import STATE, OutputOpt, app
 from klaw.cli.output import Format, emit_json
-from klaw.cli.serving import StopSignals, api_authenticator, bound_port, split_list
+from klaw.cli.serving import (
+    StopSignals,
+    api_authenticator,
+    bound_port,
+    report_load_errors,
+    split_list,
+)
 from klaw.errors import KlawError
 
 if TYPE_CHECKING:
@@ -70,6 +76,8 @@ def dev(
         flags.update(tokens=token, api_tokens=f"admin:{token}")
     orch = STATE.orchestrator(**flags)
     orch.check_lake()  # a lake in object storage is reachable before serving
+    orch.use_run_workers()  # user code runs in a worker process per run, not here
+    report_load_errors(orch)  # a module that fails at import is named; the rest are served
     settings = orch.settings
     web = create_app(
         orch,
@@ -215,7 +223,12 @@ def reload_workflows(orch: Orchestrator) -> dict[str, Workflow]:
         del sys.modules[name]
     importlib.invalidate_caches()
     try:
-        found = load_workflows(orch.project)
+        if orch.workers is not None:
+            found = orch.load_definitions()
+        else:
+            found = load_workflows(orch.project)
+        if orch.load_errors:  # a module that no longer loads: keep the definitions that did
+            raise next(iter(orch.load_errors.values()))
     except BaseException:
         for name in _project_modules(orch):
             del sys.modules[name]

@@ -9,7 +9,7 @@ import typer
 
 from klaw.cli.app import STATE, OutputOpt, app
 from klaw.cli.output import Format, emit_json
-from klaw.cli.serving import StopSignals
+from klaw.cli.serving import StopSignals, report_load_errors
 
 
 @app.command("server")
@@ -38,6 +38,8 @@ def server(
 
     orch = STATE.orchestrator(server_host=host, server_port=port)
     orch.check_lake()  # a lake in object storage is reachable before serving
+    orch.use_run_workers()  # user code runs in a worker process per run, not here
+    report_load_errors(orch)  # a module that fails at import is named; the rest are served
     settings = orch.settings
     tokens = TokenSet.from_settings(settings, orch.project.root)
     with StopSignals() as stop:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import socket
+import sys
 import threading
 import time
 from types import FrameType
@@ -103,3 +104,16 @@ def api_authenticator(orch: Orchestrator) -> ChainAuthenticator:
             "KLAW_OIDC_AUDIENCE to accept JWTs).",
         )
     return ChainAuthenticator(chain)
+
+
+def report_load_errors(orch: Orchestrator) -> None:
+    """Load the project's workflows and say on stderr which modules could not be loaded (a
+    serving command goes on with the others)."""
+    orch.workflows  # noqa: B018  (loads them, filling load_errors)
+    for error in orch.load_errors.values():
+        hint = f"\n  hint: {error.hint}" if error.hint else ""
+        sys.stderr.write(f"error: {error.message}{hint}\n")
+    if orch.load_errors:
+        served = ", ".join(sorted(orch.workflows)) or "none"
+        sys.stderr.write(f"Serving the other workflows: {served}\n")
+        sys.stderr.flush()

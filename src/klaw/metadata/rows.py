@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -251,7 +252,17 @@ def owner_alive(host: str, pid: int) -> bool:
         return False
     except OSError:  # EPERM: it exists, under another user
         return True
-    return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """Whether ``pid`` has died and waits to be reaped (an orphan's reaper may be slow to);
+    False where ``/proc`` cannot say."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] in (["Z"], ["X"])
 
 
 # -- what both stores write when a run is created or found abandoned -------------------------

@@ -65,6 +65,7 @@ if TYPE_CHECKING:
     from klaw.execution.runner import Runner
     from klaw.execution.task import Outcome
     from klaw.metadata.store import MetadataStore
+    from klaw.service.runworker import RunWorkers
     from klaw.service.secrets import SecretResolver
     from klaw.storage.store import AssetInfo, SnapshotInfo
 
@@ -102,6 +103,8 @@ class Orchestrator:
         self._sql_checks: dict[str, SqlChecks] = {}
         self._active: dict[str, Any] = {}  # run id -> Runner of runs owned by this process
         self._threads: dict[str, threading.Thread] = {}  # runs started with start()
+        self.workers: RunWorkers | None = None  # set by use_run_workers() (serving commands)
+        self.load_errors: dict[str, KlawError] = {}  # workflow module -> why it is not loaded
         if workflows is not None:  # given directly (tests, notebooks) instead of imported
             self.__dict__["workflows"] = {wf.name: wf for wf in workflows}
         configure_logging(self.settings.log_level, self.settings.log_format)
@@ -129,6 +132,15 @@ class Orchestrator:
 
         return SecretResolver(self.settings, self.project.root)
 
+    def use_run_workers(self) -> None:
+        """Run each run started here (:meth:`start`, schedules, recovery) in a worker process
+        of its own, unless ``run_isolation`` is ``thread`` (see :mod:`klaw.service.runworker`).
+        The serving commands call this; ``klaw run`` and notebooks run in-process."""
+        if self.workers is None and self.settings.run_isolation == "process":
+            from klaw.service.runworker import RunWorkers
+
+            self.workers = RunWorkers(self)
+
     def check_lake(self) -> None:
         """Once, before the first run or serving: a lake in object storage is reachable with
         the configured credentials, or a ConfigError names what is missing (a lake on a file
@@ -147,7 +159,18 @@ class Orchestrator:
     # -- definitions ---------------------------------------------------------------------------
     @cached_property
     def workflows(self) -> dict[str, Workflow]:
-        return load_workflows(self.project)
+        if self.workers is None:
+            return load_workflows(self.project)
+        return self.load_definitions()
+
+    def load_definitions(self) -> dict[str, Workflow]:
+        """Import the project's workflow modules, each checked in a child process first (see
+        :mod:`klaw.service.definitions`): a module that fails, crashes or hangs at import is
+        left out and its error kept in :attr:`load_errors`. The definitions found."""
+        from klaw.service.definitions import load_checked
+
+        found, self.load_errors = load_checked(self.project, self.settings.definition_load_timeout)
+        return found
 
     def replace_workflows(self, workflows: dict[str, Workflow]) -> None:
         """Use these definitions from now on (``klaw dev`` reloading changed files). Graphs
@@ -180,6 +203,9 @@ class Orchestrator:
         from klaw.authoring.params import params_schema
 
         result: dict[str, KlawError | None] = {}
+        if names is None:  # the modules that did not load, by their own names
+            self.workflows  # noqa: B018  (loads them, filling load_errors)
+            result.update(self.load_errors)
         for name in names or sorted(self.workflows):
             try:
                 params_schema(self.workflow(name))
@@ -276,7 +302,7 @@ class Orchestrator:
         on_start: Callable[[RunRecord, Plan], None] | None = None,
     ) -> RunRecord:
         """Validate, plan and run a workflow to the end in this process."""
-        runner = self._prepare(request, on_events)
+        runner = self.prepare(request, on_events)
         run = runner.run
         self._active[run.run_id] = runner
         try:
@@ -289,8 +315,11 @@ class Orchestrator:
     def start(self, request: RunRequest) -> RunRecord:
         """Validate, plan and record a run, then run it on a background thread of this process.
         Returns the run as created (``queued``); bad input is refused before anything is
-        recorded, as with :meth:`run`."""
-        runner = self._prepare(request, None)
+        recorded, as with :meth:`run`. With run workers (:meth:`use_run_workers`) the run
+        is prepared and run in a worker process instead."""
+        if self.workers is not None:
+            return self.workers.start(request)
+        runner = self.prepare(request)
         created = msgspec.structs.replace(runner.run)
         self.launch(runner)
         return created
@@ -307,6 +336,8 @@ class Orchestrator:
 
     def wait(self, run_id: str, *, timeout: float | None = None) -> bool:
         """Wait for a run started here with :meth:`start` to end; True once it has."""
+        if self.workers is not None and run_id in self.workers:
+            return self.workers.wait(run_id, timeout)
         thread = self._threads.get(run_id)
         if thread is not None:
             thread.join(timeout)
@@ -317,14 +348,16 @@ class Orchestrator:
         """Cancel the runs this process drives in the background and wait for them to stop."""
         for runner in list(self._active.values()):
             runner.cancel()
+        if self.workers is not None:
+            self.workers.shutdown(wait)
         deadline = time.monotonic() + wait
         for thread in list(self._threads.values()):
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
 
-    def _prepare(
+    def prepare(
         self,
         request: RunRequest,
-        on_events: Callable[[list[EventRecord]], None] | None,
+        on_events: Callable[[list[EventRecord]], None] | None = None,
     ) -> Runner:
         """Everything before a run starts: params, plan, executor, the run record."""
         from klaw.execution.runner import Reused, Runner, RunOptions
@@ -463,7 +496,7 @@ class Orchestrator:
             active = self._active.get(run_id)
             if active is not None:  # owned by this process: no signal needed
                 active.cancel()
-            else:
+            else:  # its owner (a `klaw run`, a run worker) cancels it on SIGTERM
                 os.kill(run.owner_pid, signal.SIGTERM)
             if wait <= 0:
                 return run
@@ -502,7 +535,10 @@ class Orchestrator:
         return until
 
     def report(self, outcome: Outcome, run_id: str) -> None:
-        """Hand a worker's outcome to the runner that drives ``run_id`` in this process."""
+        """Hand a worker's outcome to the runner that drives ``run_id`` in this process (or
+        in one of its run workers)."""
+        if self.workers is not None and self.workers.report(run_id, outcome):
+            return
         runner = self._active.get(run_id)
         if runner is None:
             raise StaleAttemptError(

@@ -8,6 +8,7 @@ import importlib
 import importlib.util
 import sys
 import traceback
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,14 +109,17 @@ def _read(path: Path, data: dict[str, Any]) -> Project:
     return Project(path.parent, path, str(name), tuple(modules), dict(settings), tuple(dirs))
 
 
-def load_workflows(project: Project) -> dict[str, Workflow]:
-    """Import the project's modules and collect every ``Workflow`` they define."""
+def load_workflows(project: Project, skip: Collection[str] = ()) -> dict[str, Workflow]:
+    """Import the project's modules (but those named in ``skip``) and collect every
+    ``Workflow`` they define."""
     root = str(project.root)
     if root not in sys.path:
         sys.path.insert(0, root)
     found: dict[str, Workflow] = {}
     for name in project.modules:
-        module = _import(project, name)
+        if name in skip:
+            continue
+        module = import_module(project, name)
         for value in vars(module).values():
             if isinstance(value, Workflow):
                 other = found.get(value.name)
@@ -149,7 +153,9 @@ def load_workflows(project: Project) -> dict[str, Workflow]:
     return found
 
 
-def _import(project: Project, name: str) -> Any:
+def import_module(project: Project, name: str) -> Any:
+    """Import workflow module ``name`` (a dotted name, or a path ending in .py) of ``project``;
+    a ProjectImportError naming the file and line when it fails."""
     try:
         if name.endswith(".py"):
             path = (project.root / name).resolve()

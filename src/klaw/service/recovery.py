@@ -34,43 +34,91 @@ _log = get_logger(__name__)
 
 def recover(orch: Orchestrator) -> list[RunRecord]:
     """Take over every active run whose owner on this host died; continue each in the
-    background. Returns the runs taken over."""
-    me = (socket.gethostname(), os.getpid())
+    background (in a run worker of its own when the orchestrator has them). Returns the runs
+    taken over."""
     taken: list[RunRecord] = []
-    active = RunFilter(states=(RunState.QUEUED, RunState.RUNNING), limit=10_000)
-    for run in orch.metadata.list_runs(active):
-        if run.owner_pid == me[1] or owner_alive(run.owner_host, run.owner_pid):
-            continue  # another host's owner, or a live one, keeps its run
-        owner = (run.owner_host, run.owner_pid)
-        reason = f"lost: the process that ran it (pid {run.owner_pid}) died"
-        fenced = orch.metadata.adopt_run(run.run_id, owner, me, reason)
-        if fenced is None:  # another process took it first
+    for run in abandoned(orch):
+        if orch.workers is not None:
+            found = orch.workers.recover(run.run_id)
+            if found is not None:
+                taken.append(found)
             continue
-        run.owner_host, run.owner_pid = me
-        now = time.time()
-        events = [EventRecord(run_id=run.run_id, kind="run_recovering", ts=now)]
-        events += [
-            EventRecord(
-                run_id=run.run_id,
-                kind="stage_lost",
-                ts=now,
-                stage=a.stage,
-                attempt=a.attempt,
-                state=StageState.FAILED.value,
-                data={"error": reason},
-            )
-            for a in fenced
-        ]
-        orch.metadata.commit(Batch(events=events))
-        try:  # after the fence, so attempt numbers continue past the fenced ones
-            runner = continuing(orch, run)
-        except KlawError as exc:  # the definition changed or vanished: end the run
-            _end(orch, run, f"could not be recovered: {exc.message}")
-            continue
-        _log.warning("recovering run", run_id=run.run_id, workflow=run.workflow)
-        taken.append(msgspec.structs.replace(run))
-        orch.launch(runner)
+        runner = take(orch, run)
+        if runner is not None:
+            taken.append(msgspec.structs.replace(runner.run))
+            orch.launch(runner)
     return taken
+
+
+def abandoned(orch: Orchestrator) -> list[RunRecord]:
+    """The queued or running runs whose owner process on this host is gone."""
+    active = RunFilter(states=(RunState.QUEUED, RunState.RUNNING), limit=10_000)
+    return [
+        run
+        for run in orch.metadata.list_runs(active)
+        if run.owner_pid != os.getpid() and not owner_alive(run.owner_host, run.owner_pid)
+    ]
+
+
+def take(orch: Orchestrator, run: RunRecord) -> Runner | None:
+    """Make this process the owner of abandoned ``run`` and a runner that continues it; None
+    when another process took it first, or when it could not be continued (then it is ended
+    ``failed`` with the reason)."""
+    me = (socket.gethostname(), os.getpid())
+    owner = (run.owner_host, run.owner_pid)
+    reason = f"lost: the process that ran it (pid {run.owner_pid}) died"
+    fenced = orch.metadata.adopt_run(run.run_id, owner, me, reason)
+    if fenced is None:  # another process took it first
+        return None
+    run.owner_host, run.owner_pid = me
+    now = time.time()
+    events = [EventRecord(run_id=run.run_id, kind="run_recovering", ts=now)]
+    events += _lost_events(run.run_id, fenced, reason, now)
+    orch.metadata.commit(Batch(events=events))
+    try:  # after the fence, so attempt numbers continue past the fenced ones
+        runner = continuing(orch, run)
+    except KlawError as exc:  # the definition changed or vanished: end the run
+        _end(orch, run, f"could not be recovered: {exc.message}")
+        return None
+    _log.warning("recovering run", run_id=run.run_id, workflow=run.workflow)
+    return runner
+
+
+def end_lost(orch: Orchestrator, run: RunRecord, owner: tuple[str, int], reason: str) -> bool:
+    """End ``run``, whose owner process ``owner`` died, ``failed`` with ``reason``: the
+    attempts it ran are fenced and ended with the reason too. False when the run had already
+    ended or another process has taken it."""
+    me = (socket.gethostname(), os.getpid())
+    fenced = orch.metadata.adopt_run(run.run_id, owner, me, reason)
+    if fenced is None:
+        return False
+    orch.metadata.commit(Batch(events=_lost_events(run.run_id, fenced, reason, time.time())))
+    run.owner_host, run.owner_pid = me
+    running = sorted({a.stage for a in fenced})
+    _end(orch, run, reason + (f", while {_names(running)} ran" if running else ""))
+    return True
+
+
+def _names(stages: list[str]) -> str:
+    quoted = ", ".join(repr(s) for s in stages)
+    return f"stage {quoted}" if len(stages) == 1 else f"stages {quoted}"
+
+
+def _lost_events(
+    run_id: str, fenced: list[AttemptRecord], reason: str, now: float
+) -> list[EventRecord]:
+    return [
+        EventRecord(
+            run_id=run_id,
+            kind="stage_lost",
+            ts=now,
+            stage=a.stage,
+            attempt=a.attempt,
+            state=StageState.FAILED.value,
+            data={"error": reason},
+        )
+        for a in fenced
+    ]
 
 
 def continuing(orch: Orchestrator, run: RunRecord) -> Runner:
