@@ -1,5 +1,6 @@
 """Workers reporting by command: Heartbeat, CompleteAttempt and FailAttempt reach the runner of
-a live run only under the attempt's current token; anything else is refused by name."""
+a live run only under the attempt's current token, whether the run is driven in this process or
+by a run worker; anything else is refused by name."""
 
 from __future__ import annotations
 
@@ -43,13 +44,19 @@ flow = klaw.workflow("flow", [waits, after])
 WAIT = 60.0
 
 
-@pytest.fixture
-def running(tmp_path: Path) -> Iterator[tuple[Dispatcher, str, str]]:
+@pytest.fixture(params=["in-process", "run-worker"])
+def running(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[tuple[Dispatcher, str, str]]:
+    """A run of ``flow`` whose stage ``waits`` is running: on a thread of this process, or in a
+    run worker (as under ``klaw server``: reports then travel down the worker's pipe)."""
     (tmp_path / "klaw.toml").write_text(
         '[project]\nname = "reports"\nmodules = ["report_flows.py"]\n'
     )
     (tmp_path / "report_flows.py").write_text(FLOWS)
     orch = Orchestrator.open(tmp_path)
+    if request.param == "run-worker":
+        orch.use_run_workers()
     dispatcher = Dispatcher(orch)
     try:
         run = orch.start(RunRequest(workflow="flow"))
