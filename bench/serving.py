@@ -85,7 +85,7 @@ def _latencies(root: Path, isolation: str, samples: int) -> list[float]:
     from klaw.service.orchestrator import Orchestrator
 
     orch = Orchestrator.open(root, home=str(root / f".klaw-{isolation}"), run_isolation=isolation)
-    orch.use_run_workers()
+    orch.isolate_user_code()
     found: list[float] = []
     try:
         with (

@@ -166,3 +166,45 @@ def test_a_module_that_raises_or_hangs_at_import_is_reported(tmp_path: Path) -> 
         _healthy(dev)
     finally:
         dev.kill()
+
+
+SPY = """
+import os
+from pathlib import Path
+
+import klaw
+
+with open(Path(__file__).resolve().parent.parent / "imported-by", "a") as f:
+    f.write(f"{os.getpid()}\\n")
+
+
+@klaw.stage
+def one() -> int:
+    return 1
+
+
+spied = klaw.workflow("spied", [one], schedule="0 3 * * *")
+"""
+
+
+def test_the_serving_process_never_imports_a_workflow_module(tmp_path: Path) -> None:
+    root = write_project(tmp_path / "spy", {"spy_flows": SPY}, name="spy")
+    dev = Dev(root)
+    try:
+        with dev.api() as client:
+            assert [w["name"] for w in client.get("/api/v1/workflows").json()["workflows"]] == [
+                "spied"
+            ]
+            assert client.get("/api/v1/workflows/spied").status_code == 200
+            assert client.get("/api/v1/workflows/spied/plan").status_code == 200
+            assert client.post("/api/v1/workflows/validate", json={}).status_code == 200
+            assert client.get("/api/v1/schedules").json()["schedules"][0]["name"] == "spied"
+            assert client.get("/api/v1/workflows/nope").status_code == 404
+        run = _ended(dev, _submit(dev, "spied")["run_id"])
+        assert run["state"] == "succeeded", run
+        _healthy(dev)
+        importers = {int(p) for p in (root / "imported-by").read_text().split()}
+        assert importers  # the import check, the definitions process and the run worker
+        assert dev.proc.pid not in importers
+    finally:
+        dev.kill()

@@ -56,7 +56,7 @@ def running(
     (tmp_path / "report_flows.py").write_text(FLOWS)
     orch = Orchestrator.open(tmp_path)
     if request.param == "run-worker":
-        orch.use_run_workers()
+        orch.isolate_user_code()
     dispatcher = Dispatcher(orch)
     try:
         run = orch.start(RunRequest(workflow="flow"))

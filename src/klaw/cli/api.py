@@ -45,7 +45,7 @@ def api(
 
     orch = STATE.orchestrator(api_host=host, api_port=port)
     orch.check_lake()  # a lake in object storage is reachable before serving
-    orch.use_run_workers()  # user code runs in a worker process per run, not here
+    orch.isolate_user_code()  # runs and workflow imports happen in child processes, not here
     report_load_errors(orch)  # a module that fails at import is named; the rest are served
     settings = orch.settings
     authenticator = api_authenticator(orch)

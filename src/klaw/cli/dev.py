@@ -30,7 +30,6 @@ from klaw.errors import KlawError
 if TYPE_CHECKING:
     from types import ModuleType
 
-    from klaw.authoring.workflow import Workflow
     from klaw.service.orchestrator import Orchestrator
 
 LOOPBACK: Final = "127.0.0.1"
@@ -76,7 +75,7 @@ def dev(
         flags.update(tokens=token, api_tokens=f"admin:{token}")
     orch = STATE.orchestrator(**flags)
     orch.check_lake()  # a lake in object storage is reachable before serving
-    orch.use_run_workers()  # user code runs in a worker process per run, not here
+    orch.isolate_user_code()  # runs and workflow imports happen in child processes, not here
     report_load_errors(orch)  # a module that fails at import is named; the rest are served
     settings = orch.settings
     web = create_app(
@@ -212,9 +211,9 @@ class Reloader:
         sys.stderr.flush()
 
 
-def reload_workflows(orch: Orchestrator) -> dict[str, Workflow]:
-    """Import the project's modules afresh and swap the new definitions into ``orch``
-    (its cached graphs go with the old ones). On an error, the modules and definitions it
+def reload_workflows(orch: Orchestrator) -> list[str]:
+    """Load the project's modules afresh and swap the new definitions into ``orch`` (its
+    cached graphs go with the old ones); the workflow names. On an error, the definitions it
     had stay, and the error is raised."""
     from klaw.service.project import load_workflows
 
@@ -222,20 +221,17 @@ def reload_workflows(orch: Orchestrator) -> dict[str, Workflow]:
     for name in mine:
         del sys.modules[name]
     importlib.invalidate_caches()
+    if orch.definitions is not None:  # loaded afresh by a new definitions process
+        return orch.reload_definitions()
     try:
-        if orch.workers is not None:
-            found = orch.load_definitions()
-        else:
-            found = load_workflows(orch.project)
-        if orch.load_errors:  # a module that no longer loads: keep the definitions that did
-            raise next(iter(orch.load_errors.values()))
+        found = load_workflows(orch.project)
     except BaseException:
         for name in _project_modules(orch):
             del sys.modules[name]
         sys.modules.update(mine)
         raise
     orch.replace_workflows(found)
-    return found
+    return sorted(found)
 
 
 def _project_modules(orch: Orchestrator) -> dict[str, ModuleType]:

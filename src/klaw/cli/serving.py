@@ -107,13 +107,13 @@ def api_authenticator(orch: Orchestrator) -> ChainAuthenticator:
 
 
 def report_load_errors(orch: Orchestrator) -> None:
-    """Load the project's workflows and say on stderr which modules could not be loaded (a
-    serving command goes on with the others)."""
-    orch.workflows  # noqa: B018  (loads them, filling load_errors)
+    """Say on stderr which workflow modules could not be loaded (a serving command goes on
+    with the others)."""
+    names = orch.workflow_names()
     for error in orch.load_errors.values():
         hint = f"\n  hint: {error.hint}" if error.hint else ""
         sys.stderr.write(f"error: {error.message}{hint}\n")
     if orch.load_errors:
-        served = ", ".join(sorted(orch.workflows)) or "none"
+        served = ", ".join(names) or "none"
         sys.stderr.write(f"Serving the other workflows: {served}\n")
         sys.stderr.flush()

@@ -185,6 +185,8 @@ class Runner:
                 "not running under that token; the report is refused.",
                 hint="The attempt was given up (its lease expired) or has already ended.",
             )
+        if outcome.snapshot is not None and outcome.asset_key is None:
+            outcome.asset_key = task.stage.asset_key  # the snapshot is of the stage's asset
         self._outcomes.put(_Reported(outcome))
         if self._inline_task is task:  # it runs on the runner's thread: stop it there
             self.executor.stop(task)

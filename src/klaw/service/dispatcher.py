@@ -31,6 +31,7 @@ from klaw.protocol import (
     CancelRun,
     Command,
     CompleteAttempt,
+    ErrorReply,
     EventsReply,
     FailAttempt,
     GetAsset,
@@ -74,8 +75,10 @@ from klaw.protocol import (
     WorkflowReply,
     WorkflowsReply,
     decode,
+    decode_reply,
     encode,
     error_reply,
+    from_reply,
     internal_reply,
 )
 from klaw.service.orchestrator import Orchestrator, RunRequest
@@ -87,6 +90,10 @@ if TYPE_CHECKING:
     from klaw.graph.plan import Plan
 
 _log: Final = get_logger(__name__)
+
+# Commands answered from the workflow definitions: a serving process asks its definitions
+# process (it imports no workflow module itself).
+_DEFINITIONS: Final = (ListWorkflows, GetWorkflow, PlanWorkflow, ValidateWorkflows, GetLineage)
 
 
 class Dispatcher:
@@ -134,6 +141,12 @@ class Dispatcher:
         (``klaw run``'s live display): they go to :meth:`Orchestrator.run` as they are."""
         if isinstance(cmd, SubmitRun) and cmd.wait and (on_events or on_start):
             return self._submit_run(cmd, on_events=on_events, on_start=on_start)
+        definitions = self.orchestrator.definitions
+        if definitions is not None and isinstance(cmd, _DEFINITIONS):
+            reply = decode_reply(definitions.handle(encode(cmd)))
+            if isinstance(reply, ErrorReply):
+                raise from_reply(reply)
+            return reply
         handler = self._handlers.get(type(cmd))
         if handler is None:
             raise TypeError(f"Not a command: {cmd!r}")
@@ -364,14 +377,8 @@ class Dispatcher:
     def _complete_attempt(self, cmd: CompleteAttempt) -> AcceptedReply:
         from klaw.execution.task import Outcome
 
-        now = time.time()
-        key = None
-        if cmd.snapshot is not None:
-            graph = self.orchestrator.graph(self.orchestrator.get_run(cmd.run_id).workflow)
-            key = graph.stages[cmd.stage].asset_key if cmd.stage in graph.stages else None
-        outcome = Outcome(
-            cmd.stage, cmd.attempt, cmd.token, now, now, asset_key=key, snapshot=cmd.snapshot
-        )
+        now = time.time()  # the runner names the asset the snapshot is of
+        outcome = Outcome(cmd.stage, cmd.attempt, cmd.token, now, now, snapshot=cmd.snapshot)
         outcome.rows, outcome.bytes = cmd.rows, cmd.bytes
         self.orchestrator.report(outcome, cmd.run_id)
         return AcceptedReply(run_id=cmd.run_id, stage=cmd.stage, attempt=cmd.attempt)

@@ -65,6 +65,7 @@ if TYPE_CHECKING:
     from klaw.execution.runner import Runner
     from klaw.execution.task import Outcome
     from klaw.metadata.store import MetadataStore
+    from klaw.service.definitions import DefinitionsHost
     from klaw.service.runworker import RunWorkers
     from klaw.service.secrets import SecretResolver
     from klaw.storage.store import AssetInfo, SnapshotInfo
@@ -103,8 +104,10 @@ class Orchestrator:
         self._sql_checks: dict[str, SqlChecks] = {}
         self._active: dict[str, Any] = {}  # run id -> Runner of runs owned by this process
         self._threads: dict[str, threading.Thread] = {}  # runs started with start()
-        self.workers: RunWorkers | None = None  # set by use_run_workers() (serving commands)
-        self.load_errors: dict[str, KlawError] = {}  # workflow module -> why it is not loaded
+        # set by isolate_user_code() (the serving commands): runs and definitions elsewhere
+        self.workers: RunWorkers | None = None
+        self.definitions: DefinitionsHost | None = None
+        self._load_errors: dict[str, KlawError] = {}
         if workflows is not None:  # given directly (tests, notebooks) instead of imported
             self.__dict__["workflows"] = {wf.name: wf for wf in workflows}
         configure_logging(self.settings.log_level, self.settings.log_format)
@@ -132,13 +135,17 @@ class Orchestrator:
 
         return SecretResolver(self.settings, self.project.root)
 
-    def use_run_workers(self) -> None:
-        """Run each run started here (:meth:`start`, schedules, recovery) in a worker process
-        of its own, unless ``run_isolation`` is ``thread`` (see :mod:`klaw.service.runworker`).
-        The serving commands call this; ``klaw run`` and notebooks run in-process."""
+    def isolate_user_code(self) -> None:
+        """Keep user code out of this process, unless ``run_isolation`` is ``thread``: each run
+        started here (:meth:`start`, schedules, recovery) runs in a worker process of its own
+        (:mod:`klaw.service.runworker`), and the workflow definitions are loaded and served by
+        a child process (:mod:`klaw.service.definitions`). The serving commands call this;
+        ``klaw run`` and notebooks run in-process."""
         if self.workers is None and self.settings.run_isolation == "process":
+            from klaw.service.definitions import DefinitionsHost
             from klaw.service.runworker import RunWorkers
 
+            self.definitions = DefinitionsHost(self.project, self.settings).start()
             self.workers = RunWorkers(self)
 
     def check_lake(self) -> None:
@@ -150,6 +157,8 @@ class Orchestrator:
             self._lake_checked = True
 
     def close(self) -> None:
+        if self.definitions is not None:
+            self.definitions.close()
         if "leases" in self.__dict__:
             self.leases.close()
         if "metadata" in self.__dict__:
@@ -159,18 +168,36 @@ class Orchestrator:
     # -- definitions ---------------------------------------------------------------------------
     @cached_property
     def workflows(self) -> dict[str, Workflow]:
-        if self.workers is None:
-            return load_workflows(self.project)
-        return self.load_definitions()
+        if self.definitions is not None:
+            raise RuntimeError(
+                "This process serves people and imports no workflow module; ask "
+                "Orchestrator.definitions (klaw.service.definitions) instead."
+            )
+        return load_workflows(self.project)
 
-    def load_definitions(self) -> dict[str, Workflow]:
-        """Import the project's workflow modules, each checked in a child process first (see
-        :mod:`klaw.service.definitions`): a module that fails, crashes or hangs at import is
-        left out and its error kept in :attr:`load_errors`. The definitions found."""
-        from klaw.service.definitions import load_checked
+    @property
+    def load_errors(self) -> dict[str, KlawError]:
+        """The workflow modules that could not be loaded, and why (serving commands only)."""
+        return self.definitions.load_errors if self.definitions is not None else self._load_errors
 
-        found, self.load_errors = load_checked(self.project, self.settings.definition_load_timeout)
-        return found
+    @load_errors.setter
+    def load_errors(self, errors: dict[str, KlawError]) -> None:
+        self._load_errors = dict(errors)
+
+    def workflow_names(self) -> list[str]:
+        """The names of the project's workflows, sorted (without importing anything here
+        when the definitions live in a child process)."""
+        if self.definitions is not None:
+            return list(self.definitions.names)
+        return sorted(self.workflows)
+
+    def reload_definitions(self) -> list[str]:
+        """Load the workflow definitions afresh in a new definitions process; the names.
+        When a module no longer loads its error is raised and the old definitions stay."""
+        assert self.definitions is not None, "only with isolate_user_code()"
+        names = self.definitions.reload()
+        self._graphs, self._sql_checks = {}, {}
+        return list(names)
 
     def replace_workflows(self, workflows: dict[str, Workflow]) -> None:
         """Use these definitions from now on (``klaw dev`` reloading changed files). Graphs
@@ -301,7 +328,12 @@ class Orchestrator:
         on_events: Callable[[list[EventRecord]], None] | None = None,
         on_start: Callable[[RunRecord, Plan], None] | None = None,
     ) -> RunRecord:
-        """Validate, plan and run a workflow to the end in this process."""
+        """Validate, plan and run a workflow to the end in this process (in a run worker, with
+        :meth:`isolate_user_code`: ``on_events`` and ``on_start`` are then not called)."""
+        if self.workers is not None:
+            created = self.workers.start(request)
+            self.workers.wait(created.run_id)
+            return self.get_run(created.run_id)
         runner = self.prepare(request, on_events)
         run = runner.run
         self._active[run.run_id] = runner
@@ -315,7 +347,7 @@ class Orchestrator:
     def start(self, request: RunRequest) -> RunRecord:
         """Validate, plan and record a run, then run it on a background thread of this process.
         Returns the run as created (``queued``); bad input is refused before anything is
-        recorded, as with :meth:`run`. With run workers (:meth:`use_run_workers`) the run
+        recorded, as with :meth:`run`. With run workers (:meth:`isolate_user_code`) the run
         is prepared and run in a worker process instead."""
         if self.workers is not None:
             return self.workers.start(request)

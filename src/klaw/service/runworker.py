@@ -108,7 +108,6 @@ class RunWorkers:
         return self._spawn(_Job(recover=run_id, skip=self._skip()))
 
     def _skip(self) -> frozenset[str]:
-        self._orch.workflows  # noqa: B018  (loaded, so the modules that failed are known)
         return frozenset(self._orch.load_errors)
 
     def _spawn(self, job: _Job) -> RunRecord | None:

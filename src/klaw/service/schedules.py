@@ -43,6 +43,14 @@ def definitions(workflows: Mapping[str, Workflow]) -> list[ScheduleDefinition]:
     ]
 
 
+def schedule_definitions(orchestrator: Orchestrator) -> list[ScheduleDefinition]:
+    """The project's schedules (asked of the definitions process in a serving process)."""
+    if orchestrator.definitions is not None:
+        found: list[ScheduleDefinition] = orchestrator.definitions.ask("schedules")
+        return found
+    return definitions(orchestrator.workflows)
+
+
 def schedule_of(definition: ScheduleDefinition, *, paused: bool = False) -> Schedule:
     """The tick arithmetic's value for a definition (already validated with its workflow)."""
     from klaw.authoring.schedule import CatchUp, Schedule
@@ -61,7 +69,7 @@ def list_schedules(orchestrator: Orchestrator, *, now: float | None = None) -> l
     stored = {r.name: r for r in orchestrator.metadata.list_schedules()}
     at = time.time() if now is None else now
     return [
-        _info(orchestrator, d, stored.get(d.name), at) for d in definitions(orchestrator.workflows)
+        _info(orchestrator, d, stored.get(d.name), at) for d in schedule_definitions(orchestrator)
     ]
 
 
@@ -72,7 +80,7 @@ def set_paused(
 
     Resuming does not catch up the ticks of the pause: the schedule fires from its next tick."""
     at = time.time() if now is None else now
-    every = definitions(orchestrator.workflows)
+    every = schedule_definitions(orchestrator)
     definition = _find(orchestrator, every, name)
     store = orchestrator.metadata
     store.sync_schedules(every, now=at)
@@ -87,7 +95,7 @@ def _find(
         if definition.name == name:
             return definition
     project = orchestrator.project.name
-    if name in orchestrator.workflows:
+    if name in orchestrator.workflow_names():
         raise ScheduleNotFoundError(
             f"Workflow {name!r} of project {project!r} has no schedule.",
             hint="Give it one: klaw.workflow(..., schedule='0 3 * * *'), or `schedule:` in its "

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Final
 from klaw.authoring.cron import due, next_tick, parse_tick_key, tick_key
 from klaw.errors import KlawError
 from klaw.observability import get_logger
-from klaw.service.schedules import definitions, schedule_of
+from klaw.service.schedules import schedule_definitions, schedule_of
 
 if TYPE_CHECKING:
     from klaw.metadata.records import ScheduleDefinition, ScheduleRecord
@@ -81,7 +81,7 @@ class TriggerService:
     def sync(self, now: float | datetime | None = None) -> list[ScheduleDefinition]:
         """Write the project's schedule definitions to the metadata store; return them.
         A schedule's pause state and claimed ticks are kept."""
-        found = definitions(self.orchestrator.workflows)
+        found = schedule_definitions(self.orchestrator)
         at = self._now(now)
         self.orchestrator.metadata.sync_schedules(found, now=at.timestamp())
         self._definitions = {d.name: d for d in found}
