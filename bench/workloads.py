@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import klaw
-from bench import floors, follow, lake, metadata, serving, shapes, tpch, workflows
+from bench import floors, follow, lake, logs, metadata, serving, shapes, tpch, workflows
 from bench.report import Basis, Row, Target, Unit
 from bench.timing import Case, interleaved
 
@@ -538,5 +538,6 @@ WORKLOADS: tuple[Workload, ...] = (
     Workload("A1", f"{lake.FANOUT} small assets in one run vs Parquet by hand", lake.fan_out),
     Workload("A2", "asset commit, list, show and read as history grows", lake.history),
     Workload("A3", "a 1,000,000-row asset commit vs Parquet by hand", lake.large),
+    Workload("G1", "a page of a run's log at 10, 10,000 and 1,000,000 lines", logs.log_pages),
     Workload("L1", "event latency, commit → follower (SSE, Flight, CLI)", follow.latency),
 )

@@ -478,6 +478,27 @@ class MetadataStoreContract:
         ]
         assert store.read_logs(run.run_id, after_seq=5) == []
 
+    def test_log_pages_follow_the_seq_cursor(self, store: Store) -> None:
+        run = make_run()
+        store.create_run(run)
+        lines = [
+            LogRecord(
+                run_id=run.run_id, stage=s, attempt=1, stream="stdout", ts=1.0, line=f"{s}{i}"
+            )
+            for i, s in enumerate("babab")
+        ]
+        store.commit(Batch(logs=lines))  # seq 1..5 in this order, whatever the stages
+
+        def page(**kw: object) -> list[tuple[int, str]]:
+            return [(g.seq, g.line) for g in store.read_logs(run.run_id, **kw)]  # type: ignore[arg-type]
+
+        assert page(limit=2) == [(1, "b0"), (2, "a1")]
+        assert page(after_seq=2, limit=2) == [(3, "b2"), (4, "a3")]
+        assert page(after_seq=4, limit=2) == [(5, "b4")]
+        assert page(limit=2, tail=True) == [(4, "a3"), (5, "b4")]
+        assert page(after_seq=4, limit=3, tail=True) == [(5, "b4")]
+        assert page(stage="a", limit=5, tail=True) == [(2, "a1"), (4, "a3")]
+
     def test_metrics_round_trip(self, store: Store) -> None:
         run = make_run()
         store.create_run(run)

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 import klaw
-from klaw.service import orchestrator
+from klaw.service import catalog
 
 
 @klaw.stage
@@ -33,8 +33,8 @@ def test_each_run_plans_once_and_reuses_the_graph(
 
         return wrapper
 
-    monkeypatch.setattr(orchestrator, "build_graph", counted("build", orchestrator.build_graph))
-    monkeypatch.setattr(orchestrator, "make_plan", counted("plan", orchestrator.make_plan))
+    monkeypatch.setattr(catalog, "build_graph", counted("build", catalog.build_graph))
+    monkeypatch.setattr(catalog, "make_plan", counted("plan", catalog.make_plan))
     wf = klaw.workflow("twice", [first, second])
     for i in range(2):
         assert klaw.run(wf, home=tmp_path / f"home{i}").state.value == "succeeded"

@@ -474,6 +474,8 @@ class SqlMetadataStore(ABC):
         stage: str | None = None,
         attempt: int | None = None,
         after_seq: int = 0,
+        limit: int | None = None,
+        tail: bool = False,
     ) -> list[LogRecord]:
         p = self.q.PARAM
         query: str = self.q.SELECT_LOGS
@@ -487,7 +489,13 @@ class SqlMetadataStore(ABC):
         if attempt is not None:
             query += f" AND attempt = {p}"
             args += (attempt,)
-        found = self._query(query + self.q.LOGS_ORDER, args)
+        if limit is None:
+            found = self._query(query + self.q.LOGS_ORDER, args)
+        else:
+            order = " ORDER BY seq DESC" if tail else " ORDER BY seq"
+            found = self._query(f"{query}{order} LIMIT {int(limit)}", args)
+            if tail:
+                found = found[::-1]
         return [LogRecord(**dict(zip(rows.LOG_FIELDS, row, strict=True))) for row in found]
 
     def list_metrics(self, run_id: str) -> list[MetricRecord]:

@@ -60,9 +60,13 @@ class MetadataReader(Protocol):
         stage: str | None = None,
         attempt: int | None = None,
         after_seq: int = 0,
+        limit: int | None = None,
+        tail: bool = False,
     ) -> list[LogRecord]:
         """The run's captured lines (of one stage / attempt), those after ``after_seq`` only
-        (``seq`` counts per run: a cursor), ordered by stage, attempt and seq."""
+        (``seq`` counts per run: a cursor), ordered by stage, attempt and seq. With ``limit``,
+        a page in ``seq`` order: the first ``limit`` of those lines, or with ``tail`` the last
+        ``limit``; read through an index, so a page costs the same whatever the log's size."""
 
 
 class LeaseStore(Protocol):

@@ -312,12 +312,11 @@ class Dispatcher:
         )
 
     def _read_log_page(self, cmd: ReadLogPage) -> LogsReply:
-        logs = self.orchestrator.logs(cmd.run_id, cmd.stage, after_seq=cmd.after_seq)
-        if cmd.tail is not None:
-            logs = logs[-cmd.tail :]
-        if cmd.limit is not None:
-            logs = logs[: cmd.limit]
-        return LogsReply(logs=logs)
+        read = self.orchestrator.logs
+        if cmd.tail is not None:  # the last `tail` lines, then at most `limit` of them
+            logs = read(cmd.run_id, cmd.stage, after_seq=cmd.after_seq, limit=cmd.tail, tail=True)
+            return LogsReply(logs=logs[: cmd.limit] if cmd.limit is not None else logs)
+        return LogsReply(logs=read(cmd.run_id, cmd.stage, after_seq=cmd.after_seq, limit=cmd.limit))
 
     def _get_asset(self, cmd: GetAsset) -> AssetReply:
         [latest] = self.orchestrator.snapshots(cmd.key, limit=1)  # or AssetNotFoundError

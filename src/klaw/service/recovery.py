@@ -16,13 +16,10 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from klaw.authoring.params import resolve_params
 from klaw.errors import KlawError
-from klaw.ids import AssetRef
 from klaw.metadata.records import AttemptRecord, Batch, EventRecord, RunFilter, RunRecord
 from klaw.metadata.rows import owner_alive
 from klaw.observability import get_logger
-from klaw.service.wiring import make_executor
 from klaw.states import RunState, StageState
 
 if TYPE_CHECKING:
@@ -123,44 +120,7 @@ def _lost_events(
 
 def continuing(orch: Orchestrator, run: RunRecord) -> Runner:
     """A runner that continues ``run`` from its recorded attempts."""
-    from klaw.execution.runner import Reused, Runner, RunOptions
-
-    workflow = orch.workflow(run.workflow)
-    params = orch.secrets.resolve(workflow, resolve_params(workflow, run.params))
-    plan = orch.plan(workflow.name, run.selection)
-    before: dict[str, int] = {}
-    succeeded: dict[str, AttemptRecord] = {}
-    for attempt in orch.metadata.list_attempts(run.run_id):
-        before[attempt.stage] = max(before.get(attempt.stage, 0), attempt.attempt)
-        if attempt.state is StageState.SUCCEEDED:
-            succeeded[attempt.stage] = attempt
-    reused: dict[str, Reused] = {}
-    for name, record in succeeded.items():
-        if name in plan.upstream and record.asset_key and record.snapshot_id is not None:
-            ref = AssetRef(record.asset_key, record.snapshot_id)
-            reused[name] = Reused(ref, record.reused_from or run.run_id)
-    # A stage whose value lived only in memory is done when everything that reads it is.
-    done = set(reused)
-    for name in reversed(plan.stages):
-        readers = [d for d in plan.stages if name in plan.upstream[d]]
-        if name in succeeded and all(d in done for d in readers):
-            done.add(name)
-    executor = make_executor(
-        orch.settings, orch.lake, kind=workflow.executor, max_workers=None, leases=orch.leases
-    )
-    options = RunOptions(
-        stop_grace=orch.settings.stop_grace,
-        io_timeout=orch.settings.stage_io_timeout,
-        params=params,
-        reused=reused,
-        done=frozenset(done - set(reused)),
-        external=orch.external_refs(plan),
-        lease_ttl=orch.settings.lease_ttl,
-        metadata_queue=orch.settings.metadata_queue,
-        attempts_before=before,
-        recovered=True,
-    )
-    return Runner(plan, run, executor=executor, metadata=orch.metadata, options=options)
+    return orch.launcher.continuing(run)
 
 
 def _end(orch: Orchestrator, run: RunRecord, error: str) -> None:
