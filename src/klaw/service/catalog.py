@@ -202,6 +202,20 @@ class Catalog:
                 continue
         return schemas
 
+    def asset_inputs(self) -> dict[str, tuple[str, ...]]:
+        """Every asset the project defines -> the assets it is computed from: those of its
+        upstream stages, through stages that are not assets (workflows whose graph is broken
+        are left out: validation names their problems)."""
+        from klaw.graph.lineage import asset_inputs
+
+        graphs = []
+        for name in sorted(self.workflows):
+            try:
+                graphs.append(self.graph(name))
+            except KlawError:
+                continue
+        return asset_inputs(graphs)
+
     def producers(self) -> dict[str, tuple[str, str]]:
         """asset key -> (workflow, stage) for every asset the project defines."""
         found: dict[str, tuple[str, str]] = {}

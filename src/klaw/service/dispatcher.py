@@ -11,11 +11,9 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
-from klaw.authoring.stage import StageDef, StageKind
 from klaw.errors import (
     AssetNotFoundError,
     DefinitionError,
-    GraphError,
     KlawError,
     WorkflowNotFoundError,
 )
@@ -51,7 +49,6 @@ from klaw.protocol import (
     LogsReply,
     PauseSchedule,
     Ping,
-    PlannedStage,
     PlanReply,
     PlanWorkflow,
     PongReply,
@@ -66,12 +63,9 @@ from klaw.protocol import (
     ScheduleReply,
     SchedulesReply,
     SnapshotsReply,
-    StageNode,
     SubmitRun,
     ValidateReply,
     ValidateWorkflows,
-    ValidationResult,
-    WorkflowInfo,
     WorkflowReply,
     WorkflowsReply,
     decode,
@@ -81,12 +75,11 @@ from klaw.protocol import (
     from_reply,
     internal_reply,
 )
+from klaw.service import views
 from klaw.service.orchestrator import Orchestrator, RunRequest
 from klaw.service.schedules import list_schedules, set_paused
 
 if TYPE_CHECKING:
-    from klaw.authoring.workflow import Workflow
-    from klaw.graph.build import WorkflowGraph
     from klaw.graph.plan import Plan
 
 _log: Final = get_logger(__name__)
@@ -230,33 +223,18 @@ class Dispatcher:
         return LogsReply(logs=self.orchestrator.logs(cmd.run_id, cmd.stage))
 
     def _list_workflows(self, cmd: ListWorkflows) -> WorkflowsReply:
-        infos = [_info(wf) for _, wf in sorted(self.orchestrator.workflows.items())]
-        return WorkflowsReply(workflows=infos)
+        workflows = self.orchestrator.workflows
+        return WorkflowsReply(
+            workflows=[views.workflow_info(workflows[n]) for n in sorted(workflows)]
+        )
 
     def _plan_workflow(self, cmd: PlanWorkflow) -> PlanReply:
-        plan = self.orchestrator.plan(cmd.workflow, cmd.selection)
-        return PlanReply(
-            workflow=plan.graph.name,
-            selection=plan.selection,
-            stages=plan.stages,
-            levels=plan.levels,
-            upstream=plan.upstream,
-            external=plan.external,
-            details={name: _planned(plan.graph.stages[name]) for name in plan.stages},
-        )
+        return views.plan_reply(self.orchestrator.plan(cmd.workflow, cmd.selection))
 
     def _validate_workflows(self, cmd: ValidateWorkflows) -> ValidateReply:
         found = self.orchestrator.validate(cmd.workflows or None)
-        results = [
-            ValidationResult(
-                workflow=name,
-                error=None if exc is None else error_reply(exc),
-                problems=_problems(exc),
-                unchecked=self.orchestrator.unchecked_sql(name) if exc is None else (),
-            )
-            for name, exc in found.items()
-        ]
-        return ValidateReply(results=results)
+        unchecked = {n: self.orchestrator.unchecked_sql(n) for n, e in found.items() if e is None}
+        return ValidateReply(results=views.validation_results(found, unchecked))
 
     def _list_assets(self, cmd: ListAssets) -> AssetsReply:
         return AssetsReply(assets=self.orchestrator.assets())
@@ -274,42 +252,11 @@ class Dispatcher:
         return ScheduleReply(schedule=set_paused(self.orchestrator, cmd.name, False))
 
     def _get_workflow(self, cmd: GetWorkflow) -> WorkflowReply:
-        from klaw.authoring.params import params_schema
-
-        if cmd.workflow not in self.orchestrator.workflows:
-            try:
-                self.orchestrator.workflow(cmd.workflow)
-            except DefinitionError as exc:  # the message names it and the close matches
-                raise WorkflowNotFoundError(exc.message, hint=exc.hint) from None
-        wf = self.orchestrator.workflow(cmd.workflow)
-        graph = self.orchestrator.graph(cmd.workflow)
-        stages = [
-            StageNode(
-                name=name,
-                kind=graph.stages[name].kind.value,
-                asset=graph.stages[name].asset_key,
-                description=graph.stages[name].description,
-                retries=graph.stages[name].retry.retries,
-                timeout=graph.stages[name].timeout,
-                tags=tuple(sorted(graph.stages[name].tags)),
-                inputs=tuple(
-                    graph.foreign[u] for u in graph.stages[name].upstream if u in graph.foreign
-                ),
-            )
-            for name in graph.order
-        ]
-        edges = [(up, name) for name in graph.order for up in graph.upstream[name]]
-        return WorkflowReply(
-            workflow=_info(wf),
-            stages=stages,
-            edges=edges,
-            params_schema=params_schema(wf),
-            max_active_runs=wf.max_active_runs,
-            executor=wf.executor,
-            timezone=wf.timezone,
-            catch_up=wf.catch_up,
-            depends_on=wf.depends_on,
-        )
+        try:
+            wf = self.orchestrator.workflow(cmd.workflow)
+        except DefinitionError as exc:  # the message names it and the close matches
+            raise WorkflowNotFoundError(exc.message, hint=exc.hint) from None
+        return views.workflow_reply(wf, self.orchestrator.graph(cmd.workflow))
 
     def _read_log_page(self, cmd: ReadLogPage) -> LogsReply:
         read = self.orchestrator.logs
@@ -341,10 +288,10 @@ class Dispatcher:
         )
 
     def _get_lineage(self, cmd: GetLineage) -> LineageReply:
-        feeds = self._asset_inputs()  # asset key -> the asset keys it is computed from
         producer = self.orchestrator.producers().get(cmd.key)
         if producer is None:
             self.orchestrator.snapshots(cmd.key, limit=1)  # not defined: is it in the lake?
+        feeds = self.orchestrator.catalog.asset_inputs()  # asset -> the assets it is made from
         return LineageReply(
             key=cmd.key,
             workflow=producer[0] if producer else None,
@@ -352,21 +299,6 @@ class Dispatcher:
             upstream=feeds.get(cmd.key, ()),
             downstream=tuple(sorted(k for k, ups in feeds.items() if cmd.key in ups)),
         )
-
-    def _asset_inputs(self) -> dict[str, tuple[str, ...]]:
-        """Every asset the project defines -> the assets it is computed from: those of its
-        upstream stages, through stages that are not assets (workflows whose graph is broken
-        are left out: ``ValidateWorkflows`` names their problems)."""
-        found: dict[str, tuple[str, ...]] = {}
-        for name in sorted(self.orchestrator.workflows):
-            try:
-                graph = self.orchestrator.graph(name)
-            except KlawError:
-                continue
-            for stage in graph.stages.values():
-                if stage.asset_key is not None:
-                    found[stage.asset_key] = _feeding_assets(graph, stage.name)
-        return found
 
     # -- reports from workers --------------------------------------------------------------------
     def _heartbeat(self, cmd: Heartbeat) -> LeaseReply:
@@ -398,54 +330,3 @@ class Dispatcher:
         )
         self.orchestrator.report(outcome, cmd.run_id)
         return AcceptedReply(run_id=cmd.run_id, stage=cmd.stage, attempt=cmd.attempt)
-
-
-def _info(wf: Workflow) -> WorkflowInfo:
-    return WorkflowInfo(
-        name=wf.name,
-        description=wf.description,
-        schedule=wf.schedule,
-        stages=tuple(s.name for s in wf.stages),
-        assets=tuple(s.asset_key for s in wf.stages if s.kind is StageKind.ASSET and s.asset_key),
-        tags=tuple(sorted(wf.tags)),
-        source=wf.source,
-    )
-
-
-def _feeding_assets(graph: WorkflowGraph, stage: str) -> tuple[str, ...]:
-    """The asset keys ``stage`` of ``graph`` is computed from, through non-asset stages."""
-    found: set[str] = set()
-    seen: set[str] = set()
-    todo = list(graph.stages[stage].upstream)
-    while todo:
-        name = todo.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        if name in graph.foreign:
-            found.add(graph.foreign[name])
-            continue
-        up = graph.stages.get(name)
-        if up is None:
-            continue
-        if up.asset_key is not None:
-            found.add(up.asset_key)
-        else:
-            todo.extend(up.upstream)
-    return tuple(sorted(found))
-
-
-def _planned(stage: StageDef) -> PlannedStage:
-    return PlannedStage(
-        kind=stage.kind.value,
-        retries=stage.retry.retries,
-        timeout=stage.timeout,
-        tags=tuple(sorted(stage.tags)),
-    )
-
-
-def _problems(exc: KlawError | None) -> tuple[str, ...]:
-    """Every problem an error names: a GraphError lists each, any other error is one."""
-    if exc is None:
-        return ()
-    return tuple(exc.problems) if isinstance(exc, GraphError) else (exc.message,)
