@@ -2,30 +2,27 @@
 that runs each run in a worker process of its own (``klaw server`` / ``api`` / ``dev``).
 
 A project of one one-stage workflow is written to a scratch folder and served over HTTP
-(uvicorn in a thread of the bench process, as ``klaw api`` does). Each sample POSTs a run with
-httpx, then waits for it to end; the latency is the first attempt's recorded ``started_at``
-minus the wall clock just before the POST. The floor, in the same run, is the same with
-``run_isolation = "thread"``: the run prepared and run on a thread of the serving process, as
-before run workers.
+(uvicorn in a thread of the bench process, as ``klaw api`` does; L1's server). Each sample
+POSTs a run with httpx, then waits for it to end; the latency is the first attempt's recorded
+``started_at`` minus the wall clock just before the POST. The floor, in the same run, is the
+same with ``run_isolation = "thread"``: the run prepared and run on a thread of the serving
+process, as before run workers.
 """
 
 from __future__ import annotations
 
 import statistics
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bench.follow import TOKEN
+from bench.follow import _serving as serving
 from bench.report import Basis, Row, Target, Unit
 
 if TYPE_CHECKING:
     from bench.workloads import Settings
-    from klaw.service.orchestrator import Orchestrator
 
-TOKEN = "bench-serving-token-9e1d4b"
 WAIT = 60.0
 TARGET = Target(0.3, Basis.KLAW, strict=True)
 
@@ -49,36 +46,6 @@ def _project(root: Path) -> Path:
     return root
 
 
-@contextmanager
-def _serving(orch: Orchestrator) -> Iterator[str]:
-    import uvicorn
-
-    from klaw.api.http import StaticTokenAuthenticator, create_app
-    from klaw.api.http.limits import Limits
-
-    app = create_app(
-        orch,
-        StaticTokenAuthenticator.parse(f"admin:{TOKEN}"),
-        allowed_hosts=["127.0.0.1"],
-        cors_origins=[],
-        limits=Limits(rate=1e9, burst=10**9),
-    )
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", access_log=False)
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + WAIT
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(WAIT)
-
-
 def _latencies(root: Path, isolation: str, samples: int) -> list[float]:
     import httpx
 
@@ -89,7 +56,7 @@ def _latencies(root: Path, isolation: str, samples: int) -> list[float]:
     found: list[float] = []
     try:
         with (
-            _serving(orch) as url,
+            serving(orch) as (url, _),
             httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}) as client,
         ):
             for _ in range(samples + 1):  # the first warms the imports up; not kept

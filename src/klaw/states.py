@@ -45,3 +45,18 @@ _TERMINAL_STAGE = frozenset(
         StageState.TIMED_OUT,
     }
 )
+
+
+class EventKind(StrEnum):
+    """What an event of a run records (the ``kind`` of its row)."""
+
+    RUN_CREATED = "run_created"
+    RUN_STARTED = "run_started"
+    RUN_RECOVERING = "run_recovering"  # taken over by a new owner; fenced attempts follow
+    RUN_RECOVERED = "run_recovered"  # continued from what was recorded
+    RUN_FAILING_FAST = "run_failing_fast"
+    RUN_CANCELLING = "run_cancelling"
+    RUN_ABANDONED = "run_abandoned"  # its owner died; ended to make room under a run limit
+    RUN_FINISHED = "run_finished"
+    STAGE = "stage"  # a stage attempt changed state
+    STAGE_LOST = "stage_lost"  # an attempt whose owner or lease was lost, ended failed

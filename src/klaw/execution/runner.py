@@ -11,14 +11,12 @@ import heapq
 import itertools
 import os
 import queue
-import signal
 import socket
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from types import FrameType
+from enum import Enum
 from typing import Any, cast
 
 import msgspec
@@ -31,6 +29,7 @@ from klaw.execution.task import InputRef, Outcome, Phase, Started, Task
 from klaw.execution.values import ValueStore
 from klaw.graph.plan import Plan
 from klaw.ids import AssetRef, new_token
+from klaw.metadata import journal
 from klaw.metadata.records import (
     AttemptRecord,
     Batch,
@@ -40,7 +39,7 @@ from klaw.metadata.records import (
 )
 from klaw.metadata.store import RunStore
 from klaw.observability import get_logger
-from klaw.states import RunState, StageState
+from klaw.states import EventKind, RunState, StageState
 
 log = get_logger("klaw.runner")
 # members bound once: attribute access on an Enum class costs a descriptor call per use
@@ -66,7 +65,24 @@ _ENDS = frozenset(s for s in StageState if s.terminal) | {StageState.RETRYING}
 _FORCE = object()
 _NO_DATA: dict[str, Any] = {}  # shared by every event without data: never mutated
 _copy = msgspec.structs.replace
-_PHASES = frozenset(p.value for p in Phase)  # timer kinds of a timed attempt's phases
+STAGE_EVENT = EventKind.STAGE.value
+
+
+class TimerKind(Enum):
+    """What a runner's timer does when it fires."""
+
+    LEASES = "leases"  # look for attempts whose lease expired
+    RETRY = "retry"  # a stage's backoff is over: run it again
+    GRACE = "grace"  # a stopped attempt's grace is over: give it up
+    LOAD = Phase.LOAD.value  # a timed attempt overran its phase ...
+    RUN = Phase.RUN.value
+    COMMIT = Phase.COMMIT.value
+
+
+_PHASE_TIMERS = {phase: TimerKind(phase.value) for phase in Phase}
+_TIMER_PHASES = {kind: phase for phase, kind in _PHASE_TIMERS.items()}
+# a timer on the heap: (due, seq, kind, stage, attempt); ordered by due, then seq
+_Timer = tuple[float, int, TimerKind, str, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +168,7 @@ class Runner:
         self._tasks: dict[tuple[str, int], Task] = {}  # running attempts
         self._attempts: dict[tuple[str, int], AttemptRecord] = {}
         self._waiting: deque[str] = deque()  # ready, waiting for a free slot
-        self._timers: list[tuple[float, int, str, str, int]] = []
+        self._timers: list[_Timer] = []
         self._seq = itertools.count()
         self._batch = Batch()
         self._cancelling = False
@@ -172,6 +188,12 @@ class Runner:
         """Ask the run to stop (thread- and signal-safe): running attempts are stopped, nothing
         new starts, and the run ends ``cancelled``."""
         self._outcomes.put(_CANCEL)
+        self._stop_inline()
+
+    def force(self) -> None:
+        """Ask again, harder (a second Ctrl-C): attempts that have not stopped are given up
+        at once rather than after their grace."""
+        self._outcomes.put(_FORCE)
         self._stop_inline()
 
     def report(self, outcome: Outcome) -> None:
@@ -205,16 +227,17 @@ class Runner:
         self._batch.runs.append(run)
         if self.options.recovered:
             self._event(
-                "run_recovered", state=RunState.RUNNING.value, done=len(self.options.reused)
+                EventKind.RUN_RECOVERED,
+                state=RunState.RUNNING.value,
+                done=len(self.options.reused),
             )
         else:
-            self._event("run_started", state=RunState.RUNNING.value)
+            self._event(EventKind.RUN_STARTED, state=RunState.RUNNING.value)
             for name, reused in self.options.reused.items():
                 self._record_reused(name, reused)
         self._log.info("run started", stages=len(self.plan.stages))
         self._recorder.start()
         self.executor.open(self._outcomes.put, self._values)
-        restore = self._install_signals()
         try:
             self._apply(self._readiness.start())
             self._drain(None)  # a cancel asked for before the start is seen before any stage
@@ -222,31 +245,11 @@ class Runner:
             self._flush()
             self._loop()
         finally:
-            restore()
             self.executor.close()
         try:
             return self._finish()
         finally:
             self._recorder.close()
-
-    def _install_signals(self) -> Callable[[], None]:
-        """Ctrl-C and SIGTERM cancel the run (a second Ctrl-C abandons what has not stopped).
-        Only the main thread can own signals; elsewhere, call :meth:`cancel`."""
-        if threading.current_thread() is not threading.main_thread():
-            return lambda: None
-        presses = itertools.count(1)
-
-        def on_signal(signum: int, frame: FrameType | None) -> None:
-            self._outcomes.put(_CANCEL if next(presses) == 1 else _FORCE)
-            self._stop_inline()
-
-        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-        def restore() -> None:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-
-        return restore
 
     # -- loop ----------------------------------------------------------------------------------
     def _loop(self) -> None:
@@ -332,10 +335,10 @@ class Runner:
         transitions = self._readiness.failed(name, retryable=outcome.retryable, state=state)
         if transitions[0].state is RETRYING:
             wait = self.plan.graph.stages[name].retry.wait_before(outcome.attempt)
-            self._timer(wait, "retry", name, outcome.attempt)
+            self._timer(wait, TimerKind.RETRY, name, outcome.attempt)
         self._apply(transitions)
         if self.options.fail_fast and transitions[0].state is not RETRYING:
-            self._event("run_failing_fast", stage=name)
+            self._event(EventKind.RUN_FAILING_FAST, stage=name)
             self._cancelling = True  # what still runs is stopped and ends cancelled
             for running in list(self._tasks.values()):
                 self._stop(running)
@@ -345,20 +348,20 @@ class Runner:
         while self._timers and self._timers[0][0] <= now:
             _, seq, kind, name, attempt = heapq.heappop(self._timers)
             task = self._tasks.get((name, attempt))
-            if kind == "leases":
+            if kind is TimerKind.LEASES:
                 self._expire_leases()
-            elif kind == "retry":
+            elif kind is TimerKind.RETRY:
                 if self._readiness.state[name] is RETRYING and not self._cancelling:
                     self._apply([self._readiness.retry_due(name)])
             elif task is None:
                 continue  # the attempt already ended
-            elif kind in _PHASES:
+            elif kind in _TIMER_PHASES:
                 if self._phases.get(task.key) != seq:
                     continue  # the attempt has moved on to its next phase
-                self._attempts[task.key].error = self._overran(task, Phase(kind))
+                self._attempts[task.key].error = self._overran(task, _TIMER_PHASES[kind])
                 self._timed_out.add(task.key)
                 self._stop(task)
-            elif kind == "grace":
+            elif kind is TimerKind.GRACE:
                 self._abandon(task)
 
     def _enter(self, task: Task, phase: Phase) -> None:
@@ -366,7 +369,8 @@ class Runner:
         loading its inputs and committing its snapshot by the I/O timeout."""
         limit = task.stage.timeout if phase is Phase.RUN else self.options.io_timeout
         assert limit is not None
-        self._phases[task.key] = self._timer(limit, phase.value, task.stage.name, task.attempt)
+        timer = self._timer(limit, _PHASE_TIMERS[phase], task.stage.name, task.attempt)
+        self._phases[task.key] = timer
 
     def _overran(self, task: Task, phase: Phase) -> str:
         """Why a timed attempt was stopped, naming the part of it that overran."""
@@ -460,12 +464,12 @@ class Runner:
             record.lease_expires_at = task.lease_until
             if not self._lease_timer:
                 self._lease_timer = True
-                self._timer(ttl / 2, "leases", "", 0)
+                self._timer(ttl / 2, TimerKind.LEASES, "", 0)
         self._dirty[key] = record
         self._batch.events.append(
             EventRecord(
                 run_id=run_id,
-                kind="stage",
+                kind=STAGE_EVENT,
                 ts=now,
                 stage=name,
                 attempt=attempt,
@@ -529,7 +533,7 @@ class Runner:
             self.executor.abandon(task)
             self._lost(task, record)
         self._lease_timer = True
-        self._timer(ttl / 2, "leases", "", 0)
+        self._timer(ttl / 2, TimerKind.LEASES, "", 0)
 
     def _lost(self, task: Task, record: AttemptRecord) -> None:
         """The attempt's worker is gone (or its lease expired): retry it as a new attempt."""
@@ -539,11 +543,11 @@ class Runner:
         self._log.warning(
             "stage attempt lost", stage=name, attempt=task.attempt, error=record.error
         )
-        self._event("stage_lost", stage=name, attempt=task.attempt, error=record.error)
+        self._event(EventKind.STAGE_LOST, stage=name, attempt=task.attempt, error=record.error)
         transitions = self._readiness.lost(name)
         if transitions[0].state is RETRYING:
             wait = self.plan.graph.stages[name].retry.wait_before(task.attempt)
-            self._timer(wait, "retry", name, task.attempt)
+            self._timer(wait, TimerKind.RETRY, name, task.attempt)
         self._apply(transitions)
 
     # -- cancel and stop -----------------------------------------------------------------------
@@ -552,7 +556,7 @@ class Runner:
             return
         self._cancelling = True
         self._log.warning("cancelling run", reason=reason, running=len(self._tasks))
-        self._event("run_cancelling", reason=reason)
+        self._event(EventKind.RUN_CANCELLING, reason=reason)
         self._apply(self._readiness.cancel())
         for task in list(self._tasks.values()):
             self._stop(task)
@@ -560,7 +564,7 @@ class Runner:
 
     def _stop(self, task: Task) -> None:
         self.executor.stop(task)
-        self._timer(self.options.stop_grace, "grace", task.stage.name, task.attempt)
+        self._timer(self.options.stop_grace, TimerKind.GRACE, task.stage.name, task.attempt)
 
     def _abandon(self, task: Task) -> None:
         self.executor.abandon(task)
@@ -619,7 +623,7 @@ class Runner:
             events.append(
                 EventRecord(
                     run_id=run_id,
-                    kind="stage",
+                    kind=STAGE_EVENT,
                     ts=now,
                     stage=stage,
                     attempt=attempt,
@@ -644,7 +648,7 @@ class Runner:
         )
         self._dirty[(name, 0)] = record
         self._event(
-            "stage",
+            EventKind.STAGE,
             stage=name,
             attempt=0,
             state=SUCCEEDED.value,
@@ -654,7 +658,7 @@ class Runner:
 
     def _event(
         self,
-        kind: str,
+        kind: EventKind,
         *,
         stage: str | None = None,
         attempt: int | None = None,
@@ -662,18 +666,10 @@ class Runner:
         **data: Any,
     ) -> None:
         self._batch.events.append(
-            EventRecord(
-                run_id=self.run.run_id,
-                kind=kind,
-                ts=time.time(),
-                stage=stage,
-                attempt=attempt,
-                state=state,
-                data=data,
-            )
+            journal.event(self.run.run_id, kind, stage=stage, attempt=attempt, state=state, **data)
         )
 
-    def _timer(self, delay: float, kind: str, stage: str, attempt: int) -> int:
+    def _timer(self, delay: float, kind: TimerKind, stage: str, attempt: int) -> int:
         seq = next(self._seq)
         heapq.heappush(self._timers, (time.monotonic() + delay, seq, kind, stage, attempt))
         return seq
@@ -694,7 +690,7 @@ class Runner:
                 [
                     EventRecord(
                         run_id=run_id,
-                        kind="stage",
+                        kind=STAGE_EVENT,
                         ts=ts,
                         stage=stage,
                         attempt=attempt,
@@ -727,7 +723,7 @@ class Runner:
         if failed:
             run.error = f"stage(s) failed: {', '.join(failed)}"
         self._batch.runs.append(run)
-        self._event("run_finished", state=run.state.value)
+        self._event(EventKind.RUN_FINISHED, state=run.state.value)
         assets = [a for a in self._attempts.values() if a.asset_key and a.snapshot_id is not None]
         for metric, value in (
             ("run_duration_s", run.ended_at - (run.started_at or run.ended_at)),

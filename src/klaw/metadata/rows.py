@@ -22,7 +22,7 @@ from klaw.metadata.records import (
     ScheduleRecord,
     TokenRecord,
 )
-from klaw.states import RunState, StageState
+from klaw.states import EventKind, RunState, StageState
 
 # Column lists. Runs and attempts list their columns in the record's field order, so a record
 # becomes a row with ``astuple`` and a row a record by zipping with the field names.
@@ -276,7 +276,8 @@ def created_event(run: RunRecord) -> tuple[Any, ...]:
     if run.selection is not None:
         data["selection"] = run.selection
     state = run.state.value
-    return (run.run_id, 1, run.created_at, "run_created", None, None, state, json_text(data))
+    kind = EventKind.RUN_CREATED.value
+    return (run.run_id, 1, run.created_at, kind, None, None, state, json_text(data))
 
 
 def abandoned(
@@ -286,7 +287,7 @@ def abandoned(
     error = f"abandoned: owner process {pid} on {host} is gone"
     data = json_text({"error": error, "owner_host": host, "owner_pid": pid})
     failed = RunState.FAILED.value
-    return error, (run_id, seq, now, "run_abandoned", None, None, failed, data)
+    return error, (run_id, seq, now, EventKind.RUN_ABANDONED.value, None, None, failed, data)
 
 
 def run_conflict(

@@ -10,7 +10,8 @@ import time
 from typing import TYPE_CHECKING
 
 from klaw.errors import MetadataError, StaleAttemptError
-from klaw.metadata.records import Batch, EventRecord, Lease, RunRecord
+from klaw.metadata import journal
+from klaw.metadata.records import Lease, RunRecord
 from klaw.metadata.rows import owner_alive
 from klaw.states import RunState
 
@@ -53,10 +54,8 @@ class RunControl:
                 hint="Try again, or stop the owner process.",
             )
         if same_host:  # the owner died: nothing runs, record the end
-            now = time.time()
-            run.state, run.ended_at, run.error = RunState.CANCELLED, now, "cancelled; owner gone"
-            event = EventRecord(run_id=run_id, kind="run_finished", ts=now, state="cancelled")
-            self._orch.metadata.commit(Batch(runs=[run], events=[event]))
+            batch = journal.ended(run, RunState.CANCELLED, "cancelled; owner gone")
+            self._orch.metadata.commit(batch)
             return run
         raise MetadataError(
             f"Run {run_id} is owned by {run.owner_host}; cancel it there.",

@@ -11,7 +11,6 @@ workers import them again for each run.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import threading
 from contextlib import suppress
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from klaw.errors import DefinitionError, KlawError, ProjectImportError
 from klaw.protocol.errors import error_reply, from_reply
 from klaw.protocol.replies import ErrorReply
+from klaw.service import forks
 
 if TYPE_CHECKING:
     from klaw.service.project import Project
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 def check_modules(project: Project, timeout: float) -> dict[str, KlawError]:
     """Import each of the project's workflow modules in a child process of its own; the error
     of each that raised, crashed or took longer than ``timeout`` seconds."""
-    ctx = multiprocessing.get_context("forkserver")
+    ctx = forks.context()
     errors: dict[str, KlawError] = {}
     for name in project.modules:
         mine, theirs = ctx.Pipe(duplex=False)
@@ -104,7 +104,7 @@ class DefinitionsHost:
         self._project = project
         self._settings = settings
         self._lock = threading.Lock()
-        self._ctx = multiprocessing.get_context("forkserver")
+        self._ctx = forks.context()
         self._child: BaseProcess | None = None
         self._conn: Connection | None = None
         self.load_errors: dict[str, KlawError] = {}

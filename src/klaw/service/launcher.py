@@ -16,6 +16,7 @@ import msgspec
 
 from klaw.authoring.params import dump_params, resolve_params
 from klaw.errors import AssetNotFoundError, MetadataError, SelectionError
+from klaw.execution.signals import cancel_on_signals
 from klaw.failpoints import failpoint
 from klaw.graph.plan import Plan
 from klaw.ids import AssetRef, new_run_id
@@ -62,7 +63,8 @@ class Launcher:
         try:
             if on_start is not None:
                 on_start(run, runner.plan)
-            return runner.execute()
+            with cancel_on_signals(runner):  # Ctrl-C and SIGTERM cancel the run
+                return runner.execute()
         finally:
             del self._active[run.run_id]
 

@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from klaw.errors import KlawError
-from klaw.metadata.records import AttemptRecord, Batch, EventRecord, RunFilter, RunRecord
+from klaw.metadata import journal
+from klaw.metadata.records import Batch, RunFilter, RunRecord
 from klaw.metadata.rows import owner_alive
 from klaw.observability import get_logger
-from klaw.states import RunState, StageState
+from klaw.states import EventKind, RunState
 
 if TYPE_CHECKING:
     from klaw.execution.runner import Runner
@@ -69,9 +70,8 @@ def take(orch: Orchestrator, run: RunRecord) -> Runner | None:
         return None
     run.owner_host, run.owner_pid = me
     now = time.time()
-    events = [EventRecord(run_id=run.run_id, kind="run_recovering", ts=now)]
-    events += _lost_events(run.run_id, fenced, reason, now)
-    orch.metadata.commit(Batch(events=events))
+    events = [journal.event(run.run_id, EventKind.RUN_RECOVERING, ts=now)]
+    orch.metadata.commit(Batch(events=events + journal.lost(run.run_id, fenced, reason, ts=now)))
     try:  # after the fence, so attempt numbers continue past the fenced ones
         runner = continuing(orch, run)
     except KlawError as exc:  # the definition changed or vanished: end the run
@@ -89,7 +89,7 @@ def end_lost(orch: Orchestrator, run: RunRecord, owner: tuple[str, int], reason:
     fenced = orch.metadata.adopt_run(run.run_id, owner, me, reason)
     if fenced is None:
         return False
-    orch.metadata.commit(Batch(events=_lost_events(run.run_id, fenced, reason, time.time())))
+    orch.metadata.commit(Batch(events=journal.lost(run.run_id, fenced, reason)))
     run.owner_host, run.owner_pid = me
     running = sorted({a.stage for a in fenced})
     _end(orch, run, reason + (f", while {_names(running)} ran" if running else ""))
@@ -101,30 +101,10 @@ def _names(stages: list[str]) -> str:
     return f"stage {quoted}" if len(stages) == 1 else f"stages {quoted}"
 
 
-def _lost_events(
-    run_id: str, fenced: list[AttemptRecord], reason: str, now: float
-) -> list[EventRecord]:
-    return [
-        EventRecord(
-            run_id=run_id,
-            kind="stage_lost",
-            ts=now,
-            stage=a.stage,
-            attempt=a.attempt,
-            state=StageState.FAILED.value,
-            data={"error": reason},
-        )
-        for a in fenced
-    ]
-
-
 def continuing(orch: Orchestrator, run: RunRecord) -> Runner:
     """A runner that continues ``run`` from its recorded attempts."""
     return orch.launcher.continuing(run)
 
 
 def _end(orch: Orchestrator, run: RunRecord, error: str) -> None:
-    now = time.time()
-    run.state, run.ended_at, run.error = RunState.FAILED, now, error
-    event = EventRecord(run_id=run.run_id, kind="run_finished", ts=now, state="failed")
-    orch.metadata.commit(Batch(runs=[run], events=[event]))
+    orch.metadata.commit(journal.ended(run, RunState.FAILED, error))

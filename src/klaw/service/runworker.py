@@ -23,7 +23,6 @@ to start recovers the run (its finished stages are kept, the rest run again).
 from __future__ import annotations
 
 import itertools
-import multiprocessing
 import os
 import signal
 import socket
@@ -41,6 +40,7 @@ from klaw.errors import DefinitionError, KlawError, MetadataError
 from klaw.observability import get_logger
 from klaw.protocol.errors import error_reply, from_reply, internal_reply
 from klaw.protocol.replies import ErrorReply
+from klaw.service import forks
 
 if TYPE_CHECKING:
     from klaw.execution.runner import Runner
@@ -52,8 +52,6 @@ if TYPE_CHECKING:
 
 _log = get_logger(__name__)
 
-# What the fork server imports once, so a worker starts with Klaw loaded.
-PRELOAD: Final = ["klaw.service.runworker", "klaw.service.orchestrator", "klaw.execution.runner"]
 WATCH_EVERY: Final = 0.25  # seconds between looks at a worker's memory
 REPLY_WAIT: Final = 30.0  # seconds a forwarded report may wait for the worker's answer
 PREPARE_MARGIN: Final = 30.0  # seconds a worker may take to prepare beyond importing
@@ -83,8 +81,7 @@ class RunWorkers:
 
     def __init__(self, orch: Orchestrator) -> None:
         self._orch = orch
-        self._ctx = multiprocessing.get_context("forkserver")
-        self._ctx.set_forkserver_preload(PRELOAD)
+        self._ctx = forks.context()
         forkserver.ensure_running()
         # one empty worker, so the fork server has Klaw imported before the first run asks
         warm = self._ctx.Process(target=_noop, name="klaw-run-worker-warmup", daemon=True)
@@ -268,6 +265,7 @@ class RunWorkers:
 # -- in the worker -------------------------------------------------------------------------------
 def _worker_main(conn: Connection, project: Project, settings: KlawSettings, job: _Job) -> None:
     """The body of a run worker: prepare, answer, run to the end."""
+    from klaw.execution.signals import cancel_on_signals
     from klaw.service.orchestrator import Orchestrator
     from klaw.service.project import load_workflows
 
@@ -295,7 +293,8 @@ def _worker_main(conn: Connection, project: Project, settings: KlawSettings, job
     listener.daemon = True
     listener.start()
     try:
-        runner.execute()  # on the main thread: SIGTERM (`klaw cancel`) cancels the run
+        with cancel_on_signals(runner):  # SIGTERM (`klaw cancel`, the server) cancels the run
+            runner.execute()
     finally:
         orch.close()
 
