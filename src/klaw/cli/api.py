@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import sys
-import threading
 from typing import Annotated
 
 import typer
 
 from klaw.cli.app import STATE, OutputOpt, app
 from klaw.cli.output import Format, emit_json
-from klaw.cli.serving import (
-    StopSignals,
-    api_authenticator,
-    bound_port,
-    report_load_errors,
-    split_list,
-)
+from klaw.cli.serving import ServingHost, StopSignals
 
 
 @app.command("api")
@@ -39,52 +32,26 @@ def api(
     approver, admin), those made with `klaw tokens create`, and JWTs of KLAW_OIDC_ISSUER; it
     refuses to start with none of them. Clients send one as 'Authorization: Bearer <token>'.
     """
-    import uvicorn
-
-    from klaw.api.http import create_app
-
     orch = STATE.orchestrator(api_host=host, api_port=port)
-    orch.check_lake()  # a lake in object storage is reachable before serving
-    orch.isolate_user_code()  # runs and workflow imports happen in child processes, not here
-    report_load_errors(orch)  # a module that fails at import is named; the rest are served
     settings = orch.settings
-    authenticator = api_authenticator(orch)
-    web = create_app(
-        orch,
-        authenticator,
-        allowed_hosts=split_list(settings.api_allowed_hosts),
-        cors_origins=split_list(settings.api_cors_origins),
-    )
-    config = uvicorn.Config(
-        web,
-        host=settings.api_host,
-        port=settings.api_port,
-        log_level="warning",
-        timeout_graceful_shutdown=max(1, int(settings.stop_grace)),
-    )
-    server = uvicorn.Server(config)
     with StopSignals() as stop:
-        # uvicorn off the main thread installs no signal handlers; the main thread waits here
-        thread = threading.Thread(target=server.run, name="klaw-api", daemon=True)
-        thread.start()
+        serving = ServingHost(orch, http=(settings.api_host, settings.api_port))
         try:
-            bound = bound_port(server, thread)
-            location = f"http://{settings.api_host}:{bound}"
+            serving.start()
+            assert serving.http_url is not None
             if output is Format.JSON:
                 emit_json(
                     {
-                        "listening": location,
+                        "listening": serving.http_url,
                         "host": settings.api_host,
-                        "port": bound,
+                        "port": int(serving.http_url.rsplit(":", 1)[1]),
                         "project": orch.project.name,
                     }
                 )
             else:
-                sys.stdout.write(f"Klaw API listening on {location}\n")
+                sys.stdout.write(f"Klaw API listening on {serving.http_url}\n")
             sys.stdout.flush()
             stop.wait()
         finally:
-            server.should_exit = True
-            thread.join(timeout=settings.stop_grace + 5.0)
-            orch.shutdown(wait=settings.stop_grace)  # cancel the runs it started, let them end
+            serving.stop()
     sys.stderr.write("Klaw API stopped.\n")

@@ -9,7 +9,7 @@ import typer
 
 from klaw.cli.app import STATE, OutputOpt, app
 from klaw.cli.output import Format, emit_json
-from klaw.cli.serving import StopSignals, report_load_errors
+from klaw.cli.serving import ServingHost, StopSignals
 
 
 @app.command("server")
@@ -32,41 +32,31 @@ def server(
     when it changes). Clients send one as 'authorization: Bearer <token>'. On start it takes
     over the runs a dead server left, and fires the project's cron schedules while it runs.
     """
-    from klaw.api.flight.auth import TokenSet
-    from klaw.api.flight.server import serve
-    from klaw.triggers import TriggerService
-
     orch = STATE.orchestrator(server_host=host, server_port=port)
-    orch.check_lake()  # a lake in object storage is reachable before serving
-    orch.isolate_user_code()  # runs and workflow imports happen in child processes, not here
-    report_load_errors(orch)  # a module that fails at import is named; the rest are served
     settings = orch.settings
-    tokens = TokenSet.from_settings(settings, orch.project.root)
     with StopSignals() as stop:
-        running = serve(orch, host=settings.server_host, port=settings.server_port, tokens=tokens)
-        triggers = TriggerService(orch)
+        at = (settings.server_host, settings.server_port)
+        serving = ServingHost(orch, flight=at, recover=True, triggers=True)
         try:
-            recovered = [run.run_id for run in orch.recover()]  # runs a dead server left
-            triggers.start()  # the project's cron schedules fire while the server runs
+            serving.start()  # takes over the runs a dead server left; schedules fire
+            assert serving.flight is not None
+            recovered = serving.recovered
             if output is Format.JSON:
                 emit_json(
                     {
-                        "listening": running.location,
+                        "listening": serving.flight.location,
                         "host": settings.server_host,
-                        "port": running.port,
+                        "port": serving.flight.port,
                         "project": orch.project.name,
                         "recovered": recovered,
                     }
                 )
             else:
-                sys.stdout.write(f"Klaw server listening on {running.location}\n")
+                sys.stdout.write(f"Klaw server listening on {serving.flight.location}\n")
                 if recovered:
                     sys.stdout.write(f"Recovered runs: {', '.join(recovered)}\n")
             sys.stdout.flush()
             stop.wait()
         finally:
-            triggers.stop()
-            orch.shutdown(wait=settings.stop_grace)  # cancel the runs it drives, let them end
-            running.stop()
-            orch.shutdown(wait=settings.stop_grace)  # any started while it was stopping
+            serving.stop()
     sys.stderr.write("Klaw server stopped.\n")

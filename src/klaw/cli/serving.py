@@ -1,5 +1,6 @@
-"""What the long-running commands share (``klaw server``, ``klaw api``, ``klaw dev``): waiting
-for SIGINT/SIGTERM, running uvicorn on a thread, and the HTTP API's authenticator."""
+"""What the long-running commands share (``klaw server``, ``klaw api``, ``klaw dev``): the
+:class:`ServingHost` that starts and stops what they serve in one order, waiting for
+SIGINT/SIGTERM, and the HTTP API's authenticator."""
 
 from __future__ import annotations
 
@@ -9,14 +10,18 @@ import sys
 import threading
 import time
 from types import FrameType
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from klaw.errors import ConfigError
 
 if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from klaw.api.flight.server import RunningServer
     from klaw.api.http import Authenticator
     from klaw.api.http.tokens import ChainAuthenticator
     from klaw.service.orchestrator import Orchestrator
+    from klaw.triggers import TriggerService
 
 STARTUP_WAIT: Final = 60.0  # seconds uvicorn may take to bind
 
@@ -117,3 +122,104 @@ def report_load_errors(orch: Orchestrator) -> None:
         served = ", ".join(names) or "none"
         sys.stderr.write(f"Serving the other workflows: {served}\n")
         sys.stderr.flush()
+
+
+class ServingHost:
+    """What ``klaw server``, ``klaw api`` and ``klaw dev`` serve, started and stopped in one
+    order. ``start`` keeps user code out of this process, then starts Flight (``flight``
+    host/port), the HTTP API (``http`` host/port), recovery of runs a dead server left
+    (``recover``), the cron triggers (``triggers``) and, in development, the reloader
+    (``reload``); ``stop`` stops them the other way round, cancelling the runs it drives."""
+
+    def __init__(
+        self,
+        orch: Orchestrator,
+        *,
+        flight: tuple[str, int] | None = None,
+        http: tuple[str, int] | None = None,
+        recover: bool = False,
+        triggers: bool = False,
+        reload: bool = False,
+    ) -> None:
+        self.orch = orch
+        self._flight_at, self._http_at = flight, http
+        self._recover, self._triggers, self._reload = recover, triggers, reload
+        self.flight: RunningServer | None = None
+        self.web: FastAPI | None = None
+        self.http_url: str | None = None
+        self.recovered: list[str] = []
+        self._uvicorn: Any = None
+        self._thread: threading.Thread | None = None
+        self._ticker: TriggerService | None = None
+        self._watcher: Any = None
+
+    def start(self) -> ServingHost:
+        orch = self.orch
+        orch.check_lake()  # a lake in object storage is reachable before serving
+        orch.isolate_user_code()  # runs and workflow imports happen in child processes
+        report_load_errors(orch)  # a module that fails at import is named; the rest served
+        settings = orch.settings
+        if self._flight_at is not None:
+            from klaw.api.flight.auth import TokenSet
+            from klaw.api.flight.server import serve
+
+            tokens = TokenSet.from_settings(settings, orch.project.root)
+            host, port = self._flight_at
+            self.flight = serve(orch, host=host, port=port, tokens=tokens)
+        if self._http_at is not None:
+            self._start_http(*self._http_at)
+        if self._recover:
+            self.recovered = [run.run_id for run in orch.recover()]
+        if self._triggers:
+            from klaw.triggers import TriggerService
+
+            self._ticker = TriggerService(orch)
+            self._ticker.start()
+        if self._reload:
+            from klaw.cli.reloader import Reloader
+
+            self._watcher = Reloader(orch)
+            self._watcher.start()
+        return self
+
+    def _start_http(self, host: str, port: int) -> None:
+        import uvicorn
+
+        from klaw.api.http import create_app
+
+        settings = self.orch.settings
+        self.web = create_app(
+            self.orch,
+            api_authenticator(self.orch),
+            allowed_hosts=split_list(settings.api_allowed_hosts),
+            cors_origins=split_list(settings.api_cors_origins),
+        )
+        self._uvicorn = uvicorn.Server(
+            uvicorn.Config(
+                self.web,
+                host=host,
+                port=port,
+                log_level="warning",
+                timeout_graceful_shutdown=max(1, int(settings.stop_grace)),
+            )
+        )
+        # uvicorn off the main thread installs no signal handlers; the main thread waits
+        self._thread = threading.Thread(target=self._uvicorn.run, name="klaw-http", daemon=True)
+        self._thread.start()
+        where = f"[{host}]" if ":" in host else host
+        self.http_url = f"http://{where}:{bound_port(self._uvicorn, self._thread)}"
+
+    def stop(self) -> None:
+        grace = self.orch.settings.stop_grace
+        if self._watcher is not None:
+            self._watcher.stop()
+        if self._ticker is not None:
+            self._ticker.stop()
+        if self._uvicorn is not None:
+            self._uvicorn.should_exit = True
+        self.orch.shutdown(wait=grace)  # cancel the runs it drives, let them end
+        if self.flight is not None:
+            self.flight.stop()
+        if self._thread is not None:
+            self._thread.join(timeout=grace + 5.0)
+        self.orch.shutdown(wait=grace)  # any started while it was stopping
