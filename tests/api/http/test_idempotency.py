@@ -6,6 +6,7 @@ processes on one Postgres racing with one key make one run."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import threading
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import psycopg
 import pytest
 from psycopg import sql
@@ -26,6 +28,7 @@ from klaw.api.http.idempotency import (
     IdempotencyKeys,
     KeyInProgressError,
     MalformedKeyError,
+    fingerprint,
 )
 from klaw.metadata.records import IdempotencyRecord
 from klaw.metadata.sqlite import SQLiteMetadataStore
@@ -252,3 +255,12 @@ def test_two_api_processes_on_postgres_racing_one_key_make_one_run(
         runs = conn.execute("SELECT count(*) FROM runs").fetchone()
         claimed = conn.execute("SELECT count(*) FROM idempotency_keys").fetchone()
     assert runs == (len(keys),) and claimed == (len(keys),)
+
+
+def test_a_stored_fingerprint_is_salted_by_caller_and_key() -> None:
+    body = {"workflow": "pipe", "params": {"email": "alice@example.com"}}
+    plain = hashlib.sha256(msgspec.json.encode(body, order="sorted")).hexdigest()
+    mine = fingerprint(body, "static:admin", "key-1")
+    assert mine == fingerprint(dict(reversed(body.items())), "static:admin", "key-1")
+    assert len({plain, mine, fingerprint(body, "static:admin", "key-2")}) == 3
+    assert fingerprint(body, "static:viewer", "key-1") != mine

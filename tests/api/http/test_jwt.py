@@ -34,6 +34,7 @@ class Issuer:
     url: str = ""
     keys: dict[str, Any] = field(default_factory=dict)
     fetches: int = 0
+    down_hits: int = 0
 
     def add_rsa(self, kid: str) -> None:
         self.keys[kid] = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -68,6 +69,10 @@ def issuer() -> Iterator[Issuer]:
                 self.send_header("Content-Length", "8")
                 self.end_headers()
                 self.wfile.write(b"not json")
+                return
+            if self.path == "/down":
+                state.down_hits += 1
+                self.send_error(503)
                 return
             if self.path != "/.well-known/jwks.json":
                 self.send_error(404)
@@ -196,6 +201,27 @@ def test_an_unreachable_jwks_refuses_rather_than_fails(issuer: Issuer) -> None:
     assert auth.authenticate(issuer.sign("rsa-1", klaw_role="admin")) is None
     garbage = authenticator(issuer, jwks_url=f"{issuer.url}/garbage")
     assert garbage.authenticate(issuer.sign("rsa-1", klaw_role="admin")) is None
+
+
+def test_a_jwks_that_is_down_is_left_alone_for_the_backoff(issuer: Issuer) -> None:
+    now = [1000.0]
+    auth = authenticator(
+        issuer, jwks_url=f"{issuer.url}/down", backoff=(1.0, 4.0), clock=lambda: now[0]
+    )
+    token = issuer.sign("rsa-1", klaw_role="admin")
+    for _ in range(10):  # a burst of requests while the issuer is down: one fetch
+        assert auth.authenticate(token) is None
+    assert issuer.down_hits == 1
+    now[0] += 1.5  # past the first back-off: asked again, then quiet for twice as long
+    for _ in range(10):
+        assert auth.authenticate(token) is None
+    assert issuer.down_hits == 2
+    now[0] += 1.5  # still inside the doubled back-off
+    assert auth.authenticate(token) is None
+    assert issuer.down_hits == 2
+    now[0] += 100.0  # the back-off is capped (4 s here): asked again
+    assert auth.authenticate(token) is None
+    assert issuer.down_hits == 3
 
 
 def test_a_jwks_url_that_is_not_http_is_refused_at_start() -> None:

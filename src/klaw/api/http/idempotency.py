@@ -13,6 +13,7 @@ seconds, so the key is not stuck until it expires.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 import time
 from collections.abc import Callable
@@ -32,9 +33,13 @@ MAX_KEY: Final = 255
 PENDING: Final = 60.0  # seconds a claim may take to make its run before it can be taken over
 
 
-def fingerprint(body: Any) -> str:
-    """SHA-256 of ``body`` as canonical JSON (keys sorted)."""
-    return hashlib.sha256(msgspec.json.encode(body, order="sorted")).hexdigest()
+def fingerprint(body: Any, subject: str, key: str) -> str:
+    """HMAC-SHA-256 of ``body`` as canonical JSON (keys sorted), keyed by the principal and
+    the Idempotency-Key: the same body under two keys (or of two callers) gives unrelated
+    fingerprints, so a stored one says nothing about bodies elsewhere and cannot be looked up
+    in a table of hashes of likely bodies."""
+    salt = f"klaw-idempotency\0{subject}\0{key}".encode()
+    return hmac.new(salt, msgspec.json.encode(body, order="sorted"), hashlib.sha256).hexdigest()
 
 
 class IdempotencyKeys:
@@ -118,7 +123,7 @@ def submit_once(
 ) -> tuple[RunReply, bool]:
     """The run ``submit`` makes for the first request with ``key``, and whether it was made now
     (a repeat gets the run as it stands, through ``get``)."""
-    claim = keys.begin(subject, key, fingerprint(body))
+    claim = keys.begin(subject, key, fingerprint(body, subject, key))
     if isinstance(claim, str):
         return get(claim), False
     try:

@@ -12,11 +12,15 @@ The JWKS is fetched and cached by :class:`jwt.PyJWKClient`: the key set is kept 
 ``lifespan`` seconds, and an unknown ``kid`` makes it be fetched again (key rotation), at most
 once per ``refresh_every`` seconds (its cooldown) so that made-up ``kid`` values cannot hammer
 the issuer. A JWKS that cannot be fetched refuses the token (401), never fails the request
-(500).
+(500), and is not asked again for a while: 1 s after the first failure, doubling up to 60 s,
+so that an issuer that is down is neither hammered nor waited on (5 s) by every request.
 """
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
 from typing import Final
 
 import jwt
@@ -29,6 +33,7 @@ ALGORITHMS: Final = ("RS256", "ES256")
 LEEWAY: Final = 30.0  # seconds of clock skew allowed on exp and nbf
 FETCH_TIMEOUT: Final = 5.0
 LIFESPAN: Final = 300.0  # seconds a fetched JWKS is used before it is fetched again
+BACKOFF: Final = (1.0, 60.0)  # seconds the JWKS is not asked after a failure: first, most
 
 
 class JwtAuthenticator:
@@ -43,11 +48,17 @@ class JwtAuthenticator:
         role_claim: str = "klaw_role",
         refresh_every: float = 10.0,
         lifespan: float = LIFESPAN,
+        backoff: tuple[float, float] = BACKOFF,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.issuer = issuer
         self.audience = audience
         self.jwks_url = jwks_url or f"{issuer.rstrip('/')}/.well-known/jwks.json"
         self.role_claim = role_claim
+        self._backoff, self._clock = backoff, clock
+        self._lock = threading.Lock()
+        self._failures = 0
+        self._quiet_until = 0.0  # no fetch before this (clock), after failures
         try:
             self._jwks = jwt.PyJWKClient(
                 self.jwks_url,
@@ -94,9 +105,8 @@ class JwtAuthenticator:
         alg, kid = header.get("alg"), header.get("kid")
         if alg not in ALGORITHMS or not isinstance(kid, str):
             return None
-        try:
-            key = self._jwks.get_signing_key(kid)
-        except (jwt.PyJWTError, ValueError, OSError):  # unknown kid; JWKS unreachable or not JSON
+        key = self._signing_key(kid)
+        if key is None:
             return None
         # the key's algorithm (its `alg`, or the one its type and curve imply) must be the
         # header's: an RSA key never verifies an ES256 JWT, nor a P-384 key an ES256 one
@@ -118,6 +128,26 @@ class JwtAuthenticator:
         if role is None:
             return None
         return Principal(subject=f"oidc:{claims.get('sub', '?')}", role=role)
+
+    def _signing_key(self, kid: str) -> jwt.PyJWK | None:
+        """The JWKS key ``kid``; None when it is unknown or the JWKS cannot be had (then the
+        JWKS is left alone for the back-off)."""
+        with self._lock:
+            if self._clock() < self._quiet_until:
+                return None
+        try:
+            key = self._jwks.get_signing_key(kid)
+        except (jwt.PyJWKClientConnectionError, ValueError, OSError):  # down, or not JSON
+            with self._lock:
+                first, most = self._backoff
+                self._quiet_until = self._clock() + min(most, first * 2**self._failures)
+                self._failures += 1
+            return None
+        except jwt.PyJWTError:  # unknown kid (its refetch is PyJWKClient's cooldown)
+            return None
+        with self._lock:
+            self._failures = 0
+        return key
 
     @staticmethod
     def _role(value: object) -> Role | None:
