@@ -76,7 +76,7 @@ from klaw.protocol import (
     internal_reply,
 )
 from klaw.service import views
-from klaw.service.orchestrator import Orchestrator, RunRequest
+from klaw.service.orchestrator import Orchestrator
 from klaw.service.schedules import list_schedules, set_paused
 
 if TYPE_CHECKING:
@@ -168,18 +168,9 @@ class Dispatcher:
         on_events: Callable[[list[EventRecord]], None] | None = None,
         on_start: Callable[[RunRecord, Plan], None] | None = None,
     ) -> RunReply:
-        request = RunRequest(
-            workflow=cmd.workflow,
-            selection=cmd.selection,
-            params=cmd.params,
-            executor=cmd.executor,
-            max_workers=cmd.max_workers,
-            fail_fast=cmd.fail_fast,
-            resume=cmd.resume,
-        )
         if not cmd.wait:
-            return RunReply(run=self.orchestrator.start(request))
-        return RunReply(run=self.orchestrator.run(request, on_events=on_events, on_start=on_start))
+            return RunReply(run=self.orchestrator.start(cmd))
+        return RunReply(run=self.orchestrator.run(cmd, on_events=on_events, on_start=on_start))
 
     def _cancel_run(self, cmd: CancelRun) -> RunReply:
         return RunReply(run=self.orchestrator.cancel(cmd.run_id, wait=cmd.wait))

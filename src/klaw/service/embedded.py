@@ -63,7 +63,7 @@ def run(
             RunRequest(
                 workflow=workflow.name,
                 selection=select,
-                params=params,
+                params=dict(params or {}),
                 executor=executor,
                 max_workers=max_workers,
                 fail_fast=fail_fast,

@@ -4,8 +4,7 @@ Flight and cron) call these methods; none of them has logic of its own."""
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +27,7 @@ from klaw.metadata.records import (
     RunRecord,
 )
 from klaw.observability import configure_logging, get_logger
+from klaw.protocol import SubmitRun
 from klaw.service.catalog import Catalog
 from klaw.service.control import RunControl
 from klaw.service.launcher import Launcher
@@ -57,15 +57,8 @@ if TYPE_CHECKING:
 _log = get_logger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class RunRequest:
-    workflow: str
-    selection: str | None = None
-    params: Mapping[str, Any] | None = None
-    executor: str | None = None
-    max_workers: int | None = None
-    fail_fast: bool = False
-    resume: str | None = None
+# The run request is the protocol's command: one type from the client to the run worker.
+RunRequest = SubmitRun
 
 
 class Orchestrator:
