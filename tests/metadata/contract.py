@@ -8,7 +8,7 @@ import os
 import socket
 import subprocess
 import sys
-from typing import Protocol
+from typing import Any, Protocol
 
 import msgspec
 import pytest
@@ -30,6 +30,7 @@ from klaw.metadata.records import (
     TokenRecord,
 )
 from klaw.metadata.store import (
+    ActivityReader,
     IdempotencyStore,
     LeaseStore,
     MetadataReader,
@@ -49,6 +50,7 @@ class Store(
     ScheduleStore,
     TokenStore,
     IdempotencyStore,
+    ActivityReader,
     Protocol,
 ):
     """Everything a full metadata backend offers."""
@@ -210,6 +212,66 @@ class MetadataStoreContract:
             seen.extend(r.run_id for r in page)
             cursor = page[-1].run_id
         assert seen == expected
+
+    def test_list_runs_in_a_time_range(self, store: Store) -> None:
+        wf = fresh_id("wf")
+        runs = [make_run(workflow=wf, created_at=float(t)) for t in (10, 20, 30, 40)]
+        for run in runs:
+            store.create_run(run)
+        found = store.list_runs(RunFilter(workflow=wf, since=20.0, until=40.0))
+        assert [r.run_id for r in found] == [runs[2].run_id, runs[1].run_id]
+
+    def test_activity_counts_a_window_by_bucket_and_ranks_stages(self, store: Store) -> None:
+        since = 3e9  # later than every other test's runs: this window holds only these
+        wf = fresh_id("wf")
+        states = [RunState.SUCCEEDED, RunState.FAILED, RunState.FAILED, RunState.RUNNING]
+        runs = [
+            make_run(workflow=wf, created_at=since + 30.0 * i, state=state)
+            for i, state in enumerate(states)
+        ]
+        store.create_run(make_run(workflow=wf, created_at=since - 1.0))  # before the window
+        for run in runs:
+            store.create_run(run)
+
+        def attempt(run: RunRecord, stage: str, n: int, state: StageState, took: float) -> Any:
+            start = run.created_at + 1.0
+            return AttemptRecord(
+                run_id=run.run_id,
+                stage=stage,
+                attempt=n,
+                state=state,
+                token="t",
+                started_at=start,
+                ended_at=start + took,
+                error=f"{stage} broke in {run.run_id}" if state is StageState.FAILED else None,
+            )
+
+        store.commit(
+            Batch(
+                attempts=[
+                    attempt(runs[0], "load", 1, StageState.SUCCEEDED, 5.0),
+                    attempt(runs[1], "load", 1, StageState.FAILED, 1.0),
+                    attempt(runs[1], "load", 2, StageState.FAILED, 2.0),
+                    attempt(runs[2], "load", 1, StageState.FAILED, 1.5),
+                    attempt(runs[2], "sum", 1, StageState.FAILED, 9.0),
+                ]
+            )
+        )
+        found = store.activity(since, bucket_s=60.0, limit=2)
+        counts = {(c.start, c.state): c.count for c in found.counts}
+        assert counts == {
+            (since, RunState.SUCCEEDED): 1,
+            (since, RunState.FAILED): 1,
+            (since + 60.0, RunState.FAILED): 1,
+            (since + 60.0, RunState.RUNNING): 1,
+        }
+        [load, total] = found.failing
+        assert (load.stage, load.failures, load.last_run_id) == ("load", 3, runs[2].run_id)
+        assert load.last_error == f"load broke in {runs[2].run_id}"
+        assert (total.stage, total.failures) == ("sum", 1)
+        assert [(d.stage, d.duration_s) for d in found.longest] == [("sum", 9.0), ("load", 5.0)]
+        with pytest.raises(MetadataError, match="positive"):
+            store.activity(since, bucket_s=0.0)
 
     # -- attempts --------------------------------------------------------------------------
 

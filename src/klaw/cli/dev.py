@@ -68,7 +68,8 @@ def dev(
             serving.start()
             assert serving.flight is not None and serving.http_url is not None
             flight = serving.flight.location
-            _announce(output, flight, serving.http_url, token, orch, serving.recovered)
+            login = _login_link(serving, token)
+            _announce(output, flight, serving.http_url, login, token, orch, serving.recovered)
             stop.wait()
         finally:
             serving.stop()
@@ -86,10 +87,20 @@ def _dev_token() -> str | None:
     return secrets.token_urlsafe(32)
 
 
+def _login_link(serving: ServingHost, token: str | None) -> str:
+    """The web UI's address: with the development token, a one-time login link (the token
+    itself never goes in a URL, which would stay in the browser's history)."""
+    assert serving.http_url is not None
+    if token is None or serving.logins is None:
+        return f"{serving.http_url}/login"
+    return f"{serving.http_url}/login?code={serving.logins.issue(token)}"
+
+
 def _announce(
     output: Format,
     flight: str,
     api: str,
+    web: str,
     token: str | None,
     orch: Orchestrator,
     recovered: list[str],
@@ -99,6 +110,7 @@ def _announce(
             {
                 "flight": flight,
                 "api": api,
+                "ui": web,
                 "token": token,
                 "project": orch.project.name,
                 "recovered": recovered,
@@ -109,6 +121,7 @@ def _announce(
             f"Klaw dev serving {orch.project.name}",
             f"  Flight: {flight}   (klaw --server {flight} ...)",
             f"  API:    {api}   (klaw --url {api} ...)",
+            f"  Web UI: {web}   ({'a one-time sign-in link' if token else 'sign in with a token'})",
         ]
         if token is not None:
             lines.append(f"  Token:  {token}   (development only: export KLAW_TOKEN=...)")

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
     from klaw.api.flight.server import RunningServer
     from klaw.api.http import Authenticator
+    from klaw.api.http.login import LoginCodes
     from klaw.api.http.tokens import ChainAuthenticator
     from klaw.service.orchestrator import Orchestrator
     from klaw.triggers import TriggerService
@@ -147,6 +148,7 @@ class ServingHost:
         self.flight: RunningServer | None = None
         self.web: FastAPI | None = None
         self.http_url: str | None = None
+        self.logins: LoginCodes | None = None  # the HTTP API's one-time login codes
         self.recovered: list[str] = []
         self._uvicorn: Any = None
         self._thread: threading.Thread | None = None
@@ -186,13 +188,16 @@ class ServingHost:
         import uvicorn
 
         from klaw.api.http import create_app
+        from klaw.api.http.login import LoginCodes
 
         settings = self.orch.settings
+        self.logins = LoginCodes()
         self.web = create_app(
             self.orch,
             api_authenticator(self.orch),
             allowed_hosts=split_list(settings.api_allowed_hosts),
             cors_origins=split_list(settings.api_cors_origins),
+            logins=self.logins,
         )
         self._uvicorn = uvicorn.Server(
             uvicorn.Config(

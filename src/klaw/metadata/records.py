@@ -124,6 +124,48 @@ class RunFilter(msgspec.Struct, kw_only=True, frozen=True):
     states: tuple[RunState, ...] = ()
     limit: int = 50
     before: str | None = None  # run id cursor: runs strictly older than this one
+    since: float | None = None  # created at or after (epoch seconds)
+    until: float | None = None  # created before (epoch seconds)
+
+
+class StateCount(msgspec.Struct, kw_only=True, frozen=True):
+    """How many runs created in one time bucket (from ``start``, epoch seconds) ended in (or
+    are in) ``state``."""
+
+    start: float
+    state: RunState
+    count: int
+
+
+class StageFailures(msgspec.Struct, kw_only=True, frozen=True):
+    """A stage's failed attempts in a window, and the newest of them."""
+
+    workflow: str
+    stage: str
+    failures: int
+    last_run_id: str
+    last_error: str | None = None
+
+
+class StageDuration(msgspec.Struct, kw_only=True, frozen=True):
+    """One attempt's duration (start to end, in seconds)."""
+
+    workflow: str
+    stage: str
+    run_id: str
+    attempt: int
+    duration_s: float
+
+
+class Activity(msgspec.Struct, kw_only=True, frozen=True):
+    """What happened in a window: runs per state per bucket, the stages that failed most and
+    the longest attempts (``ActivityReader.activity``)."""
+
+    since: float
+    bucket_s: float
+    counts: list[StateCount]
+    failing: list[StageFailures]
+    longest: list[StageDuration]
 
 
 class ScheduleDefinition(msgspec.Struct, kw_only=True, frozen=True):

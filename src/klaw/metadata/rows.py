@@ -111,6 +111,20 @@ def attempt_upserts(
 
 SELECT_ATTEMPTS = f"SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE run_id = ? ORDER BY stage, attempt"
 
+# Activity in a window of runs (by created_at: runs_by_created), never the whole history.
+SELECT_RUN_STATES_SINCE = "SELECT created_at, state FROM runs WHERE created_at >= ?"
+SELECT_FAILED_ATTEMPTS_SINCE = (
+    "SELECT r.workflow, a.stage, a.run_id, a.ended_at, a.error FROM runs r "
+    "JOIN attempts a ON a.run_id = r.run_id "
+    "WHERE r.created_at >= ? AND a.state IN ('failed', 'timed_out')"
+)
+SELECT_LONGEST_ATTEMPTS_SINCE = (
+    "SELECT r.workflow, a.stage, a.run_id, a.attempt, a.ended_at - a.started_at AS duration "
+    "FROM runs r JOIN attempts a ON a.run_id = r.run_id "
+    "WHERE r.created_at >= ? AND a.started_at IS NOT NULL AND a.ended_at IS NOT NULL "
+    "ORDER BY duration DESC LIMIT ?"
+)
+
 # Leases. A renewal touches only the attempt that is still running under the same token.
 _ENDED_LIST = ", ".join(repr(s) for s in ENDED)
 RENEW_LEASE = (

@@ -37,6 +37,7 @@ from klaw.errors import (
 )
 from klaw.metadata import rows, wakeups
 from klaw.metadata.records import (
+    Activity,
     AttemptRecord,
     Batch,
     EventRecord,
@@ -48,6 +49,9 @@ from klaw.metadata.records import (
     RunRecord,
     ScheduleDefinition,
     ScheduleRecord,
+    StageDuration,
+    StageFailures,
+    StateCount,
     TokenRecord,
 )
 from klaw.states import RunState
@@ -438,6 +442,12 @@ class SqlMetadataStore(ABC):
         if filter.workflow is not None:
             query += f" AND workflow = {p}"
             args.append(filter.workflow)
+        if filter.since is not None:
+            query += f" AND created_at >= {p}"
+            args.append(filter.since)
+        if filter.until is not None:
+            query += f" AND created_at < {p}"
+            args.append(filter.until)
         if filter.states:
             clause, values = self._states_clause([state.value for state in filter.states])
             query += clause
@@ -497,6 +507,40 @@ class SqlMetadataStore(ABC):
             if tail:
                 found = found[::-1]
         return [LogRecord(**dict(zip(rows.LOG_FIELDS, row, strict=True))) for row in found]
+
+    def activity(self, since: float, *, bucket_s: float, limit: int = 10) -> Activity:
+        if not bucket_s > 0:
+            raise MetadataError(f"An activity bucket must be positive seconds, not {bucket_s}.")
+        counts: dict[tuple[float, str], int] = {}
+        for created, state in self._query(self.q.SELECT_RUN_STATES_SINCE, (since,)):
+            start = since + ((created - since) // bucket_s) * bucket_s
+            counts[start, state] = counts.get((start, state), 0) + 1
+        failing: dict[tuple[str, str], list[Any]] = {}
+        for workflow, stage, run_id, ended, error in self._query(
+            self.q.SELECT_FAILED_ATTEMPTS_SINCE, (since,)
+        ):
+            found = failing.setdefault((workflow, stage), [0, -1.0, run_id, error])
+            found[0] += 1
+            if (ended or 0.0) >= found[1]:
+                found[1:] = [ended or 0.0, run_id, error]
+        worst = sorted(failing.items(), key=lambda item: (-item[1][0], -item[1][1]))[:limit]
+        longest = self._query(self.q.SELECT_LONGEST_ATTEMPTS_SINCE, (since, limit))
+        return Activity(
+            since=since,
+            bucket_s=bucket_s,
+            counts=[
+                StateCount(start=start, state=RunState(state), count=n)
+                for (start, state), n in sorted(counts.items())
+            ],
+            failing=[
+                StageFailures(workflow=w, stage=s, failures=n, last_run_id=run_id, last_error=error)
+                for (w, s), (n, _, run_id, error) in worst
+            ],
+            longest=[
+                StageDuration(workflow=w, stage=s, run_id=r, attempt=a, duration_s=float(d))
+                for w, s, r, a, d in longest
+            ],
+        )
 
     def list_metrics(self, run_id: str) -> list[MetricRecord]:
         found = self._query(self.q.SELECT_METRICS, (run_id,))

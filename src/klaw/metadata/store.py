@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from klaw.metadata.records import (
+    Activity,
     AttemptRecord,
     Batch,
     EventRecord,
@@ -104,6 +105,14 @@ class MetricsReader(Protocol):
     def list_metrics(self, run_id: str) -> list[MetricRecord]: ...
 
 
+class ActivityReader(Protocol):
+    def activity(self, since: float, *, bucket_s: float, limit: int = 10) -> Activity:
+        """The runs created since ``since`` (epoch seconds), counted by state per bucket of
+        ``bucket_s`` seconds; the ``limit`` stages with the most failed attempts among them and
+        their ``limit`` longest attempts. Read through the runs' creation-time index: the cost
+        follows the runs in the window, not the history."""
+
+
 class RunStore(MetadataWriter, LeaseStore, Protocol):
     """What a runner needs: writes and leases."""
 
@@ -193,6 +202,7 @@ class MetadataStore(
     MetadataReader,
     LeaseStore,
     MetricsReader,
+    ActivityReader,
     ScheduleStore,
     TokenStore,
     IdempotencyStore,

@@ -52,10 +52,15 @@ class GetRun(_Command, frozen=True):
 
 
 class ListRuns(_Command, frozen=True):
+    """Runs, newest first: of ``workflow``, in ``states``, created in ``[since, until)``
+    (epoch seconds), at most ``limit``, older than the run ``before`` (a cursor)."""
+
     workflow: str | None = None
     states: tuple[RunState, ...] = ()
     limit: PageSize = 50
     before: str | None = None
+    since: float | None = None
+    until: float | None = None
 
 
 class ListAttempts(_Command, frozen=True):
@@ -198,6 +203,14 @@ class GetLineage(_Command, frozen=True):
     key: str
 
 
+class GetOverview(_Command, frozen=True):
+    """The last ``hours``: runs per state in ``buckets`` buckets, the stages that failed
+    most, the longest attempts, and the runs active now."""
+
+    hours: Annotated[float, msgspec.Meta(gt=0, le=24 * 90)] = 24.0
+    buckets: Annotated[int, msgspec.Meta(ge=1, le=500)] = 24
+
+
 Command = (
     SubmitRun
     | CancelRun
@@ -223,6 +236,7 @@ Command = (
     | GetAsset
     | PreviewRows
     | GetLineage
+    | GetOverview
 )
 
 COMMANDS: Final[dict[str, type[_Command]]] = {
@@ -252,6 +266,7 @@ COMMANDS: Final[dict[str, type[_Command]]] = {
         GetAsset,
         PreviewRows,
         GetLineage,
+        GetOverview,
     )
 }
 # The newest version of each command this code understands.

@@ -7,8 +7,15 @@ from typing import Any
 
 import msgspec
 
-from klaw.metadata.records import EventRecord, LogRecord, RunRecord
+from klaw.metadata.records import (
+    EventRecord,
+    LogRecord,
+    RunRecord,
+    StageDuration,
+    StageFailures,
+)
 from klaw.protocol.views import AttemptView, PlannedStage, ScheduleInfo, StageNode, WorkflowInfo
+from klaw.states import RunState
 from klaw.storage.store import AssetInfo, SnapshotInfo
 
 
@@ -163,6 +170,25 @@ class LineageReply(_Reply, frozen=True):
     downstream: tuple[str, ...] = ()
 
 
+class StateBucket(msgspec.Struct, kw_only=True, frozen=True):
+    """The runs created in one bucket (from ``start``, epoch seconds), counted by state."""
+
+    start: float
+    counts: dict[RunState, int]
+
+
+class OverviewReply(_Reply, frozen=True):
+    """Reply to GetOverview: a window of ``window_s`` seconds up to now, in buckets of
+    ``bucket_s``; ``running``: the runs queued or running now (newest first)."""
+
+    window_s: float
+    bucket_s: float
+    buckets: list[StateBucket]
+    running: list[RunRecord]
+    failing: list[StageFailures]
+    longest: list[StageDuration]
+
+
 Reply = (
     ErrorReply
     | RunReply
@@ -184,4 +210,5 @@ Reply = (
     | AssetReply
     | RowsReply
     | LineageReply
+    | OverviewReply
 )

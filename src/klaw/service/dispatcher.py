@@ -34,6 +34,7 @@ from klaw.protocol import (
     FailAttempt,
     GetAsset,
     GetLineage,
+    GetOverview,
     GetRun,
     GetWorkflow,
     Heartbeat,
@@ -47,6 +48,7 @@ from klaw.protocol import (
     ListSnapshots,
     ListWorkflows,
     LogsReply,
+    OverviewReply,
     PauseSchedule,
     Ping,
     PlanReply,
@@ -78,6 +80,7 @@ from klaw.protocol import (
 from klaw.service import views
 from klaw.service.orchestrator import Orchestrator
 from klaw.service.schedules import list_schedules, set_paused
+from klaw.states import RunState
 
 if TYPE_CHECKING:
     from klaw.graph.plan import Plan
@@ -119,6 +122,7 @@ class Dispatcher:
             GetAsset: self._get_asset,
             PreviewRows: self._preview_rows,
             GetLineage: self._get_lineage,
+            GetOverview: self._get_overview,
         }
 
     def execute(
@@ -179,10 +183,19 @@ class Dispatcher:
         return RunReply(run=self.orchestrator.get_run(cmd.run_id))
 
     def _list_runs(self, cmd: ListRuns) -> RunsReply:
-        filter = RunFilter(
-            workflow=cmd.workflow, states=cmd.states, limit=cmd.limit, before=cmd.before
-        )
+        fields = ("workflow", "states", "limit", "before", "since", "until")
+        filter = RunFilter(**{name: getattr(cmd, name) for name in fields})
         return RunsReply(runs=self.orchestrator.runs(filter))
+
+    def _get_overview(self, cmd: GetOverview) -> OverviewReply:
+        window = cmd.hours * 3600.0
+        bucket = window / cmd.buckets
+        # whole buckets, so the same window asked twice draws the same bars
+        since = (time.time() // bucket + 1) * bucket - window
+        activity = self.orchestrator.metadata.activity(since, bucket_s=bucket)
+        active = RunFilter(states=(RunState.QUEUED, RunState.RUNNING), limit=50)
+        running = self.orchestrator.runs(active)
+        return views.overview_reply(activity, window, cmd.buckets, running)
 
     def _list_attempts(self, cmd: ListAttempts) -> AttemptsReply:
         attempts = self.orchestrator.attempts(cmd.run_id)

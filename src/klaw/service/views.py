@@ -9,19 +9,23 @@ from typing import TYPE_CHECKING
 from klaw.authoring.stage import StageDef, StageKind
 from klaw.errors import GraphError, KlawError
 from klaw.protocol import (
+    OverviewReply,
     PlannedStage,
     PlanReply,
     StageNode,
+    StateBucket,
     ValidationResult,
     WorkflowInfo,
     WorkflowReply,
     error_reply,
 )
+from klaw.states import RunState
 
 if TYPE_CHECKING:
     from klaw.authoring.workflow import Workflow
     from klaw.graph.build import WorkflowGraph
     from klaw.graph.plan import Plan
+    from klaw.metadata.records import Activity, RunRecord
 
 
 def workflow_info(wf: Workflow) -> WorkflowInfo:
@@ -110,3 +114,22 @@ def _problems(exc: KlawError | None) -> tuple[str, ...]:
     if exc is None:
         return ()
     return tuple(exc.problems) if isinstance(exc, GraphError) else (exc.message,)
+
+
+def overview_reply(
+    activity: Activity, window_s: float, buckets: int, running: list[RunRecord]
+) -> OverviewReply:
+    """The activity of a window as every bucket of it, empty ones included (a chart draws them
+    as they come)."""
+    counts: dict[float, dict[RunState, int]] = {}
+    for c in activity.counts:
+        counts.setdefault(c.start, {})[c.state] = c.count
+    starts = [activity.since + i * activity.bucket_s for i in range(buckets)]
+    return OverviewReply(
+        window_s=window_s,
+        bucket_s=activity.bucket_s,
+        buckets=[StateBucket(start=t, counts=counts.get(t, {})) for t in starts],
+        running=running,
+        failing=activity.failing,
+        longest=activity.longest,
+    )

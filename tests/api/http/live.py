@@ -16,6 +16,7 @@ from fastapi import FastAPI
 
 from klaw.api.http import Authenticator, Role, StaticTokenAuthenticator, create_app
 from klaw.api.http.limits import Limits
+from klaw.api.http.login import LoginCodes
 from klaw.service.orchestrator import Orchestrator
 
 WAIT = 60.0  # bounded waits: the suite shares the machine
@@ -103,6 +104,7 @@ def serving(
     authenticator: Authenticator | None = None,
     flows: str = FLOWS,
     limits: Limits | None = None,
+    logins: LoginCodes | None = None,
 ) -> Iterator[Live]:
     """The project of :func:`write_project` served by uvicorn until the block ends (with
     ``limits``, else the ones of the settings)."""
@@ -113,6 +115,7 @@ def serving(
         allowed_hosts=["127.0.0.1"],
         cors_origins=[],
         limits=limits,
+        logins=logins,
     )
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)

@@ -16,7 +16,9 @@ from klaw.api.http.auth import Authenticator
 from klaw.api.http.idempotency import IdempotencyKeys
 from klaw.api.http.limits import Limits, Throttle
 from klaw.api.http.limits import install as install_limits
-from klaw.api.http.routes import PREFIX, ROLES, api_router, probe_router
+from klaw.api.http.login import LoginCodes, login_router
+from klaw.api.http.routes import PREFIX, PUBLIC, ROLES, api_router, probe_router
+from klaw.api.http.ui import ui_router
 from klaw.service.dispatcher import Dispatcher
 from klaw.service.orchestrator import Orchestrator
 
@@ -28,22 +30,28 @@ def create_app(
     allowed_hosts: Sequence[str],
     cors_origins: Sequence[str],
     limits: Limits | None = None,
+    logins: LoginCodes | None = None,
+    web_ui: bool = True,
 ) -> FastAPI:
     """The HTTP API of ``orchestrator``. ``allowed_hosts``: the Host headers it answers
     (``"*"``: any); ``cors_origins``: the browser origins that may call it (none: no CORS);
-    ``limits``: rate and size limits (default: from the orchestrator's settings)."""
+    ``limits``: rate and size limits (default: from the orchestrator's settings); ``logins``:
+    the one-time login codes it exchanges (none: it has none); ``web_ui``: serve the web UI
+    at every path outside the API."""
     from klaw import __version__
 
     limits = limits if limits is not None else Limits.from_settings(orchestrator.settings)
     dispatcher = Dispatcher(orchestrator)
+    throttle = Throttle(limits)
     api = api_router(
         dispatcher,
         authenticator,
-        throttle=Throttle(limits),
+        throttle=throttle,
         keys=IdempotencyKeys(orchestrator.metadata, limits.idempotency_ttl),
     )
+    login = login_router(logins or LoginCodes(), authenticator, throttle)
     # the routers' routes go in as they are (flat: every route is in app.routes)
-    routes = [*probe_router(dispatcher).routes, *api.routes]
+    routes = [*probe_router(dispatcher).routes, *api.routes, *login.routes]
     app = FastAPI(
         title="Klaw",
         version=__version__,
@@ -53,10 +61,15 @@ def create_app(
     unlisted = [
         r.name
         for r in app.routes
-        if isinstance(r, APIRoute) and r.path.startswith(PREFIX) and r.name not in ROLES
+        if isinstance(r, APIRoute)
+        and r.path.startswith(PREFIX)
+        and r.name not in ROLES
+        and r.name not in PUBLIC
     ]
     if unlisted:
         raise ValueError(f"Routes without a minimum role in ROLES: {', '.join(unlisted)}.")
+    if web_ui:  # after the API's documents: its pages answer the paths left
+        app.router.routes.extend(ui_router().routes)
     problems.install(app)
     idempotency.install(app)
     install_limits(app, limits)

@@ -36,6 +36,7 @@ from klaw.protocol import (
     EventsReply,
     GetAsset,
     GetLineage,
+    GetOverview,
     GetRun,
     GetWorkflow,
     ListAssets,
@@ -246,8 +247,12 @@ def route(cmd: Command) -> Request:
                 "state": [s.value for s in states],
                 "limit": limit,
                 "before": before,
+                "since": cmd.since,
+                "until": cmd.until,
             }
             return "GET", f"{PREFIX}/runs", query, None
+        case GetOverview(hours=hours, buckets=buckets):
+            return "GET", f"{PREFIX}/overview", {"hours": hours, "buckets": buckets}, None
         case GetRun(run_id=run_id):
             return "GET", f"{PREFIX}/runs/{_seg(run_id)}", {}, None
         case CancelRun(run_id=run_id, wait=wait):

@@ -28,6 +28,7 @@ from klaw.protocol import (
     CancelRun,
     GetAsset,
     GetLineage,
+    GetOverview,
     GetRun,
     GetWorkflow,
     ListAssets,
@@ -76,7 +77,11 @@ ROLES: Final[dict[str, Role]] = {
     "list_schedules": Role.VIEWER,
     "pause_schedule": Role.OPERATOR,
     "resume_schedule": Role.OPERATOR,
+    "get_overview": Role.VIEWER,
+    "who_am_i": Role.VIEWER,
 }
+# The routes under /api/v1 that take no bearer token (their request is its own credential).
+PUBLIC: Final = frozenset({"exchange_login_code"})
 
 _bearer: Final = HTTPBearer(auto_error=False, description="A token of KLAW_API_TOKENS.")
 C = TypeVar("C", bound=msgspec.Struct)
@@ -191,10 +196,21 @@ def api_router(
         state: Annotated[list[RunState] | None, Query()] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
         before: Annotated[str | None, Query(description="The last run_id of a page.")] = None,
+        since: Annotated[float | None, Query(description="Created at or after (epoch s).")] = None,
+        until: Annotated[float | None, Query(description="Created before (epoch s).")] = None,
     ) -> Response:
         """Runs, newest first; pass the last run_id seen as ``before`` for the next page."""
-        cmd = command(ListRuns, workflow=workflow, states=state, limit=limit, before=before)
-        return reply(run(cmd))
+        fields = {"workflow": workflow, "states": state, "limit": limit, "before": before}
+        return reply(run(command(ListRuns, **fields, since=since, until=until)))
+
+    @router.get("/overview", name="get_overview", tags=["runs"])
+    def get_overview(
+        hours: Annotated[float, Query(gt=0, le=24 * 90, description="The window.")] = 24.0,
+        buckets: Annotated[int, Query(ge=1, le=500, description="Bars in the window.")] = 24,
+    ) -> Response:
+        """The last ``hours``: runs per state per bucket, the stages that failed most, the
+        longest attempts, and the runs active now."""
+        return reply(run(command(GetOverview, hours=hours, buckets=buckets)))
 
     @router.get("/runs/{run_id}", name="get_run", tags=["runs"])
     def get_run(run_id: str) -> Response:

@@ -1,0 +1,128 @@
+"""Browser login: one-time codes that hand a bearer token to a browser, and who the token is.
+
+``klaw dev`` knows the development token, but a token in a URL stays in the browser's history
+and in the logs of whatever sits in between. So it prints a link with a one-time code instead
+(``/login?code=...``): the web UI posts the code to ``POST /api/v1/auth/exchange`` and gets the
+token back in the body, once. A used or expired code is refused, so the link left in history
+is worth nothing. ``GET /api/v1/auth/me`` tells a client which subject and role its token has
+(the UI hides what the role may not do; the API refuses it anyway).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from typing import Annotated, Final
+
+import msgspec
+from fastapi import APIRouter, Body, Request, Response
+
+from klaw.api.http.auth import Authenticator, Principal
+from klaw.api.http.limits import Throttle, ThrottledAuthenticator
+from klaw.api.http.routes import PREFIX, guard
+from klaw.errors import AuthError
+
+CODE_TTL: Final = 3600.0  # seconds a login code may wait for its browser
+MAX_CODES: Final = 64  # codes waiting at once (the oldest goes first)
+
+
+class LoginCodes:
+    """One-time codes, each standing for a token until it is exchanged or expires. Only the
+    codes' digests are kept; the clock is injectable for tests."""
+
+    def __init__(self, ttl: float = CODE_TTL, clock: Callable[[], float] = time.monotonic):
+        self._ttl, self._clock = ttl, clock
+        self._codes: dict[bytes, tuple[str, float]] = {}
+        self._lock = threading.Lock()
+
+    def issue(self, token: str) -> str:
+        """A new code for ``token``, good for one exchange within the TTL."""
+        code = secrets.token_urlsafe(24)
+        with self._lock:
+            self._expire()
+            while len(self._codes) >= MAX_CODES:
+                del self._codes[next(iter(self._codes))]
+            self._codes[_digest(code)] = (token, self._clock() + self._ttl)
+        return code
+
+    def exchange(self, code: str) -> str:
+        """The token of ``code``, which is then spent; AuthError for a code unknown, spent or
+        expired."""
+        given = _digest(code)
+        with self._lock:
+            self._expire()
+            found = next((k for k in self._codes if hmac.compare_digest(k, given)), None)
+            if found is None:
+                raise AuthError(
+                    "This login link is not valid: it was used already, has expired, or was "
+                    "made by another server.",
+                    hint="Sign in with a token, or restart klaw dev for a new link.",
+                )
+            token, _ = self._codes.pop(found)
+        return token
+
+    def _expire(self) -> None:
+        now = self._clock()
+        for key in [k for k, (_, until) in self._codes.items() if until <= now]:
+            del self._codes[key]
+
+
+def _digest(code: str) -> bytes:
+    return hashlib.sha256(code.encode()).digest()
+
+
+class Login(msgspec.Struct, kw_only=True, frozen=True):
+    token: str
+    subject: str
+    role: str
+
+
+class Me(msgspec.Struct, kw_only=True, frozen=True):
+    subject: str
+    role: str
+
+
+def login_router(
+    codes: LoginCodes, authenticator: Authenticator, throttle: Throttle | None = None
+) -> APIRouter:
+    """``POST /api/v1/auth/exchange`` (no token: the code is the credential; a wrong code
+    counts against the client's failed-token limit) and ``GET /api/v1/auth/me`` (behind the
+    API's guard, like every route of ROLES)."""
+    router = APIRouter(prefix=f"{PREFIX}/auth", tags=["auth"])
+    checked = guard(authenticator, throttle)
+
+    @router.post("/exchange", name="exchange_login_code")
+    def exchange(
+        request: Request, code: Annotated[str, Body(embed=True, max_length=200)]
+    ) -> Response:
+        """Trade a one-time login code (printed by ``klaw dev``) for its bearer token."""
+        client = request.client.host if request.client is not None else ""
+        checker: Authenticator = authenticator
+        if throttle is not None:
+            checker = ThrottledAuthenticator(authenticator, throttle, client)
+        try:
+            token = codes.exchange(code)
+        except AuthError:
+            if throttle is not None:
+                throttle.failed(client)  # counts as a wrong token would
+            raise
+        principal = checker.authenticate(token)
+        if principal is None:
+            raise AuthError("The token behind this login link is no longer accepted.")
+        body = Login(token=token, subject=principal.subject, role=principal.role.label)
+        return _json(body, {"Cache-Control": "no-store"})
+
+    @router.get("/me", name="who_am_i")
+    def me(who: Principal = checked) -> Response:
+        """The subject and role of the bearer token sent."""
+        return _json(Me(subject=who.subject, role=who.role.label))
+
+    return router
+
+
+def _json(value: msgspec.Struct, headers: dict[str, str] | None = None) -> Response:
+    return Response(msgspec.json.encode(value), 200, headers, media_type="application/json")
