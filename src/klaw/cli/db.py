@@ -1,15 +1,15 @@
-"""Commands about the metadata database: upgrade, prune. They act on the database of the project
-on this machine, so they refuse to run with ``--server`` / ``KLAW_SERVER``."""
+"""Commands about the metadata database: upgrade, prune. ``upgrade`` acts on the database of the
+project on this machine (it refuses ``--server`` / ``--url``); ``prune`` is a typed command
+(``PruneMetadata``), here or on a server (over HTTP it needs the admin role)."""
 
 from __future__ import annotations
 
-import time
 from typing import Annotated
 
 import typer
 
 from klaw.cli.app import STATE, OutputOpt, db_app
-from klaw.cli.backend import refuse_remote
+from klaw.cli.backend import ask, refuse_remote
 from klaw.cli.output import Format, console, emit_json
 from klaw.durations import parse_duration
 
@@ -41,12 +41,11 @@ def prune(
 ) -> None:
     """Delete events and metrics older than an age (runs, attempts and logs stay), and the
     Idempotency-Keys of POST /runs that have expired."""
-    refuse_remote(STATE.server or STATE.url, "klaw db prune")
+    from klaw.protocol import PruneMetadata, PruneReply
+
     seconds = parse_duration(older_than, flag="--older-than", allow_zero=True)
-    orch = STATE.orchestrator()
-    store = orch.metadata
-    gone = store.prune(seconds)
-    keys = store.prune_keys(time.time())  # expired Idempotency-Keys, whatever their age
+    done = ask(STATE.backend(), PruneMetadata(older_than=seconds), PruneReply)
+    gone, keys = done.pruned, done.expired_keys
     if output is Format.JSON:
         emit_json({"pruned": gone, "older_than_seconds": seconds, "expired_keys": keys})
     else:

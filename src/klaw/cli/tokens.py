@@ -1,23 +1,22 @@
-"""Commands about API tokens for ``klaw api``: tokens create, list, revoke. They act on the
-metadata database of the project on this machine (where ``klaw api`` looks tokens up), so they
-refuse to run with ``--server`` / ``KLAW_SERVER``. A token is shown once, when it is made; the
-database keeps only the SHA-256 of its secret."""
+"""Commands about API tokens for ``klaw api``: tokens create, list, revoke. They are typed
+commands (``CreateToken``, ``ListTokens``, ``RevokeToken``): on the project's metadata database
+here, or, with ``--server`` / ``--url``, on a server's (over HTTP they need the admin role). A
+token is shown once, when it is made; the database keeps only the SHA-256 of its secret."""
 
 from __future__ import annotations
 
 import sys
-import time
 from typing import TYPE_CHECKING, Annotated, Any
 
+import msgspec
 import typer
 
 from klaw.cli.app import STATE, OutputOpt, app
-from klaw.cli.backend import refuse_remote
+from klaw.cli.backend import ask
 from klaw.cli.output import Format, console, emit_json, table, when
 
 if TYPE_CHECKING:
-    from klaw.metadata.records import TokenRecord
-    from klaw.metadata.store import TokenStore
+    from klaw.protocol import TokenView
 
 tokens_app = typer.Typer(
     help="API tokens for `klaw api`: create, list and revoke them.", no_args_is_help=True
@@ -25,29 +24,8 @@ tokens_app = typer.Typer(
 app.add_typer(tokens_app, name="tokens")
 
 
-def _store(command: str) -> TokenStore:
-    refuse_remote(STATE.server or STATE.url, command)
-    return STATE.orchestrator().metadata
-
-
-def _public(record: TokenRecord, now: float) -> dict[str, Any]:
-    """What may be shown of a token: never its secret nor the secret's hash."""
-    if record.revoked_at is not None:
-        state = "revoked"
-    elif not record.live(now):
-        state = "expired"
-    else:
-        state = "active"
-    return {
-        "id": record.token_id,
-        "name": record.name,
-        "role": record.role,
-        "state": state,
-        "created_at": record.created_at,
-        "expires_at": record.expires_at,
-        "revoked_at": record.revoked_at,
-        "last_used_at": record.last_used_at,
-    }
+def _public(view: TokenView) -> dict[str, Any]:
+    return msgspec.to_builtins(view)  # type: ignore[no-any-return]
 
 
 @tokens_app.command("create")
@@ -69,24 +47,24 @@ def tokens_create(
 ) -> None:
     """Make a token with a role. It is printed once: store it now, it cannot be shown again."""
     from klaw.durations import parse_duration
-    from klaw.service.tokens import create_token, parse_role
+    from klaw.protocol import CreateToken, TokenReply
+    from klaw.service.tokens import parse_role
 
     label = parse_role(role)
     expires_in = None if expires is None else parse_duration(expires, flag="--expires")
-    issued = create_token(
-        _store("klaw tokens create"), name=name, role=label, expires_in=expires_in
-    )
+    cmd = CreateToken(name=name, role=label, expires_in=expires_in)
+    issued = ask(STATE.backend(), cmd, TokenReply)
+    view = issued.token
     if output is Format.JSON:
-        emit_json({**_public(issued.record, time.time()), "token": issued.token})
+        emit_json({**_public(view), "token": issued.secret})
         return
-    record = issued.record
-    until = "until revoked" if record.expires_at is None else f"until {when(record.expires_at)}"
-    sys.stdout.write(f"{issued.token}\n")
+    until = "until revoked" if view.expires_at is None else f"until {when(view.expires_at)}"
+    sys.stdout.write(f"{issued.secret}\n")
     sys.stdout.flush()
     console().print(
-        f"token {record.token_id} ({record.name}, role {record.role}) is valid {until}; it is "
+        f"token {view.id} ({view.name}, role {view.role}) is valid {until}; it is "
         "shown only now. Send it as 'Authorization: Bearer <token>'; "
-        f"revoke it with `klaw tokens revoke {record.token_id}`.",
+        f"revoke it with `klaw tokens revoke {view.id}`.",
         highlight=False,
     )
 
@@ -94,8 +72,9 @@ def tokens_create(
 @tokens_app.command("list")
 def tokens_list(output: OutputOpt = Format.TABLE) -> None:
     """List tokens: id, name, role, state and times (never a secret)."""
-    now = time.time()
-    found = [_public(record, now) for record in _store("klaw tokens list").list_tokens()]
+    from klaw.protocol import ListTokens, TokensReply
+
+    found = [_public(t) for t in ask(STATE.backend(), ListTokens(), TokensReply).tokens]
     if output is Format.JSON:
         emit_json(found)
         return
@@ -131,13 +110,13 @@ def tokens_revoke(
     output: OutputOpt = Format.TABLE,
 ) -> None:
     """Revoke a token: `klaw api` refuses it from its next request on."""
-    from klaw.service.tokens import revoke_token
+    from klaw.protocol import RevokeToken, TokenReply
 
-    record = revoke_token(_store("klaw tokens revoke"), token_id)
+    view = ask(STATE.backend(), RevokeToken(token_id=token_id), TokenReply).token
     if output is Format.JSON:
-        emit_json(_public(record, time.time()))
+        emit_json(_public(view))
         return
     console().print(
-        f"token {record.token_id} ({record.name}) is revoked since {when(record.revoked_at)}",
+        f"token {view.id} ({view.name}) is revoked since {when(view.revoked_at)}",
         highlight=False,
     )

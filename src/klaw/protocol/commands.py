@@ -211,6 +211,30 @@ class GetOverview(_Command, frozen=True):
     buckets: Annotated[int, msgspec.Meta(ge=1, le=500)] = 24
 
 
+class CreateToken(_Command, frozen=True):
+    """Make an API token with ``role`` (viewer, operator, approver, admin), valid for
+    ``expires_in`` seconds (None: until revoked). The reply holds its secret, once."""
+
+    name: str
+    role: str
+    expires_in: Annotated[float, msgspec.Meta(gt=0)] | None = None
+
+
+class ListTokens(_Command, frozen=True):
+    """Every API token kept in the metadata store (never a secret)."""
+
+
+class RevokeToken(_Command, frozen=True):
+    token_id: str
+
+
+class PruneMetadata(_Command, frozen=True):
+    """Delete events and metrics older than ``older_than`` seconds (runs, attempts and logs
+    stay), and the Idempotency-Keys that have expired."""
+
+    older_than: Seconds
+
+
 Command = (
     SubmitRun
     | CancelRun
@@ -237,6 +261,10 @@ Command = (
     | PreviewRows
     | GetLineage
     | GetOverview
+    | CreateToken
+    | ListTokens
+    | RevokeToken
+    | PruneMetadata
 )
 
 COMMANDS: Final[dict[str, type[_Command]]] = {
@@ -267,6 +295,10 @@ COMMANDS: Final[dict[str, type[_Command]]] = {
         PreviewRows,
         GetLineage,
         GetOverview,
+        CreateToken,
+        ListTokens,
+        RevokeToken,
+        PruneMetadata,
     )
 }
 # The newest version of each command this code understands.

@@ -189,6 +189,37 @@ class OverviewReply(_Reply, frozen=True):
     longest: list[StageDuration]
 
 
+class TokenView(msgspec.Struct, kw_only=True, frozen=True):
+    """An API token as it may be shown: never its secret nor the secret's hash. ``state``:
+    active, expired or revoked; times are epoch seconds."""
+
+    id: str
+    name: str
+    role: str
+    state: str
+    created_at: float
+    expires_at: float | None = None
+    revoked_at: float | None = None
+    last_used_at: float | None = None
+
+
+class TokenReply(_Reply, frozen=True):
+    """Reply to CreateToken (``secret``: the token, shown this once) and RevokeToken."""
+
+    token: TokenView
+    secret: str | None = None
+
+
+class TokensReply(_Reply, frozen=True):
+    tokens: list[TokenView]
+
+
+class PruneReply(_Reply, frozen=True):
+    pruned: int  # events and metrics (rows or partitions) deleted
+    older_than_seconds: float
+    expired_keys: int
+
+
 Reply = (
     ErrorReply
     | RunReply
@@ -211,4 +242,7 @@ Reply = (
     | RowsReply
     | LineageReply
     | OverviewReply
+    | TokenReply
+    | TokensReply
+    | PruneReply
 )

@@ -29,6 +29,7 @@ from klaw.protocol import (
     CancelRun,
     Command,
     CompleteAttempt,
+    CreateToken,
     ErrorReply,
     EventsReply,
     FailAttempt,
@@ -46,6 +47,7 @@ from klaw.protocol import (
     ListRuns,
     ListSchedules,
     ListSnapshots,
+    ListTokens,
     ListWorkflows,
     LogsReply,
     OverviewReply,
@@ -55,10 +57,13 @@ from klaw.protocol import (
     PlanWorkflow,
     PongReply,
     PreviewRows,
+    PruneMetadata,
+    PruneReply,
     ReadLogPage,
     ReadLogs,
     Reply,
     ResumeSchedule,
+    RevokeToken,
     RowsReply,
     RunReply,
     RunsReply,
@@ -66,6 +71,8 @@ from klaw.protocol import (
     SchedulesReply,
     SnapshotsReply,
     SubmitRun,
+    TokenReply,
+    TokensReply,
     ValidateReply,
     ValidateWorkflows,
     WorkflowReply,
@@ -77,7 +84,7 @@ from klaw.protocol import (
     from_reply,
     internal_reply,
 )
-from klaw.service import views
+from klaw.service import tokens, views
 from klaw.service.orchestrator import Orchestrator
 from klaw.service.schedules import list_schedules, set_paused
 from klaw.states import RunState
@@ -123,6 +130,10 @@ class Dispatcher:
             PreviewRows: self._preview_rows,
             GetLineage: self._get_lineage,
             GetOverview: self._get_overview,
+            CreateToken: self._create_token,
+            ListTokens: self._list_tokens,
+            RevokeToken: self._revoke_token,
+            PruneMetadata: self._prune_metadata,
         }
 
     def execute(
@@ -186,6 +197,26 @@ class Dispatcher:
         fields = ("workflow", "states", "limit", "before", "since", "until")
         filter = RunFilter(**{name: getattr(cmd, name) for name in fields})
         return RunsReply(runs=self.orchestrator.runs(filter))
+
+    def _create_token(self, cmd: CreateToken) -> TokenReply:
+        store = self.orchestrator.metadata
+        issued = tokens.create_token(store, name=cmd.name, role=cmd.role, expires_in=cmd.expires_in)
+        return TokenReply(token=views.token_view(issued.record, time.time()), secret=issued.token)
+
+    def _list_tokens(self, cmd: ListTokens) -> TokensReply:
+        now = time.time()
+        found = self.orchestrator.metadata.list_tokens()
+        return TokensReply(tokens=[views.token_view(t, now) for t in found])
+
+    def _revoke_token(self, cmd: RevokeToken) -> TokenReply:
+        record = tokens.revoke_token(self.orchestrator.metadata, cmd.token_id)
+        return TokenReply(token=views.token_view(record, time.time()))
+
+    def _prune_metadata(self, cmd: PruneMetadata) -> PruneReply:
+        store = self.orchestrator.metadata
+        gone = store.prune(cmd.older_than)
+        keys = store.prune_keys(time.time())  # expired Idempotency-Keys, whatever their age
+        return PruneReply(pruned=gone, older_than_seconds=cmd.older_than, expired_keys=keys)
 
     def _get_overview(self, cmd: GetOverview) -> OverviewReply:
         window = cmd.hours * 3600.0

@@ -14,6 +14,7 @@ from klaw.protocol import (
     PlanReply,
     StageNode,
     StateBucket,
+    TokenView,
     ValidationResult,
     WorkflowInfo,
     WorkflowReply,
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
     from klaw.authoring.workflow import Workflow
     from klaw.graph.build import WorkflowGraph
     from klaw.graph.plan import Plan
-    from klaw.metadata.records import Activity, RunRecord
+    from klaw.metadata.records import Activity, RunRecord, TokenRecord
 
 
 def workflow_info(wf: Workflow) -> WorkflowInfo:
@@ -132,4 +133,24 @@ def overview_reply(
         running=running,
         failing=activity.failing,
         longest=activity.longest,
+    )
+
+
+def token_view(record: TokenRecord, now: float) -> TokenView:
+    """What may be shown of a stored token: never its secret nor the secret's hash."""
+    if record.revoked_at is not None:
+        state = "revoked"
+    elif not record.live(now):
+        state = "expired"
+    else:
+        state = "active"
+    return TokenView(
+        id=record.token_id,
+        name=record.name,
+        role=record.role,
+        state=state,
+        created_at=record.created_at,
+        expires_at=record.expires_at,
+        revoked_at=record.revoked_at,
+        last_used_at=record.last_used_at,
     )

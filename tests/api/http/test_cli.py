@@ -62,3 +62,45 @@ def test_refuses_to_start_without_tokens(tmp_path: Path) -> None:
     bad = klaw(root, "api", "--port", "0", extra_env={"KLAW_API_TOKENS": "boss:abc"})
     assert bad.returncode == 2, bad
     assert "boss" in flat(bad.out)
+
+
+def test_tokens_and_prune_over_http_need_the_admin_role(tmp_path: Path) -> None:
+    root = write_project(tmp_path, "http_cli_admin_flows")
+    with klaw_api(root, KLAW_API_TOKENS=API_TOKENS) as api:
+        url = api.first_line().removeprefix("Klaw API listening on ")
+        admin = {"KLAW_TOKEN": TOKENS[max(TOKENS)]}
+        operator = {"KLAW_TOKEN": TOKENS[sorted(TOKENS)[1]]}
+        made = klaw(
+            root,
+            "--url",
+            url,
+            "tokens",
+            "create",
+            "--role",
+            "viewer",
+            "--name",
+            "ci",
+            "-o",
+            "json",
+            extra_env=admin,
+        )
+        assert made.returncode == 0, made
+        secret = made.json()["token"]
+        with httpx.Client(base_url=url, timeout=WAIT) as client:
+            me = client.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {secret}"})
+            assert me.json()["role"] == "viewer", me.text
+        listed = klaw(root, "--url", url, "tokens", "list", "-o", "json", extra_env=admin)
+        assert [t["name"] for t in listed.json()] == ["ci"], listed
+        refused = klaw(root, "--url", url, "db", "prune", "--older-than", "1d", extra_env=operator)
+        assert refused.returncode != 0 and "admin" in refused.out, refused
+        assert "Traceback" not in refused.out
+        pruned = klaw(
+            root, "--url", url, "db", "prune", "--older-than", "1d", "-o", "json", extra_env=admin
+        )
+        assert pruned.json()["older_than_seconds"] == 86400, pruned
+        revoked = klaw(root, "--url", url, "tokens", "revoke", made.json()["id"], extra_env=admin)
+        assert revoked.returncode == 0, revoked
+        with httpx.Client(base_url=url, timeout=WAIT) as client:
+            me = client.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {secret}"})
+            assert me.status_code == 401
+        api.stop(signal.SIGTERM)

@@ -32,6 +32,7 @@ from klaw.protocol import (
     MAX_EVENTS_WAIT,
     CancelRun,
     Command,
+    CreateToken,
     ErrorReply,
     EventsReply,
     GetAsset,
@@ -45,16 +46,19 @@ from klaw.protocol import (
     ListRuns,
     ListSchedules,
     ListSnapshots,
+    ListTokens,
     ListWorkflows,
     PauseSchedule,
     Ping,
     PlanWorkflow,
     PongReply,
     PreviewRows,
+    PruneMetadata,
     ReadLogPage,
     ReadLogs,
     Reply,
     ResumeSchedule,
+    RevokeToken,
     RunReply,
     SubmitRun,
     ValidateWorkflows,
@@ -251,6 +255,15 @@ def route(cmd: Command) -> Request:
                 "until": cmd.until,
             }
             return "GET", f"{PREFIX}/runs", query, None
+        case CreateToken(name=name, role=role, expires_in=expires_in):
+            body = {"name": name, "role": role, "expires_in": expires_in}
+            return "POST", f"{PREFIX}/tokens", {}, body
+        case ListTokens():
+            return "GET", f"{PREFIX}/tokens", {}, None
+        case RevokeToken(token_id=token_id):
+            return "POST", f"{PREFIX}/tokens/{_seg(token_id)}/revoke", {}, None
+        case PruneMetadata(older_than=older_than):
+            return "POST", f"{PREFIX}/db/prune", {"older_than": older_than}, None
         case GetOverview(hours=hours, buckets=buckets):
             return "GET", f"{PREFIX}/overview", {"hours": hours, "buckets": buckets}, None
         case GetRun(run_id=run_id):

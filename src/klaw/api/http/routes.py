@@ -20,12 +20,13 @@ from klaw.api.http import events
 from klaw.api.http.auth import Authenticator, Principal, Role, authorize
 from klaw.api.http.idempotency import HEADER, IdempotencyKeys, submit_once
 from klaw.api.http.limits import Limits, Throttle, ThrottledAuthenticator
-from klaw.api.http.schemas import RunBody, ValidateBody
+from klaw.api.http.schemas import RunBody, TokenBody, ValidateBody
 from klaw.errors import InvalidCommandError, KlawError
 from klaw.protocol import (
     MAX_PAGE,
     MAX_PREVIEW_ROWS,
     CancelRun,
+    CreateToken,
     GetAsset,
     GetLineage,
     GetOverview,
@@ -37,13 +38,16 @@ from klaw.protocol import (
     ListRuns,
     ListSchedules,
     ListSnapshots,
+    ListTokens,
     ListWorkflows,
     PauseSchedule,
     PlanWorkflow,
     PreviewRows,
+    PruneMetadata,
     ReadLogPage,
     Reply,
     ResumeSchedule,
+    RevokeToken,
     RunReply,
     SubmitRun,
     ValidateWorkflows,
@@ -78,6 +82,10 @@ ROLES: Final[dict[str, Role]] = {
     "pause_schedule": Role.OPERATOR,
     "resume_schedule": Role.OPERATOR,
     "get_overview": Role.VIEWER,
+    "create_token": Role.ADMIN,
+    "list_tokens": Role.ADMIN,
+    "revoke_token": Role.ADMIN,
+    "prune_metadata": Role.ADMIN,
     "who_am_i": Role.VIEWER,
 }
 # The routes under /api/v1 that take no bearer token (their request is its own credential).
@@ -326,7 +334,33 @@ def api_router(
     def resume_schedule(name: str) -> Response:
         return reply(run(command(ResumeSchedule, name=name)))
 
+    @router.post("/tokens", name="create_token", status_code=201, tags=["admin"])
+    def create_token(body: TokenBody) -> Response:
+        """Make an API token; the reply's ``secret`` is the token, shown only this once."""
+        return reply(run(command(CreateToken, **body.model_dump())), 201, _NO_STORE)
+
+    @router.get("/tokens", name="list_tokens", tags=["admin"])
+    def list_tokens() -> Response:
+        """Every stored API token: id, name, role, state and times (never a secret)."""
+        return reply(run(command(ListTokens)))
+
+    @router.post("/tokens/{token_id}/revoke", name="revoke_token", tags=["admin"])
+    def revoke_token(token_id: str) -> Response:
+        """Revoke a token: it is refused from its next request on."""
+        return reply(run(command(RevokeToken, token_id=token_id)))
+
+    @router.post("/db/prune", name="prune_metadata", tags=["admin"])
+    def prune_metadata(
+        older_than: Annotated[float, Query(ge=0, description="Age in seconds.")],
+    ) -> Response:
+        """Delete events and metrics older than ``older_than`` seconds (runs, attempts and
+        logs stay), and the expired Idempotency-Keys."""
+        return reply(run(command(PruneMetadata, older_than=older_than)))
+
     return router
+
+
+_NO_STORE: Final = {"Cache-Control": "no-store"}
 
 
 def _location(created: Reply) -> dict[str, str]:
