@@ -71,6 +71,10 @@ REPLIES: dict[str, type[c.Reply]] = {
     "GetAsset": c.AssetReply,
     "PreviewRows": c.RowsReply,
     "GetLineage": c.LineageReply,
+    "GetOverview": c.OverviewReply,
+    "CreateToken": c.TokenReply,
+    "ListTokens": c.TokensReply,
+    "PruneMetadata": c.PruneReply,
 }
 
 
@@ -85,6 +89,9 @@ def example(name: str, run_id: str) -> c.Command:
         "attempt": 1,
         "token": "not-the-token",  # the run has ended: attempt reports are refused
         "error": "boom",
+        "role": "viewer",
+        "older_than": 30 * 86400.0,
+        "token_id": "000000000000",  # no such token: a clean MetadataError
     }
     cls = c.COMMANDS[name]
     required = [f.name for f in msgspec.structs.fields(cls) if f.required]

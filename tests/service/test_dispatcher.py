@@ -62,6 +62,12 @@ EVERY_COMMAND: list[c.Command] = [
     c.PreviewRows(key="orders"),
     c.PreviewRows(key="orders", snapshot=2, limit=1000),
     c.GetLineage(key="orders"),
+    c.GetOverview(hours=6, buckets=12),
+    c.CreateToken(name="ci", role="viewer", expires_in=3600.0),
+    c.ListTokens(),
+    c.RevokeToken(token_id="0123456789ab"),
+    c.PruneMetadata(older_than=86400.0),
+    c.ListRuns(since=1.0, until=2.0),
 ]
 
 

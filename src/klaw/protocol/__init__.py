@@ -12,6 +12,7 @@ contract), so a client that speaks it never loads the service."""
 
 from __future__ import annotations
 
+from klaw.protocol import table
 from klaw.protocol.commands import (
     COMMANDS,
     LONG_POLL_VERSION,
@@ -172,4 +173,5 @@ __all__ = [
     "from_reply",
     "internal_reply",
     "long_poll",
+    "table",
 ]

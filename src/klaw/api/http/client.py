@@ -1,6 +1,7 @@
 """``HttpClient``: the typed commands sent to a Klaw HTTP API (``klaw api``, ``klaw dev``).
 
-Each command becomes a request to its ``/api/v1`` route; the JSON answer is decoded into the
+Each command becomes a request to its ``/api/v1`` route, as the command table says
+(:mod:`klaw.protocol.table`); the JSON answer is decoded into the
 reply Struct the route returns (the same tagged Struct the Flight server sends). A
 problem+json answer is raised as the KlawError subclass its ``code`` names, with its
 ``fields`` (:mod:`klaw.protocol.errors`); ``429`` is retried after its ``Retry-After``, a
@@ -15,7 +16,6 @@ import sys
 import time
 from collections.abc import Callable
 from typing import Any, Final
-from urllib.parse import quote
 
 import httpx
 import msgspec
@@ -23,7 +23,6 @@ import msgspec
 from klaw.errors import (
     AuthError,
     KlawError,
-    NotOverHttpError,
     RemoteError,
     ServerUnavailableError,
     rebuild,
@@ -32,42 +31,20 @@ from klaw.protocol import (
     MAX_EVENTS_WAIT,
     CancelRun,
     Command,
-    CreateToken,
     ErrorReply,
     EventsReply,
-    GetAsset,
-    GetLineage,
-    GetOverview,
-    GetRun,
-    GetWorkflow,
-    ListAssets,
-    ListAttempts,
     ListEvents,
-    ListRuns,
-    ListSchedules,
-    ListSnapshots,
-    ListTokens,
-    ListWorkflows,
-    PauseSchedule,
     Ping,
-    PlanWorkflow,
     PongReply,
-    PreviewRows,
-    PruneMetadata,
-    ReadLogPage,
-    ReadLogs,
     Reply,
-    ResumeSchedule,
-    RevokeToken,
     RunReply,
     SubmitRun,
-    ValidateWorkflows,
     from_parts,
     from_reply,
     long_poll,
+    table,
 )
 
-PREFIX: Final = "/api/v1"
 MAX_RETRIES: Final = 3  # 429 answers retried per request before giving up
 MAX_RETRY_AFTER: Final = 60.0  # seconds: a longer Retry-After is waited this long
 FOLLOW_WAIT: Final = 1.0  # seconds the API may hold one long poll of SubmitRun(wait=True)
@@ -78,9 +55,6 @@ _START_HINT: Final = (
 )
 
 _reply_decoder: Final[msgspec.json.Decoder[Reply]] = msgspec.json.Decoder(Reply)
-
-
-Request = tuple[str, str, dict[str, Any], Any]  # method, path, query, JSON body (None: none)
 
 
 def api_url(url: str) -> str:
@@ -129,7 +103,7 @@ class HttpClient:
             return self._ping()
         if isinstance(cmd, SubmitRun) and cmd.wait:
             return self._submit_and_wait(cmd)
-        method, path, query, body = route(cmd)
+        method, path, query, body = table.request(cmd)
         extra = 0.0
         if isinstance(cmd, CancelRun):
             extra = cmd.wait
@@ -232,109 +206,6 @@ class HttpClient:
             f"{what} failed on the Klaw API at {self.url}: HTTP {response.status_code}.",
             hint="Is this the URL of a Klaw API? Check the server's log.",
         )
-
-
-def route(cmd: Command) -> Request:
-    """The request of a command: method, path under the API, query, JSON body."""
-    match cmd:
-        case ListWorkflows():
-            return "GET", f"{PREFIX}/workflows", {}, None
-        case PlanWorkflow(workflow=name, selection=selection):
-            return "GET", f"{PREFIX}/workflows/{_seg(name)}/plan", {"select": selection}, None
-        case ValidateWorkflows(workflows=names):
-            return "POST", f"{PREFIX}/workflows/validate", {}, {"workflows": list(names)}
-        case SubmitRun():
-            return _submit(cmd)
-        case ListRuns(workflow=workflow, states=states, limit=limit, before=before):
-            query = {
-                "workflow": workflow,
-                "state": [s.value for s in states],
-                "limit": limit,
-                "before": before,
-                "since": cmd.since,
-                "until": cmd.until,
-            }
-            return "GET", f"{PREFIX}/runs", query, None
-        case CreateToken(name=name, role=role, expires_in=expires_in):
-            body = {"name": name, "role": role, "expires_in": expires_in}
-            return "POST", f"{PREFIX}/tokens", {}, body
-        case ListTokens():
-            return "GET", f"{PREFIX}/tokens", {}, None
-        case RevokeToken(token_id=token_id):
-            return "POST", f"{PREFIX}/tokens/{_seg(token_id)}/revoke", {}, None
-        case PruneMetadata(older_than=older_than):
-            return "POST", f"{PREFIX}/db/prune", {"older_than": older_than}, None
-        case GetOverview(hours=hours, buckets=buckets):
-            return "GET", f"{PREFIX}/overview", {"hours": hours, "buckets": buckets}, None
-        case GetRun(run_id=run_id):
-            return "GET", f"{PREFIX}/runs/{_seg(run_id)}", {}, None
-        case CancelRun(run_id=run_id, wait=wait):
-            return "POST", f"{PREFIX}/runs/{_seg(run_id)}/cancel", {"wait": wait}, None
-        case ListAttempts(run_id=run_id):
-            return "GET", f"{PREFIX}/runs/{_seg(run_id)}/attempts", {}, None
-        case ListEvents(run_id=run_id, after_seq=after, wait=wait):
-            return "GET", f"{PREFIX}/runs/{_seg(run_id)}/events", _events_query(after, wait), None
-        case ReadLogs(run_id=run_id, stage=stage):
-            return "GET", f"{PREFIX}/runs/{_seg(run_id)}/logs", {"stage": stage}, None
-        case ListAssets():
-            return "GET", f"{PREFIX}/assets", {}, None
-        case ReadLogPage(run_id=run_id, stage=stage, after_seq=after, limit=limit, tail=tail):
-            query = {"stage": stage, "after": after, "limit": limit, "tail": tail}
-            return "GET", f"{PREFIX}/runs/{_seg(run_id)}/logs", query, None
-        case GetWorkflow(workflow=name):
-            return "GET", f"{PREFIX}/workflows/{_seg(name)}", {}, None
-        case GetAsset(key=key):
-            return "GET", f"{PREFIX}/assets/{quote(key, safe='/')}", {}, None
-        case PreviewRows(key=key, snapshot=snapshot, limit=limit):
-            query = {"snapshot": snapshot, "limit": limit}
-            return "GET", f"{PREFIX}/assets/{quote(key, safe='/')}/rows", query, None
-        case GetLineage(key=key):
-            return "GET", f"{PREFIX}/assets/{quote(key, safe='/')}/lineage", {}, None
-        case ListSnapshots(key=key, limit=limit):
-            query = {"limit": limit}
-            return "GET", f"{PREFIX}/assets/{quote(key, safe='/')}/snapshots", query, None
-        case ListSchedules():
-            return "GET", f"{PREFIX}/schedules", {}, None
-        case PauseSchedule(name=name):
-            return "POST", f"{PREFIX}/schedules/{_seg(name)}/pause", {}, None
-        case ResumeSchedule(name=name):
-            return "POST", f"{PREFIX}/schedules/{_seg(name)}/resume", {}, None
-    raise NotOverHttpError(
-        f"{type(cmd).__name__} has no route in the Klaw HTTP API.",
-        hint="Send it over Arrow Flight instead (--server / KLAW_SERVER, `klaw server`).",
-    )
-
-
-def _submit(cmd: SubmitRun) -> Request:
-    unsupported = [
-        name
-        for name, given in (("executor", cmd.executor), ("max_workers", cmd.max_workers))
-        if given is not None
-    ]
-    if unsupported:
-        raise NotOverHttpError(
-            f"The HTTP API's POST /runs takes no {' or '.join(unsupported)}; the server's "
-            "settings decide them.",
-            hint="Leave out --executor / --max-workers, or use --server (Arrow Flight).",
-        )
-    if cmd.resume is not None:
-        return "POST", f"{PREFIX}/runs/{_seg(cmd.resume)}/resume", {}, None
-    body = {
-        "workflow": cmd.workflow,
-        "params": cmd.params,
-        "selection": cmd.selection,
-        "fail_fast": cmd.fail_fast,
-    }
-    return "POST", f"{PREFIX}/runs", {}, body
-
-
-def _events_query(after: int, wait: float) -> dict[str, Any]:
-    return {"after": after, "wait": wait or None}  # no wait: what an older API understands
-
-
-def _seg(value: str) -> str:
-    """``value`` as one path segment."""
-    return quote(value, safe="")
 
 
 def _retry_after(value: str | None) -> float:

@@ -9,6 +9,7 @@ command, and a KlawError it raises becomes a problem+json response
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any, Final, TypeVar
 
 import msgspec
@@ -51,48 +52,23 @@ from klaw.protocol import (
     RunReply,
     SubmitRun,
     ValidateWorkflows,
+    table,
 )
 from klaw.service.dispatcher import Dispatcher
 from klaw.states import RunState
 
 PREFIX: Final = "/api/v1"
 
-# The minimum role of every route under /api/v1, by route name. A route missing here is
-# refused by create_app, so none can be added without saying who may call it.
-ROLES: Final[dict[str, Role]] = {
-    "list_workflows": Role.VIEWER,
-    "get_workflow": Role.VIEWER,
-    "plan_workflow": Role.VIEWER,
-    "validate_workflows": Role.VIEWER,
-    "submit_run": Role.OPERATOR,
-    "list_runs": Role.VIEWER,
-    "get_run": Role.VIEWER,
-    "cancel_run": Role.OPERATOR,
-    "resume_run": Role.OPERATOR,
-    "list_attempts": Role.VIEWER,
-    "list_events": Role.VIEWER,
-    "stream_run": Role.VIEWER,
-    "read_logs": Role.VIEWER,
-    "list_assets": Role.VIEWER,
-    "list_snapshots": Role.VIEWER,
-    "preview_rows": Role.VIEWER,
-    "asset_lineage": Role.VIEWER,
-    "get_asset": Role.VIEWER,
-    "list_schedules": Role.VIEWER,
-    "pause_schedule": Role.OPERATOR,
-    "resume_schedule": Role.OPERATOR,
-    "get_overview": Role.VIEWER,
-    "create_token": Role.ADMIN,
-    "list_tokens": Role.ADMIN,
-    "revoke_token": Role.ADMIN,
-    "prune_metadata": Role.ADMIN,
-    "who_am_i": Role.VIEWER,
-}
+# The minimum role of every route under /api/v1, by route name: the command table's
+# (klaw.protocol.table). A route missing here is refused by create_app, so none can be added
+# without saying who may call it.
+ROLES: Final[dict[str, Role]] = {name: Role.parse(role) for name, role in table.roles().items()}
 # The routes under /api/v1 that take no bearer token (their request is its own credential).
 PUBLIC: Final = frozenset({"exchange_login_code"})
 
 _bearer: Final = HTTPBearer(auto_error=False, description="A token of KLAW_API_TOKENS.")
 C = TypeVar("C", bound=msgspec.Struct)
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def guard(authenticator: Authenticator, throttle: Throttle | None = None) -> Any:
@@ -144,32 +120,53 @@ def api_router(
     store, with the default TTL)."""
     checked = guard(authenticator, throttle)
     router = APIRouter(prefix=PREFIX, dependencies=[checked])
+
+    def endpoint(cmd: type[msgspec.Struct]) -> Callable[[F], F]:
+        """Register a route's handler at the method, path, name and status of ``cmd`` in the
+        command table (tagged with the path's first segment)."""
+        http = table.HTTP[cmd]
+        assert http is not None, cmd
+
+        def register(fn: F) -> F:
+            tag = http.path.strip("/").split("/")[0]
+            router.add_api_route(
+                http.path,
+                fn,
+                methods=[http.method],
+                name=http.name,
+                status_code=http.status,
+                tags=[tag],
+            )
+            return fn
+
+        return register
+
     if keys is None:
         keys = IdempotencyKeys(dispatcher.orchestrator.metadata, Limits().idempotency_ttl)
     idempotency = keys
     run = dispatcher.execute
 
-    @router.get("/workflows", name="list_workflows", tags=["workflows"])
+    @endpoint(ListWorkflows)
     def list_workflows() -> Response:
         """Every workflow of the project."""
         return reply(run(command(ListWorkflows)))
 
-    @router.get("/workflows/{name}", name="get_workflow", tags=["workflows"])
-    def get_workflow(name: str) -> Response:
+    @endpoint(GetWorkflow)
+    def get_workflow(workflow: str) -> Response:
         """The workflow's graph (stages, edges), params JSON Schema and configuration."""
-        return reply(run(command(GetWorkflow, workflow=name)))
+        return reply(run(command(GetWorkflow, workflow=workflow)))
 
-    @router.get("/workflows/{name}/plan", name="plan_workflow", tags=["workflows"])
-    def plan_workflow(name: str, select: str | None = None) -> Response:
+    @endpoint(PlanWorkflow)
+    def plan_workflow(workflow: str, select: str | None = None) -> Response:
         """The stages a run of the workflow would run, level by level."""
-        return reply(run(command(PlanWorkflow, workflow=name, selection=select)))
+        return reply(run(command(PlanWorkflow, workflow=workflow, selection=select)))
 
-    @router.post("/workflows/validate", name="validate_workflows", tags=["workflows"])
+    @endpoint(ValidateWorkflows)
     def validate_workflows(body: ValidateBody) -> Response:
         """Check workflows without running them: one result each."""
         return reply(run(command(ValidateWorkflows, workflows=body.workflows)))
 
-    @router.post("/runs", name="submit_run", status_code=201, tags=["runs"])
+    @endpoint(SubmitRun)
     def submit_run(
         body: RunBody,
         who: Principal = checked,  # the guard's principal (run once: FastAPI caches it)
@@ -198,7 +195,7 @@ def api_router(
         found, made = submit_once(idempotency, who.subject, key, fields, submit, get)
         return reply(found, 201 if made else 200, _location(found))
 
-    @router.get("/runs", name="list_runs", tags=["runs"])
+    @endpoint(ListRuns)
     def list_runs(
         workflow: str | None = None,
         state: Annotated[list[RunState] | None, Query()] = None,
@@ -211,7 +208,7 @@ def api_router(
         fields = {"workflow": workflow, "states": state, "limit": limit, "before": before}
         return reply(run(command(ListRuns, **fields, since=since, until=until)))
 
-    @router.get("/overview", name="get_overview", tags=["runs"])
+    @endpoint(GetOverview)
     def get_overview(
         hours: Annotated[float, Query(gt=0, le=24 * 90, description="The window.")] = 24.0,
         buckets: Annotated[int, Query(ge=1, le=500, description="Bars in the window.")] = 24,
@@ -220,11 +217,11 @@ def api_router(
         longest attempts, and the runs active now."""
         return reply(run(command(GetOverview, hours=hours, buckets=buckets)))
 
-    @router.get("/runs/{run_id}", name="get_run", tags=["runs"])
+    @endpoint(GetRun)
     def get_run(run_id: str) -> Response:
         return reply(run(command(GetRun, run_id=run_id)))
 
-    @router.post("/runs/{run_id}/cancel", name="cancel_run", tags=["runs"])
+    @endpoint(CancelRun)
     def cancel_run(
         run_id: str,
         wait: Annotated[float, Query(ge=0, description="Seconds to wait for it to stop.")] = 30.0,
@@ -241,11 +238,11 @@ def api_router(
         created = run(cmd)
         return reply(created, 201, _location(created))
 
-    @router.get("/runs/{run_id}/attempts", name="list_attempts", tags=["runs"])
+    @endpoint(ListAttempts)
     def list_attempts(run_id: str) -> Response:
         return reply(run(command(ListAttempts, run_id=run_id)))
 
-    @router.get("/runs/{run_id}/events", name="list_events", tags=["runs"])
+    @endpoint(ListEvents)
     async def list_events(
         run_id: str,
         after: Annotated[int, Query(ge=0, description="The last seq seen.")] = 0,
@@ -280,7 +277,7 @@ def api_router(
         messages = events.stream(dispatcher, run_id, cursor, first)
         return StreamingResponse(messages, media_type=events.MEDIA_TYPE, headers=events.HEADERS)
 
-    @router.get("/runs/{run_id}/logs", name="read_logs", tags=["runs"])
+    @endpoint(ReadLogPage)
     def read_logs(
         run_id: str,
         stage: str | None = None,
@@ -293,16 +290,16 @@ def api_router(
         fields = {"stage": stage, "after_seq": after, "limit": limit, "tail": tail}
         return reply(run(command(ReadLogPage, run_id=run_id, **fields)))
 
-    @router.get("/assets", name="list_assets", tags=["assets"])
+    @endpoint(ListAssets)
     def list_assets() -> Response:
         return reply(run(command(ListAssets)))
 
-    @router.get("/assets/{key:path}/snapshots", name="list_snapshots", tags=["assets"])
+    @endpoint(ListSnapshots)
     def list_snapshots(key: str, limit: int | None = None) -> Response:
         """The asset's snapshots, oldest first; with ``limit``, the newest ``limit``."""
         return reply(run(command(ListSnapshots, key=key, limit=limit)))
 
-    @router.get("/assets/{key:path}/rows", name="preview_rows", tags=["assets"])
+    @endpoint(PreviewRows)
     def preview_rows(
         key: str,
         snapshot: Annotated[int | None, Query(ge=0, description="Default: the latest.")] = None,
@@ -312,44 +309,44 @@ def api_router(
         itself with Flight DoGet)."""
         return reply(run(command(PreviewRows, key=key, snapshot=snapshot, limit=limit)))
 
-    @router.get("/assets/{key:path}/lineage", name="asset_lineage", tags=["assets"])
+    @endpoint(GetLineage)
     def asset_lineage(key: str) -> Response:
         """The workflow and stage that produce the asset, and its up- and downstream assets."""
         return reply(run(command(GetLineage, key=key)))
 
-    @router.get("/assets/{key:path}", name="get_asset", tags=["assets"])
+    @endpoint(GetAsset)
     def get_asset(key: str) -> Response:
         """The asset with its schema and latest snapshot."""
         return reply(run(command(GetAsset, key=key)))
 
-    @router.get("/schedules", name="list_schedules", tags=["schedules"])
+    @endpoint(ListSchedules)
     def list_schedules() -> Response:
         return reply(run(command(ListSchedules)))
 
-    @router.post("/schedules/{name}/pause", name="pause_schedule", tags=["schedules"])
+    @endpoint(PauseSchedule)
     def pause_schedule(name: str) -> Response:
         return reply(run(command(PauseSchedule, name=name)))
 
-    @router.post("/schedules/{name}/resume", name="resume_schedule", tags=["schedules"])
+    @endpoint(ResumeSchedule)
     def resume_schedule(name: str) -> Response:
         return reply(run(command(ResumeSchedule, name=name)))
 
-    @router.post("/tokens", name="create_token", status_code=201, tags=["admin"])
+    @endpoint(CreateToken)
     def create_token(body: TokenBody) -> Response:
         """Make an API token; the reply's ``secret`` is the token, shown only this once."""
         return reply(run(command(CreateToken, **body.model_dump())), 201, _NO_STORE)
 
-    @router.get("/tokens", name="list_tokens", tags=["admin"])
+    @endpoint(ListTokens)
     def list_tokens() -> Response:
         """Every stored API token: id, name, role, state and times (never a secret)."""
         return reply(run(command(ListTokens)))
 
-    @router.post("/tokens/{token_id}/revoke", name="revoke_token", tags=["admin"])
+    @endpoint(RevokeToken)
     def revoke_token(token_id: str) -> Response:
         """Revoke a token: it is refused from its next request on."""
         return reply(run(command(RevokeToken, token_id=token_id)))
 
-    @router.post("/db/prune", name="prune_metadata", tags=["admin"])
+    @endpoint(PruneMetadata)
     def prune_metadata(
         older_than: Annotated[float, Query(ge=0, description="Age in seconds.")],
     ) -> Response:
