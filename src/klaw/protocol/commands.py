@@ -166,9 +166,11 @@ class FailAttempt(_Command, frozen=True):
 
 
 class GetWorkflow(_Command, frozen=True):
-    """One workflow: its graph (stages and edges), params JSON Schema and configuration."""
+    """One workflow: its graph (stages and edges), params JSON Schema and configuration; with
+    ``layout``, a layered drawing of the graph too (a position per stage)."""
 
     workflow: str
+    layout: bool = False
 
 
 class ReadLogPage(_Command, frozen=True):

@@ -138,6 +138,8 @@ class WorkflowReply(_Reply, frozen=True):
     timezone: str = "UTC"
     catch_up: str = "latest"
     depends_on: tuple[str, ...] = ()
+    # with GetWorkflow(layout=True): each stage's (x, y) in a layered drawing (klaw.graph.layout)
+    positions: dict[str, tuple[float, float]] = msgspec.field(default_factory=dict)
 
 
 class AssetReply(_Reply, frozen=True):

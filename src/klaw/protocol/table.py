@@ -148,7 +148,7 @@ _LOGS: Final = "/runs/{run_id}/logs"
 
 HTTP: Final[dict[type[msgspec.Struct], Http | None]] = {
     ListWorkflows: Http("GET", "/workflows", "list_workflows", _V),
-    GetWorkflow: Http("GET", "/workflows/{workflow}", "get_workflow", _V),
+    GetWorkflow: Http("GET", "/workflows/{workflow}", "get_workflow", _V, query=("layout",)),
     PlanWorkflow: Http(
         "GET",
         "/workflows/{workflow}/plan",

@@ -291,7 +291,8 @@ class Dispatcher:
             wf = self.orchestrator.workflow(cmd.workflow)
         except DefinitionError as exc:  # the message names it and the close matches
             raise WorkflowNotFoundError(exc.message, hint=exc.hint) from None
-        return views.workflow_reply(wf, self.orchestrator.graph(cmd.workflow))
+        graph = self.orchestrator.graph(cmd.workflow)
+        return views.workflow_reply(wf, graph, layout=cmd.layout)
 
     def _read_log_page(self, cmd: ReadLogPage) -> LogsReply:
         read = self.orchestrator.logs

@@ -41,9 +41,11 @@ def workflow_info(wf: Workflow) -> WorkflowInfo:
     )
 
 
-def workflow_reply(wf: Workflow, graph: WorkflowGraph) -> WorkflowReply:
-    """A workflow with its graph (stages in order, edges) and params schema."""
+def workflow_reply(wf: Workflow, graph: WorkflowGraph, *, layout: bool = False) -> WorkflowReply:
+    """A workflow with its graph (stages in order, edges) and params schema; with ``layout``,
+    each stage's position in a layered drawing."""
     from klaw.authoring.params import params_schema
+    from klaw.graph.layout import layered
 
     stages = [
         StageNode(
@@ -71,6 +73,7 @@ def workflow_reply(wf: Workflow, graph: WorkflowGraph) -> WorkflowReply:
         timezone=wf.timezone,
         catch_up=wf.catch_up,
         depends_on=wf.depends_on,
+        positions=layered(graph.order, graph.upstream) if layout else {},
     )
 
 

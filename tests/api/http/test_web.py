@@ -133,3 +133,13 @@ def test_the_api_still_answers_beside_the_app(live: Live) -> None:
         assert anonymous.get("/openapi.json").status_code == 200
         assert anonymous.get("/health").json() == {"status": "ok"}
         assert anonymous.get(f"{API}/no-such-route").status_code in (401, 404)
+
+
+def test_a_workflow_comes_with_its_layout_when_asked(live: Live) -> None:
+    with live.client(Role.VIEWER) as viewer:
+        plain = viewer.get(f"{API}/workflows/pipe").json()
+        drawn = viewer.get(f"{API}/workflows/pipe", params={"layout": "true"}).json()
+    assert plain["positions"] == {}
+    assert set(drawn["positions"]) == {s["name"] for s in drawn["stages"]}
+    (x0, _), (x1, _) = drawn["positions"]["numbers"], drawn["positions"]["total"]
+    assert x0 < x1  # total reads numbers: one layer to the right

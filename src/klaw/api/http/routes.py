@@ -152,9 +152,14 @@ def api_router(
         return reply(run(command(ListWorkflows)))
 
     @endpoint(GetWorkflow)
-    def get_workflow(workflow: str) -> Response:
+    def get_workflow(
+        workflow: str,
+        layout: Annotated[
+            bool, Query(description="Also a layered drawing: a position per stage.")
+        ] = False,
+    ) -> Response:
         """The workflow's graph (stages, edges), params JSON Schema and configuration."""
-        return reply(run(command(GetWorkflow, workflow=workflow)))
+        return reply(run(command(GetWorkflow, workflow=workflow, layout=layout)))
 
     @endpoint(PlanWorkflow)
     def plan_workflow(workflow: str, select: str | None = None) -> Response:
