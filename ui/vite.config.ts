@@ -1,13 +1,14 @@
 /// <reference types="vitest/config" />
 import { defineConfig } from 'vite';
 import { svelte } from '@sveltejs/vite-plugin-svelte';
+import { svelteTesting } from '@testing-library/svelte/vite';
 import { fileURLToPath } from 'node:url';
 
 const outDir = fileURLToPath(new URL('../src/klaw/api/http/ui_dist', import.meta.url));
 const api = process.env.KLAW_API ?? 'http://127.0.0.1:8080';
 
 export default defineConfig({
-  plugins: [svelte()],
+  plugins: process.env.VITEST ? [svelte(), svelteTesting()] : [svelte()],
   base: '/',
   build: {
     outDir,
@@ -21,7 +22,6 @@ export default defineConfig({
     port: 5173,
     proxy: { '/api': { target: api, changeOrigin: false } },
   },
-  resolve: process.env.VITEST ? { conditions: ['browser'] } : undefined,
   test: {
     environment: 'jsdom',
     include: ['src/**/*.test.ts'],

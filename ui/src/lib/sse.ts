@@ -14,20 +14,23 @@ export class SSEParser {
   private event = '';
   private id: string | null = null;
   private retry: number | undefined;
+  private skipLF = false;
   /** The id of the last message dispatched (what Last-Event-ID resends). */
   lastEventId: string | null = null;
 
   /** Feed a chunk of decoded text; returns the complete messages it finished. */
   feed(chunk: string): SSEMessage[] {
+    // A CR that ended the last chunk may be the first half of a CRLF split across chunks.
+    if (this.skipLF && chunk.startsWith('\n')) chunk = chunk.slice(1);
+    this.skipLF = false;
     this.buffer += chunk;
     const out: SSEMessage[] = [];
     for (;;) {
       const m = /\r\n|\r|\n/.exec(this.buffer);
       if (!m) break;
-      // A lone CR at the very end may be the first half of CRLF: wait for more.
-      if (m[0] === '\r' && m.index === this.buffer.length - 1) break;
       const line = this.buffer.slice(0, m.index);
       this.buffer = this.buffer.slice(m.index + m[0].length);
+      if (m[0] === '\r' && this.buffer === '') this.skipLF = true;
       const msg = this.line(line);
       if (msg) out.push(msg);
     }
