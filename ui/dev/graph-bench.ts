@@ -10,7 +10,11 @@ const stages = Array.from({ length: n }, (_, i) => ({
   name: `s${i}`, kind: i % 3 ? 'stage' : 'asset', asset: i % 3 ? null : `s${i}`, description: '',
   retries: 0, timeout: null, tags: [], inputs: [],
 }));
-const edges: [string, string][] = stages.slice(1).map((s, i) => [`s${Math.floor(i / 3)}`, s.name]);
+// Layers of 60 stages, each reading two stages of the layer before.
+const edges: [string, string][] = stages.slice(60).flatMap((s, j) => {
+  const i = j + 60;
+  return [[`s${i - 60}`, s.name], [`s${i - 60 - (i % 60) + ((i * 7) % 60)}`, s.name]] as [string, string][];
+});
 const wf = { workflow: { name: 'bench', description: '', schedule: null, stages: [], assets: [], tags: [], source: '' },
   stages, edges, params_schema: null, max_active_runs: 1, executor: null, timezone: 'UTC', catch_up: 'latest', depends_on: [] } as WorkflowDetail;
 const t0 = performance.now();
