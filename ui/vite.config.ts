@@ -22,6 +22,9 @@ export default defineConfig({
     port: 5173,
     proxy: { '/api': { target: api, changeOrigin: false } },
   },
+  preview: {
+    proxy: { '/api': { target: api, changeOrigin: false } },
+  },
   test: {
     environment: 'jsdom',
     include: ['src/**/*.test.ts'],
