@@ -16,46 +16,93 @@ function streamKey(l: LogLine): string {
   return `${l.stage ?? ''}\u0000${l.attempt ?? ''}\u0000${l.stream}`;
 }
 
+export interface Tracebacks {
+  marks: Uint8Array;
+  blocks: TracebackBlock[];
+}
+
+interface Open {
+  start: number;
+  members: number[];
+}
+
 /**
- * Find traceback blocks: from a `Traceback (most recent call last):` line to the exception
- * line (the first line after it that is not indented), within one stage attempt's stream
- * (lines of other stages interleaved in between are skipped).
+ * Traceback blocks of a growing log, kept up to date incrementally: when the new array only
+ * appends to the one seen last (live tailing), only the new lines are read; otherwise (older
+ * lines prepended, another filter) everything is read again.
+ *
+ * A block runs from a `Traceback (most recent call last):` line to the exception line (the
+ * first line after it that is not indented), within one stage attempt's stream (lines of other
+ * stages interleaved in between are skipped).
  */
-export function findTracebacks(lines: readonly LogLine[]): { marks: Uint8Array; blocks: TracebackBlock[] } {
-  const marks = new Uint8Array(lines.length);
-  const blocks: TracebackBlock[] = [];
-  const open = new Map<string, { start: number; members: number[] }>();
-  for (let i = 0; i < lines.length; i++) {
+export class TracebackIndex {
+  private lines: readonly LogLine[] = [];
+  private marks = new Uint8Array(0);
+  private closed: TracebackBlock[] = [];
+  private open = new Map<string, Open>();
+
+  update(lines: readonly LogLine[]): Tracebacks {
+    const n0 = this.lines.length;
+    const appended = n0 > 0 && lines.length >= n0 && lines[0] === this.lines[0] && lines[n0 - 1] === this.lines[n0 - 1];
+    if (!appended) this.reset();
+    const from = appended ? n0 : 0;
+    if (lines.length > this.marks.length) {
+      const grown = new Uint8Array(Math.max(lines.length, this.marks.length * 2, 1024));
+      grown.set(this.marks);
+      this.marks = grown;
+    }
+    for (let i = from; i < lines.length; i++) this.read(lines, i);
+    this.lines = lines;
+    return this.result(lines.length);
+  }
+
+  private reset() {
+    this.lines = [];
+    this.marks = new Uint8Array(0);
+    this.closed = [];
+    this.open = new Map();
+  }
+
+  private read(lines: readonly LogLine[], i: number) {
     const l = lines[i];
     const text = l.line;
     const key = streamKey(l);
-    const cur = open.get(key);
+    const cur = this.open.get(key);
     if (TB_START.test(text)) {
-      if (cur) finish(cur, cur.members[cur.members.length - 1]);
-      open.set(key, { start: i, members: [i] });
-      continue;
+      if (cur) this.close(cur, cur.members[cur.members.length - 1], false);
+      this.open.set(key, { start: i, members: [i] });
+      this.marks[i] = 1;
+      return;
     }
-    if (!cur) continue;
+    if (!cur) return;
+    cur.members.push(i);
     if (/^\s/.test(text) || text === '' || text.startsWith('^') || text.startsWith('~')) {
-      cur.members.push(i);
-      continue;
+      this.marks[i] = 2;
+      return;
     }
     // The first unindented line: the exception (e.g. "ValueError: ...").
-    cur.members.push(i);
-    finish(cur, i);
-    open.delete(key);
+    this.close(cur, i, true);
+    this.open.delete(key);
   }
-  // Blocks still open at the end (the exception line not loaded yet) count to their last line.
-  for (const cur of open.values()) finish(cur, cur.members[cur.members.length - 1], true);
-  blocks.sort((a, b) => a.start - b.start);
-  return { marks, blocks };
 
-  function finish(cur: { start: number; members: number[] }, end: number, unfinished = false) {
-    for (const m of cur.members) marks[m] = 2;
-    marks[cur.start] = 1;
-    if (!unfinished && end !== cur.start) marks[end] = 3;
-    blocks.push({ start: cur.start, end });
+  private close(cur: Open, end: number, finished: boolean) {
+    for (const m of cur.members) this.marks[m] = 2;
+    this.marks[cur.start] = 1;
+    if (finished && end !== cur.start) this.marks[end] = 3;
+    this.closed.push({ start: cur.start, end });
   }
+
+  private result(n: number): Tracebacks {
+    // Blocks still open (the exception line not loaded yet) count to their last line.
+    const blocks = this.closed.concat([...this.open.values()].map((o) => ({ start: o.start, end: o.members[o.members.length - 1] })));
+    blocks.sort((a, b) => a.start - b.start);
+    return { marks: this.marks.subarray(0, n), blocks };
+  }
+}
+
+/** The traceback blocks of `lines` (read in full; see TracebackIndex for a growing log). */
+export function findTracebacks(lines: readonly LogLine[]): Tracebacks {
+  return new TracebackIndex().update(lines);
 }
 
 /** Is this line a chained-exception separator inside a traceback? */

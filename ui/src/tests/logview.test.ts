@@ -102,3 +102,22 @@ describe('LogView', () => {
     expect(screen.getAllByTestId('log-line')).toHaveLength(15);
   });
 });
+
+describe('TracebackIndex', () => {
+  it('reads only appended lines and finishes a block across appends', async () => {
+    const { TracebackIndex } = await import('../lib/logs');
+    const idx = new TracebackIndex();
+    const base = [line(1, 'x'), line(2, TB[0], 'stderr'), line(3, TB[1], 'stderr')];
+    let r = idx.update(base);
+    expect(r.blocks).toEqual([{ start: 1, end: 2 }]);
+    expect([...r.marks]).toEqual([0, 1, 2]);
+    const more = base.concat([line(4, TB[2], 'stderr'), line(5, TB[3], 'stderr'), line(6, 'y')]);
+    r = idx.update(more);
+    expect(r.blocks).toEqual([{ start: 1, end: 4 }]);
+    expect([...r.marks]).toEqual([0, 1, 2, 2, 3, 0]);
+    // Prepended lines: read again from the start.
+    r = idx.update([line(0, 'first'), ...more]);
+    expect(r.blocks).toEqual([{ start: 2, end: 5 }]);
+    expect(r.marks.length).toBe(7);
+  });
+});
