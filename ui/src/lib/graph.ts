@@ -1,0 +1,123 @@
+// Graph elements (Cytoscape's JSON) of a workflow and of an asset's lineage; no cytoscape import
+// here, so this stays out of the main chunk.
+import type { Lineage, WorkflowDetail } from './types';
+
+export interface NodeData {
+  id: string;
+  label: string;
+  kind: 'stage' | 'asset' | 'external';
+  state?: string;
+  href?: string;
+  [k: string]: unknown;
+}
+export interface GraphElement {
+  group: 'nodes' | 'edges';
+  data: NodeData | { id: string; source: string; target: string };
+}
+
+export function stageLabel(s: { name: string; asset?: string | null; engine?: string | null; tags?: string[]; kind?: string }): string {
+  const extra: string[] = [];
+  if (s.engine) extra.push(s.engine);
+  if (s.tags?.length) extra.push(s.tags.map((t) => `#${t}`).join(' '));
+  const head = s.asset && s.asset !== s.name ? `${s.name} → ${s.asset}` : s.name;
+  return extra.length ? `${head}\n${extra.join(' · ')}` : head;
+}
+
+/** One node per stage (asset-producing stages drawn as assets), one per external input asset. */
+export function workflowElements(wf: WorkflowDetail, states: Record<string, string> = {}): GraphElement[] {
+  const els: GraphElement[] = [];
+  const names = new Set(wf.stages.map((s) => s.name));
+  const assetOwner = new Map<string, string>();
+  for (const s of wf.stages) if (s.asset) assetOwner.set(s.asset, s.name);
+  const engineOf = (s: WorkflowDetail['stages'][number]) =>
+    (s.engine as string | undefined) ?? ((s as unknown as Record<string, unknown>).executor as string | undefined) ?? null;
+  for (const s of wf.stages) {
+    els.push({
+      group: 'nodes',
+      data: {
+        id: s.name,
+        label: stageLabel({ ...s, engine: engineOf(s) }),
+        kind: s.kind === 'asset' || s.asset ? 'asset' : 'stage',
+        state: states[s.name] ?? 'none',
+      },
+    });
+  }
+  const seen = new Set<string>();
+  const edge = (source: string, target: string) => {
+    const id = `${source}->${target}`;
+    if (seen.has(id) || source === target) return;
+    seen.add(id);
+    els.push({ group: 'edges', data: { id, source, target } });
+  };
+  for (const [a, b] of wf.edges) if (names.has(a) && names.has(b)) edge(a, b);
+  for (const s of wf.stages) {
+    for (const input of s.inputs ?? []) {
+      const owner = assetOwner.get(input) ?? (names.has(input) ? input : null);
+      if (owner) edge(owner, s.name);
+      else {
+        const id = `asset:${input}`;
+        if (!els.some((e) => e.data.id === id))
+          els.push({ group: 'nodes', data: { id, label: input, kind: 'external', state: 'none', asset: input } });
+        edge(id, s.name);
+      }
+    }
+  }
+  return els;
+}
+
+/** The asset in the middle, its upstream assets on the left, downstream on the right. */
+export function lineageElements(l: Lineage): GraphElement[] {
+  const els: GraphElement[] = [];
+  const node = (key: string, kind: NodeData['kind'], extra: Partial<NodeData> = {}) =>
+    els.push({ group: 'nodes', data: { id: `asset:${key}`, label: key, kind, asset: key, ...extra } });
+  const producer = l.stage ? `${l.workflow ?? ''}.${l.stage}` : null;
+  node(l.key, 'asset', { focus: 'yes' });
+  for (const u of l.upstream) {
+    node(u, 'external');
+    if (producer) els.push({ group: 'edges', data: { id: `${u}->p`, source: `asset:${u}`, target: 'stage' } });
+    else els.push({ group: 'edges', data: { id: `${u}->${l.key}`, source: `asset:${u}`, target: `asset:${l.key}` } });
+  }
+  if (producer) {
+    els.push({ group: 'nodes', data: { id: 'stage', label: producer, kind: 'stage', workflow: l.workflow ?? '' } });
+    els.push({ group: 'edges', data: { id: 'p->asset', source: 'stage', target: `asset:${l.key}` } });
+  }
+  for (const d of l.downstream) {
+    node(d, 'external');
+    els.push({ group: 'edges', data: { id: `${l.key}->${d}`, source: `asset:${l.key}`, target: `asset:${d}` } });
+  }
+  return els;
+}
+
+/** The stage states of a run from its attempts (the latest attempt of each stage wins). */
+export function statesFromAttempts(attempts: { stage: string; attempt: number; state: string }[]): Record<string, string> {
+  const best: Record<string, { attempt: number; state: string }> = {};
+  for (const a of attempts) {
+    const cur = best[a.stage];
+    if (!cur || a.attempt >= cur.attempt) best[a.stage] = { attempt: a.attempt, state: a.state };
+  }
+  return Object.fromEntries(Object.entries(best).map(([k, v]) => [k, v.state]));
+}
+
+export const STATE_VARS = [
+  'none', 'pending', 'ready', 'queued', 'running', 'succeeded', 'failed', 'retrying',
+  'skipped', 'upstream_failed', 'cancelled', 'timed_out',
+] as const;
+
+/** Apply stage states to a cytoscape instance without a relayout (one batch). */
+export function recolor(
+  cy: { batch: (fn: () => void) => void; getElementById: (id: string) => { empty: () => boolean; data: (k: string, v?: unknown) => unknown } },
+  states: Record<string, string>,
+): number {
+  let changed = 0;
+  cy.batch(() => {
+    for (const [id, state] of Object.entries(states)) {
+      const n = cy.getElementById(id);
+      if (n.empty()) continue;
+      if (n.data('state') !== state) {
+        n.data('state', state);
+        changed++;
+      }
+    }
+  });
+  return changed;
+}

@@ -1,0 +1,174 @@
+// The JSON the HTTP API answers with (only the fields the UI reads).
+export type RunState = 'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled';
+export const RUN_STATES: RunState[] = ['queued', 'running', 'succeeded', 'failed', 'cancelled'];
+export type Role = 'viewer' | 'operator' | 'approver' | 'admin';
+
+export interface WorkflowSummary {
+  name: string;
+  description: string;
+  schedule: string | null;
+  stages: string[];
+  assets: string[];
+  tags: string[];
+  source: string;
+}
+
+export interface StageInfo {
+  name: string;
+  kind: string;
+  asset: string | null;
+  description: string;
+  retries: number;
+  timeout: number | null;
+  tags: string[];
+  inputs: string[];
+  engine?: string | null;
+}
+
+export interface WorkflowDetail {
+  workflow: WorkflowSummary;
+  stages: StageInfo[];
+  edges: [string, string][];
+  params_schema: JsonSchema | null;
+  max_active_runs: number;
+  executor: string | null;
+  timezone: string;
+  catch_up: string;
+  depends_on: string[];
+  [k: string]: unknown;
+}
+
+export interface JsonSchema {
+  type?: string | string[];
+  title?: string;
+  description?: string;
+  properties?: Record<string, JsonSchema>;
+  required?: string[];
+  items?: JsonSchema;
+  enum?: unknown[];
+  default?: unknown;
+  minimum?: number;
+  maximum?: number;
+  exclusiveMinimum?: number;
+  exclusiveMaximum?: number;
+  minLength?: number;
+  maxLength?: number;
+  pattern?: string;
+  anyOf?: JsonSchema[];
+  $ref?: string;
+  $defs?: Record<string, JsonSchema>;
+  const?: unknown;
+  [k: string]: unknown;
+}
+
+export interface RunRecord {
+  run_id: string;
+  workflow: string;
+  state: RunState;
+  created_at: number;
+  started_at: number | null;
+  ended_at: number | null;
+  params: Record<string, unknown>;
+  selection: string | null;
+  parent_run_id: string | null;
+  error: string | null;
+  stage_counts: Record<string, number>;
+}
+
+export interface Attempt {
+  run_id: string;
+  stage: string;
+  attempt: number;
+  state: string;
+  queued_at: number | null;
+  started_at: number | null;
+  ended_at: number | null;
+  error: string | null;
+  traceback: string | null;
+  asset_key: string | null;
+  snapshot_id: number | null;
+  reused_from: string | null;
+  rows: number | null;
+  bytes: number | null;
+}
+
+export interface RunEvent {
+  run_id: string;
+  kind: string;
+  ts: number;
+  stage: string | null;
+  attempt: number | null;
+  state: string | null;
+  data: Record<string, unknown>;
+  seq: number;
+}
+
+export interface LogLine {
+  seq: number;
+  stage: string | null;
+  attempt: number | null;
+  stream: string;
+  ts: number;
+  line: string;
+  level: string | null;
+}
+
+export interface AssetSummary {
+  key: string;
+  latest_snapshot: number | null;
+  snapshots: number;
+  rows: number | null;
+  updated_at: number | null;
+  schema: Record<string, string>;
+}
+
+export interface Snapshot {
+  key: string;
+  snapshot: number;
+  committed_at: number;
+  rows: number | null;
+  run_id: string | null;
+  stage: string | null;
+  attempt: number | null;
+  schema: Record<string, string>;
+}
+
+export interface Lineage {
+  key: string;
+  workflow: string | null;
+  stage: string | null;
+  upstream: string[];
+  downstream: string[];
+}
+
+export interface Schedule {
+  name: string;
+  workflow: string;
+  cron: string;
+  timezone: string;
+  paused: boolean;
+  paused_at: string | number | null;
+  next_tick: string | null;
+  last_tick: string | null;
+  last_run_id: string | null;
+  last_run_state: string | null;
+  last_error: string | null;
+}
+
+export interface Overview {
+  window_s: number;
+  buckets: { start: number; counts: Record<string, number> }[];
+  running: RunRecord[];
+  failing: { workflow: string; stage: string; failures: number; last_run_id: string; last_error: string | null }[];
+  longest: { workflow: string; stage: string; run_id: string; attempt: number; duration_s: number }[];
+}
+
+export interface Problem {
+  type?: string;
+  title?: string;
+  status: number;
+  detail?: string;
+  code?: string;
+  hint?: string;
+  [k: string]: unknown;
+}

@@ -1,0 +1,86 @@
+import { describe, expect, it, vi } from 'vitest';
+import { render, screen, waitFor } from '@testing-library/svelte';
+import Graph from '../components/Graph.svelte';
+import { lineageElements, recolor, statesFromAttempts, workflowElements } from '../lib/graph';
+import type { WorkflowDetail } from '../lib/types';
+
+const wf: WorkflowDetail = {
+  workflow: { name: 'rich', description: '', schedule: null, stages: ['events', 'check', 'summary'], assets: ['events', 'summary'], tags: [], source: 'workflows.rich' },
+  stages: [
+    { name: 'events', kind: 'asset', asset: 'events', description: '', retries: 0, timeout: null, tags: ['ingest'], inputs: ['raw/clicks'] },
+    { name: 'check', kind: 'stage', asset: null, description: '', retries: 0, timeout: null, tags: [], inputs: [], engine: 'duckdb' },
+    { name: 'summary', kind: 'asset', asset: 'summary', description: '', retries: 1, timeout: null, tags: [], inputs: ['events'] },
+  ],
+  edges: [['events', 'check'], ['events', 'summary']],
+  params_schema: null,
+  max_active_runs: 1,
+  executor: null,
+  timezone: 'UTC',
+  catch_up: 'latest',
+  depends_on: [],
+};
+
+describe('workflowElements', () => {
+  it('builds stage, asset and input-asset nodes and deduplicated edges', () => {
+    const els = workflowElements(wf);
+    const nodes = els.filter((e) => e.group === 'nodes').map((e) => e.data);
+    const edges = els.filter((e) => e.group === 'edges').map((e) => e.data.id);
+    expect(nodes.map((n) => [n.id, (n as { kind: string }).kind])).toEqual([
+      ['events', 'asset'], ['check', 'stage'], ['summary', 'asset'], ['asset:raw/clicks', 'external'],
+    ]);
+    expect(edges.sort()).toEqual(['asset:raw/clicks->events', 'events->check', 'events->summary']);
+    expect((nodes[0] as { label: string }).label).toContain('#ingest');
+    expect((nodes[1] as { label: string }).label).toContain('duckdb');
+  });
+
+  it('builds a lineage graph around the asset', () => {
+    const els = lineageElements({ key: 'b', workflow: 'w', stage: 's', upstream: ['a'], downstream: ['c'] });
+    expect(els.filter((e) => e.group === 'nodes').map((e) => e.data.id)).toEqual(['asset:b', 'asset:a', 'stage', 'asset:c']);
+  });
+
+  it('takes the latest attempt of each stage', () => {
+    expect(statesFromAttempts([
+      { stage: 'a', attempt: 2, state: 'succeeded' },
+      { stage: 'a', attempt: 1, state: 'failed' },
+    ])).toEqual({ a: 'succeeded' });
+  });
+
+  it('recolours in one batch, only the nodes that changed', () => {
+    const data: Record<string, string> = { a: 'running', b: 'pending' };
+    const batch = vi.fn((fn: () => void) => fn());
+    const cy = {
+      batch,
+      getElementById: (id: string) => ({
+        empty: () => !(id in data),
+        data: (k: string, v?: unknown) => (v === undefined ? data[id] : (data[id] = v as string)),
+      }),
+    };
+    expect(recolor(cy, { a: 'succeeded', b: 'pending', zz: 'failed' })).toBe(1);
+    expect(batch).toHaveBeenCalledOnce();
+    expect(data.a).toBe('succeeded');
+  });
+});
+
+describe('Graph', () => {
+  it('draws the workflow and re-colours on a state change without a relayout', async () => {
+    const elements = workflowElements(wf);
+    const { rerender, component } = render(Graph, { elements, states: { events: 'running' }, headless: true });
+    await waitFor(() => expect(screen.getByTestId('graph-node-events')).toHaveAttribute('data-state', 'running'));
+    expect(screen.getByTestId('graph-node-check')).toHaveAttribute('data-state', 'none');
+    expect(screen.getByTestId('graph-node-check')).toHaveAttribute('data-kind', 'stage');
+    const getCy = () => (component as unknown as { getCy: () => import('cytoscape').Core | null }).getCy();
+    await waitFor(() => expect(getCy()).not.toBeNull());
+    const cy = getCy()!;
+    expect(cy.nodes().length).toBe(4);
+    const before = cy.getElementById('check').position();
+    const layout = vi.spyOn(cy, 'layout');
+    const batch = vi.spyOn(cy, 'batch');
+    await rerender({ elements, states: { events: 'succeeded', check: 'failed' }, headless: true });
+    await waitFor(() => expect(screen.getByTestId('graph-node-check')).toHaveAttribute('data-state', 'failed'));
+    expect(cy.getElementById('check').data('state')).toBe('failed');
+    expect(cy.getElementById('events').data('state')).toBe('succeeded');
+    expect(batch).toHaveBeenCalled();
+    expect(layout).not.toHaveBeenCalled();
+    expect(cy.getElementById('check').position()).toEqual(before);
+  });
+});
