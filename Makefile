@@ -14,20 +14,22 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-demo: $(STAMP)
+demo: $(STAMP) ui
 	$(BIN)/python examples/tpch/run_demo.py $(ARGS)
 
-test: $(STAMP)
+test: $(STAMP) ui
 	$(BIN)/ruff check src tests bench examples
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	$(MAKE) --no-print-directory ui-test
 	$(BIN)/pytest -q
 
-# The tests not marked slow (no Ray cluster start, no long fault scenarios): a quick loop.
+# The tests not marked slow (no Ray cluster start, no long fault scenarios, no browser): a
+# quick loop.
 test-fast: $(STAMP)
 	$(BIN)/pytest -q -m "not slow"
 
-bench: $(STAMP)
+bench: $(STAMP) ui
 	$(BIN)/python -m bench
 
 lint: $(STAMP)
@@ -65,4 +67,4 @@ ui-test: ui/node_modules/.package-lock.json
 	cd ui && $(UI_PATH) $(abspath $(NODE)) node_modules/vitest/vitest.mjs run
 
 clean:
-	rm -rf $(VENV) .klaw .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .klaw .pytest_cache .mypy_cache .ruff_cache ui/node_modules src/klaw/api/http/ui_dist

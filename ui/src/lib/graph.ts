@@ -13,6 +13,8 @@ export interface NodeData {
 export interface GraphElement {
   group: 'nodes' | 'edges';
   data: NodeData | { id: string; source: string; target: string };
+  /** Where the server's layered drawing puts a node (GET /workflows/{name}?layout=true). */
+  position?: { x: number; y: number };
 }
 
 export function stageLabel(s: { name: string; asset?: string | null; engine?: string | null; tags?: string[]; kind?: string }): string {
@@ -49,15 +51,28 @@ export function workflowElements(wf: WorkflowDetail, states: Record<string, stri
     seen.add(id);
     els.push({ group: 'edges', data: { id, source, target } });
   };
+  const positions = (wf.positions ?? {}) as Record<string, [number, number]>;
+  if (Object.keys(positions).length) {
+    for (const e of els) {
+      const at = positions[e.data.id];
+      if (at) e.position = { x: at[0], y: at[1] };
+    }
+  }
   for (const [a, b] of wf.edges) if (names.has(a) && names.has(b)) edge(a, b);
+  const externals = new Set<string>();
   for (const s of wf.stages) {
     for (const input of s.inputs ?? []) {
       const owner = assetOwner.get(input) ?? (names.has(input) ? input : null);
       if (owner) edge(owner, s.name);
       else {
         const id = `asset:${input}`;
-        if (!els.some((e) => e.data.id === id))
-          els.push({ group: 'nodes', data: { id, label: input, kind: 'external', state: 'none', asset: input } });
+        if (!externals.has(id)) {
+          externals.add(id);
+          const at = positions[s.name]; // an input asset: one layer left of its first reader
+          const node: GraphElement = { group: 'nodes', data: { id, label: input, kind: 'external', state: 'none', asset: input } };
+          if (at) node.position = { x: at[0] - 220, y: at[1] };
+          els.push(node);
+        }
         edge(id, s.name);
       }
     }

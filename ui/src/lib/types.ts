@@ -35,6 +35,8 @@ export interface WorkflowDetail {
   timezone: string;
   catch_up: string;
   depends_on: string[];
+  /** With ?layout=true: each stage's [x, y] in the server's layered drawing. */
+  positions?: Record<string, [number, number]>;
   [k: string]: unknown;
 }
 

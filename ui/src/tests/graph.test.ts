@@ -33,6 +33,15 @@ describe('workflowElements', () => {
     expect((nodes[1] as { label: string }).label).toContain('duckdb');
   });
 
+  it('places nodes where the server laid them out, input assets left of their reader', () => {
+    const placed = { ...wf, positions: { events: [0, 0], check: [220, -28], summary: [220, 28] } as Record<string, [number, number]> };
+    const els = workflowElements(placed);
+    const at = (id: string) => els.find((e) => e.data.id === id)?.position;
+    expect(at('check')).toEqual({ x: 220, y: -28 });
+    expect(at('asset:raw/clicks')).toEqual({ x: -220, y: 0 });
+    expect(workflowElements(wf).every((e) => e.position === undefined)).toBe(true);
+  });
+
   it('builds a lineage graph around the asset', () => {
     const els = lineageElements({ key: 'b', workflow: 'w', stage: 's', upstream: ['a'], downstream: ['c'] });
     expect(els.filter((e) => e.group === 'nodes').map((e) => e.data.id)).toEqual(['asset:b', 'asset:a', 'stage', 'asset:c']);
