@@ -142,7 +142,8 @@ def _browser() -> Iterator[Any]:
 
 
 def _signed_in(browser: Any, url: str) -> Any:
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    # bypass_csp: Playwright's waits evaluate script, which the UI's policy (rightly) forbids
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, bypass_csp=True)
     context.set_default_timeout(WAIT_MS)
     page = context.new_page()
     page.goto(f"{url}/login")

@@ -172,6 +172,8 @@ Look around with (klaw is in .venv/bin; `source .venv/bin/activate` puts it on P
   klaw --project {project} assets show top_customers
   klaw --project {project} assets show pricing_summary
   klaw --project {project} assets show revenue_by_nation_month --snapshot N
+Or in the web UI: workflows, a launch form, live runs, logs and every snapshot
+  klaw --project {project} dev      (then open the Web UI link it prints)
 Run them again (a new snapshot of every asset) with:
   klaw --project {project} run tpch {" ".join([*params, *executor])}
   klaw --project {project} run tpch_sql {" ".join(["--param", "min_revenue=4.5e6", *executor])}""")
