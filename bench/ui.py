@@ -173,26 +173,28 @@ def _graph(page: Any, url: str) -> float:
 
 
 def _recolour(page: Any, url: str, orch: Orchestrator, run_id: str, repeat: int) -> float:
+    """Commit 1,000 stage-state events at once; the time until the run page has drawn the
+    last of them (its ``data-applied-seq`` reaches the batch's last seq)."""
     from klaw.metadata.records import Batch, EventRecord
 
     page.goto(f"{url}/runs/{run_id}")
     page.wait_for_selector("[data-testid=graph][data-ready=true]", timeout=WAIT_MS)
     store = orch.metadata
+    seq = max((e.seq for e in store.list_events(run_id)), default=0)
     samples = []
     for n in range(repeat):
         layer = n % LAYERS
         names = [f"s{layer}_{i}" for i in range(WIDTH)] * (BATCH // WIDTH)
         state = ("running", "succeeded")[(n // LAYERS) % 2]
+        now = time.time()
         events = [
-            EventRecord(
-                run_id=run_id, kind="stage", ts=time.time(), stage=s, attempt=1, state=state
-            )
+            EventRecord(run_id=run_id, kind="stage", ts=now, stage=s, attempt=1, state=state)
             for s in names
         ]
-        last = names[-1]
+        seq += len(events)
         done = (
-            f"document.querySelector('[data-testid=\"graph-node-{last}\"]')?.dataset.state"
-            f" === '{state}'"
+            "() => Number(document.querySelector('[data-testid=run-graph]')"
+            f"?.dataset.appliedSeq ?? 0) >= {seq}"
         )
         started = time.perf_counter()
         store.commit(Batch(events=events))
@@ -229,11 +231,20 @@ def _log_end(page: Any, url: str, run_id: str) -> float:
     return _timed(load)
 
 
-def _heap(page: Any) -> float:
-    cdp = page.context.new_cdp_session(page)
-    cdp.send("Performance.enable")
-    metrics = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
-    return float(metrics["JSHeapUsedSize"])
+def _heap(browser: Any, url: str, run_id: str) -> float:
+    """The JS heap of a tab that opened the log at its end, after a garbage collection."""
+    page = _signed_in(browser, url)
+    try:
+        page.goto(f"{url}/runs/{run_id}/logs")
+        page.get_by_test_id("logs-end").click()
+        page.get_by_text(f"line {LOG_LINES - 1} of a long log").wait_for(timeout=WAIT_MS)
+        cdp = page.context.new_cdp_session(page)
+        cdp.send("HeapProfiler.collectGarbage")
+        cdp.send("Performance.enable")
+        metrics = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
+        return float(metrics["JSHeapUsedSize"])
+    finally:
+        page.context.close()
 
 
 def _bundle(dist: Path) -> float:
@@ -279,7 +290,7 @@ def web_ui(settings: Settings) -> list[Row]:
             runs = _median(repeat, lambda: _runs_page(page, url))
             runs_api = _median(repeat, lambda: _runs_api(url))
             log_end = _median(repeat, lambda: _log_end(page, url, logged))
-            heap = _heap(page)
+            heap = _heap(browser, url, logged)
             first = _median(repeat, lambda: _first_load(browser, url))
     finally:
         orch.shutdown(wait=10.0)

@@ -536,9 +536,11 @@ class DuckLakeAssetStore:
             schema = _arrow_schema(con.execute(f"SELECT * FROM {_SOURCE} LIMIT 0").to_arrow_table())
             con.execute("BEGIN TRANSACTION")
             try:
+                # literals, not parameters: binding Python parameters costs DuckDB a failed
+                # `import pandas` each time where pandas is not installed (0.1 ms apiece)
                 con.execute(
-                    "CALL ducklake_set_commit_message(?, ?, ?, extra_info => ?)",
-                    [_LAKE, _AUTHOR, message, extra],
+                    f"CALL ducklake_set_commit_message({literal(_LAKE)}, {literal(_AUTHOR)}, "
+                    f"{literal(message)}, extra_info => {literal(extra)})"
                 )
                 rows = f"SELECT * FROM {_SOURCE}" + (" LIMIT 0" if staged else "")
                 if in_place and _columns(con, _table(key)) == _columns(con, _SOURCE):
@@ -548,8 +550,8 @@ class DuckLakeAssetStore:
                     con.execute(f"CREATE OR REPLACE TABLE {_table(key)} AS {rows}")
                 if staged is not None:
                     con.execute(
-                        "CALL ducklake_add_data_files(?, ?, ?, schema => 'main')",
-                        [_LAKE, key, str(staged)],
+                        f"CALL ducklake_add_data_files({literal(_LAKE)}, {literal(key)}, "
+                        f"{literal(str(staged))}, schema => 'main')"
                     )
                 # The Parquet files are written now; until COMMIT no snapshot refers to them.
                 failpoint("before_lake_commit")
@@ -559,7 +561,8 @@ class DuckLakeAssetStore:
                 raise
         finally:
             con.unregister(_SOURCE)
-        row = con.execute("SELECT id FROM ducklake_last_committed_snapshot(?)", [_LAKE]).fetchone()
+        last = f"SELECT id FROM ducklake_last_committed_snapshot({literal(_LAKE)})"
+        row = con.execute(last).fetchone()
         if row is None or row[0] is None:
             raise StorageError(
                 f"asset {key!r}: DuckLake committed, but recorded no snapshot for the commit",
