@@ -4,10 +4,12 @@ route."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
 import pytest
+from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from starlette.routing import Match
 
@@ -41,18 +43,35 @@ def example(cls: type[msgspec.Struct]) -> msgspec.Struct:
 
 
 @pytest.fixture(scope="module")
-def routes(tmp_path_factory: pytest.TempPathFactory) -> list[APIRoute]:
+def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FastAPI]:
     root = tmp_path_factory.mktemp("table")
     (root / "klaw.toml").write_text('[project]\nname = "t"\nmodules = ["flows.py"]\n')
     (root / "flows.py").write_text("import klaw\n")
     orch = Orchestrator.open(root)
     try:
-        app = create_app(
+        yield create_app(
             orch, StaticTokenAuthenticator.parse("admin:x"), allowed_hosts=["*"], cors_origins=[]
         )
-        return [r for r in app.routes if isinstance(r, APIRoute)]
     finally:
         orch.close()
+
+
+@pytest.fixture(scope="module")
+def routes(app: FastAPI) -> list[APIRoute]:
+    return [r for r in app.routes if isinstance(r, APIRoute)]
+
+
+def test_derived_routes_document_the_commands_fields(app: FastAPI) -> None:
+    spec = app.openapi()["paths"]
+    runs = {p["name"]: p for p in spec["/api/v1/runs"]["get"]["parameters"]}
+    assert runs["limit"]["schema"]["minimum"] == 1
+    assert runs["limit"]["schema"]["maximum"] == 100_000
+    assert runs["state"]["schema"]["anyOf"][0]["type"] == "array"  # the wire name of states
+    logs = {p["name"]: p for p in spec["/api/v1/runs/{run_id}/logs"]["get"]["parameters"]}
+    assert logs["after"]["schema"]["minimum"] == 0  # after_seq, as the table renames it
+    prune = spec["/api/v1/db/prune"]["post"]
+    assert prune["parameters"][0]["required"] is True
+    assert "older than" in prune["description"]
 
 
 def test_every_command_has_an_entry() -> None:

@@ -81,6 +81,7 @@ class Http:
     names: Mapping[str, str] = field(default_factory=dict)
     status: int = 200
     build: Callable[[Any], Request] | None = None
+    serve: bool = True  # False: the route is another command's (it answers this request too)
 
     def request(self, cmd: msgspec.Struct) -> Request:
         if self.build is not None:
@@ -180,7 +181,7 @@ HTTP: Final[dict[type[msgspec.Struct], Http | None]] = {
         query=("after_seq", "wait"),
         names={"after_seq": "after"},
     ),
-    ReadLogs: Http("GET", _LOGS, "read_logs", _V, query=("stage",)),
+    ReadLogs: Http("GET", _LOGS, "read_logs", _V, query=("stage",), serve=False),
     ReadLogPage: Http(
         "GET",
         _LOGS,

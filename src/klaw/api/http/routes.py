@@ -10,52 +10,34 @@ command, and a KlawError it raises becomes a problem+json response
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any, Final, TypeVar
+from typing import Annotated, Any, Final, TypeVar, cast
 
 import msgspec
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from klaw.api.http import events
 from klaw.api.http.auth import Authenticator, Principal, Role, authorize
+from klaw.api.http.derived import handler as derived_handler
 from klaw.api.http.idempotency import HEADER, IdempotencyKeys, submit_once
 from klaw.api.http.limits import Limits, Throttle, ThrottledAuthenticator
 from klaw.api.http.schemas import RunBody, TokenBody, ValidateBody
 from klaw.errors import InvalidCommandError, KlawError
 from klaw.protocol import (
-    MAX_PAGE,
-    MAX_PREVIEW_ROWS,
-    CancelRun,
+    Command,
     CreateToken,
-    GetAsset,
-    GetLineage,
-    GetOverview,
     GetRun,
-    GetWorkflow,
-    ListAssets,
-    ListAttempts,
     ListEvents,
     ListRuns,
-    ListSchedules,
-    ListSnapshots,
-    ListTokens,
-    ListWorkflows,
-    PauseSchedule,
-    PlanWorkflow,
-    PreviewRows,
-    PruneMetadata,
-    ReadLogPage,
     Reply,
-    ResumeSchedule,
-    RevokeToken,
     RunReply,
     SubmitRun,
     ValidateWorkflows,
     table,
 )
 from klaw.service.dispatcher import Dispatcher
-from klaw.states import RunState
 
 PREFIX: Final = "/api/v1"
 
@@ -146,26 +128,6 @@ def api_router(
     idempotency = keys
     run = dispatcher.execute
 
-    @endpoint(ListWorkflows)
-    def list_workflows() -> Response:
-        """Every workflow of the project."""
-        return reply(run(command(ListWorkflows)))
-
-    @endpoint(GetWorkflow)
-    def get_workflow(
-        workflow: str,
-        layout: Annotated[
-            bool, Query(description="Also a layered drawing: a position per stage.")
-        ] = False,
-    ) -> Response:
-        """The workflow's graph (stages, edges), params JSON Schema and configuration."""
-        return reply(run(command(GetWorkflow, workflow=workflow, layout=layout)))
-
-    @endpoint(PlanWorkflow)
-    def plan_workflow(workflow: str, select: str | None = None) -> Response:
-        """The stages a run of the workflow would run, level by level."""
-        return reply(run(command(PlanWorkflow, workflow=workflow, selection=select)))
-
     @endpoint(ValidateWorkflows)
     def validate_workflows(body: ValidateBody) -> Response:
         """Check workflows without running them: one result each."""
@@ -200,40 +162,6 @@ def api_router(
         found, made = submit_once(idempotency, who.subject, key, fields, submit, get)
         return reply(found, 201 if made else 200, _location(found))
 
-    @endpoint(ListRuns)
-    def list_runs(
-        workflow: str | None = None,
-        state: Annotated[list[RunState] | None, Query()] = None,
-        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
-        before: Annotated[str | None, Query(description="The last run_id of a page.")] = None,
-        since: Annotated[float | None, Query(description="Created at or after (epoch s).")] = None,
-        until: Annotated[float | None, Query(description="Created before (epoch s).")] = None,
-    ) -> Response:
-        """Runs, newest first; pass the last run_id seen as ``before`` for the next page."""
-        fields = {"workflow": workflow, "states": state, "limit": limit, "before": before}
-        return reply(run(command(ListRuns, **fields, since=since, until=until)))
-
-    @endpoint(GetOverview)
-    def get_overview(
-        hours: Annotated[float, Query(gt=0, le=24 * 90, description="The window.")] = 24.0,
-        buckets: Annotated[int, Query(ge=1, le=500, description="Bars in the window.")] = 24,
-    ) -> Response:
-        """The last ``hours``: runs per state per bucket, the stages that failed most, the
-        longest attempts, and the runs active now."""
-        return reply(run(command(GetOverview, hours=hours, buckets=buckets)))
-
-    @endpoint(GetRun)
-    def get_run(run_id: str) -> Response:
-        return reply(run(command(GetRun, run_id=run_id)))
-
-    @endpoint(CancelRun)
-    def cancel_run(
-        run_id: str,
-        wait: Annotated[float, Query(ge=0, description="Seconds to wait for it to stop.")] = 30.0,
-    ) -> Response:
-        """Cancel a run and wait (up to ``wait`` seconds) for its work to stop."""
-        return reply(run(command(CancelRun, run_id=run_id, wait=wait)))
-
     @router.post("/runs/{run_id}/resume", name="resume_run", status_code=201, tags=["runs"])
     def resume_run(run_id: str) -> Response:
         """Start a new run that re-runs what failed or never ran in this one."""
@@ -242,10 +170,6 @@ def api_router(
         cmd = command(SubmitRun, workflow=parent.run.workflow, resume=run_id, wait=False)
         created = run(cmd)
         return reply(created, 201, _location(created))
-
-    @endpoint(ListAttempts)
-    def list_attempts(run_id: str) -> Response:
-        return reply(run(command(ListAttempts, run_id=run_id)))
 
     @endpoint(ListEvents)
     async def list_events(
@@ -282,82 +206,22 @@ def api_router(
         messages = events.stream(dispatcher, run_id, cursor, first)
         return StreamingResponse(messages, media_type=events.MEDIA_TYPE, headers=events.HEADERS)
 
-    @endpoint(ReadLogPage)
-    def read_logs(
-        run_id: str,
-        stage: str | None = None,
-        after: Annotated[int, Query(ge=0, description="The last seq seen.")] = 0,
-        limit: Annotated[int | None, Query(ge=1, le=10_000, description="Most lines.")] = None,
-        tail: Annotated[int | None, Query(ge=1, le=10_000, description="Last lines.")] = None,
-    ) -> Response:
-        """The run's log lines after ``after`` (a cursor: the last ``seq`` seen), at most
-        ``limit``; with ``tail``, the last ``tail`` of them."""
-        fields = {"stage": stage, "after_seq": after, "limit": limit, "tail": tail}
-        return reply(run(command(ReadLogPage, run_id=run_id, **fields)))
-
-    @endpoint(ListAssets)
-    def list_assets() -> Response:
-        return reply(run(command(ListAssets)))
-
-    @endpoint(ListSnapshots)
-    def list_snapshots(key: str, limit: int | None = None) -> Response:
-        """The asset's snapshots, oldest first; with ``limit``, the newest ``limit``."""
-        return reply(run(command(ListSnapshots, key=key, limit=limit)))
-
-    @endpoint(PreviewRows)
-    def preview_rows(
-        key: str,
-        snapshot: Annotated[int | None, Query(ge=0, description="Default: the latest.")] = None,
-        limit: Annotated[int, Query(ge=0, le=MAX_PREVIEW_ROWS)] = 100,
-    ) -> Response:
-        """The first ``limit`` rows of a snapshot, as JSON objects (a preview: read the data
-        itself with Flight DoGet)."""
-        return reply(run(command(PreviewRows, key=key, snapshot=snapshot, limit=limit)))
-
-    @endpoint(GetLineage)
-    def asset_lineage(key: str) -> Response:
-        """The workflow and stage that produce the asset, and its up- and downstream assets."""
-        return reply(run(command(GetLineage, key=key)))
-
-    @endpoint(GetAsset)
-    def get_asset(key: str) -> Response:
-        """The asset with its schema and latest snapshot."""
-        return reply(run(command(GetAsset, key=key)))
-
-    @endpoint(ListSchedules)
-    def list_schedules() -> Response:
-        return reply(run(command(ListSchedules)))
-
-    @endpoint(PauseSchedule)
-    def pause_schedule(name: str) -> Response:
-        return reply(run(command(PauseSchedule, name=name)))
-
-    @endpoint(ResumeSchedule)
-    def resume_schedule(name: str) -> Response:
-        return reply(run(command(ResumeSchedule, name=name)))
-
     @endpoint(CreateToken)
     def create_token(body: TokenBody) -> Response:
         """Make an API token; the reply's ``secret`` is the token, shown only this once."""
         return reply(run(command(CreateToken, **body.model_dump())), 201, _NO_STORE)
 
-    @endpoint(ListTokens)
-    def list_tokens() -> Response:
-        """Every stored API token: id, name, role, state and times (never a secret)."""
-        return reply(run(command(ListTokens)))
-
-    @endpoint(RevokeToken)
-    def revoke_token(token_id: str) -> Response:
-        """Revoke a token: it is refused from its next request on."""
-        return reply(run(command(RevokeToken, token_id=token_id)))
-
-    @endpoint(PruneMetadata)
-    def prune_metadata(
-        older_than: Annotated[float, Query(ge=0, description="Age in seconds.")],
-    ) -> Response:
-        """Delete events and metrics older than ``older_than`` seconds (runs, attempts and
-        logs stay), and the expired Idempotency-Keys."""
-        return reply(run(command(PruneMetadata, older_than=older_than)))
+    # every other command of the table: its handler derived from its Struct (paths ending in
+    # a {key:path} segment last, so /assets/{key}/rows is not read as the key "x/rows")
+    served = {r.name for r in router.routes if isinstance(r, APIRoute)}
+    derived = [
+        (cls, http)
+        for cls, http in table.HTTP.items()
+        if http is not None and http.serve and http.name not in served
+    ]
+    derived.sort(key=lambda entry: entry[1].path.endswith(":path}"))
+    for cls, http in derived:
+        endpoint(cls)(derived_handler(cls, http, lambda cmd: reply(run(cast(Command, cmd)))))
 
     return router
 
