@@ -277,8 +277,10 @@ class AssetStoreContract:
         for thread in threads:
             thread.join(timeout=90)
         assert errors == [], [f"{type(e).__name__}: {e}" for e in errors]
-        all_ids = [s for ids in snapshots.values() for s in ids]
-        assert len(all_ids) == len(set(all_ids)) == 4 * per_thread
+        # each asset's snapshots are its own, increasing; assets committed at once may share
+        # one lake snapshot (a group commit: one catalog transaction)
+        for ids in snapshots.values():
+            assert ids == sorted(set(ids)) and len(ids) == per_thread
         for key in keys:
             snaps = store.snapshots(key)
             assert [s.snapshot for s in snaps] == snapshots[key]

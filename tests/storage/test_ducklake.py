@@ -327,3 +327,73 @@ def test_what_is_retried_is_read_from_the_exception_type_first() -> None:
     # a typed error is what its type says, whatever its message
     assert not ducklake._is_retryable(duckdb.ConstraintException(untyped))
     assert not ducklake._is_retryable(duckdb.CatalogException("Table with name x does not exist"))
+
+
+def _queued(store: DuckLakeAssetStore, keys: list[str], results: dict[str, Any]) -> None:
+    """Commit ``keys`` from one thread each while the test holds the store's lock, so that all
+    of them wait for it: the next holder makes them as one group."""
+    import threading
+
+    def one(key: str) -> None:
+        try:
+            results[key] = store.commit(key, ints(3), run_id=f"r-{key}", stage=key, attempt=1)
+        except StorageError as exc:
+            results[key] = exc
+
+    threads = [threading.Thread(target=one, args=(key,)) for key in keys]
+    with store._lock:
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 30
+        while len(store._queue) < len(keys) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(store._queue) == len(keys)
+    for thread in threads:
+        thread.join(timeout=60)
+
+
+def test_commits_waiting_for_the_lock_share_one_transaction(tmp_path: Path) -> None:
+    catalog, data = tmp_path / "lake.sqlite", tmp_path / "data"
+    with DuckLakeAssetStore(catalog, data) as store:
+        before = commit(store, "first", ints(1))
+        results: dict[str, Any] = {}
+        _queued(store, ["a", "b", "c", "d"], results)
+        assert len(set(results.values())) == 1  # one lake snapshot for the four
+        [snapshot] = set(results.values())
+        assert snapshot > before
+        for key in "abcd":
+            [made] = store.snapshots(key)
+            assert (made.snapshot, made.run_id, made.stage, made.rows) == (
+                snapshot,
+                f"r-{key}",
+                key,
+                3,
+            )
+            assert store.read(key, snapshot).num_rows == 3
+    # indexed from DuckLake's own record too (as when a process dies before indexing)
+    con = sqlite3.connect(catalog)
+    con.execute("DELETE FROM klaw_asset_snapshot WHERE snapshot_id = ?", (snapshot,))
+    con.execute("UPDATE klaw_lake_index SET indexed_through = ?", (before,))
+    con.commit()
+    con.close()
+    with DuckLakeAssetStore(catalog, data) as store:
+        for key in "abcd":
+            [made] = store.snapshots(key)
+            assert (made.snapshot, made.run_id, made.stage, made.attempt) == (
+                snapshot,
+                f"r-{key}",
+                key,
+                1,
+            )
+
+
+def test_a_refused_commit_in_a_group_fails_alone(tmp_path: Path) -> None:
+    with DuckLakeAssetStore(tmp_path / "lake.sqlite", tmp_path / "data") as store:
+        commit(store, "dup", ints(1))
+        results: dict[str, Any] = {}
+        _queued(store, ["ok1", "DUP", "ok2"], results)  # DUP clashes with dup
+        assert isinstance(results["DUP"], StorageError)
+        assert "case-insensitive" in str(results["DUP"])
+        assert isinstance(results["ok1"], int) and isinstance(results["ok2"], int)
+        assert store.read("ok1").num_rows == store.read("ok2").num_rows == 3
+        assert store.read("dup").num_rows == 1

@@ -26,7 +26,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -62,6 +62,7 @@ _ORPHAN_AGE = dt.timedelta(days=1)
 _CLEANUP_GRACE = dt.timedelta(hours=1)  # how long compaction keeps files nothing uses any more
 _IN_PLACE_ROWS = 100_000  # up to this many rows, a commit rewrites the asset's table in place
 _STAGED_BYTES = 4 << 20  # from this size a commit's Parquet is written before the commit lock
+_GROUP_MAX = 64  # commits made in one catalog transaction at most (a group commit)
 _ROW_GROUP = 122_880  # rows per Parquet row group, as DuckDB writes them
 # The change kinds of ``ducklake_snapshot_changes`` that change a table's rows or columns.
 _DATA_CHANGES = frozenset({"inserted_into_table", "deleted_from_table", "altered_table"})
@@ -72,6 +73,21 @@ _CONTENDED = re.compile(
     r"database is locked|conflict|duplicate key value violates unique constraint", re.IGNORECASE
 )
 _POSTGRES_FAILURE = re.compile(r'Unable to connect to Postgres at "[^"]*":\s*(.*)', re.DOTALL)
+
+
+@dataclasses.dataclass(eq=False)
+class _Commit:
+    """One asset commit waiting to be made (alone, or with others in one transaction)."""
+
+    key: str
+    table: pa.Table
+    message: str
+    extra: str  # the commit's own extra info (a commit made alone carries it)
+    tags: dict[str, object]  # key, run_id, stage, attempt, rows
+    staged: Path | None
+    done: bool = False
+    snapshot: int | None = None
+    error: StorageError | None = None
 
 
 class DuckLakeAssetStore:
@@ -100,6 +116,8 @@ class DuckLakeAssetStore:
         self.retry_timeout = retry_timeout
         self.location = redact(str(catalog))  # the catalog as messages show it: no password
         self._lock = threading.Lock()
+        self._queue_lock = threading.Lock()
+        self._queue: list[_Commit] = []  # commits waiting for the lock (made as a group)
         self._con: duckdb.DuckDBPyConnection | None = None
         self._meta = f"{_META}.main"  # where DuckLake's own tables are; set when opened
         self._closed = False
@@ -132,7 +150,7 @@ class DuckLakeAssetStore:
                 f"asset {key!r}: a table with no columns cannot be stored",
                 hint="return a table with at least one column",
             )
-        tags = {"key": key, "run_id": run_id, "stage": stage, "attempt": attempt}
+        tags: dict[str, object] = {"key": key, "run_id": run_id, "stage": stage, "attempt": attempt}
         extra = json.dumps(
             {**tags, "rows": table.num_rows, "commit": uuid.uuid4().hex}, separators=(",", ":")
         )
@@ -140,59 +158,114 @@ class DuckLakeAssetStore:
         # A large table's Parquet file is written here, before the commit lock: commits of
         # parallel stages wait for each other's catalog transactions only, not their data.
         staged = self._stage(key, table) if table.nbytes >= _STAGED_BYTES else None
-        try:
-            snapshot, schema, staged = self._commit_locked(key, table, message, extra, staged)
-        except StorageError:  # refused, or failed without landing: nothing refers to the file
-            if staged is not None:  # (killed or interrupted instead, it stays an orphan)
-                staged.unlink(missing_ok=True)
-            raise
+        mine = _Commit(key, table, message, extra, {**tags, "rows": table.num_rows}, staged)
+        with self._queue_lock:
+            self._queue.append(mine)
+        # Group commit: whoever holds the lock commits every commit waiting for it in one
+        # catalog transaction (a DuckLake transaction costs about as much for ten tables as
+        # for one); the others find theirs done when they get the lock.
         with self._lock:
+            while not mine.done:
+                self._commit_group_locked(self._take_group())
+        if mine.error is not None:
+            if mine.staged is not None:  # refused, or failed without landing: nothing refers
+                mine.staged.unlink(missing_ok=True)  # to the file (killed, it is an orphan)
+            raise mine.error
+        assert mine.snapshot is not None
+        self._members.add((key.lower(), mine.snapshot))
+        return mine.snapshot
+
+    def _take_group(self) -> list[_Commit]:
+        """The waiting commits to make in one transaction: oldest first, one per asset (a
+        second commit of an asset waits for the next transaction), at most _GROUP_MAX."""
+        with self._queue_lock:
+            group: list[_Commit] = []
+            keys: set[str] = set()
+            rest: list[_Commit] = []
+            for c in self._queue:
+                if len(group) < _GROUP_MAX and c.key.lower() not in keys:
+                    group.append(c)
+                    keys.add(c.key.lower())
+                else:
+                    rest.append(c)
+            self._queue = rest
+        return group
+
+    def _commit_group_locked(self, group: list[_Commit]) -> None:
+        """Make ``group``'s snapshots (under the lock), in one transaction when it can: when
+        that is refused, each commit on its own, so that only a bad one fails. Every commit of
+        the group is done afterwards, with its snapshot or its error."""
+        try:
+            con = self._connection_locked()
+            index = self._index_locked()
+        except StorageError as exc:
+            for c in group:
+                c.error, c.done = exc, True
+            return
+        parts = [group] if len(group) > 1 else []
+        parts += [[c] for c in group]
+        for part in parts:
+            if all(c.done for c in part):
+                continue
+            try:
+                snapshot, schemas = self._commit_retrying(con, index, part)
+            except StorageError as exc:
+                if len(part) > 1:
+                    continue  # each of them on its own next
+                part[0].error, part[0].done = exc, True
+                continue
+            own = []
+            for c, schema in zip(part, schemas, strict=True):
+                c.snapshot, c.done = snapshot, True
+                if schema is not None:
+                    run_id, stage, attempt = _tags(c.tags)
+                    rows = c.table.num_rows
+                    own.append(Entry(snapshot, c.key, 0.0, rows, schema, run_id, stage, attempt))
             # The snapshot is durable now; indexing it may fail (then the next commit or read
             # of any process indexes it from DuckLake's own record).
             failpoint("before_lake_index")
-            own = None
-            if schema is not None:
-                own = Entry(snapshot, key, 0.0, table.num_rows, schema, run_id, stage, attempt)
             with contextlib.suppress(duckdb.Error):
-                self._catch_up_locked(self._connection_locked(), self._index_locked(), own)
-        self._members.add((key.lower(), snapshot))
-        return snapshot
+                self._catch_up_locked(con, index, own)
 
-    def _commit_locked(
-        self, key: str, table: pa.Table, message: str, extra: str, staged: Path | None
-    ) -> tuple[int, dict[str, str] | None, Path | None]:
-        """Commit under the lock, retrying while other writers get in the way; the snapshot,
-        its schema (None: found landed after a failure) and the staged file still in use."""
+    def _commit_retrying(
+        self, con: duckdb.DuckDBPyConnection, index: LakeIndex, part: list[_Commit]
+    ) -> tuple[int, list[dict[str, str] | None]]:
+        """One transaction for ``part``, retried while other writers get in the way; the
+        snapshot and each commit's schema (None: found landed after a failure)."""
         deadline = time.monotonic() + self.retry_timeout
         delay = 0.01
-        with self._lock:
-            con = self._connection_locked()
-            index = self._index_locked()
-            while True:
-                mark = self._mark
-                try:
-                    snapshot, schema = self._commit_once(
-                        con, index, key, table, message, extra, staged
-                    )
-                    break
-                except duckdb.Error as exc:
-                    landed = None
-                    with contextlib.suppress(duckdb.Error):
-                        landed = index.landed(mark, extra)
-                    if landed is not None:  # the commit failed after it was durable
-                        snapshot, schema = landed, None
-                        break
-                    if staged is not None and not _is_retryable(exc):
-                        # DuckLake would not register the file (a type it maps otherwise):
-                        # let DuckDB write the data instead, inside the transaction.
-                        staged.unlink(missing_ok=True)
-                        staged = None
-                        continue
-                    if not _is_retryable(exc) or time.monotonic() + delay > deadline:
-                        raise _storage_error(exc, f"could not commit asset {key!r}") from None
-                    time.sleep(delay * random.uniform(0.5, 1.5))
-                    delay = min(delay * 2, 0.5)
-        return snapshot, schema, staged
+        if len(part) == 1:
+            message, extra = part[0].message, part[0].extra
+        else:
+            keys = ", ".join(c.key for c in part)
+            message = f"{len(part)} assets in one commit: {keys}"
+            extra = json.dumps(
+                {"commits": [c.tags for c in part], "commit": uuid.uuid4().hex},
+                separators=(",", ":"),
+            )
+        while True:
+            mark = self._mark
+            try:
+                return self._commit_once(con, index, part, message, extra)
+            except duckdb.Error as exc:
+                landed = None
+                with contextlib.suppress(duckdb.Error):
+                    landed = index.landed(mark, extra)
+                if landed is not None:  # the commit failed after it was durable
+                    return landed, [None] * len(part)
+                if any(c.staged is not None for c in part) and not _is_retryable(exc):
+                    # DuckLake would not register a file (a type it maps otherwise): let
+                    # DuckDB write the data instead, inside the transaction.
+                    for c in part:
+                        if c.staged is not None:
+                            c.staged.unlink(missing_ok=True)
+                            c.staged = None
+                    continue
+                if not _is_retryable(exc) or time.monotonic() + delay > deadline:
+                    keys = ", ".join(repr(c.key) for c in part)
+                    raise _storage_error(exc, f"could not commit asset {keys}") from None
+                time.sleep(delay * random.uniform(0.5, 1.5))
+                delay = min(delay * 2, 0.5)
 
     def read(self, key: str, snapshot: int | None = None, limit: int | None = None) -> pa.Table:
         _check_key(key)
@@ -510,30 +583,35 @@ class DuckLakeAssetStore:
         self,
         con: duckdb.DuckDBPyConnection,
         index: LakeIndex,
-        key: str,
-        table: pa.Table,
+        part: list[_Commit],
         message: str,
         extra: str,
-        staged: Path | None = None,
-    ) -> tuple[int, dict[str, str]]:
-        """One catalog transaction that makes the asset's next snapshot; its id and schema.
-        ``staged``: the table already written as that Parquet file, to register."""
-        latest = index.latest(key)
-        if latest is not None and latest.latest.key != key:
-            raise StorageError(
-                f"asset {key!r} clashes with the existing asset {latest.latest.key!r}:"
-                " asset keys are case-insensitive",
-                hint=f"rename the asset, or spell it {latest.latest.key!r} as before",
-            )
-        # Small assets are rewritten in place (DELETE + INSERT into the same DuckLake table),
-        # so an asset stays one table however many snapshots it has. A large one is replaced
-        # (CREATE OR REPLACE): a DELETE scans the old version (0.2 s per million rows) where a
-        # drop only ends its files. An empty old version is replaced too: deleting nothing and
-        # inserting nothing would make no snapshot at all.
-        in_place = latest is not None and 0 < latest.latest.rows <= _IN_PLACE_ROWS
-        con.register(_SOURCE, table)
+    ) -> tuple[int, list[dict[str, str] | None]]:
+        """One catalog transaction that makes the next snapshot of each asset of ``part``; the
+        snapshot's id and each table's schema. A commit's ``staged`` file is registered."""
+        plans = []
+        for c in part:
+            latest = index.latest(c.key)
+            if latest is not None and latest.latest.key != c.key:
+                raise StorageError(
+                    f"asset {c.key!r} clashes with the existing asset {latest.latest.key!r}:"
+                    " asset keys are case-insensitive",
+                    hint=f"rename the asset, or spell it {latest.latest.key!r} as before",
+                )
+            # Small assets are rewritten in place (DELETE + INSERT into the same DuckLake
+            # table), so an asset stays one table however many snapshots it has. A large one
+            # is replaced (CREATE OR REPLACE): a DELETE scans the old version (0.2 s per
+            # million rows) where a drop only ends its files. An empty old version is
+            # replaced too: deleting nothing and inserting nothing would make no snapshot.
+            plans.append(latest is not None and 0 < latest.latest.rows <= _IN_PLACE_ROWS)
+        sources = [f"{_SOURCE}_{i}" for i in range(len(part))]
+        for name, c in zip(sources, part, strict=True):
+            con.register(name, c.table)
         try:
-            schema = _arrow_schema(con.execute(f"SELECT * FROM {_SOURCE} LIMIT 0").to_arrow_table())
+            schemas: list[dict[str, str] | None] = [
+                _arrow_schema(con.execute(f"SELECT * FROM {name} LIMIT 0").to_arrow_table())
+                for name in sources
+            ]
             con.execute("BEGIN TRANSACTION")
             try:
                 # literals, not parameters: binding Python parameters costs DuckDB a failed
@@ -542,17 +620,18 @@ class DuckLakeAssetStore:
                     f"CALL ducklake_set_commit_message({literal(_LAKE)}, {literal(_AUTHOR)}, "
                     f"{literal(message)}, extra_info => {literal(extra)})"
                 )
-                rows = f"SELECT * FROM {_SOURCE}" + (" LIMIT 0" if staged else "")
-                if in_place and _columns(con, _table(key)) == _columns(con, _SOURCE):
-                    con.execute(f"DELETE FROM {_table(key)}")
-                    con.execute(f"INSERT INTO {_table(key)} {rows}")
-                else:
-                    con.execute(f"CREATE OR REPLACE TABLE {_table(key)} AS {rows}")
-                if staged is not None:
-                    con.execute(
-                        f"CALL ducklake_add_data_files({literal(_LAKE)}, {literal(key)}, "
-                        f"{literal(str(staged))}, schema => 'main')"
-                    )
+                for name, c, in_place in zip(sources, part, plans, strict=True):
+                    rows = f"SELECT * FROM {name}" + (" LIMIT 0" if c.staged else "")
+                    if in_place and _columns(con, _table(c.key)) == _columns(con, name):
+                        con.execute(f"DELETE FROM {_table(c.key)}")
+                        con.execute(f"INSERT INTO {_table(c.key)} {rows}")
+                    else:
+                        con.execute(f"CREATE OR REPLACE TABLE {_table(c.key)} AS {rows}")
+                    if c.staged is not None:
+                        con.execute(
+                            f"CALL ducklake_add_data_files({literal(_LAKE)}, {literal(c.key)}, "
+                            f"{literal(str(c.staged))}, schema => 'main')"
+                        )
                 # The Parquet files are written now; until COMMIT no snapshot refers to them.
                 failpoint("before_lake_commit")
                 con.execute("COMMIT")
@@ -560,15 +639,17 @@ class DuckLakeAssetStore:
                 _rollback(con)
                 raise
         finally:
-            con.unregister(_SOURCE)
+            for name in sources:
+                con.unregister(name)
         last = f"SELECT id FROM ducklake_last_committed_snapshot({literal(_LAKE)})"
         row = con.execute(last).fetchone()
         if row is None or row[0] is None:
+            keys = ", ".join(repr(c.key) for c in part)
             raise StorageError(
-                f"asset {key!r}: DuckLake committed, but recorded no snapshot for the commit",
+                f"asset {keys}: DuckLake committed, but recorded no snapshot for the commit",
                 hint="check the asset's snapshots and report this as a bug in Klaw",
             )
-        return int(row[0]), schema
+        return int(row[0]), schemas
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -662,10 +743,10 @@ class DuckLakeAssetStore:
         return con.cursor()
 
     def _catch_up_locked(
-        self, con: duckdb.DuckDBPyConnection, index: LakeIndex, own: Entry | None = None
+        self, con: duckdb.DuckDBPyConnection, index: LakeIndex, own: Sequence[Entry] = ()
     ) -> None:
-        """Index every DuckLake snapshot above the index's mark: ``own`` (the commit just
-        made, whose counts are known) and any other, described from DuckLake's own record."""
+        """Index every DuckLake snapshot above the index's mark: ``own`` (the asset snapshots
+        just made, whose counts are known) and any other, described from DuckLake's record."""
         pending = index.pending()
         if not pending:
             return
@@ -674,8 +755,9 @@ class DuckLakeAssetStore:
         for snap in pending:
             if snap.indexed:
                 continue
-            if own is not None and snap.snapshot == own.snapshot:
-                entries.append(dataclasses.replace(own, committed_at=snap.committed_at))
+            mine = [e for e in own if e.snapshot == snap.snapshot]
+            if mine:
+                entries += [dataclasses.replace(e, committed_at=snap.committed_at) for e in mine]
                 continue
             found, gone = self._describe(con, index, snap)
             entries += found
@@ -692,6 +774,15 @@ class DuckLakeAssetStore:
         tags = _extra(snap.extra_info)
         run_id, stage, attempt = _tags(tags)
         changes = _CHANGE.findall(snap.changes)
+        grouped = tags.get("commits")
+        if isinstance(grouped, list):  # a group commit: one snapshot, several assets
+            found: list[Entry] = []
+            for one in grouped:
+                if isinstance(one, dict) and isinstance(one.get("key"), str):
+                    alone = Pending(snap.snapshot, snap.committed_at, "", json.dumps(one))
+                    got, _ = self._describe(con, index, alone)
+                    found += got
+            return found, []
         if isinstance(tags.get("key"), str):
             names = {str(tags["key"])}
         else:
