@@ -72,6 +72,7 @@ REPLIES: dict[str, type[c.Reply]] = {
     "PreviewRows": c.RowsReply,
     "GetLineage": c.LineageReply,
     "GetOverview": c.OverviewReply,
+    "LastRuns": c.RunsReply,
     "CreateToken": c.TokenReply,
     "ListTokens": c.TokensReply,
     "PruneMetadata": c.PruneReply,
@@ -90,6 +91,7 @@ def example(name: str, run_id: str) -> c.Command:
         "token": "not-the-token",  # the run has ended: attempt reports are refused
         "error": "boom",
         "role": "viewer",
+        "workflows": ("pipe",),
         "older_than": 30 * 86400.0,
         "token_id": "000000000000",  # no such token: a clean MetadataError
     }

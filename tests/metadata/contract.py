@@ -221,6 +221,18 @@ class MetadataStoreContract:
         found = store.list_runs(RunFilter(workflow=wf, since=20.0, until=40.0))
         assert [r.run_id for r in found] == [runs[2].run_id, runs[1].run_id]
 
+    def test_last_runs_of_each_workflow(self, store: Store) -> None:
+        a, b, none = fresh_id("wf"), fresh_id("wf"), fresh_id("wf")
+        runs = {
+            wf: [make_run(workflow=wf, created_at=float(t)) for t in (5, 7, 6)] for wf in (a, b)
+        }
+        for made in runs.values():
+            for run in made:
+                store.create_run(run)
+        found = store.last_runs([b, none, a, b], 2)
+        newest = [runs[b][1], runs[b][2], runs[a][1], runs[a][2]]
+        assert [r.run_id for r in found] == [r.run_id for r in newest]
+
     def test_activity_counts_a_window_by_bucket_and_ranks_stages(self, store: Store) -> None:
         since = 3e9  # later than every other test's runs: this window holds only these
         wf = fresh_id("wf")

@@ -33,6 +33,7 @@ REQUIRED = {
     "token": "t",
     "error": "e",
     "until": 1.0,
+    "workflows": ["daily", "hourly"],
 }
 
 

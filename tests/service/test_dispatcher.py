@@ -68,6 +68,7 @@ EVERY_COMMAND: list[c.Command] = [
     c.RevokeToken(token_id="0123456789ab"),
     c.PruneMetadata(older_than=86400.0),
     c.ListRuns(since=1.0, until=2.0),
+    c.LastRuns(workflows=("a", "b"), limit=20),
 ]
 
 

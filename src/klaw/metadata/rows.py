@@ -50,6 +50,10 @@ UPSERT_RUN = f"{INSERT_RUN} ON CONFLICT (run_id) DO UPDATE SET {_updates(RUN_COL
 SELECT_RUN = f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?"
 SELECT_RUNS = f"SELECT {RUN_COLUMNS} FROM runs WHERE 1 = 1"
 SELECT_RUN_CREATED = "SELECT created_at FROM runs WHERE run_id = ?"
+SELECT_LAST_RUNS = (
+    f"SELECT {RUN_COLUMNS} FROM runs WHERE workflow = ? ORDER BY created_at DESC, run_id DESC"
+    " LIMIT ?"
+)
 SELECT_RUN_IDS_IN_RANGE = "SELECT run_id FROM runs WHERE run_id >= ? AND run_id < ? LIMIT 3"
 SELECT_ACTIVE_RUNS = (
     "SELECT run_id, owner_host, owner_pid FROM runs "

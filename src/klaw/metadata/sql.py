@@ -470,6 +470,18 @@ class SqlMetadataStore(ABC):
                 raise self._error("read", exc) from exc
         return [rows.run_from_row(row) for row in found]
 
+    def last_runs(self, workflows: Sequence[str], limit: int) -> list[RunRecord]:
+        found: list[RunRecord] = []
+        with self._lock:
+            conn = self._ready_connection()
+            try:
+                for workflow in dict.fromkeys(workflows):
+                    rows_ = conn.execute(self.q.SELECT_LAST_RUNS, (workflow, limit)).fetchall()
+                    found += [rows.run_from_row(row) for row in rows_]
+            except self.DB_ERROR as exc:
+                raise self._error("read", exc) from exc
+        return found
+
     def list_attempts(self, run_id: str) -> list[AttemptRecord]:
         return [rows.attempt_from_row(r) for r in self._query(self.q.SELECT_ATTEMPTS, (run_id,))]
 

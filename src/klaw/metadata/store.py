@@ -49,6 +49,10 @@ class MetadataReader(Protocol):
     def list_runs(self, filter: RunFilter) -> list[RunRecord]:
         """Newest first."""
 
+    def last_runs(self, workflows: Sequence[str], limit: int) -> list[RunRecord]:
+        """The newest ``limit`` runs of each workflow, workflow by workflow, newest first;
+        one indexed lookup each (``runs_by_workflow``), whatever the history."""
+
     def list_attempts(self, run_id: str) -> list[AttemptRecord]:
         """Every attempt of the run, ordered by stage then attempt."""
 

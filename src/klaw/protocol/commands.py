@@ -63,6 +63,14 @@ class ListRuns(_Command, frozen=True):
     until: float | None = None
 
 
+class LastRuns(_Command, frozen=True):
+    """The newest ``limit`` runs of each of ``workflows`` (newest first, workflow by workflow):
+    what a list of workflows shows beside each, in one call; each is one indexed lookup."""
+
+    workflows: Annotated[tuple[str, ...], msgspec.Meta(max_length=1_000)]
+    limit: Annotated[int, msgspec.Meta(ge=1, le=100)] = 1
+
+
 class ListAttempts(_Command, frozen=True):
     run_id: str
 
@@ -263,6 +271,7 @@ Command = (
     | PreviewRows
     | GetLineage
     | GetOverview
+    | LastRuns
     | CreateToken
     | ListTokens
     | RevokeToken
@@ -297,6 +306,7 @@ COMMANDS: Final[dict[str, type[_Command]]] = {
         PreviewRows,
         GetLineage,
         GetOverview,
+        LastRuns,
         CreateToken,
         ListTokens,
         RevokeToken,

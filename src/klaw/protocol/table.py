@@ -38,6 +38,7 @@ from klaw.protocol.commands import (
     GetOverview,
     GetRun,
     GetWorkflow,
+    LastRuns,
     ListAssets,
     ListAttempts,
     ListEvents,
@@ -171,6 +172,14 @@ HTTP: Final[dict[type[msgspec.Struct], Http | None]] = {
         names={"states": "state"},
     ),
     GetRun: Http("GET", "/runs/{run_id}", "get_run", _V),
+    LastRuns: Http(
+        "GET",
+        "/last-runs",
+        "last_runs",
+        _V,
+        query=("workflows", "limit"),
+        names={"workflows": "workflow"},
+    ),
     CancelRun: Http("POST", "/runs/{run_id}/cancel", "cancel_run", _O, query=("wait",)),
     ListAttempts: Http("GET", "/runs/{run_id}/attempts", "list_attempts", _V),
     ListEvents: Http(

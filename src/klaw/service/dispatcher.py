@@ -39,6 +39,7 @@ from klaw.protocol import (
     GetRun,
     GetWorkflow,
     Heartbeat,
+    LastRuns,
     LeaseReply,
     LineageReply,
     ListAssets,
@@ -130,6 +131,7 @@ class Dispatcher:
             PreviewRows: self._preview_rows,
             GetLineage: self._get_lineage,
             GetOverview: self._get_overview,
+            LastRuns: self._last_runs,
             CreateToken: self._create_token,
             ListTokens: self._list_tokens,
             RevokeToken: self._revoke_token,
@@ -217,6 +219,9 @@ class Dispatcher:
         gone = store.prune(cmd.older_than)
         keys = store.prune_keys(time.time())  # expired Idempotency-Keys, whatever their age
         return PruneReply(pruned=gone, older_than_seconds=cmd.older_than, expired_keys=keys)
+
+    def _last_runs(self, cmd: LastRuns) -> RunsReply:
+        return RunsReply(runs=self.orchestrator.metadata.last_runs(cmd.workflows, cmd.limit))
 
     def _get_overview(self, cmd: GetOverview) -> OverviewReply:
         window = cmd.hours * 3600.0
