@@ -175,6 +175,18 @@ class KlawSettings(BaseSettings):
     oidc_jwks_url: str | None = Field(
         None, description="The issuer's JWKS; default <issuer>/.well-known/jwks.json."
     )
+    oidc_client_id: str | None = Field(
+        None,
+        description="The web UI's OIDC client id: with the issuer's authorize and token URLs, "
+        "the UI offers sign-in at the issuer (authorization code with PKCE).",
+    )
+    oidc_authorize_url: str | None = Field(
+        None, description="The issuer's authorization endpoint (for the web UI's sign-in)."
+    )
+    oidc_token_url: str | None = Field(
+        None, description="The issuer's token endpoint (the API trades the UI's code there)."
+    )
+    oidc_scope: str = Field("openid", description="Scopes the web UI's sign-in asks for.")
     oidc_role_claim: str = Field(
         "klaw_role",
         description="JWT claim holding the caller's role (viewer, operator, approver, admin); a "

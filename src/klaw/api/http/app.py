@@ -16,7 +16,7 @@ from klaw.api.http.auth import Authenticator
 from klaw.api.http.idempotency import IdempotencyKeys
 from klaw.api.http.limits import Limits, Throttle
 from klaw.api.http.limits import install as install_limits
-from klaw.api.http.login import LoginCodes, login_router
+from klaw.api.http.login import LoginCodes, OidcClient, login_router
 from klaw.api.http.routes import PREFIX, PUBLIC, ROLES, api_router, probe_router
 from klaw.api.http.ui import ui_router
 from klaw.service.dispatcher import Dispatcher
@@ -49,7 +49,8 @@ def create_app(
         throttle=throttle,
         keys=IdempotencyKeys(orchestrator.metadata, limits.idempotency_ttl),
     )
-    login = login_router(logins or LoginCodes(), authenticator, throttle)
+    oidc = OidcClient.from_settings(orchestrator.settings)
+    login = login_router(logins or LoginCodes(), authenticator, throttle, oidc)
     # the routers' routes go in as they are (flat: every route is in app.routes)
     routes = [*probe_router(dispatcher).routes, *api.routes, *login.routes]
     app = FastAPI(

@@ -1,5 +1,12 @@
 """Browser login: one-time codes that hand a bearer token to a browser, and who the token is.
 
+With an OIDC issuer, the web UI signs in there: ``GET /api/v1/auth/config`` names the issuer's
+authorization endpoint and the UI's client id; the UI sends the browser there with a PKCE
+challenge, and posts the code it comes back with (and its verifier) to
+``POST /api/v1/auth/oidc``, which trades them at the issuer's token endpoint and answers the
+access token once the API's authenticator accepts it (issuer, audience, role claim), so the UI
+never holds a token the API would refuse.
+
 ``klaw dev`` knows the development token, but a token in a URL stays in the browser's history
 and in the logs of whatever sits in between. So it prints a link with a one-time code instead
 (``/login?code=...``): the web UI posts the code to ``POST /api/v1/auth/exchange`` and gets the
@@ -10,6 +17,7 @@ is worth nothing. ``GET /api/v1/auth/me`` tells a client which subject and role 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import secrets
@@ -24,7 +32,8 @@ from fastapi import APIRouter, Body, Request, Response
 from klaw.api.http.auth import Authenticator, Principal
 from klaw.api.http.limits import Throttle, ThrottledAuthenticator
 from klaw.api.http.routes import PREFIX, guard
-from klaw.errors import AuthError
+from klaw.errors import AuthError, ForbiddenError
+from klaw.settings import KlawSettings
 
 CODE_TTL: Final = 3600.0  # seconds a login code may wait for its browser
 MAX_CODES: Final = 64  # codes waiting at once (the oldest goes first)
@@ -86,8 +95,75 @@ class Me(msgspec.Struct, kw_only=True, frozen=True):
     role: str
 
 
+class OidcClient(msgspec.Struct, kw_only=True, frozen=True):
+    """How the web UI signs in at the issuer (a public client with PKCE)."""
+
+    authorize_url: str
+    token_url: str
+    client_id: str
+    scope: str = "openid"
+
+    @classmethod
+    def from_settings(cls, settings: KlawSettings) -> OidcClient | None:
+        s = settings
+        if not (s.oidc_issuer and s.oidc_client_id and s.oidc_authorize_url and s.oidc_token_url):
+            return None
+        return cls(
+            authorize_url=s.oidc_authorize_url,
+            token_url=s.oidc_token_url,
+            client_id=s.oidc_client_id,
+            scope=s.oidc_scope,
+        )
+
+
+class AuthConfig(msgspec.Struct, kw_only=True, frozen=True):
+    oidc: dict[str, str] | None = None  # authorize_url, client_id, scope (no token_url: ours)
+
+
+class OidcCode(msgspec.Struct, kw_only=True, frozen=True):
+    code: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
+    code_verifier: Annotated[str, msgspec.Meta(min_length=43, max_length=128)]
+    redirect_uri: Annotated[str, msgspec.Meta(min_length=1, max_length=2048)]
+
+
+def trade_code(client: OidcClient, given: OidcCode, timeout: float = 10.0) -> str:
+    """The access token the issuer gives for ``given``'s code; AuthError naming what the
+    issuer said when it gives none."""
+    import httpx
+
+    form = {
+        "grant_type": "authorization_code",
+        "code": given.code,
+        "redirect_uri": given.redirect_uri,
+        "client_id": client.client_id,
+        "code_verifier": given.code_verifier,
+    }
+    try:
+        answer = httpx.post(client.token_url, data=form, timeout=timeout)
+    except httpx.HTTPError as exc:
+        raise AuthError(
+            f"The identity provider's token endpoint could not be reached: {exc}.",
+            hint=f"Check KLAW_OIDC_TOKEN_URL ({client.token_url}) and that it answers.",
+        ) from None
+    body: dict[str, object] = {}
+    with contextlib.suppress(ValueError):
+        found = answer.json()
+        body = found if isinstance(found, dict) else {}
+    token = body.get("access_token")
+    if answer.status_code != 200 or not isinstance(token, str):
+        said = body.get("error_description") or body.get("error") or f"HTTP {answer.status_code}"
+        raise AuthError(
+            f"The identity provider gave no access token for this sign-in: {said}.",
+            hint="Sign in again; a code works once and for a short time.",
+        )
+    return token
+
+
 def login_router(
-    codes: LoginCodes, authenticator: Authenticator, throttle: Throttle | None = None
+    codes: LoginCodes,
+    authenticator: Authenticator,
+    throttle: Throttle | None = None,
+    oidc: OidcClient | None = None,
 ) -> APIRouter:
     """``POST /api/v1/auth/exchange`` (no token: the code is the credential; a wrong code
     counts against the client's failed-token limit) and ``GET /api/v1/auth/me`` (behind the
@@ -115,6 +191,44 @@ def login_router(
             raise AuthError("The token behind this login link is no longer accepted.")
         body = Login(token=token, subject=principal.subject, role=principal.role.label)
         return _json(body, {"Cache-Control": "no-store"})
+
+    @router.get("/config", name="auth_config")
+    def config() -> Response:
+        """How a browser may sign in: at the OIDC issuer (``oidc``), or with a token."""
+        shown = None
+        if oidc is not None:
+            shown = {"authorize_url": oidc.authorize_url, "client_id": oidc.client_id}
+            shown["scope"] = oidc.scope
+        return _json(AuthConfig(oidc=shown))
+
+    @router.post("/oidc", name="exchange_oidc_code")
+    def exchange_oidc(request: Request, body: Annotated[dict[str, object], Body()]) -> Response:
+        """Trade the code the issuer sent the browser back with (and its PKCE verifier) for an
+        access token the API accepts."""
+        client = request.client.host if request.client is not None else ""
+        if oidc is None:
+            raise AuthError(
+                "This server has no OIDC sign-in.",
+                hint="Set KLAW_OIDC_CLIENT_ID, KLAW_OIDC_AUTHORIZE_URL and KLAW_OIDC_TOKEN_URL "
+                "with the issuer, or sign in with a token.",
+            )
+        try:
+            given = msgspec.convert(body, OidcCode)
+        except msgspec.ValidationError as exc:
+            raise AuthError(f"Not an OIDC sign-in: {exc}.") from None
+        checker: Authenticator = authenticator
+        if throttle is not None:
+            checker = ThrottledAuthenticator(authenticator, throttle, client)
+        token = trade_code(oidc, given)
+        principal = checker.authenticate(token)
+        if principal is None:
+            raise ForbiddenError(
+                "The identity provider signed you in, but its token is not accepted here.",
+                hint="The token needs this API's audience and a role in its role claim "
+                "(KLAW_OIDC_ROLE_CLAIM); ask an admin to grant one.",
+            )
+        answer = Login(token=token, subject=principal.subject, role=principal.role.label)
+        return _json(answer, {"Cache-Control": "no-store"})
 
     @router.get("/me", name="who_am_i")
     def me(who: Principal = checked) -> Response:

@@ -46,7 +46,7 @@ PREFIX: Final = "/api/v1"
 # without saying who may call it.
 ROLES: Final[dict[str, Role]] = {name: Role.parse(role) for name, role in table.roles().items()}
 # The routes under /api/v1 that take no bearer token (their request is its own credential).
-PUBLIC: Final = frozenset({"exchange_login_code"})
+PUBLIC: Final = frozenset({"exchange_login_code", "auth_config", "exchange_oidc_code"})
 
 _bearer: Final = HTTPBearer(auto_error=False, description="A token of KLAW_API_TOKENS.")
 C = TypeVar("C", bound=msgspec.Struct)
