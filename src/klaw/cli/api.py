@@ -43,6 +43,7 @@ def api(
                 emit_json(
                     {
                         "listening": serving.http_url,
+                        "ui": f"{serving.http_url}/login",
                         "host": settings.api_host,
                         "port": int(serving.http_url.rsplit(":", 1)[1]),
                         "project": orch.project.name,
@@ -50,6 +51,7 @@ def api(
                 )
             else:
                 sys.stdout.write(f"Klaw API listening on {serving.http_url}\n")
+                sys.stdout.write(f"  Web UI: {serving.http_url}/login   (sign in with a token)\n")
             sys.stdout.flush()
             stop.wait()
         finally:

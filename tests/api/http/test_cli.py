@@ -47,6 +47,7 @@ def test_json_output(tmp_path: Path) -> None:
         assert started["host"] == "127.0.0.1"
         assert started["project"] == "httpproj"
         assert started["listening"] == f"http://127.0.0.1:{started['port']}"
+        assert started["ui"] == f"{started['listening']}/login"
         with httpx.Client(base_url=started["listening"], timeout=WAIT) as client:
             assert client.get("/ready").json() == {"status": "ready"}
         code, _, err = api.stop(signal.SIGTERM)
