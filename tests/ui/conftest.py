@@ -11,6 +11,7 @@ import os
 import shutil
 import urllib.parse
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +71,9 @@ class Served:
         return self.run(run_id)
 
 
-def _served(root: Path, extra_env: dict[str, str] | None, token: str | None) -> Iterator[Served]:
+@contextmanager
+def dev_server(root: Path, extra_env: dict[str, str] | None, token: str | None) -> Iterator[Served]:
+    """``klaw dev`` serving the test project in ``root`` until the block ends."""
     dev = Dev(project.write(root), extra_env=extra_env)
     try:
         yield Served(dev, token)
@@ -83,7 +86,8 @@ def _served(root: Path, extra_env: dict[str, str] | None, token: str | None) -> 
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """``klaw dev`` with an admin and a viewer token configured."""
     tokens = {"KLAW_TOKENS": ADMIN, "KLAW_API_TOKENS": f"admin:{ADMIN},viewer:{VIEWER}"}
-    yield from _served(tmp_path_factory.mktemp("ui"), tokens, ADMIN)
+    with dev_server(tmp_path_factory.mktemp("ui"), tokens, ADMIN) as served:
+        yield served
 
 
 @pytest.fixture(scope="session")

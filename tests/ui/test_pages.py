@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.cli.driver import WAIT
-from tests.ui.conftest import VIEWER, Served, _served, shot
+from tests.ui.conftest import VIEWER, Served, dev_server, shot
 
 pytestmark = pytest.mark.slow
 MS = WAIT * 1000
@@ -30,7 +30,7 @@ def goto(page: Any, served: Served, path: str) -> None:
 
 
 def test_the_login_link_signs_in_once(browser: Any, tmp_path: Path) -> None:
-    for dev in _served(tmp_path / "fresh", None, None):
+    with dev_server(tmp_path / "fresh", None, None) as dev:
         link = dev.ui
         assert "/login?code=" in link and dev.token not in link
         context = browser.new_context(viewport={"width": 1280, "height": 800})

@@ -48,12 +48,10 @@ def _plain(hint: Any) -> tuple[Any, dict[str, Any]]:
 
 
 def handler(
-    cls: type[msgspec.Struct], http: Http, respond: Callable[[msgspec.Struct], Response]
+    cls: type[msgspec.Struct], http: Http, respond: Callable[[dict[str, Any]], Response]
 ) -> Callable[..., Response]:
     """A FastAPI endpoint taking ``cls``'s path and query fields (as ``http`` sends them) and
-    answering ``respond(command)``."""
-    from klaw.api.http.routes import command
-
+    answering ``respond(fields)``, the fields by name (the caller makes the command)."""
     hints = typing.get_type_hints(cls, include_extras=True)
     fields = {f.name: f for f in msgspec.structs.fields(cls)}
     params = [
@@ -80,7 +78,7 @@ def handler(
         )
 
     def endpoint(**values: Any) -> Response:
-        return respond(command(cls, **values))
+        return respond(values)
 
     endpoint.__signature__ = inspect.Signature(params, return_annotation=Response)  # type: ignore[attr-defined]
     endpoint.__name__ = http.name

@@ -171,15 +171,19 @@ def login_router(
     router = APIRouter(prefix=f"{PREFIX}/auth", tags=["auth"])
     checked = guard(authenticator, throttle)
 
+    def _caller(request: Request) -> tuple[str, Authenticator]:
+        """The client's address, and the authenticator with its rate limits applied."""
+        client = request.client.host if request.client is not None else ""
+        if throttle is None:
+            return client, authenticator
+        return client, ThrottledAuthenticator(authenticator, throttle, client)
+
     @router.post("/exchange", name="exchange_login_code")
     def exchange(
         request: Request, code: Annotated[str, Body(embed=True, max_length=200)]
     ) -> Response:
         """Trade a one-time login code (printed by ``klaw dev``) for its bearer token."""
-        client = request.client.host if request.client is not None else ""
-        checker: Authenticator = authenticator
-        if throttle is not None:
-            checker = ThrottledAuthenticator(authenticator, throttle, client)
+        client, checker = _caller(request)
         try:
             token = codes.exchange(code)
         except AuthError:
@@ -205,7 +209,6 @@ def login_router(
     def exchange_oidc(request: Request, body: Annotated[dict[str, object], Body()]) -> Response:
         """Trade the code the issuer sent the browser back with (and its PKCE verifier) for an
         access token the API accepts."""
-        client = request.client.host if request.client is not None else ""
         if oidc is None:
             raise AuthError(
                 "This server has no OIDC sign-in.",
@@ -216,9 +219,7 @@ def login_router(
             given = msgspec.convert(body, OidcCode)
         except msgspec.ValidationError as exc:
             raise AuthError(f"Not an OIDC sign-in: {exc}.") from None
-        checker: Authenticator = authenticator
-        if throttle is not None:
-            checker = ThrottledAuthenticator(authenticator, throttle, client)
+        _, checker = _caller(request)
         token = trade_code(oidc, given)
         principal = checker.authenticate(token)
         if principal is None:

@@ -221,7 +221,11 @@ def api_router(
     ]
     derived.sort(key=lambda entry: entry[1].path.endswith(":path}"))
     for cls, http in derived:
-        endpoint(cls)(derived_handler(cls, http, lambda cmd: reply(run(cast(Command, cmd)))))
+
+        def respond(fields: dict[str, Any], cls: type[msgspec.Struct] = cls) -> Response:
+            return reply(run(cast(Command, command(cls, **fields))))
+
+        endpoint(cls)(derived_handler(cls, http, respond))
 
     return router
 
