@@ -397,3 +397,39 @@ def test_a_refused_commit_in_a_group_fails_alone(tmp_path: Path) -> None:
         assert isinstance(results["ok1"], int) and isinstance(results["ok2"], int)
         assert store.read("ok1").num_rows == store.read("ok2").num_rows == 3
         assert store.read("dup").num_rows == 1
+
+
+def test_an_unexpected_failure_in_a_group_ends_every_commit_of_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    with DuckLakeAssetStore(tmp_path / "lake.sqlite", tmp_path / "data") as store:
+        commit(store, "first", ints(1))
+
+        def broken(*args: object, **kwargs: object) -> None:
+            raise RuntimeError("a bug in the commit path")
+
+        monkeypatch.setattr(store, "_commit_once", broken)
+        results: dict[str, Exception] = {}
+
+        def one(key: str) -> None:
+            try:
+                store.commit(key, ints(3), run_id="r", stage=key, attempt=1)
+            except Exception as exc:
+                results[key] = exc
+
+        threads = [threading.Thread(target=one, args=(key,)) for key in "abc"]
+        with store._lock:  # all three wait: the next holder makes them as one group
+            for thread in threads:
+                thread.start()
+            deadline = time.monotonic() + 30
+            while len(store._queue) < 3 and time.monotonic() < deadline:
+                time.sleep(0.01)
+        for thread in threads:
+            thread.join(timeout=60)
+        assert not any(thread.is_alive() for thread in threads)  # none waits for ever
+        kinds = sorted(type(e).__name__ for e in results.values())
+        assert kinds == ["RuntimeError", "StorageError", "StorageError"]
+        told = [str(e) for e in results.values() if isinstance(e, StorageError)]
+        assert all("grouped with failed (RuntimeError" in t for t in told), told

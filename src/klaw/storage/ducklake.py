@@ -166,7 +166,10 @@ class DuckLakeAssetStore:
         # for one); the others find theirs done when they get the lock.
         with self._lock:
             while not mine.done:
-                self._commit_group_locked(self._take_group())
+                group = self._take_group()
+                if not group:  # taken by a group that ended without it: never spin
+                    raise StorageError(f"asset {key!r}: its commit was lost from the queue")
+                self._commit_group_locked(group)
         if mine.error is not None:
             if mine.staged is not None:  # refused, or failed without landing: nothing refers
                 mine.staged.unlink(missing_ok=True)  # to the file (killed, it is an orphan)
@@ -194,7 +197,22 @@ class DuckLakeAssetStore:
     def _commit_group_locked(self, group: list[_Commit]) -> None:
         """Make ``group``'s snapshots (under the lock), in one transaction when it can: when
         that is refused, each commit on its own, so that only a bad one fails. Every commit of
-        the group is done afterwards, with its snapshot or its error."""
+        the group is done afterwards, with its snapshot or its error, whatever is raised here
+        (the threads waiting for them must not wait for ever)."""
+        try:
+            self._make_group_locked(group)
+        except BaseException as exc:
+            for c in group:
+                if not c.done:
+                    c.error = StorageError(
+                        f"could not commit asset {c.key!r}: the commit it was grouped with "
+                        f"failed ({type(exc).__name__}: {exc})",
+                        hint="retry the stage; see the log of the process for the failure",
+                    )
+                    c.done = True
+            raise
+
+    def _make_group_locked(self, group: list[_Commit]) -> None:
         try:
             con = self._connection_locked()
             index = self._index_locked()
