@@ -54,12 +54,12 @@ class MotoS3:
         return sorted(item["Key"] for page in pages for item in page.get("Contents", []))
 
     def env(self, **extra: str) -> dict[str, str]:
-        """The ``KLAW_S3_*`` settings of a ``klaw`` process using this server (no AWS_* ones)."""
+        """The ``KLAW_LAKE__S3__*`` settings of a ``klaw`` process using this server (no AWS_* ones)."""
         return {
-            "KLAW_S3_ENDPOINT": self.endpoint,
-            "KLAW_S3_KEY_ID": KEY_ID,
-            "KLAW_S3_SECRET": SECRET,
-            "KLAW_S3_REGION": REGION,
+            "KLAW_LAKE__S3__ENDPOINT": self.endpoint,
+            "KLAW_LAKE__S3__KEY_ID": KEY_ID,
+            "KLAW_LAKE__S3__SECRET": SECRET,
+            "KLAW_LAKE__S3__REGION": REGION,
             **extra,
         }
 

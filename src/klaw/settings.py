@@ -1,6 +1,17 @@
 """Settings, read once: command-line flag > ``KLAW_*`` environment > ``klaw.toml`` > default.
 
-Klaw's own settings model is built without pydantic's plugins: looking them up scans the
+Settings are nested in groups, one per part of Klaw: ``metadata``, ``lake`` (with ``lake.s3``),
+``executor``, ``flight``, ``http`` (with ``http.oidc``), ``log`` and ``secrets``; the project's
+``home`` stays at the top. A group's setting is ``[settings.GROUP]`` in ``klaw.toml`` and
+``KLAW_GROUP__NAME`` in the environment (``KLAW_LAKE__CATALOG``, ``KLAW_HTTP__OIDC__ISSUER``).
+The flat names of earlier releases (``KLAW_LAKE_CATALOG``, ``lake_catalog`` under
+``[settings]``) still work for this release, each with a deprecation warning naming its new
+spelling (:data:`LEGACY`). The command line's flags keep their short names.
+
+The client's own settings (``KLAW_SERVER``, ``KLAW_URL``, ``KLAW_TOKEN``) are
+:class:`ClientSettings`: a client needs no project.
+
+Klaw's own settings models are built without pydantic's plugins: looking them up scans the
 entry points of every installed distribution (``importlib.metadata``), several milliseconds
 of every ``klaw`` start in a large environment. The models of a project's own params still
 get them.
@@ -9,11 +20,12 @@ get them.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import warnings
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 
 @contextmanager
@@ -32,61 +44,97 @@ def _without_pydantic_plugins() -> Iterator[None]:
 
 
 with _without_pydantic_plugins():
-    from pydantic import AliasChoices, ByteSize, Field, SecretStr, ValidationError
-    from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
-
-
-class KlawSettings(BaseSettings):
-    """Where Klaw keeps things and how it runs stages."""
-
-    # defer_build: the validator is made on first use, by load_settings without plugins
-    model_config = SettingsConfigDict(
-        env_prefix="KLAW_", extra="ignore", frozen=True, populate_by_name=True, defer_build=True
+    from pydantic import (
+        BaseModel,
+        BeforeValidator,
+        ByteSize,
+        ConfigDict,
+        Field,
+        SecretStr,
+        ValidationError,
+    )
+    from pydantic_settings import (
+        BaseSettings,
+        EnvSettingsSource,
+        NoDecode,
+        PydanticBaseSettingsSource,
+        SettingsConfigDict,
     )
 
-    home: Path = Field(Path(".klaw"), description="Directory of the embedded metadata and lake.")
-    metadata_url: str | None = Field(
-        None, description="Metadata database; default sqlite:///<home>/klaw.db."
+
+def _split(value: Any) -> Any:
+    """A comma-separated string as a list (what an environment variable can hold)."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+# A list that the environment gives comma-separated (``a,b``) and klaw.toml as a TOML array.
+Names = Annotated[list[str], NoDecode, BeforeValidator(_split)]
+Secrets = Annotated[list[SecretStr], NoDecode, BeforeValidator(_split)]
+_POSTGRES = ("postgresql://", "postgres://")
+
+
+class _Group(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+
+
+class MetadataSettings(_Group):
+    """The metadata database: runs, attempts, events, logs, schedules, tokens."""
+
+    url: str | None = Field(
+        None, description="sqlite:///PATH or postgresql://...; default sqlite:///<home>/klaw.db."
     )
-    lake_catalog: str | None = Field(
+    queue: int = Field(
+        10_000,
+        ge=1,
+        description="Records (transitions, events, log lines) of a run handed to the metadata "
+        "writer and not yet committed; when that many wait, the run waits for the database.",
+    )
+
+    @property
+    def postgres(self) -> bool:
+        """Whether the metadata is in Postgres (decided here, once, from the URL)."""
+        return self.url is not None and self.url.startswith(_POSTGRES)
+
+
+class S3Settings(_Group):
+    """Object storage of an ``s3://`` lake; each falls back to the standard ``AWS_*`` variable."""
+
+    endpoint: str | None = Field(
+        None,
+        description="S3-compatible endpoint (MinIO, R2, moto): host:port or a URL; unset: AWS.",
+    )
+    region: str | None = Field(None, description="S3 region of the bucket.")
+    key_id: str | None = Field(
+        None, description="Access key id; with neither key set, the AWS credential chain is used."
+    )
+    secret: SecretStr | None = Field(None, description="Secret access key (never logged or shown).")
+    session_token: SecretStr | None = Field(
+        None, description="Session token of temporary credentials."
+    )
+    url_style: Literal["path", "vhost"] | None = Field(
+        None, description="path or vhost; default path with an endpoint, else vhost."
+    )
+    use_ssl: bool | None = Field(None, description="HTTPS; default from the endpoint URL, on.")
+
+
+class LakeSettings(_Group):
+    """The DuckLake catalog and its Parquet data."""
+
+    catalog: str | None = Field(
         None,
         description="DuckLake catalog: a SQLite file or a postgresql:// URL; "
         "default <home>/lake.sqlite.",
     )
-    lake_data: str | None = Field(None, description="Parquet data path; default <home>/lake/.")
-    # Object storage, for an s3:// lake_data; each falls back to the standard AWS_* variable.
-    s3_endpoint: str | None = Field(
-        None,
-        validation_alias=AliasChoices(
-            "KLAW_S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"
-        ),
-        description="S3-compatible endpoint (MinIO, R2, moto): host:port or a URL; unset: AWS.",
-    )
-    s3_region: str | None = Field(
-        None,
-        validation_alias=AliasChoices("KLAW_S3_REGION", "AWS_REGION", "AWS_DEFAULT_REGION"),
-        description="S3 region of the bucket.",
-    )
-    s3_key_id: str | None = Field(
-        None,
-        validation_alias=AliasChoices("KLAW_S3_KEY_ID", "AWS_ACCESS_KEY_ID"),
-        description="Access key id; with neither key set, the AWS credential chain is used.",
-    )
-    s3_secret: SecretStr | None = Field(
-        None,
-        validation_alias=AliasChoices("KLAW_S3_SECRET", "AWS_SECRET_ACCESS_KEY"),
-        description="Secret access key (never logged or shown).",
-    )
-    s3_session_token: SecretStr | None = Field(
-        None,
-        validation_alias=AliasChoices("KLAW_S3_SESSION_TOKEN", "AWS_SESSION_TOKEN"),
-        description="Session token of temporary credentials.",
-    )
-    s3_url_style: Literal["path", "vhost"] | None = Field(
-        None, description="path or vhost; default path with an endpoint, else vhost."
-    )
-    s3_use_ssl: bool | None = Field(None, description="HTTPS; default from the endpoint URL, on.")
-    executor: Literal["thread", "process", "ray"] = Field("thread", description="Executor kind.")
+    data: str | None = Field(None, description="Parquet data path; default <home>/lake/.")
+    s3: S3Settings = Field(default_factory=S3Settings)
+
+
+class ExecutorSettings(_Group):
+    """How and where stages run."""
+
+    kind: Literal["thread", "process", "ray"] = Field("thread", description="Executor kind.")
     ray_address: str | None = Field(
         None, description="Ray cluster to join (host:port); a local Ray when unset."
     )
@@ -98,11 +146,11 @@ class KlawSettings(BaseSettings):
         description="Seconds a running stage attempt's lease lasts without a heartbeat; after "
         "that the attempt is given up and retried as a new one.",
     )
-    metadata_queue: int = Field(
-        10_000,
-        ge=1,
-        description="Records (transitions, events, log lines) of a run handed to the metadata "
-        "writer and not yet committed; when that many wait, the run waits for the database.",
+    stage_io_timeout: float = Field(
+        3600.0,
+        gt=0,
+        description="Seconds a stage with a timeout may spend loading its inputs, and again "
+        "committing its snapshot (its own timeout covers only its function).",
     )
     run_isolation: Literal["process", "thread"] = Field(
         "process",
@@ -121,103 +169,150 @@ class KlawSettings(BaseSettings):
         description="Seconds the serving commands let the project's workflow modules take to "
         "import (checked in a child process); a module that takes longer is reported, not run.",
     )
-    stage_io_timeout: float = Field(
-        3600.0,
-        gt=0,
-        description="Seconds a stage with a timeout may spend loading its inputs, and again "
-        "committing its snapshot (its own timeout covers only its function).",
+
+
+class FlightSettings(_Group):
+    """`klaw server`: Arrow Flight."""
+
+    host: str = Field("127.0.0.1", description="Address `klaw server` listens on.")
+    port: int = Field(8815, ge=0, le=65535, description="Port of `klaw server` (0: any).")
+    cache_mb: int = Field(
+        1024, ge=0, description="MiB of recently read snapshots `klaw server` keeps in memory."
     )
-    log_level: str = Field("warning", description="Level of Klaw's own logs on stderr.")
-    log_format: Literal["console", "json"] = Field("console", description="Klaw's log format.")
-    secrets_dir: Path | None = Field(
-        None,
-        description="Directory of secret files, one per secret named after it (e.g. "
-        "/run/secrets); default <home>/secrets. Relative to the project root.",
-    )
-    secrets_backend: str | None = Field(
-        None,
-        description="Secret backend asked after the environment and the directory: module:attr "
-        "of an object with get(name) -> str | None (or of a class or factory making one).",
-    )
-    tokens: SecretStr | None = Field(
-        None, description="Bearer tokens `klaw server` accepts, comma-separated (rotation)."
+    tokens: Secrets = Field(
+        default_factory=list,
+        description="Bearer tokens `klaw server` accepts (more than one: rotation).",
     )
     tokens_file: Path | None = Field(
         None, description="File of accepted tokens, one a line (# comments), re-read live."
     )
-    server_host: str = Field("127.0.0.1", description="Address `klaw server` listens on.")
-    server_port: int = Field(8815, ge=0, le=65535, description="Port of `klaw server` (0: any).")
-    server_cache_mb: int = Field(
-        1024, ge=0, description="MiB of recently read snapshots `klaw server` keeps in memory."
-    )
-    api_tokens: SecretStr | None = Field(
-        None,
-        description="Tokens `klaw api` accepts with their roles: role:token,role:token "
-        "(roles: viewer, operator, approver, admin).",
-    )
-    api_host: str = Field("127.0.0.1", description="Address `klaw api` listens on.")
-    api_port: int = Field(8080, ge=0, le=65535, description="Port of `klaw api` (0: any).")
-    api_allowed_hosts: str = Field(
-        "127.0.0.1,localhost",
-        description="Host headers `klaw api` answers, comma-separated ('*': any).",
-    )
-    api_cors_origins: str = Field(
-        "", description="Browser origins allowed to call `klaw api`, comma-separated (none)."
-    )
-    oidc_issuer: str | None = Field(
+
+
+class OidcSettings(_Group):
+    """JWTs of an OIDC issuer as bearer tokens of `klaw api`, and the web UI's sign-in there."""
+
+    issuer: str | None = Field(
         None,
         description="OIDC issuer whose JWTs `klaw api` accepts as bearer tokens (its `iss`); "
         "unset: no JWTs.",
     )
-    oidc_audience: str | None = Field(
+    audience: str | None = Field(
         None, description="The `aud` a JWT must carry for `klaw api` (needed with an issuer)."
     )
-    oidc_jwks_url: str | None = Field(
+    jwks_url: str | None = Field(
         None, description="The issuer's JWKS; default <issuer>/.well-known/jwks.json."
     )
-    oidc_client_id: str | None = Field(
+    client_id: str | None = Field(
         None,
         description="The web UI's OIDC client id: with the issuer's authorize and token URLs, "
         "the UI offers sign-in at the issuer (authorization code with PKCE).",
     )
-    oidc_authorize_url: str | None = Field(
+    authorize_url: str | None = Field(
         None, description="The issuer's authorization endpoint (for the web UI's sign-in)."
     )
-    oidc_token_url: str | None = Field(
+    token_url: str | None = Field(
         None, description="The issuer's token endpoint (the API trades the UI's code there)."
     )
-    oidc_scope: str = Field("openid", description="Scopes the web UI's sign-in asks for.")
-    oidc_role_claim: str = Field(
+    scope: str = Field("openid", description="Scopes the web UI's sign-in asks for.")
+    role_claim: str = Field(
         "klaw_role",
         description="JWT claim holding the caller's role (viewer, operator, approver, admin); a "
         "JWT without a known role is refused.",
     )
-    api_rate: float = Field(
+
+
+class HttpSettings(_Group):
+    """`klaw api`: the HTTP API and the web UI."""
+
+    host: str = Field("127.0.0.1", description="Address `klaw api` listens on.")
+    port: int = Field(8080, ge=0, le=65535, description="Port of `klaw api` (0: any).")
+    tokens: Secrets = Field(
+        default_factory=list,
+        description="Tokens `klaw api` accepts with their roles, each role:token "
+        "(roles: viewer, operator, approver, admin).",
+    )
+    allowed_hosts: Names = Field(
+        default_factory=lambda: ["127.0.0.1", "localhost"],
+        description="Host headers `klaw api` answers ('*': any).",
+    )
+    cors_origins: Names = Field(
+        default_factory=list, description="Browser origins allowed to call `klaw api` (none)."
+    )
+    rate: float = Field(
         20.0, gt=0, description="Requests per second each API principal may make, sustained."
     )
-    api_burst: int = Field(40, ge=1, description="Requests an API principal may make at once.")
-    api_auth_fail_rate: float = Field(
+    burst: int = Field(40, ge=1, description="Requests an API principal may make at once.")
+    auth_fail_rate: float = Field(
         10.0, gt=0, description="Failed authentications per minute a client IP may make."
     )
-    api_auth_fail_burst: int = Field(
+    auth_fail_burst: int = Field(
         20, ge=1, description="Failed authentications a client IP may make at once."
     )
-    api_max_body: int = Field(
+    max_body: int = Field(
         1024 * 1024, ge=1, description="Largest request body `klaw api` reads, in bytes."
     )
-    api_max_depth: int = Field(64, ge=1, description="Deepest nesting of a JSON request body.")
-    api_idempotency_ttl: float = Field(
+    max_depth: int = Field(64, ge=1, description="Deepest nesting of a JSON request body.")
+    idempotency_ttl: float = Field(
         86400.0, gt=0, description="Seconds an Idempotency-Key of POST /runs is remembered."
     )
-    # -- where `klaw api` keeps its rate-limit windows
-    api_rate_limit_storage: str = Field(
+    rate_limit_storage: str = Field(
         "memory://",
         description="Rate-limit storage of `klaw api`: memory:// (this process) or "
         "redis://host:port[/db] (shared by every API process using it).",
     )
-    api_rate_limit_prefix: str = Field(
+    rate_limit_prefix: str = Field(
         "klaw", min_length=1, description="Prefix of the rate-limit keys in a shared storage."
     )
+    oidc: OidcSettings = Field(default_factory=OidcSettings)
+
+
+class LogSettings(_Group):
+    """Klaw's own logs (stage output is captured apart)."""
+
+    level: str = Field("warning", description="Level of Klaw's own logs on stderr.")
+    format: Literal["console", "json"] = Field("console", description="Klaw's log format.")
+
+
+class SecretsSettings(_Group):
+    """Where `klaw.Secret` values are looked up after the environment (``KLAW_SECRET_<NAME>``)."""
+
+    dir: Path | None = Field(
+        None,
+        description="Directory of secret files, one per secret named after it (e.g. "
+        "/run/secrets); default <home>/secrets. Relative to the project root.",
+    )
+    backend: str | None = Field(
+        None,
+        description="Secret backend asked after the environment and the directory: module:attr "
+        "of an object with get(name) -> str | None (or of a class or factory making one).",
+    )
+
+
+class SettingDeprecationWarning(FutureWarning):
+    """A setting was given by its flat name of an earlier release (shown by default: the
+    people who set environment variables and ``klaw.toml`` are a program's users)."""
+
+
+class KlawSettings(BaseSettings):
+    """Where Klaw keeps things and how it runs stages."""
+
+    # defer_build: the validator is made on first use, by load_settings without plugins
+    model_config = SettingsConfigDict(
+        env_prefix="KLAW_",
+        env_nested_delimiter="__",
+        extra="ignore",
+        frozen=True,
+        defer_build=True,
+    )
+
+    home: Path = Field(Path(".klaw"), description="Directory of the embedded metadata and lake.")
+    metadata: MetadataSettings = Field(default_factory=MetadataSettings)
+    lake: LakeSettings = Field(default_factory=LakeSettings)
+    executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
+    flight: FlightSettings = Field(default_factory=FlightSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+    secrets: SecretsSettings = Field(default_factory=SecretsSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -228,7 +323,12 @@ class KlawSettings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, _FileSource(settings_cls))
+        return (
+            init_settings,
+            _EnvSource(settings_cls),
+            _LegacyEnvSource(settings_cls),
+            _FileSource(settings_cls),
+        )
 
     def resolve(self, root: Path) -> KlawSettings:
         """These settings with every path made absolute against the project root."""
@@ -237,7 +337,8 @@ class KlawSettings(BaseSettings):
 
     @property
     def metadata_path(self) -> Path:
-        url = self.metadata_url
+        """The SQLite file of the metadata (when it is not in Postgres)."""
+        url = self.metadata.url
         if url is None:
             return self.home / "klaw.db"
         if url.startswith("sqlite:///"):
@@ -246,46 +347,195 @@ class KlawSettings(BaseSettings):
 
     @property
     def catalog(self) -> str:
-        return self.lake_catalog or str(self.home / "lake.sqlite")
+        """The lake's DuckLake catalog: a SQLite file or a Postgres URL."""
+        return self.lake.catalog or str(self.home / "lake.sqlite")
 
     @property
     def data_path(self) -> str:
-        return self.lake_data or str(self.home / "lake")
+        """Where the lake's Parquet files are: a folder or an ``s3://`` URL."""
+        return self.lake.data or str(self.home / "lake")
+
+    @property
+    def on_object_store(self) -> bool:
+        """Whether the lake's data is in object storage (``s3://``)."""
+        return self.data_path.lower().startswith("s3://")
 
 
-_loaded: dict[str, KlawSettings] = {}  # load_settings' answers by their inputs
+# The flat names of earlier releases, by where each setting is now. Flags keep these names.
+LEGACY: dict[str, tuple[str, ...]] = {
+    "metadata_url": ("metadata", "url"),
+    "metadata_queue": ("metadata", "queue"),
+    "lake_catalog": ("lake", "catalog"),
+    "lake_data": ("lake", "data"),
+    **{f"s3_{name}": ("lake", "s3", name) for name in S3Settings.model_fields},
+    "executor": ("executor", "kind"),
+    **{name: ("executor", name) for name in ExecutorSettings.model_fields if name != "kind"},
+    "tokens": ("flight", "tokens"),
+    "tokens_file": ("flight", "tokens_file"),
+    "server_host": ("flight", "host"),
+    "server_port": ("flight", "port"),
+    "server_cache_mb": ("flight", "cache_mb"),
+    **{f"api_{name}": ("http", name) for name in HttpSettings.model_fields if name != "oidc"},
+    **{f"oidc_{name}": ("http", "oidc", name) for name in OidcSettings.model_fields},
+    "log_level": ("log", "level"),
+    "log_format": ("log", "format"),
+    "secrets_dir": ("secrets", "dir"),
+    "secrets_backend": ("secrets", "backend"),
+}
+# The standard AWS variables a lake in S3 falls back to, after Klaw's own.
+AWS_FALLBACK: dict[str, tuple[str, ...]] = {
+    "endpoint": ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"),
+    "region": ("AWS_REGION", "AWS_DEFAULT_REGION"),
+    "key_id": ("AWS_ACCESS_KEY_ID",),
+    "secret": ("AWS_SECRET_ACCESS_KEY",),
+    "session_token": ("AWS_SESSION_TOKEN",),
+}
+
+
+def env_name(path: tuple[str, ...]) -> str:
+    """The environment variable of the setting at ``path`` (``KLAW_LAKE__CATALOG``)."""
+    return "KLAW_" + "__".join(path).upper()
+
+
+def toml_name(path: tuple[str, ...]) -> str:
+    """Where the setting at ``path`` goes in ``klaw.toml`` (``[settings.lake] catalog``)."""
+    if len(path) == 1:
+        return f"{path[0]} under [settings]"
+    return f"{path[-1]} under [settings.{'.'.join(path[:-1])}]"
+
+
+_warned: set[str] = set()
+
+
+def _deprecated(old: str, new: str) -> None:
+    if old in _warned:
+        return
+    _warned.add(old)
+    warnings.warn(
+        f"{old} is deprecated and will stop working in the next release: use {new}.",
+        SettingDeprecationWarning,
+        stacklevel=2,
+    )
+
+
+def _put(tree: dict[str, Any], path: tuple[str, ...], value: Any, *, keep: bool) -> None:
+    """Set ``tree[path] = value``; with ``keep``, a value already there stays."""
+    for part in path[:-1]:
+        found = tree.setdefault(part, {})
+        if not isinstance(found, dict):  # a group given whole (a model): leave it to validation
+            return
+        tree = found
+    if keep and path[-1] in tree:
+        return
+    tree[path[-1]] = value
+
+
+def nest(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """Flags by their flat names (``max_workers=4``) as nested settings; group names and
+    ``home`` pass through."""
+    tree: dict[str, Any] = {}
+    for name, value in flat.items():
+        path = LEGACY.get(name)
+        if path is None or (name == "executor" and isinstance(value, Mapping | BaseModel)):
+            tree[name] = value
+        else:
+            _put(tree, path, value, keep=False)
+    return tree
+
+
+class _EnvSource(EnvSettingsSource):
+    """``KLAW_*`` by the nested names. ``KLAW_EXECUTOR=thread`` (an earlier release's flat
+    name, equal to a group's) is left to :class:`_LegacyEnvSource`."""
+
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        super().__init__(settings_cls)
+        value = self.env_vars.get("klaw_executor")
+        if value is not None and not value.lstrip().startswith("{"):
+            self.env_vars = {k: v for k, v in self.env_vars.items() if k != "klaw_executor"}
+
+
+class _LegacyEnvSource(PydanticBaseSettingsSource):
+    """The flat ``KLAW_*`` names of earlier releases (deprecated), then the ``AWS_*`` fallbacks
+    of the S3 settings."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        environ = {k.upper(): v for k, v in os.environ.items() if k[:4].upper() in ("KLAW", "AWS_")}
+        tree: dict[str, Any] = {}
+        for name, path in LEGACY.items():
+            value = environ.get("KLAW_" + name.upper())
+            if value is None:
+                continue
+            if name == "executor" and value.lstrip().startswith("{"):
+                continue  # the group, as JSON: the nested names' source has it
+            _deprecated(f"KLAW_{name.upper()}", env_name(path))
+            _put(tree, path, value, keep=False)
+        for name, names in AWS_FALLBACK.items():
+            for aws in names:
+                if aws in environ:
+                    _put(tree, ("lake", "s3", name), environ[aws], keep=True)
+                    break
+        return tree
+
+
 _file_values: ContextVar[dict[str, Any] | None] = ContextVar("klaw_file_settings", default=None)
 
 
 class _FileSource(PydanticBaseSettingsSource):
-    """The ``[settings]`` values of ``klaw.toml`` (handed in by the project loader)."""
+    """The ``[settings]`` tables of ``klaw.toml`` (handed in by the project loader, nested
+    already by :func:`_from_file`)."""
 
     def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
         return (_file_values.get() or {}).get(field_name), field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        values = _file_values.get() or {}
-        return {k: v for k, v in values.items() if k in self.settings_cls.model_fields}
+        return dict(_file_values.get() or {})
 
 
-def load_settings(file_values: dict[str, Any], **flags: Any) -> KlawSettings:
-    """Settings from flags (``None`` means not given), env, and the project file's values."""
+def _from_file(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The project file's settings, nested: flat names of earlier releases moved to their
+    group (deprecated); an unknown name is an error that lists the known ones."""
     from klaw.errors import ConfigError
 
-    unknown = set(file_values) - set(KlawSettings.model_fields)
-    if unknown:
-        raise ConfigError(
-            f"Unknown setting(s) {', '.join(sorted(unknown))} in the project file.",
-            hint=f"Known settings: {', '.join(KlawSettings.model_fields)}.",
-        )
-    given = {k: v for k, v in flags.items() if v is not None}
+    tree: dict[str, Any] = {}
+    legacy: list[tuple[str, Any]] = []
+    for name, value in values.items():
+        if name in KlawSettings.model_fields:
+            tree[name] = value
+        elif name in LEGACY:
+            legacy.append((name, value))
+        else:
+            raise ConfigError(
+                f"Unknown setting {name!r} in the project file's [settings].",
+                hint=f"Known settings: {', '.join(KlawSettings.model_fields)}; a group's "
+                'settings go in its own table, e.g. [settings.lake] catalog = "...".',
+            )
+    for name, value in legacy:  # a value in its group's table wins over the flat name
+        path = LEGACY[name]
+        _deprecated(f"{name} under [settings]", toml_name(path))
+        _put(tree, path, value, keep=True)
+    return tree
+
+
+_loaded: dict[str, KlawSettings] = {}  # load_settings' answers by their inputs
+
+
+def load_settings(file_values: Mapping[str, Any], **flags: Any) -> KlawSettings:
+    """Settings from flags (``None`` means not given; flat flag names such as
+    ``max_workers`` or a group's values as a dict), the environment, and the project file's
+    ``[settings]``."""
+    from klaw.errors import ConfigError
+
+    given = nest({k: v for k, v in flags.items() if v is not None})
     # The same environment, file values and flags give the same (frozen) settings: a process
     # that opens many orchestrators (``klaw.run`` in a loop, tests) validates them once.
-    key = _cache_key(file_values, given)
+    key = _cache_key(dict(file_values), given)
     found = _loaded.get(key) if key is not None else None
     if found is not None:
         return found
-    token = _file_values.set(dict(file_values))
+    token = _file_values.set(_from_file(file_values))
     try:
         if KlawSettings.__pydantic_complete__:
             loaded = KlawSettings(**given)
@@ -293,13 +543,12 @@ def load_settings(file_values: dict[str, Any], **flags: Any) -> KlawSettings:
             with _without_pydantic_plugins():
                 loaded = KlawSettings(**given)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
+        problems = "; ".join(_problem(e) for e in exc.errors())
         raise ConfigError(
             f"Settings are not valid: {problems}.",
             hint="Check the flag, the KLAW_* environment variable or the [settings] table of "
-            "klaw.toml that sets it.",
+            "klaw.toml that sets it (a group's setting is KLAW_GROUP__NAME, e.g. "
+            "KLAW_LAKE__CATALOG, or NAME under [settings.GROUP]).",
         ) from None
     finally:
         _file_values.reset(token)
@@ -310,11 +559,20 @@ def load_settings(file_values: dict[str, Any], **flags: Any) -> KlawSettings:
     return loaded
 
 
+def _problem(error: Any) -> str:
+    path = tuple(str(p) for p in error["loc"])
+    where = ".".join(path)
+    if error["type"] == "extra_forbidden" and len(path) > 1:
+        group = ".".join(path[:-1])
+        return f"{where}: no such setting in [settings.{group}] ({env_name(path)})"
+    return f"{where} ({env_name(path)}): {error['msg']}"
+
+
 def _cache_key(file_values: dict[str, Any], flags: dict[str, Any]) -> str | None:
     """What ``load_settings`` read, as a key; None when a value has no faithful ``repr``."""
     if not all(_plain(v) for v in (*file_values.values(), *flags.values())):
         return None
-    env = sorted(i for i in os.environ.items() if i[0].upper().startswith("KLAW_"))
+    env = sorted(i for i in os.environ.items() if i[0].upper().startswith(("KLAW_", "AWS_")))
     return repr((env, file_values, flags))
 
 
@@ -326,3 +584,22 @@ def _plain(value: Any) -> bool:
     if isinstance(value, dict):
         return all(isinstance(k, str) and _plain(v) for k, v in value.items())
     return False
+
+
+class ClientSettings(BaseSettings):
+    """What a client (the CLI's ``--server`` and ``--url``) reads: no project needed."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="KLAW_", extra="ignore", frozen=True, defer_build=True
+    )
+
+    server: str | None = Field(None, description="Klaw server to send commands to (grpc://).")
+    url: str | None = Field(None, description="Klaw HTTP API to send commands to (http://).")
+    token: SecretStr | None = Field(None, description="Bearer token sent to either.")
+
+
+def load_client_settings() -> ClientSettings:
+    """The client's settings from the environment (``KLAW_SERVER``, ``KLAW_URL``,
+    ``KLAW_TOKEN``)."""
+    with _without_pydantic_plugins():
+        return ClientSettings()

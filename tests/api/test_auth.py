@@ -11,10 +11,9 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 from pyarrow import flight
-from pydantic import SecretStr
 
 from klaw.api.flight import Client, TokenSet
-from klaw.api.flight.auth import bearer_token, parse_token_file, split_tokens
+from klaw.api.flight.auth import bearer_token, parse_token_file
 from klaw.api.flight.tickets import encode_ticket
 from klaw.errors import AuthError, ConfigError, ServerUnavailableError
 from klaw.protocol import Ping, encode
@@ -70,7 +69,7 @@ def test_every_method_refuses_a_missing_or_wrong_token(
     if method != "get_schema":
         assert isinstance(info.value, flight.FlightUnauthenticatedError), text
     assert ("none was sent" if not token else "is not accepted") in text
-    assert "Bearer" in text and "KLAW_TOKENS" in text
+    assert "Bearer" in text and "KLAW_FLIGHT__TOKENS" in text
     assert not token or token not in text  # a refused token is never echoed
     assert [a.key for a in served.orchestrator.assets()] == before  # nothing written
 
@@ -105,7 +104,7 @@ def test_token_file_rotated_while_the_server_runs(tmp_path: Path) -> None:
             client.ping()
         with served.client("new-token-bbbb") as client:
             assert client.ping().project == "apiproj"
-        with served.client("fixed-token-zzzz") as client:  # KLAW_TOKENS stay valid
+        with served.client("fixed-token-zzzz") as client:  # KLAW_FLIGHT__TOKENS stay valid
             assert client.ping().project == "apiproj"
         # both at once while clients move over, then the file goes away: its tokens with it
         file.write_text("new-token-bbbb\nnewer-token-cccc\n")
@@ -131,26 +130,28 @@ def test_a_rewrite_within_the_same_timestamp_tick_is_seen(tmp_path: Path) -> Non
 
 
 def test_token_parsing() -> None:
-    assert split_tokens(" a, b ,,c ") == ["a", "b", "c"]
     assert parse_token_file("# header\n\n t1 \nt2 # note\n   # indented comment\n") == ["t1", "t2"]
 
 
 def test_tokens_from_settings(tmp_path: Path) -> None:
-    settings = KlawSettings(tokens=SecretStr("one, two"))
+    settings = KlawSettings(flight={"tokens": "one, two"})
     tokens = TokenSet.from_settings(settings)
     assert tokens.count() == 2 and tokens.accepts("two") and not tokens.accepts("three")
     assert "one" not in repr(tokens) and "two" not in repr(tokens)
     (tmp_path / "tokens.txt").write_text("three\n")
-    relative = KlawSettings(tokens_file=Path("tokens.txt"))
+    relative = KlawSettings(flight={"tokens_file": Path("tokens.txt")})
     assert TokenSet.from_settings(relative, tmp_path).accepts("three")
 
 
 @pytest.mark.parametrize(
     ("settings", "names"),
     [
-        (KlawSettings(), ["No tokens", "KLAW_TOKENS", "KLAW_TOKENS_FILE"]),
-        (KlawSettings(tokens=SecretStr(" , ")), ["No tokens"]),
-        (KlawSettings(tokens_file=Path("/nonexistent/tokens")), ["'/nonexistent/tokens'"]),
+        (KlawSettings(), ["No tokens", "KLAW_FLIGHT__TOKENS", "KLAW_FLIGHT__TOKENS_FILE"]),
+        (KlawSettings(flight={"tokens": " , "}), ["No tokens"]),
+        (
+            KlawSettings(flight={"tokens_file": Path("/nonexistent/tokens")}),
+            ["'/nonexistent/tokens'"],
+        ),
     ],
 )
 def test_no_tokens_is_refused(settings: KlawSettings, names: list[str]) -> None:
@@ -164,7 +165,7 @@ def test_no_tokens_is_refused(settings: KlawSettings, names: list[str]) -> None:
 def test_an_empty_token_file_without_fixed_tokens_is_refused(tmp_path: Path) -> None:
     (tmp_path / "tokens").write_text("# nobody yet\n")
     with pytest.raises(ConfigError) as info:
-        TokenSet.from_settings(KlawSettings(tokens_file=tmp_path / "tokens"))
+        TokenSet.from_settings(KlawSettings(flight={"tokens_file": tmp_path / "tokens"}))
     assert "holds none" in info.value.message
 
 

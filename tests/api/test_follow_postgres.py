@@ -80,7 +80,7 @@ def served(tmp_path: Path, url: str) -> Iterator[Served]:
     module = f"follow_pg_{tmp_path.name.replace('-', '_')}"
     (root / "klaw.toml").write_text(
         f'[project]\nname = "followpg"\nmodules = ["{module}.py"]\n'
-        f'[settings]\nmetadata_url = "{url}"\n'
+        f'[settings.metadata]\nurl = "{url}"\n'
     )
     (root / f"{module}.py").write_text(FLOWS)
     orchestrator = Orchestrator.open(root)

@@ -29,7 +29,7 @@ def klaw_server(cwd: Path, *args: str, **extra_env: str) -> ContextManager[Backg
 
 def test_serves_a_client_and_exits_0_on_sigterm(tmp_path: Path) -> None:
     root = write_project(tmp_path, "cli_server_flows")
-    with klaw_server(root, KLAW_TOKENS=f"{TOKEN},another-token-2") as server:
+    with klaw_server(root, KLAW_FLIGHT__TOKENS=f"{TOKEN},another-token-2") as server:
         line = server.first_line()
         assert line.startswith("Klaw server listening on grpc://127.0.0.1:"), line
         location = line.rsplit(" ", 1)[-1]
@@ -48,7 +48,7 @@ def test_serves_a_client_and_exits_0_on_sigterm(tmp_path: Path) -> None:
 def test_json_output_token_file_and_sigint(tmp_path: Path) -> None:
     root = write_project(tmp_path, "cli_server_json_flows")
     (root / "tokens.txt").write_text("# server tokens\nfile-token-3\n")
-    with klaw_server(root, "-o", "json", KLAW_TOKENS_FILE="tokens.txt") as server:
+    with klaw_server(root, "-o", "json", KLAW_FLIGHT__TOKENS_FILE="tokens.txt") as server:
         started = json.loads(server.first_line())
         assert started["project"] == "apiproj" and started["host"] == "127.0.0.1"
         assert started["listening"] == f"grpc://127.0.0.1:{started['port']}"
@@ -63,7 +63,7 @@ def test_json_output_token_file_and_sigint(tmp_path: Path) -> None:
 def test_refuses_to_start_without_tokens(tmp_path: Path) -> None:
     root = write_project(tmp_path, "cli_server_no_tokens")
     result = klaw(root, "server", "--port", "0")
-    assert_error(result, 2, "No tokens", "KLAW_TOKENS", "KLAW_TOKENS_FILE")
+    assert_error(result, 2, "No tokens", "KLAW_FLIGHT__TOKENS", "KLAW_FLIGHT__TOKENS_FILE")
     assert "listening" not in result.stdout
 
 
@@ -75,8 +75,8 @@ def test_refuses_to_start_on_a_metadata_schema_to_upgrade(tmp_path: Path) -> Non
         root = write_project(tmp_path, "cli_server_postgres")
         url = f"{POSTGRES}?options=-csearch_path%3D{schema}"
         toml = root / "klaw.toml"
-        toml.write_text(toml.read_text() + f'[settings]\nmetadata_url = "{url}"\n')
-        with klaw_server(root, KLAW_TOKENS=TOKEN) as server:
+        toml.write_text(toml.read_text() + f'[settings.metadata]\nurl = "{url}"\n')
+        with klaw_server(root, KLAW_FLIGHT__TOKENS=TOKEN) as server:
             code, out, err = server.proc.wait(timeout=WAIT), *server.proc.communicate(timeout=WAIT)
         assert code == 2, err
         assert "klaw db upgrade" in " ".join(err.split()) and "Traceback" not in err
@@ -129,7 +129,7 @@ def test_a_run_survives_kill_9_of_the_server(tmp_path: Path) -> None:
         '[project]\nname = "crashproj"\nmodules = ["server_crash_flows.py"]\n'
     )
     (root / "server_crash_flows.py").write_text(CRASH_FLOWS)
-    with klaw_server(root, "-o", "json", KLAW_TOKENS=TOKEN) as server:
+    with klaw_server(root, "-o", "json", KLAW_FLIGHT__TOKENS=TOKEN) as server:
         location = json.loads(server.first_line())["listening"]
         with Client(location, token=TOKEN) as client:
             run = client.submit("crashy", wait=False)
@@ -141,7 +141,7 @@ def test_a_run_survives_kill_9_of_the_server(tmp_path: Path) -> None:
                 assert time.monotonic() < deadline, "stage second did not start"
                 time.sleep(0.05)
         server.kill()  # SIGKILL: no shutdown of any kind
-    with klaw_server(root, "-o", "json", KLAW_TOKENS=TOKEN) as server:
+    with klaw_server(root, "-o", "json", KLAW_FLIGHT__TOKENS=TOKEN) as server:
         started = json.loads(server.first_line())
         assert started["recovered"] == [run.run_id]
         with Client(started["listening"], token=TOKEN) as client:

@@ -33,7 +33,7 @@ def test_postgres_metadata_needs_an_upgrade_then_records_runs(
 ) -> None:
     klaw(tmp_path, "init", ".")
     toml = tmp_path / "klaw.toml"
-    toml.write_text(toml.read_text() + f'metadata_url = "{schema_url}"\n')
+    toml.write_text(toml.read_text() + f'[settings.metadata]\nurl = "{schema_url}"\n')
     assert_error(klaw(tmp_path, "run", "example"), 2, "klaw db upgrade")
     assert klaw(tmp_path, "db", "upgrade").returncode == 0
     ran = klaw(tmp_path, "run", "example", "-o", "json")

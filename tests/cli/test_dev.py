@@ -78,7 +78,9 @@ def test_dev_serves_both_with_one_token_and_reloads(dev: Dev, project: Path) -> 
 
 
 def test_configured_tokens_are_used_instead_of_a_dev_token(project: Path) -> None:
-    running = Dev(project, {"KLAW_TOKENS": "flight-token", "KLAW_API_TOKENS": "admin:api-token"})
+    running = Dev(
+        project, {"KLAW_FLIGHT__TOKENS": "flight-token", "KLAW_HTTP__TOKENS": "admin:api-token"}
+    )
     try:
         assert running.info["token"] is None
         answer = httpx.get(

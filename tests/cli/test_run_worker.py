@@ -75,7 +75,7 @@ time.sleep(3600)
 @pytest.fixture
 def dev(tmp_path: Path) -> Iterator[Dev]:
     root = write_project(tmp_path / "isolated", {"worker_flows": FLOWS}, name="isolated")
-    running = Dev(root, {"KLAW_RUN_MEMORY_LIMIT": "600MiB"})
+    running = Dev(root, {"KLAW_EXECUTOR__RUN_MEMORY_LIMIT": "600MiB"})
     try:
         yield running
     finally:
@@ -154,7 +154,7 @@ def test_bad_input_is_refused_by_the_worker_with_its_own_error(dev: Dev) -> None
 def test_a_module_that_raises_or_hangs_at_import_is_reported(tmp_path: Path) -> None:
     modules = {"good_flows": FLOWS, "raising_flows": RAISES, "hanging_flows": HANGS}
     root = write_project(tmp_path / "imports", modules, name="imports")
-    dev = Dev(root, {"KLAW_DEFINITION_LOAD_TIMEOUT": "3"})
+    dev = Dev(root, {"KLAW_EXECUTOR__DEFINITION_LOAD_TIMEOUT": "3"})
     try:
         assert "ok" in dev.workflows()  # the good module's workflows are served
         errors = "".join(dev.stderr)

@@ -1,4 +1,4 @@
-"""A project whose lake's data is in object storage (``KLAW_LAKE_DATA=s3://...``), run by the
+"""A project whose lake's data is in object storage (``KLAW_LAKE__DATA=s3://...``), run by the
 real ``klaw`` executable against moto's S3 API on loopback: runs, resumes that read a snapshot
 back, the process executor writing from its workers, and the start check that refuses to run
 (exit 2, no traceback) when the bucket or the credentials are wrong."""
@@ -25,7 +25,7 @@ NO_AWS = {  # no credentials of this machine's AWS set-up may leak into a test
 
 
 def lake_env(s3: MotoS3, bucket: str, **extra: str) -> dict[str, str]:
-    return {**NO_AWS, **s3.env(), "KLAW_LAKE_DATA": f"s3://{bucket}/lake", **extra}
+    return {**NO_AWS, **s3.env(), "KLAW_LAKE__DATA": f"s3://{bucket}/lake", **extra}
 
 
 @pytest.mark.slow
@@ -98,7 +98,7 @@ def test_a_missing_bucket_stops_klaw_api_and_klaw_dev_before_they_serve(
     tmp_path: Path, moto_s3: MotoS3
 ) -> None:
     project = write_project(tmp_path, {"two": TWO_STAGES})
-    settings = lake_env(moto_s3, "no-such-bucket", KLAW_API_TOKENS="admin:t")
+    settings = lake_env(moto_s3, "no-such-bucket", KLAW_HTTP__TOKENS="admin:t")
     api = Background(project, "api", "--port", "0", extra_env=settings).finish()
     dev = Background(project, "dev", "--port", "0", "--api-port", "0", extra_env=settings)
     for result in (api, dev.finish()):
@@ -111,12 +111,14 @@ def test_wrong_credentials_stop_klaw_run_and_klaw_server_without_showing_the_sec
     tmp_path: Path, moto_s3: MotoS3, s3_bucket: str
 ) -> None:
     project = write_project(tmp_path, {"two": TWO_STAGES})
-    wrong = lake_env(moto_s3, s3_bucket, KLAW_S3_KEY_ID="AKIAWRONGKEY", KLAW_TOKENS="t")
+    wrong = lake_env(
+        moto_s3, s3_bucket, KLAW_LAKE__S3__KEY_ID="AKIAWRONGKEY", KLAW_FLIGHT__TOKENS="t"
+    )
     with enforcing_credentials(moto_s3):
         ran = klaw(project, "run", "two", extra_env=wrong)
         served = Background(project, "server", "--port", "0", extra_env=wrong).finish()
     for result in (ran, served):
-        assert_error(result, 2, "access denied", f"s3://{s3_bucket}/lake", "KLAW_S3_KEY_ID")
+        assert_error(result, 2, "access denied", f"s3://{s3_bucket}/lake", "KLAW_LAKE__S3__KEY_ID")
         assert SECRET not in result.stdout + result.stderr
     assert not (project / "a.count").exists()
 
@@ -127,7 +129,7 @@ def test_the_aws_variables_are_the_fallback(
     project = write_project(tmp_path, {"two": TWO_STAGES})
     settings = {
         **NO_AWS,
-        "KLAW_LAKE_DATA": f"s3://{s3_bucket}/lake",
+        "KLAW_LAKE__DATA": f"s3://{s3_bucket}/lake",
         "AWS_ENDPOINT_URL": moto_s3.endpoint,
         "AWS_ACCESS_KEY_ID": "awskey",
         "AWS_SECRET_ACCESS_KEY": SECRET,

@@ -1,5 +1,5 @@
 """``klaw tokens create|list|revoke`` on a real project, and the tokens used against a real
-``klaw api`` process that has no KLAW_API_TOKENS: accepted with their role, refused (401)
+``klaw api`` process that has no KLAW_HTTP__TOKENS: accepted with their role, refused (401)
 once revoked or expired. The secret is printed once and never listed."""
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def test_bad_input_exits_2_with_a_clear_message(
 def test_stored_tokens_against_a_real_klaw_api(project: Path) -> None:
     refused = klaw(project, "api", "--port", "0")
     assert refused.returncode == 2, str(refused)
-    assert "KLAW_API_TOKENS" in refused.out and "klaw tokens create" in refused.out
+    assert "KLAW_HTTP__TOKENS" in refused.out and "klaw tokens create" in refused.out
 
     def make(role: str, *extra: str) -> str:
         made = klaw(

@@ -151,7 +151,7 @@ class Harness:
         )
         leases = None
         if lease_ttl is not None:  # workers renew leases in this harness's database
-            settings = KlawSettings(metadata_url=f"sqlite:///{self.metadata.path}")
+            settings = KlawSettings(metadata={"url": f"sqlite:///{self.metadata.path}"})
             leases = LeaseKeeper(MetadataFactory(settings), lease_ttl)
         executor = RayExecutor(self.lake, max_workers, leases=leases)
         plan = make_plan(build_graph(workflow), selection)
@@ -365,7 +365,7 @@ def test_unreachable_address_is_a_config_error(h: Harness) -> None:
     with pytest.raises(ConfigError, match=r"127\.0\.0\.1:1") as info:
         executor.open(lambda _: None, ValueStore())
     assert time.monotonic() - started < 10
-    assert "KLAW_RAY_ADDRESS" in str(info.value)
+    assert "KLAW_EXECUTOR__RAY_ADDRESS" in str(info.value)
 
 
 def test_a_reachable_address_joins_without_stopping_the_cluster(h: Harness) -> None:

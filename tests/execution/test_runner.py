@@ -211,7 +211,7 @@ def test_reading_inputs_has_its_own_bound(
         assert attempt.error is not None
         assert attempt.error.startswith("timed out loading inputs: stage 'quick'")
         assert "asset 'slow_source' (snapshot 1)" in attempt.error
-        assert "KLAW_STAGE_IO_TIMEOUT" in attempt.error
+        assert "KLAW_EXECUTOR__STAGE_IO_TIMEOUT" in attempt.error
     finally:
         o.close()
 

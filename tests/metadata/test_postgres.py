@@ -96,7 +96,7 @@ def test_constructor_never_connects_and_errors_hide_the_password() -> None:
     message = str(info.value)
     assert "postgresql://klaw:***@127.0.0.1:1/nowhere" in message
     assert "s3cret" not in message
-    assert "KLAW_METADATA_URL" in message
+    assert "KLAW_METADATA__URL" in message
 
 
 @pytest.mark.parametrize(

@@ -34,7 +34,7 @@ def test_klaw_toml_found_from_a_subfolder(tmp_path: Path) -> None:
         tmp_path,
         {
             "klaw.toml": '[project]\nname = "p"\nmodules = ["flows_a"]\n'
-            "[settings]\nmax_workers = 3\n",
+            "[settings.executor]\nmax_workers = 3\n",
             "flows_a.py": WORKFLOW.format(name="a"),
             "sub/deeper/x.txt": "",
         },
@@ -42,7 +42,7 @@ def test_klaw_toml_found_from_a_subfolder(tmp_path: Path) -> None:
     project = find_project(tmp_path / "sub" / "deeper")
     assert project.root == tmp_path and project.name == "p"
     assert list(load_workflows(project)) == ["a"]
-    assert load_settings(project.settings).max_workers == 3
+    assert load_settings(project.settings).executor.max_workers == 3
 
 
 def test_pyproject_tool_klaw(tmp_path: Path) -> None:
@@ -122,31 +122,40 @@ def test_missing_module(tmp_path: Path) -> None:
 
 
 def test_settings_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert load_settings({"max_workers": 2}).max_workers == 2
-    with pytest.raises(ConfigError, match="max_workers"):
-        load_settings({"max_workers": 0})
-    monkeypatch.setenv("KLAW_MAX_WORKERS", "5")
-    assert load_settings({"max_workers": 2}).max_workers == 5  # env beats file
-    assert load_settings({"max_workers": 2}, max_workers=7).max_workers == 7  # flag beats env
+    file = {"executor": {"max_workers": 2}}
+    assert load_settings(file).executor.max_workers == 2
+    with pytest.raises(ConfigError, match="executor.max_workers"):
+        load_settings({"executor": {"max_workers": 0}})
+    monkeypatch.setenv("KLAW_EXECUTOR__MAX_WORKERS", "5")
+    assert load_settings(file).executor.max_workers == 5  # env beats file
+    assert load_settings(file, max_workers=7).executor.max_workers == 7  # flag beats env
     with pytest.raises(ConfigError, match="Unknown setting"):
         load_settings({"max_wokers": 1})
+    with pytest.raises(ConfigError, match=r"executor.max_wokers: no such setting"):
+        load_settings({"executor": {"max_wokers": 1}})
 
 
 def test_s3_settings_fall_back_to_the_aws_variables(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("KLAW_S3_KEY_ID", "KLAW_S3_SECRET", "KLAW_S3_REGION", "AWS_DEFAULT_REGION"):
+    for name in (
+        "KLAW_LAKE__S3__KEY_ID",
+        "KLAW_LAKE__S3__SECRET",
+        "KLAW_LAKE__S3__REGION",
+        "AWS_DEFAULT_REGION",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "aws-key")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws-secret")
     monkeypatch.setenv("AWS_REGION", "eu-west-1")
-    settings = load_settings({"s3_url_style": "vhost"})  # klaw.toml keys are the field names
-    assert (settings.s3_key_id, settings.s3_region, settings.s3_url_style) == (
+    settings = load_settings({"lake": {"s3": {"url_style": "vhost"}}})
+    s3 = settings.lake.s3
+    assert (s3.key_id, s3.region, s3.url_style) == (
         "aws-key",
         "eu-west-1",
         "vhost",
     )
-    assert settings.s3_secret is not None and "aws-secret" not in repr(settings)
-    monkeypatch.setenv("KLAW_S3_KEY_ID", "klaw-key")  # KLAW_S3_* beat AWS_*
-    assert load_settings({}).s3_key_id == "klaw-key"
-    assert load_settings({}, s3_key_id="flag-key").s3_key_id == "flag-key"
-    with pytest.raises(ConfigError, match="s3_url_style"):
-        load_settings({"s3_url_style": "sideways"})
+    assert s3.secret is not None and "aws-secret" not in repr(settings)
+    monkeypatch.setenv("KLAW_LAKE__S3__KEY_ID", "klaw-key")  # KLAW_LAKE__S3__* beat AWS_*
+    assert load_settings({}).lake.s3.key_id == "klaw-key"
+    assert load_settings({}, s3_key_id="flag-key").lake.s3.key_id == "flag-key"
+    with pytest.raises(ConfigError, match="lake.s3.url_style"):
+        load_settings({"lake": {"s3": {"url_style": "sideways"}}})

@@ -112,7 +112,7 @@ def _owner(root: Path, executor: str, env: dict[str, str] | None = None) -> subp
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "KLAW_LEASE_TTL": "3", **(env or {})},
+        env={**os.environ, "KLAW_EXECUTOR__LEASE_TTL": "3", **(env or {})},
     )
 
 

@@ -61,7 +61,7 @@ def test_a_full_disk_fails_the_commit_and_loses_nothing(tmp_path: Path, small_di
     (root / "klaw.toml").write_text('[project]\nname = "full"\nmodules = ["flows.py"]\n')
     (root / "flows.py").write_text(FLOWS)
     lake = small_disk / "lake"
-    env = {"KLAW_LAKE_DATA": str(lake)}
+    env = {"KLAW_LAKE__DATA": str(lake)}
 
     first = klaw(root, "run", "fills", "-o", "json", extra_env=env)
     assert first.returncode == 0, first

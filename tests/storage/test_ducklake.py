@@ -202,7 +202,7 @@ def test_another_data_path_than_the_catalogs_is_refused_with_what_to_set(tmp_pat
     with DuckLakeAssetStore(tmp_path / "lake.sqlite", tmp_path / "a") as store:
         commit(store, "orders", ints(1))
     other = DuckLakeAssetStore(tmp_path / "lake.sqlite", tmp_path / "b")
-    with other, pytest.raises(StorageError, match="KLAW_LAKE_DATA") as info:
+    with other, pytest.raises(StorageError, match="KLAW_LAKE__DATA") as info:
         other.read("orders")
     assert str(tmp_path / "a") in str(info.value)
     with DuckLakeAssetStore(tmp_path / "lake.sqlite", tmp_path / "a") as store:

@@ -134,11 +134,13 @@ def test_no_credentials_anywhere_is_named(
     with pytest.raises(ConfigError) as info:
         check_object_store(f"s3://{s3_bucket}/lake", chain)
     assert "No S3 credentials found" in str(info.value)
-    assert "KLAW_S3_KEY_ID" in str(info.value)
+    assert "KLAW_LAKE__S3__KEY_ID" in str(info.value)
 
 
 def test_half_a_key_is_refused() -> None:
-    with pytest.raises(ConfigError, match="KLAW_S3_KEY_ID is set but KLAW_S3_SECRET is not"):
+    with pytest.raises(
+        ConfigError, match="KLAW_LAKE__S3__KEY_ID is set but KLAW_LAKE__S3__SECRET is not"
+    ):
         ObjectStore.configure(key_id="abc")
 
 

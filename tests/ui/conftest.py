@@ -85,7 +85,7 @@ def dev_server(root: Path, extra_env: dict[str, str] | None, token: str | None) 
 @pytest.fixture(scope="session")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """``klaw dev`` with an admin and a viewer token configured."""
-    tokens = {"KLAW_TOKENS": ADMIN, "KLAW_API_TOKENS": f"admin:{ADMIN},viewer:{VIEWER}"}
+    tokens = {"KLAW_FLIGHT__TOKENS": ADMIN, "KLAW_HTTP__TOKENS": f"admin:{ADMIN},viewer:{VIEWER}"}
     with dev_server(tmp_path_factory.mktemp("ui"), tokens, ADMIN) as served:
         yield served
 

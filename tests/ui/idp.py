@@ -36,12 +36,12 @@ class Idp:
     def settings(self) -> dict[str, str]:
         """The KLAW_* settings of a Klaw that signs in here."""
         return {
-            "KLAW_OIDC_ISSUER": self.url,
-            "KLAW_OIDC_AUDIENCE": AUDIENCE,
-            "KLAW_OIDC_JWKS_URL": f"{self.url}/jwks",
-            "KLAW_OIDC_CLIENT_ID": CLIENT,
-            "KLAW_OIDC_AUTHORIZE_URL": f"{self.url}/authorize",
-            "KLAW_OIDC_TOKEN_URL": f"{self.url}/token",
+            "KLAW_HTTP__OIDC__ISSUER": self.url,
+            "KLAW_HTTP__OIDC__AUDIENCE": AUDIENCE,
+            "KLAW_HTTP__OIDC__JWKS_URL": f"{self.url}/jwks",
+            "KLAW_HTTP__OIDC__CLIENT_ID": CLIENT,
+            "KLAW_HTTP__OIDC__AUTHORIZE_URL": f"{self.url}/authorize",
+            "KLAW_HTTP__OIDC__TOKEN_URL": f"{self.url}/token",
         }
 
     def token(self) -> str:

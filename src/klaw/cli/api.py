@@ -16,26 +16,26 @@ from klaw.cli.serving import ServingHost, StopSignals
 def api(
     host: Annotated[
         str | None,
-        typer.Option("--host", help="Address to listen on (default 127.0.0.1; KLAW_API_HOST)."),
+        typer.Option("--host", help="Address to listen on (default 127.0.0.1; KLAW_HTTP__HOST)."),
     ] = None,
     port: Annotated[
         int | None,
         typer.Option(
-            "--port", min=0, max=65535, help="Port (default 8080; 0: any free; KLAW_API_PORT)."
+            "--port", min=0, max=65535, help="Port (default 8080; 0: any free; KLAW_HTTP__PORT)."
         ),
     ] = None,
     output: OutputOpt = Format.TABLE,
 ) -> None:
     """Serve the project's HTTP API (/api/v1, /openapi.json) until SIGINT or SIGTERM.
 
-    Accepts the tokens of KLAW_API_TOKENS="role:token,role:token" (roles: viewer, operator,
-    approver, admin), those made with `klaw tokens create`, and JWTs of KLAW_OIDC_ISSUER; it
+    Accepts the tokens of KLAW_HTTP__TOKENS="role:token,role:token" (roles: viewer, operator,
+    approver, admin), those made with `klaw tokens create`, and JWTs of KLAW_HTTP__OIDC__ISSUER; it
     refuses to start with none of them. Clients send one as 'Authorization: Bearer <token>'.
     """
     orch = STATE.orchestrator(api_host=host, api_port=port)
     settings = orch.settings
     with StopSignals() as stop:
-        serving = ServingHost(orch, http=(settings.api_host, settings.api_port))
+        serving = ServingHost(orch, http=(settings.http.host, settings.http.port))
         try:
             serving.start()
             assert serving.http_url is not None
@@ -44,7 +44,7 @@ def api(
                     {
                         "listening": serving.http_url,
                         "ui": f"{serving.http_url}/login",
-                        "host": settings.api_host,
+                        "host": settings.http.host,
                         "port": int(serving.http_url.rsplit(":", 1)[1]),
                         "project": orch.project.name,
                     }

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TextIO
 
 import typer
 
@@ -162,6 +163,7 @@ def register_commands(argv: list[str]) -> None:
 
 def run_app() -> None:
     register_commands(sys.argv[1:])
+    warnings.showwarning = _show_warning
     try:
         code = app(standalone_mode=False)  # returns the code of `raise typer.Exit(n)`
         if isinstance(code, int) and code:
@@ -188,6 +190,24 @@ def run_app() -> None:
             STATE._backend.close()
         if STATE._orchestrator is not None:
             STATE._orchestrator.close()
+
+
+_show_python_warning = warnings.showwarning
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """A deprecated setting is the user's to fix: one line naming it, no source location."""
+    if category.__name__ == "SettingDeprecationWarning":
+        sys.stderr.write(f"warning: {message}\n")
+        return
+    _show_python_warning(message, category, filename, lineno, file, line)
 
 
 def _click_exception() -> type[Any] | None:

@@ -17,7 +17,6 @@ Every ``klaw`` command that acts on a project builds a typed command
 from __future__ import annotations
 
 import abc
-import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, Protocol, TypeVar, cast
 
@@ -91,11 +90,15 @@ def open_backend(
     """The Flight backend when a server is given, the HTTP one when an API URL is, else the
     local one. Both at once is a ConfigError."""
     one_remote(server, url)
+    if not (server or url):
+        return LocalBackend(orchestrator)
+    from klaw.settings import load_client_settings
+
+    secret = load_client_settings().token
+    token = secret.get_secret_value() if secret is not None else None
     if server:
-        return RemoteBackend(server, os.environ.get(TOKEN_ENV) or None)
-    if url:
-        return HttpBackend(url, os.environ.get(TOKEN_ENV) or None)
-    return LocalBackend(orchestrator)
+        return RemoteBackend(server, token or None)
+    return HttpBackend(url or "", token or None)
 
 
 def one_remote(server: str | None, url: str | None) -> None:
@@ -288,7 +291,7 @@ class FollowingBackend(abc.ABC):
 class RemoteBackend(FollowingBackend):
     """Commands sent to a ``klaw server`` over Arrow Flight."""
 
-    TOKENS = "KLAW_TOKENS or KLAW_TOKENS_FILE"
+    TOKENS = "KLAW_FLIGHT__TOKENS or KLAW_FLIGHT__TOKENS_FILE"
 
     def _connect(self) -> Client:
         from klaw.api.flight.client import Client
@@ -304,7 +307,7 @@ class HttpBackend(FollowingBackend):
     """Commands sent to a Klaw HTTP API (``klaw api``, ``klaw dev``)."""
 
     PEER = "API"
-    TOKENS = "KLAW_API_TOKENS or `klaw tokens create`"
+    TOKENS = "KLAW_HTTP__TOKENS or `klaw tokens create`"
 
     def _connect(self) -> HttpClient:
         from klaw.api.http.client import HttpClient

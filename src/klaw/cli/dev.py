@@ -40,9 +40,10 @@ def dev(
     """Serve the project on 127.0.0.1 for development until Ctrl-C or SIGTERM.
 
     Starts the Flight server, the HTTP API, the cron triggers and run recovery. With no
-    tokens configured (KLAW_TOKENS, KLAW_TOKENS_FILE, KLAW_API_TOKENS) it makes a development
-    token, accepted by both with the admin role, and prints it. Workflow definitions reload
-    when the project's .py, .sql or .yaml files change; runs in progress keep theirs.
+    tokens configured (KLAW_FLIGHT__TOKENS, KLAW_FLIGHT__TOKENS_FILE, KLAW_HTTP__TOKENS) it
+    makes a development token, accepted by both with the admin role, and prints it. Workflow
+    definitions reload when the project's .py, .sql or .yaml files change; runs in progress
+    keep theirs.
     """
     token = _dev_token()
     flags: dict[str, object] = {
@@ -58,8 +59,8 @@ def dev(
     with StopSignals() as stop:
         serving = ServingHost(
             orch,
-            flight=(LOOPBACK, settings.server_port),
-            http=(LOOPBACK, settings.api_port),
+            flight=(LOOPBACK, settings.flight.port),
+            http=(LOOPBACK, settings.http.port),
             recover=True,
             triggers=True,
             reload=True,
@@ -82,7 +83,7 @@ def _dev_token() -> str | None:
     from klaw.settings import load_settings
 
     configured = load_settings(find_project(STATE.project).settings)
-    if configured.tokens or configured.tokens_file or configured.api_tokens:
+    if configured.flight.tokens or configured.flight.tokens_file or configured.http.tokens:
         return None
     return secrets.token_urlsafe(32)
 
@@ -126,7 +127,7 @@ def _announce(
         if token is not None:
             lines.append(f"  Token:  {token}   (development only: export KLAW_TOKEN=...)")
         else:
-            lines.append("  Token:  the configured ones (KLAW_TOKENS / KLAW_API_TOKENS)")
+            lines.append("  Token:  the configured ones (KLAW_FLIGHT__TOKENS / KLAW_HTTP__TOKENS)")
         if recovered:
             lines.append(f"  Recovered runs: {', '.join(recovered)}")
         sys.stdout.write("\n".join(lines) + "\n")

@@ -13,7 +13,9 @@ modules = ["workflows.example"]
 
 [settings]
 # home = ".klaw"          # metadata and lake live here
-# executor = "thread"     # or "process"
+
+[settings.executor]
+# kind = "thread"         # or "process", "ray"
 # max_workers = 8
 """
 

@@ -16,26 +16,27 @@ from klaw.cli.serving import ServingHost, StopSignals
 def server(
     host: Annotated[
         str | None,
-        typer.Option("--host", help="Address to listen on (default 127.0.0.1; KLAW_SERVER_HOST)."),
+        typer.Option("--host", help="Address to listen on (default 127.0.0.1; KLAW_FLIGHT__HOST)."),
     ] = None,
     port: Annotated[
         int | None,
         typer.Option(
-            "--port", min=0, max=65535, help="Port (default 8815; 0: any free; KLAW_SERVER_PORT)."
+            "--port", min=0, max=65535, help="Port (default 8815; 0: any free; KLAW_FLIGHT__PORT)."
         ),
     ] = None,
     output: OutputOpt = Format.TABLE,
 ) -> None:
     """Serve the project over Arrow Flight until SIGINT or SIGTERM.
 
-    Needs tokens: KLAW_TOKENS (comma-separated) or KLAW_TOKENS_FILE (one a line, re-read
-    when it changes). Clients send one as 'authorization: Bearer <token>'. On start it takes
-    over the runs a dead server left, and fires the project's cron schedules while it runs.
+    Needs tokens: KLAW_FLIGHT__TOKENS (comma-separated) or KLAW_FLIGHT__TOKENS_FILE (one a
+    line, re-read when it changes). Clients send one as 'authorization: Bearer <token>'. On
+    start it takes over the runs a dead server left, and fires the project's cron schedules
+    while it runs.
     """
     orch = STATE.orchestrator(server_host=host, server_port=port)
     settings = orch.settings
     with StopSignals() as stop:
-        at = (settings.server_host, settings.server_port)
+        at = (settings.flight.host, settings.flight.port)
         serving = ServingHost(orch, flight=at, recover=True, triggers=True)
         try:
             serving.start()  # takes over the runs a dead server left; schedules fire
@@ -45,7 +46,7 @@ def server(
                 emit_json(
                     {
                         "listening": serving.flight.location,
-                        "host": settings.server_host,
+                        "host": settings.flight.host,
                         "port": serving.flight.port,
                         "project": orch.project.name,
                         "recovered": recovered,

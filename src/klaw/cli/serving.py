@@ -77,25 +77,18 @@ def bound_port(server: object, thread: threading.Thread) -> int:
     return port
 
 
-def split_list(text: str) -> list[str]:
-    """The parts of a comma-separated setting."""
-    return [part.strip() for part in text.split(",") if part.strip()]
-
-
 def api_authenticator(orch: Orchestrator) -> ChainAuthenticator:
-    """Static tokens (KLAW_API_TOKENS), then stored tokens, then OIDC JWTs (when configured).
+    """Static tokens (KLAW_HTTP__TOKENS), then stored tokens, then OIDC JWTs (when configured).
     ConfigError when no way in exists: no static token, no live stored token, no issuer."""
     from klaw.api.http import StaticTokenAuthenticator
     from klaw.api.http.tokens import ChainAuthenticator, StoredTokenAuthenticator
     from klaw.service.tokens import has_live_token
 
     settings = orch.settings
-    static = StaticTokenAuthenticator.parse(
-        settings.api_tokens.get_secret_value() if settings.api_tokens else ""
-    )
+    static = StaticTokenAuthenticator.parse([t.get_secret_value() for t in settings.http.tokens])
     chain: list[Authenticator] = [static] if len(static) else []
     chain.append(StoredTokenAuthenticator(orch.metadata))
-    if settings.oidc_issuer:
+    if settings.http.oidc.issuer:
         from klaw.api.http.oidc import JwtAuthenticator
 
         jwt_auth = JwtAuthenticator.from_settings(settings)
@@ -103,11 +96,11 @@ def api_authenticator(orch: Orchestrator) -> ChainAuthenticator:
             chain.append(jwt_auth)
     elif not len(static) and not has_live_token(orch.metadata):
         raise ConfigError(
-            "No API tokens: KLAW_API_TOKENS is not set and the metadata database holds no live "
+            "No API tokens: KLAW_HTTP__TOKENS is not set and the metadata database holds no live "
             "token; the API would refuse every call.",
             hint="Make a token with `klaw tokens create --role admin --name NAME`, or set "
-            "KLAW_API_TOKENS=admin:<token>[,viewer:<token>...] (or KLAW_OIDC_ISSUER and "
-            "KLAW_OIDC_AUDIENCE to accept JWTs).",
+            "KLAW_HTTP__TOKENS=admin:<token>[,viewer:<token>...] (or KLAW_HTTP__OIDC__ISSUER and "
+            "KLAW_HTTP__OIDC__AUDIENCE to accept JWTs).",
         )
     return ChainAuthenticator(chain)
 
@@ -195,8 +188,8 @@ class ServingHost:
         self.web = create_app(
             self.orch,
             api_authenticator(self.orch),
-            allowed_hosts=split_list(settings.api_allowed_hosts),
-            cors_origins=split_list(settings.api_cors_origins),
+            allowed_hosts=settings.http.allowed_hosts,
+            cors_origins=settings.http.cors_origins,
             logins=self.logins,
         )
         self._uvicorn = uvicorn.Server(
@@ -205,7 +198,7 @@ class ServingHost:
                 host=host,
                 port=port,
                 log_level="warning",
-                timeout_graceful_shutdown=max(1, int(settings.stop_grace)),
+                timeout_graceful_shutdown=max(1, int(settings.executor.stop_grace)),
             )
         )
         # uvicorn off the main thread installs no signal handlers; the main thread waits
@@ -215,7 +208,7 @@ class ServingHost:
         self.http_url = f"http://{where}:{bound_port(self._uvicorn, self._thread)}"
 
     def stop(self) -> None:
-        grace = self.orch.settings.stop_grace
+        grace = self.orch.settings.executor.stop_grace
         if self._watcher is not None:
             self._watcher.stop()
         if self._ticker is not None:

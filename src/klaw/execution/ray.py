@@ -285,7 +285,8 @@ def _connect(address: str | None) -> bool:
     except Exception as exc:
         raise ConfigError(
             f"Could not join the Ray cluster at {address!r}: {type(exc).__name__}: {exc}",
-            hint="Check KLAW_RAY_ADDRESS (host:port of the head's GCS, usually port 6379).",
+            hint="Check KLAW_EXECUTOR__RAY_ADDRESS (host:port of the head's GCS, usually port "
+            "6379).",
         ) from None
     return True
 
@@ -299,14 +300,15 @@ def _check_reachable(address: str) -> None:
     if not host or not port.isdigit():
         raise ConfigError(
             f"Ray address {address!r} is not host:port.",
-            hint="Set KLAW_RAY_ADDRESS to the head node's host:port, e.g. 10.0.0.5:6379.",
+            hint="Set KLAW_EXECUTOR__RAY_ADDRESS to the head node's host:port, e.g. 10.0.0.5:6379.",
         )
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=_CONNECT_TIMEOUT).close()
     except OSError as exc:
         raise ConfigError(
             f"Cannot reach the Ray cluster at {address!r}: {exc.strerror or exc}.",
-            hint="Start the cluster (`ray start --head`) or fix KLAW_RAY_ADDRESS; unset it to "
+            hint="Start the cluster (`ray start --head`) or fix KLAW_EXECUTOR__RAY_ADDRESS; "
+            "unset it to "
             "run stages on a local Ray.",
         ) from None
 

@@ -381,7 +381,7 @@ class Runner:
             return (
                 f"timed out committing asset {stage.asset_key!r}: stage {stage.name!r} was still "
                 f"storing its snapshot after {io:g} s (the stage_io_timeout setting, "
-                "KLAW_STAGE_IO_TIMEOUT); its own timeout covers only its function"
+                "KLAW_EXECUTOR__STAGE_IO_TIMEOUT); its own timeout covers only its function"
             )
         reading = [
             f"asset {i.ref.key!r} (snapshot {i.ref.snapshot})"
@@ -392,7 +392,7 @@ class Runner:
         return (
             f"timed out loading inputs: stage {stage.name!r} was still reading "
             f"{', '.join(reading) or 'its inputs'} after {io:g} s (the stage_io_timeout "
-            "setting, KLAW_STAGE_IO_TIMEOUT); its own timeout covers only its function"
+            "setting, KLAW_EXECUTOR__STAGE_IO_TIMEOUT); its own timeout covers only its function"
         )
 
     def _io_metrics(self, outcome: Outcome) -> None:

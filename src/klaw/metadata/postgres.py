@@ -74,7 +74,7 @@ class PostgresMetadataStore(SqlMetadataStore):
         Fault.LOCKED: "another session held a lock this write needed (see pg_locks, "
         "pg_stat_activity); retry",
         Fault.UNREACHABLE: "check that Postgres is running and reachable, and that the metadata "
-        "URL (KLAW_METADATA_URL) names the right host, database and user",
+        "URL (KLAW_METADATA__URL) names the right host, database and user",
         Fault.OTHER: "check that the database holds a Klaw metadata schema and the user may write",
     }
     RETRIABLE: ClassVar[frozenset[Fault]] = frozenset({Fault.LOCKED, Fault.UNREACHABLE})

@@ -63,7 +63,7 @@ class RunControl:
 
     def heartbeat(self, lease: Lease) -> float:
         """Renew an attempt's lease; the new expiry. ``StaleAttemptError`` once it is fenced."""
-        until = time.time() + self._orch.settings.lease_ttl
+        until = time.time() + self._orch.settings.executor.lease_ttl
         if self._orch.metadata.renew_leases([lease], until):
             raise StaleAttemptError(
                 f"Stage {lease.stage!r} attempt {lease.attempt} of run {lease.run_id} lost its "

@@ -46,7 +46,7 @@ def check_modules(project: Project, timeout: float) -> dict[str, KlawError]:
                     f"Workflow module {name!r} did not finish importing within {timeout:g} s; "
                     "its workflows are not loaded.",
                     hint="Look for what it waits on at import (a network call, a lock, input()"
-                    "); KLAW_DEFINITION_LOAD_TIMEOUT sets the limit.",
+                    "); KLAW_EXECUTOR__DEFINITION_LOAD_TIMEOUT sets the limit.",
                 )
                 continue
             kind, value = mine.recv()
@@ -114,7 +114,7 @@ class DefinitionsHost:
         """Check every module's import, then start the host on those that passed; this host.
         ConfigError (a duplicate workflow name, say) when the project cannot be loaded."""
         with self._lock:
-            errors = check_modules(self._project, self._settings.definition_load_timeout)
+            errors = check_modules(self._project, self._settings.executor.definition_load_timeout)
             self._spawn(errors)
         return self
 
@@ -129,12 +129,13 @@ class DefinitionsHost:
         )
         child.start()
         theirs.close()
-        wait = self._settings.definition_load_timeout * max(1, len(self._project.modules))
+        wait = self._settings.executor.definition_load_timeout * max(1, len(self._project.modules))
         try:
             if not mine.poll(wait):
                 raise ProjectImportError(
                     f"The project's workflows did not finish loading within {wait:g} s.",
-                    hint="KLAW_DEFINITION_LOAD_TIMEOUT sets how long each module may take.",
+                    hint="KLAW_EXECUTOR__DEFINITION_LOAD_TIMEOUT sets how long each module may "
+                    "take.",
                 )
             kind, value = mine.recv()
         except EOFError:
@@ -162,7 +163,7 @@ class DefinitionsHost:
         """Load the project's modules afresh in a new host and swap it in; the workflow names.
         When a module no longer loads, its error is raised and the old host stays."""
         with self._lock:
-            errors = check_modules(self._project, self._settings.definition_load_timeout)
+            errors = check_modules(self._project, self._settings.executor.definition_load_timeout)
             if errors:
                 raise next(iter(errors.values()))
             self._spawn(errors)

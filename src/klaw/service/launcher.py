@@ -219,10 +219,10 @@ class Launcher:
 
         settings = self._orch.settings
         shared = RunOptions(
-            stop_grace=settings.stop_grace,
-            io_timeout=settings.stage_io_timeout,
-            lease_ttl=settings.lease_ttl,
-            metadata_queue=settings.metadata_queue,
+            stop_grace=settings.executor.stop_grace,
+            io_timeout=settings.executor.stage_io_timeout,
+            lease_ttl=settings.executor.lease_ttl,
+            metadata_queue=settings.metadata.queue,
             **options,
         )
         return Runner(plan, run, executor=executor, metadata=self._orch.metadata, options=shared)

@@ -81,7 +81,7 @@ class Orchestrator:
         self.launcher = Launcher(self)
         self.control = RunControl(self)
         self.workers: RunWorkers | None = None  # set by isolate_user_code() (serving commands)
-        configure_logging(self.settings.log_level, self.settings.log_format)
+        configure_logging(self.settings.log.level, self.settings.log.format)
 
     @classmethod
     def open(cls, project_dir: Path | None = None, **flags: Any) -> Orchestrator:
@@ -97,7 +97,9 @@ class Orchestrator:
         """Renews the leases of the attempts this process runs (its workers get a copy)."""
         from klaw.execution.lease import LeaseKeeper
 
-        return LeaseKeeper(MetadataFactory(self.settings, self.metadata), self.settings.lease_ttl)
+        return LeaseKeeper(
+            MetadataFactory(self.settings, self.metadata), self.settings.executor.lease_ttl
+        )
 
     @cached_property
     def secrets(self) -> SecretResolver:
@@ -112,7 +114,7 @@ class Orchestrator:
         (:mod:`klaw.service.runworker`), and the workflow definitions are loaded and served by
         a child process (:mod:`klaw.service.definitions`). The serving commands call this;
         ``klaw run`` and notebooks run in-process."""
-        if self.workers is None and self.settings.run_isolation == "process":
+        if self.workers is None and self.settings.executor.run_isolation == "process":
             from klaw.service.definitions import DefinitionsHost
             from klaw.service.runworker import RunWorkers
 

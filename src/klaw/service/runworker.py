@@ -118,14 +118,14 @@ class RunWorkers:
         )
         process.start()
         theirs.close()
-        wait = settings.definition_load_timeout + PREPARE_MARGIN
+        wait = settings.executor.definition_load_timeout + PREPARE_MARGIN
         try:
             if not mine.poll(wait):
                 raise DefinitionError(
                     f"The run's worker process did not finish loading the project and preparing "
                     f"the run within {wait:g} s.",
                     hint="A workflow module may hang at import; `klaw validate` names it. "
-                    "KLAW_DEFINITION_LOAD_TIMEOUT sets how long a module may take.",
+                    "KLAW_EXECUTOR__DEFINITION_LOAD_TIMEOUT sets how long a module may take.",
                 )
             kind, value = mine.recv()
         except EOFError:
@@ -207,7 +207,7 @@ class RunWorkers:
             workers = list(self._workers.values())
         for worker in workers:
             self.cancel(worker.run_id)
-        deadline = time.monotonic() + wait + self._orch.settings.stop_grace
+        deadline = time.monotonic() + wait + self._orch.settings.executor.stop_grace
         for worker in workers:
             if not worker.done.wait(max(0.0, deadline - time.monotonic())):
                 _kill(worker.process)
@@ -220,7 +220,7 @@ class RunWorkers:
     def _watch(self, worker: _Worker) -> None:
         """Wait for the worker to end, killing it if it goes over the memory limit; then end
         its run ``failed`` if the worker could not."""
-        limit = self._orch.settings.run_memory_limit
+        limit = self._orch.settings.executor.run_memory_limit
         process = worker.process
         try:
             while process.is_alive():
@@ -253,7 +253,7 @@ class RunWorkers:
 
     def _reason(self, worker: _Worker) -> str:
         code = worker.process.exitcode
-        limit = self._orch.settings.run_memory_limit
+        limit = self._orch.settings.executor.run_memory_limit
         if worker.over_memory is not None and limit:
             return (
                 f"the run's worker process was stopped: it used {_mib(worker.over_memory)} of "

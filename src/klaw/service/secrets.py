@@ -43,7 +43,7 @@ def load_backend(spec: str) -> SecretBackend:
     makes one when called without arguments."""
     module_name, sep, attr = spec.partition(":")
     hint = (
-        "Set secrets_backend (KLAW_SECRETS_BACKEND) to module:attr of an object with "
+        "Set secrets_backend (KLAW_SECRETS__BACKEND) to module:attr of an object with "
         "get(name) -> str | None, or of a class or factory that makes one."
     )
     if not sep or not module_name or not attr:
@@ -77,9 +77,9 @@ class SecretResolver:
         root: Path,
         environ: Mapping[str, str] | None = None,
     ) -> None:
-        directory = settings.secrets_dir or settings.home / "secrets"
+        directory = settings.secrets.dir or settings.home / "secrets"
         self.directory = directory if directory.is_absolute() else root / directory
-        self.backend_spec = settings.secrets_backend
+        self.backend_spec = settings.secrets.backend
         self._environ = os.environ if environ is None else environ
 
     @cached_property

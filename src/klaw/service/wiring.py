@@ -19,7 +19,7 @@ def open_metadata(settings: KlawSettings, *, upgrade: bool = True) -> MetadataSt
     """The metadata store. The embedded SQLite default upgrades itself; a Postgres database is
     upgraded only by `klaw db upgrade` (``upgrade`` is ignored for it), and a store on an old
     schema refuses to work and names that command."""
-    url = settings.metadata_url
+    url = settings.metadata.url
     if url is not None and url.startswith(("postgresql://", "postgres://")):
         try:
             from klaw.metadata.postgres import PostgresMetadataStore
@@ -31,7 +31,7 @@ def open_metadata(settings: KlawSettings, *, upgrade: bool = True) -> MetadataSt
         return PostgresMetadataStore(url)
     if url is not None and not url.startswith("sqlite:"):
         raise ConfigError(
-            f"KLAW_METADATA_URL={url!r} is neither sqlite:///PATH nor postgresql://...",
+            f"KLAW_METADATA__URL={url!r} is neither sqlite:///PATH nor postgresql://...",
             hint="Unset it to use the embedded default (<home>/klaw.db).",
         )
     from klaw.metadata.sqlite import SQLiteMetadataStore
@@ -55,15 +55,15 @@ def object_store(settings: KlawSettings) -> ObjectStore | None:
         return None
     from klaw.storage.objects import ObjectStore
 
-    secret, token = settings.s3_secret, settings.s3_session_token
+    secret, token = settings.lake.s3.secret, settings.lake.s3.session_token
     return ObjectStore.configure(
-        endpoint=settings.s3_endpoint,
-        region=settings.s3_region,
-        key_id=settings.s3_key_id,
+        endpoint=settings.lake.s3.endpoint,
+        region=settings.lake.s3.region,
+        key_id=settings.lake.s3.key_id,
         secret=secret.get_secret_value() if secret else None,
         session_token=token.get_secret_value() if token else None,
-        url_style=settings.s3_url_style,
-        use_ssl=settings.s3_use_ssl,
+        url_style=settings.lake.s3.url_style,
+        use_ssl=settings.lake.s3.use_ssl,
     )
 
 
@@ -142,8 +142,8 @@ def make_executor(
     max_workers: int | None,
     leases: LeaseKeeper | None = None,
 ) -> Executor:
-    chosen = kind or settings.executor
-    workers = max_workers or settings.max_workers
+    chosen = kind or settings.executor.kind
+    workers = max_workers or settings.executor.max_workers
     if chosen == "thread":
         from klaw.execution.local import ThreadExecutor
 
@@ -159,7 +159,7 @@ def make_executor(
             raise ConfigError(
                 "The Ray executor needs Ray.", hint='Install it: pip install "klaw[ray]".'
             ) from None
-        return RayExecutor(lake, workers, address=settings.ray_address, leases=leases)
+        return RayExecutor(lake, workers, address=settings.executor.ray_address, leases=leases)
     raise ConfigError(
         f"Unknown executor {chosen!r}.",
         hint="Use --executor thread (default), process or ray.",

@@ -551,7 +551,7 @@ class DuckLakeAssetStore:
         if "does not match existing data path" in str(exc):
             return StorageError(
                 f"{what}: {redact(str(exc).splitlines()[0])}",
-                hint="a catalog keeps the data path it was created with: set KLAW_LAKE_DATA"
+                hint="a catalog keeps the data path it was created with: set KLAW_LAKE__DATA"
                 " (or lake_data in klaw.toml) to that path in every process using the lake",
             )
         failure = _POSTGRES_FAILURE.search(str(exc)) if is_postgres(self.catalog) else None
@@ -562,7 +562,7 @@ class DuckLakeAssetStore:
             f"{what}: cannot connect to Postgres: {reason}",
             hint=(
                 "check that Postgres runs at that address and that the database exists (create"
-                " it with CREATE DATABASE) and lets this user connect, then fix KLAW_LAKE_CATALOG"
+                " it with CREATE DATABASE) and lets this user connect, then fix KLAW_LAKE__CATALOG"
                 " (or lake_catalog in klaw.toml)"
             ),
         )

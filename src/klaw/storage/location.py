@@ -2,7 +2,7 @@
 path, and the DuckDB extensions each needs, which come from the installed
 ``duckdb-extension-*`` Python packages and are never downloaded.
 
-A Postgres catalog is named the way ``KLAW_METADATA_URL`` names a metadata database: a URL
+A Postgres catalog is named the way ``KLAW_METADATA__URL`` names a metadata database: a URL
 (``postgresql://user:password@host:5432/db``) or a ``postgres:`` libpq keyword string
 (``postgres:dbname=klaw host=db``). DuckLake keeps its tables in the ``public`` schema unless
 the URL's ``options`` set a search path (``?options=-csearch_path%3Dlake``): its first schema is

@@ -24,7 +24,10 @@ from klaw.storage.location import conceal, extension_file, literal, package, red
 SCHEMES = ("s3://",)  # the data paths whose credentials Klaw configures
 _PROBE = ".klaw-probe"  # the marker object the start check writes and reads back (kept)
 _INSTALL = "pip install 'klaw[s3]'"
-_SETTINGS = "KLAW_S3_KEY_ID and KLAW_S3_SECRET (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
+_SETTINGS = (
+    "KLAW_LAKE__S3__KEY_ID and KLAW_LAKE__S3__SECRET "
+    "(or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
+)
 _NO_CREDENTIALS = ("credential chain", "secret validation", "no credentials")
 _DENIED = ("accessdenied", "invalidaccesskeyid", "signaturedoesnotmatch", "forbidden")
 
@@ -65,7 +68,7 @@ class ObjectStore:
             endpoint = endpoint.rstrip("/")
         key_id, secret = (key_id or "").strip() or None, secret or None
         if (key_id is None) != (secret is None):
-            given, missing = ("KLAW_S3_KEY_ID", "KLAW_S3_SECRET")
+            given, missing = ("KLAW_LAKE__S3__KEY_ID", "KLAW_LAKE__S3__SECRET")
             if key_id is None:
                 given, missing = missing, given
             raise ConfigError(
@@ -198,7 +201,8 @@ def probe_error(config: ObjectStore, data_path: str, exc: duckdb.Error) -> KlawE
     if status == 404 or "nosuchbucket" in lower:
         return ConfigError(
             f"The lake's data path {url}: the bucket {bucket!r} does not exist on {config.where}.",
-            hint="Create the bucket, or fix KLAW_LAKE_DATA (and KLAW_S3_ENDPOINT, KLAW_S3_REGION).",
+            hint="Create the bucket, or fix KLAW_LAKE__DATA (and KLAW_LAKE__S3__ENDPOINT, "
+            "KLAW_LAKE__S3__REGION).",
         )
     if status in (401, 403) or any(word in lower for word in _DENIED):
         return ConfigError(
@@ -209,11 +213,12 @@ def probe_error(config: ObjectStore, data_path: str, exc: duckdb.Error) -> KlawE
     if "could not connect" in lower or "connection" in lower or "resolve" in lower:
         return ConfigError(
             f"The lake's data path {url}: {config.where} cannot be reached ({first}).",
-            hint="Check KLAW_S3_ENDPOINT (host:port or a URL), KLAW_S3_USE_SSL and the network.",
+            hint="Check KLAW_LAKE__S3__ENDPOINT (host:port or a URL), KLAW_LAKE__S3__USE_SSL "
+            "and the network.",
         )
     return ConfigError(
         f"The lake's data path {url} cannot be written and read back: {first}",
-        hint="Check KLAW_LAKE_DATA and the KLAW_S3_* settings.",
+        hint="Check KLAW_LAKE__DATA and the KLAW_LAKE__S3__* settings.",
     )
 
 
@@ -228,5 +233,5 @@ def _secret_error(config: ObjectStore, exc: duckdb.Error) -> KlawError:
         )
     return ConfigError(
         f"The S3 settings are not valid: {first}",
-        hint="Check the KLAW_S3_* settings (KLAW_S3_URL_STYLE is path or vhost).",
+        hint="Check the KLAW_LAKE__S3__* settings (KLAW_LAKE__S3__URL_STYLE is path or vhost).",
     )

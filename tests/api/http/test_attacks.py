@@ -67,8 +67,8 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def live(root: Path) -> Iterator[Live]:
     with pytest.MonkeyPatch.context() as env:
-        env.setenv("KLAW_API_RATE", "100000")  # the limits are tested in test_limits.py
-        env.setenv("KLAW_API_BURST", "100000")
+        env.setenv("KLAW_HTTP__RATE", "100000")  # the limits are tested in test_limits.py
+        env.setenv("KLAW_HTTP__BURST", "100000")
         with serving(root / "project", "http_attack_flows") as served:
             yield served
 

@@ -26,7 +26,7 @@ API = "/api/v1"
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     with pytest.MonkeyPatch.context() as env:
         # a wrong token for every route: more failures than the default burst (test_limits)
-        env.setenv("KLAW_API_AUTH_FAIL_BURST", "1000")
+        env.setenv("KLAW_HTTP__AUTH_FAIL_BURST", "1000")
         with serving(tmp_path_factory.mktemp("auth"), "http_auth_flows") as served:
             yield served
 
@@ -112,9 +112,9 @@ def test_malformed_static_tokens_are_refused(text: str) -> None:
 
 
 def test_no_api_tokens_is_refused() -> None:
-    with pytest.raises(ConfigError, match="KLAW_API_TOKENS"):
-        StaticTokenAuthenticator.from_settings(KlawSettings(api_tokens=None))
-    found = StaticTokenAuthenticator.from_settings(KlawSettings(api_tokens="operator:ccc"))
+    with pytest.raises(ConfigError, match="KLAW_HTTP__TOKENS"):
+        StaticTokenAuthenticator.from_settings(KlawSettings())
+    found = StaticTokenAuthenticator.from_settings(KlawSettings(http={"tokens": "operator:ccc"}))
     principal = found.authenticate("ccc")
     assert principal is not None and principal.role is Role.OPERATOR
 

@@ -1,5 +1,5 @@
 """``klaw api`` as a real process: it serves /health and the API, exits 0 on SIGTERM and
-SIGINT, and refuses to start (exit 2) without KLAW_API_TOKENS."""
+SIGINT, and refuses to start (exit 2) without KLAW_HTTP__TOKENS."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def klaw_api(cwd: Path, *args: str, **extra_env: str) -> ContextManager[Backgrou
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_serves_and_exits_0_on_a_signal(tmp_path: Path, sig: int) -> None:
     root = write_project(tmp_path, f"http_cli_flows_{sig}")
-    with klaw_api(root, KLAW_API_TOKENS=API_TOKENS) as api:
+    with klaw_api(root, KLAW_HTTP__TOKENS=API_TOKENS) as api:
         line = api.first_line()
         assert line.startswith("Klaw API listening on http://127.0.0.1:"), line
         url = line.removeprefix("Klaw API listening on ")
@@ -42,7 +42,7 @@ def test_serves_and_exits_0_on_a_signal(tmp_path: Path, sig: int) -> None:
 
 def test_json_output(tmp_path: Path) -> None:
     root = write_project(tmp_path, "http_cli_json_flows")
-    with klaw_api(root, "-o", "json", KLAW_API_TOKENS=API_TOKENS) as api:
+    with klaw_api(root, "-o", "json", KLAW_HTTP__TOKENS=API_TOKENS) as api:
         started = json.loads(api.first_line())
         assert started["host"] == "127.0.0.1"
         assert started["project"] == "httpproj"
@@ -58,16 +58,16 @@ def test_refuses_to_start_without_tokens(tmp_path: Path) -> None:
     root = write_project(tmp_path, "http_cli_notoken_flows")
     result = klaw(root, "api", "--port", "0")
     assert result.returncode == 2, result
-    assert "KLAW_API_TOKENS" in result.out
+    assert "KLAW_HTTP__TOKENS" in result.out
     assert "Traceback" not in result.out
-    bad = klaw(root, "api", "--port", "0", extra_env={"KLAW_API_TOKENS": "boss:abc"})
+    bad = klaw(root, "api", "--port", "0", extra_env={"KLAW_HTTP__TOKENS": "boss:abc"})
     assert bad.returncode == 2, bad
     assert "boss" in flat(bad.out)
 
 
 def test_tokens_and_prune_over_http_need_the_admin_role(tmp_path: Path) -> None:
     root = write_project(tmp_path, "http_cli_admin_flows")
-    with klaw_api(root, KLAW_API_TOKENS=API_TOKENS) as api:
+    with klaw_api(root, KLAW_HTTP__TOKENS=API_TOKENS) as api:
         url = api.first_line().removeprefix("Klaw API listening on ")
         admin = {"KLAW_TOKEN": TOKENS[max(TOKENS)]}
         operator = {"KLAW_TOKEN": TOKENS[sorted(TOKENS)[1]]}

@@ -188,14 +188,14 @@ def test_a_retry_after_a_restart_gets_the_same_run(tmp_path: Path) -> None:
     root = write_project(tmp_path, "http_idem_restart_flows")
     token = TOKENS[Role.OPERATOR]
     body = {"workflow": "pipe", "params": {"n": 4}}
-    with klaw_api(root, KLAW_API_TOKENS=API_TOKENS) as first:
+    with klaw_api(root, KLAW_HTTP__TOKENS=API_TOKENS) as first:
         url = _listening(first)
         made = _post_with_key(url, token, "restart-key", body)
         assert made.status_code == 201, made.text
         _wait_done(url, token, made.json()["run"]["run_id"])  # stop an idle server
         code, _, err = first.stop(signal.SIGTERM)
         assert code == 0, err
-    with klaw_api(root, KLAW_API_TOKENS=API_TOKENS) as second:
+    with klaw_api(root, KLAW_HTTP__TOKENS=API_TOKENS) as second:
         url = _listening(second)
         again = _post_with_key(url, token, "restart-key", body)
         assert again.status_code == 200, again.text
@@ -225,8 +225,8 @@ def test_two_api_processes_on_postgres_racing_one_key_make_one_run(
     tmp_path: Path, postgres_url: str
 ) -> None:
     root = write_project(tmp_path, "http_idem_race_flows", RACE_FLOWS)
-    env = {"KLAW_API_TOKENS": API_TOKENS, "KLAW_METADATA_URL": postgres_url}
-    upgraded = klaw(root, "db", "upgrade", extra_env={"KLAW_METADATA_URL": postgres_url})
+    env = {"KLAW_HTTP__TOKENS": API_TOKENS, "KLAW_METADATA__URL": postgres_url}
+    upgraded = klaw(root, "db", "upgrade", extra_env={"KLAW_METADATA__URL": postgres_url})
     assert upgraded.returncode == 0, str(upgraded)
     token, keys, per_key = TOKENS[Role.OPERATOR], [f"race-{i}" for i in range(4)], 8
     with klaw_api(root, **env) as one, klaw_api(root, **env) as two:

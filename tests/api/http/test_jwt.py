@@ -225,17 +225,19 @@ def test_a_jwks_that_is_down_is_left_alone_for_the_backoff(issuer: Issuer) -> No
 
 
 def test_a_jwks_url_that_is_not_http_is_refused_at_start() -> None:
-    with pytest.raises(ConfigError, match="KLAW_OIDC_JWKS_URL"):
+    with pytest.raises(ConfigError, match="KLAW_HTTP__OIDC__JWKS_URL"):
         JwtAuthenticator(issuer="https://id.example", audience="a", jwks_url="file:///etc/passwd")
 
 
 def test_settings() -> None:
     assert JwtAuthenticator.from_settings(KlawSettings()) is None
     with pytest.raises(ConfigError) as info:
-        JwtAuthenticator.from_settings(KlawSettings(oidc_issuer="https://id.example"))
-    assert "KLAW_OIDC_AUDIENCE" in info.value.message
+        JwtAuthenticator.from_settings(
+            KlawSettings(http={"oidc": {"issuer": "https://id.example"}})
+        )
+    assert "KLAW_HTTP__OIDC__AUDIENCE" in info.value.message
     made = JwtAuthenticator.from_settings(
-        KlawSettings(oidc_issuer="https://id.example/", oidc_audience="klaw")
+        KlawSettings(http={"oidc": {"issuer": "https://id.example/", "audience": "klaw"}})
     )
     assert made is not None
     assert made.jwks_url == "https://id.example/.well-known/jwks.json"

@@ -42,10 +42,10 @@ FAIL_BURST = 3
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     with pytest.MonkeyPatch.context() as env:
-        env.setenv("KLAW_API_RATE", "0.0001")
-        env.setenv("KLAW_API_BURST", str(BURST))
-        env.setenv("KLAW_API_AUTH_FAIL_RATE", "0.0001")
-        env.setenv("KLAW_API_AUTH_FAIL_BURST", str(FAIL_BURST))
+        env.setenv("KLAW_HTTP__RATE", "0.0001")
+        env.setenv("KLAW_HTTP__BURST", str(BURST))
+        env.setenv("KLAW_HTTP__AUTH_FAIL_RATE", "0.0001")
+        env.setenv("KLAW_HTTP__AUTH_FAIL_BURST", str(FAIL_BURST))
         with serving(tmp_path_factory.mktemp("limits"), "http_limits_flows") as served:
             yield served
 
@@ -185,7 +185,7 @@ def test_a_storage_that_does_not_answer_at_start_is_refused_by_url() -> None:
     with pytest.raises(ConfigError) as info:
         open_storage(url)
     assert f"redis://:***@127.0.0.1:{port}/0" in info.value.message
-    assert "KLAW_API_RATE_LIMIT_STORAGE" in info.value.message and "s3cret" not in str(info.value)
+    assert "KLAW_HTTP__RATE_LIMIT_STORAGE" in info.value.message and "s3cret" not in str(info.value)
     assert info.value.hint and "memory://" in info.value.hint
     with pytest.raises(ConfigError, match="not a rate-limit storage"):
         open_storage("carrier-pigeon://coop")
@@ -259,11 +259,11 @@ def test_two_api_processes_sharing_redis_enforce_one_combined_rate(
 ) -> None:
     root = write_project(tmp_path, "http_limits_shared_flows")
     settings = {
-        "KLAW_API_TOKENS": API_TOKENS,
-        "KLAW_API_RATE": "0.0001",
-        "KLAW_API_BURST": "4",
-        "KLAW_API_RATE_LIMIT_STORAGE": redis_url,
-        "KLAW_API_RATE_LIMIT_PREFIX": prefix,
+        "KLAW_HTTP__TOKENS": API_TOKENS,
+        "KLAW_HTTP__RATE": "0.0001",
+        "KLAW_HTTP__BURST": "4",
+        "KLAW_HTTP__RATE_LIMIT_STORAGE": redis_url,
+        "KLAW_HTTP__RATE_LIMIT_PREFIX": prefix,
     }
     viewer = {"Authorization": f"Bearer {TOKENS[Role.VIEWER]}"}
     with klaw_api(root, **settings) as one, klaw_api(root, **settings) as two:
@@ -285,8 +285,8 @@ def test_an_api_whose_rate_limit_storage_does_not_answer_refuses_to_start(
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     env = {
-        "KLAW_API_TOKENS": API_TOKENS,
-        "KLAW_API_RATE_LIMIT_STORAGE": f"redis://127.0.0.1:{port}",
+        "KLAW_HTTP__TOKENS": API_TOKENS,
+        "KLAW_HTTP__RATE_LIMIT_STORAGE": f"redis://127.0.0.1:{port}",
     }
     result = klaw(root, "api", "--port", "0", extra_env=env)
     assert result.returncode == 2, str(result)

@@ -27,8 +27,8 @@ EXAMPLES = 25
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     with pytest.MonkeyPatch.context() as env:
-        env.setenv("KLAW_API_RATE", "100000")  # fuzzing is not what the limits are about
-        env.setenv("KLAW_API_BURST", "100000")
+        env.setenv("KLAW_HTTP__RATE", "100000")  # fuzzing is not what the limits are about
+        env.setenv("KLAW_HTTP__BURST", "100000")
         with serving(tmp_path_factory.mktemp("schema"), "http_schema_flows") as served:
             yield served
 

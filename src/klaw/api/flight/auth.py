@@ -1,8 +1,8 @@
 """Bearer tokens: which ones the server accepts, and the middleware that checks every call.
 
 Several tokens are valid at once, so they can be rotated: add the new one, move clients over,
-remove the old one. Fixed tokens come from ``KLAW_TOKENS`` (comma-separated); a token file
-(``KLAW_TOKENS_FILE``: one token a line, ``#`` starts a comment) is re-read as soon as it
+remove the old one. Fixed tokens come from ``KLAW_FLIGHT__TOKENS`` (comma-separated); a token file
+(``KLAW_FLIGHT__TOKENS_FILE``: one token a line, ``#`` starts a comment) is re-read as soon as it
 changes, without a restart. Tokens are compared in constant time (``hmac.compare_digest`` of
 their SHA-256 digests, against every accepted token) and never logged.
 """
@@ -31,17 +31,13 @@ _log: Final = get_logger(__name__)
 _RECENT_S: Final = 2.0
 MISSING_TOKEN_HINT: Final = (
     "Send the header 'authorization: Bearer <token>' (klaw.Client reads KLAW_TOKEN) with one "
-    "of the tokens the server accepts (KLAW_TOKENS or KLAW_TOKENS_FILE on the server)"
+    "of the tokens the server accepts (KLAW_FLIGHT__TOKENS or KLAW_FLIGHT__TOKENS_FILE on the "
+    "server)"
 )
 
 
 def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
-
-
-def split_tokens(text: str) -> list[str]:
-    """The tokens of a comma-separated list (``KLAW_TOKENS``)."""
-    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def parse_token_file(text: str) -> list[str]:
@@ -69,23 +65,27 @@ class TokenSet:
 
     @classmethod
     def from_settings(cls, settings: KlawSettings, root: Path | None = None) -> TokenSet:
-        """``settings.tokens`` and ``settings.tokens_file`` (relative to ``root``). Refuses
-        (ConfigError) a token file that cannot be read, and having no token at all."""
-        fixed = split_tokens(settings.tokens.get_secret_value()) if settings.tokens else []
-        file = settings.tokens_file
+        """``settings.flight.tokens`` and ``settings.flight.tokens_file`` (relative to
+        ``root``). Refuses (ConfigError) a token file that cannot be read, and having no token at
+        all."""
+        fixed = [t.get_secret_value().strip() for t in settings.flight.tokens]
+        fixed = [t for t in fixed if t]
+        file = settings.flight.tokens_file
         if file is not None and not file.is_absolute() and root is not None:
             file = root / file
         if file is not None and not file.is_file():
             raise ConfigError(
-                f"The token file {str(file)!r} (KLAW_TOKENS_FILE) does not exist.",
-                hint="Create it with one token a line, or point KLAW_TOKENS_FILE at it.",
+                f"The token file {str(file)!r} (KLAW_FLIGHT__TOKENS_FILE) does not exist.",
+                hint="Create it with one token a line, or point KLAW_FLIGHT__TOKENS_FILE at it.",
             )
         tokens = cls(fixed, file)
         if not tokens.count():
             where = f" and {str(file)!r} holds none" if file is not None else ""
             raise ConfigError(
-                f"No tokens: KLAW_TOKENS is not set{where}; the server would refuse every call.",
-                hint="Set KLAW_TOKENS=<token>[,<token>...] or KLAW_TOKENS_FILE=<file>; make a "
+                f"No tokens: KLAW_FLIGHT__TOKENS is not set{where}; the server would refuse "
+                "every call.",
+                hint="Set KLAW_FLIGHT__TOKENS=<token>[,<token>...] or "
+                "KLAW_FLIGHT__TOKENS_FILE=<file>; make a "
                 "token with: python -c 'import secrets; print(secrets.token_urlsafe(32))'.",
             )
         return tokens

@@ -72,7 +72,8 @@ FOLLOW_WAIT: Final = 1.0  # seconds the server may hold one ListEvents while fol
 AFTER_ALL: Final = 2**62  # a seq after every event: only the run's end answers such a wait
 _BATCH_BYTES: Final = 4 * 1024 * 1024  # about this much per uploaded record batch
 _START_HINT: Final = (
-    "Start one in the project with `klaw server` (it needs KLAW_TOKENS or KLAW_TOKENS_FILE), "
+    "Start one in the project with `klaw server` (it needs KLAW_FLIGHT__TOKENS or "
+    "KLAW_FLIGHT__TOKENS_FILE), "
     "or point KLAW_SERVER at a running one."
 )
 
@@ -333,7 +334,7 @@ class Client:
             raise AuthError(
                 f"The Klaw server at {self.url} refused {what}: {given}.",
                 hint="Set KLAW_TOKEN (or Client(token=...)) to one of the server's tokens "
-                "(KLAW_TOKENS or KLAW_TOKENS_FILE where it runs).",
+                "(KLAW_FLIGHT__TOKENS or KLAW_FLIGHT__TOKENS_FILE where it runs).",
             ) from None
         except flight.FlightUnavailableError as exc:
             raise ServerUnavailableError(

@@ -350,7 +350,7 @@ def serve(
     os.environ.setdefault("ACERO_ALIGNMENT_HANDLING", "reallocate")
     orchestrator.metadata.list_runs(RunFilter(limit=1))
     orchestrator.workflow_names()  # load now: import errors surface at start
-    budget = orchestrator.settings.server_cache_mb * 2**20 if cache_bytes is None else cache_bytes
+    budget = orchestrator.settings.flight.cache_mb * 2**20 if cache_bytes is None else cache_bytes
     where = f"[{host}]" if ":" in host else host
     server = KlawFlightServer(orchestrator, f"grpc://{where}:{port}", accepted, budget)
     running = RunningServer(server, host)

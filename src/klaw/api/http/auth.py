@@ -4,7 +4,7 @@ An :class:`Authenticator` turns a bearer token into a :class:`Principal` (who, a
 :class:`Role`), or refuses it. The HTTP app asks it once per request, in one dependency
 (:mod:`klaw.api.http.routes`), and compares the principal's role with the route's minimum.
 :class:`StaticTokenAuthenticator` is the first one: tokens with roles from settings
-(``KLAW_API_TOKENS="role:token,role:token"``). Hashed revocable tokens and OIDC/JWT are further
+(``KLAW_HTTP__TOKENS="role:token,role:token"``). Hashed revocable tokens and OIDC/JWT are further
 authenticators behind the same protocol.
 """
 
@@ -22,7 +22,7 @@ from klaw.settings import KlawSettings
 
 MISSING_TOKEN_HINT: Final = (
     "Send the header 'Authorization: Bearer <token>' with one of the tokens the server "
-    "accepts (KLAW_API_TOKENS on the server)."
+    "accepts (KLAW_HTTP__TOKENS on the server)."
 )
 
 
@@ -45,7 +45,7 @@ class Role(enum.IntEnum):
         except KeyError:
             known = ", ".join(r.label for r in cls)
             raise ConfigError(
-                f"Unknown role {text.strip()!r} in KLAW_API_TOKENS.",
+                f"Unknown role {text.strip()!r} in KLAW_HTTP__TOKENS.",
                 hint=f"Roles: {known}; write each token as role:token.",
             ) from None
 
@@ -82,27 +82,29 @@ class StaticTokenAuthenticator:
         return len(self._known)
 
     @classmethod
-    def parse(cls, text: str) -> StaticTokenAuthenticator:
-        """Tokens from ``role:token,role:token``; a malformed entry is a ConfigError."""
+    def parse(cls, text: str | Iterable[str]) -> StaticTokenAuthenticator:
+        """Tokens from ``role:token,role:token`` (or those entries as a list); a malformed
+        entry is a ConfigError."""
+        entries = text.split(",") if isinstance(text, str) else text
         pairs = []
-        for entry in filter(None, (part.strip() for part in text.split(","))):
+        for entry in filter(None, (part.strip() for part in entries)):
             role, sep, token = entry.partition(":")
             if not sep or not token.strip():
                 raise ConfigError(
-                    "An entry of KLAW_API_TOKENS is not role:token.",
-                    hint="Write KLAW_API_TOKENS=viewer:<token>,operator:<token>,...",
+                    "An entry of KLAW_HTTP__TOKENS is not role:token.",
+                    hint="Write KLAW_HTTP__TOKENS=viewer:<token>,operator:<token>,...",
                 )
             pairs.append((Role.parse(role), token.strip()))
         return cls(pairs)
 
     @classmethod
     def from_settings(cls, settings: KlawSettings) -> StaticTokenAuthenticator:
-        """The tokens of ``settings.api_tokens``; refuses (ConfigError) having none."""
-        found = cls.parse(settings.api_tokens.get_secret_value() if settings.api_tokens else "")
+        """The tokens of ``settings.http.tokens``; refuses (ConfigError) having none."""
+        found = cls.parse([t.get_secret_value() for t in settings.http.tokens])
         if not len(found):
             raise ConfigError(
-                "No API tokens: KLAW_API_TOKENS is not set; the API would refuse every call.",
-                hint="Set KLAW_API_TOKENS=admin:<token>[,viewer:<token>...]; make a token with: "
+                "No API tokens: KLAW_HTTP__TOKENS is not set; the API would refuse every call.",
+                hint="Set KLAW_HTTP__TOKENS=admin:<token>[,viewer:<token>...]; make a token with: "
                 "python -c 'import secrets; print(secrets.token_urlsafe(32))'.",
             )
         return found

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from limits.storage import Storage
 
 _log: Final = get_logger(__name__)
-SETTING: Final = "KLAW_API_RATE_LIMIT_STORAGE"
+SETTING: Final = "KLAW_HTTP__RATE_LIMIT_STORAGE"
 STORAGE_TIMEOUT: Final = 2.0  # seconds a request waits on a shared storage before failing open
 _WARN_EVERY: Final = 60.0
 
@@ -165,15 +165,15 @@ class Limits:
     @classmethod
     def from_settings(cls, settings: KlawSettings) -> Limits:
         return cls(
-            rate=settings.api_rate,
-            burst=settings.api_burst,
-            auth_fail_rate=settings.api_auth_fail_rate,
-            auth_fail_burst=settings.api_auth_fail_burst,
-            max_body=settings.api_max_body,
-            max_depth=settings.api_max_depth,
-            idempotency_ttl=settings.api_idempotency_ttl,
-            storage=settings.api_rate_limit_storage,
-            prefix=settings.api_rate_limit_prefix,
+            rate=settings.http.rate,
+            burst=settings.http.burst,
+            auth_fail_rate=settings.http.auth_fail_rate,
+            auth_fail_burst=settings.http.auth_fail_burst,
+            max_body=settings.http.max_body,
+            max_depth=settings.http.max_depth,
+            idempotency_ttl=settings.http.idempotency_ttl,
+            storage=settings.http.rate_limit_storage,
+            prefix=settings.http.rate_limit_prefix,
         )
 
 
@@ -306,7 +306,7 @@ class BodyLimitMiddleware:
             413,
             "RequestTooLarge",
             f"The request body is larger than {self.max_body} bytes.",
-            hint="Send a smaller body (KLAW_API_MAX_BODY on the server sets the limit).",
+            hint="Send a smaller body (KLAW_HTTP__MAX_BODY on the server sets the limit).",
             headers={"Connection": "close"},
         )
         await response(scope, receive, send)

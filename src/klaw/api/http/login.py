@@ -106,13 +106,18 @@ class OidcClient(msgspec.Struct, kw_only=True, frozen=True):
     @classmethod
     def from_settings(cls, settings: KlawSettings) -> OidcClient | None:
         s = settings
-        if not (s.oidc_issuer and s.oidc_client_id and s.oidc_authorize_url and s.oidc_token_url):
+        if not (
+            s.http.oidc.issuer
+            and s.http.oidc.client_id
+            and s.http.oidc.authorize_url
+            and s.http.oidc.token_url
+        ):
             return None
         return cls(
-            authorize_url=s.oidc_authorize_url,
-            token_url=s.oidc_token_url,
-            client_id=s.oidc_client_id,
-            scope=s.oidc_scope,
+            authorize_url=s.http.oidc.authorize_url,
+            token_url=s.http.oidc.token_url,
+            client_id=s.http.oidc.client_id,
+            scope=s.http.oidc.scope,
         )
 
 
@@ -143,7 +148,7 @@ def trade_code(client: OidcClient, given: OidcCode, timeout: float = 10.0) -> st
     except httpx.HTTPError as exc:
         raise AuthError(
             f"The identity provider's token endpoint could not be reached: {exc}.",
-            hint=f"Check KLAW_OIDC_TOKEN_URL ({client.token_url}) and that it answers.",
+            hint=f"Check KLAW_HTTP__OIDC__TOKEN_URL ({client.token_url}) and that it answers.",
         ) from None
     body: dict[str, object] = {}
     with contextlib.suppress(ValueError):
@@ -212,7 +217,8 @@ def login_router(
         if oidc is None:
             raise AuthError(
                 "This server has no OIDC sign-in.",
-                hint="Set KLAW_OIDC_CLIENT_ID, KLAW_OIDC_AUTHORIZE_URL and KLAW_OIDC_TOKEN_URL "
+                hint="Set KLAW_HTTP__OIDC__CLIENT_ID, KLAW_HTTP__OIDC__AUTHORIZE_URL and "
+                "KLAW_HTTP__OIDC__TOKEN_URL "
                 "with the issuer, or sign in with a token.",
             )
         try:
@@ -226,7 +232,7 @@ def login_router(
             raise ForbiddenError(
                 "The identity provider signed you in, but its token is not accepted here.",
                 hint="The token needs this API's audience and a role in its role claim "
-                "(KLAW_OIDC_ROLE_CLAIM); ask an admin to grant one.",
+                "(KLAW_HTTP__OIDC__ROLE_CLAIM); ask an admin to grant one.",
             )
         answer = Login(token=token, subject=principal.subject, role=principal.role.label)
         return _json(answer, {"Cache-Control": "no-store"})

@@ -70,7 +70,7 @@ class JwtAuthenticator:
             )
         except jwt.PyJWKClientError as exc:
             raise ConfigError(
-                f"The JWKS URL {self.jwks_url!r} (KLAW_OIDC_JWKS_URL) cannot be used: {exc}",
+                f"The JWKS URL {self.jwks_url!r} (KLAW_HTTP__OIDC__JWKS_URL) cannot be used: {exc}",
                 hint="Give the issuer's https:// JWKS URL (or unset it: "
                 "<issuer>/.well-known/jwks.json).",
             ) from None
@@ -81,20 +81,21 @@ class JwtAuthenticator:
     @classmethod
     def from_settings(cls, settings: KlawSettings) -> JwtAuthenticator | None:
         """The authenticator ``oidc_*`` settings describe; None when no issuer is set."""
-        if not settings.oidc_issuer:
+        if not settings.http.oidc.issuer:
             return None
-        if not settings.oidc_audience:
+        if not settings.http.oidc.audience:
             raise ConfigError(
-                "KLAW_OIDC_ISSUER is set but KLAW_OIDC_AUDIENCE is not; every JWT would be "
+                "KLAW_HTTP__OIDC__ISSUER is set but KLAW_HTTP__OIDC__AUDIENCE is not; every "
+                "JWT would be "
                 "accepted whoever it was issued for.",
-                hint="Set KLAW_OIDC_AUDIENCE to the audience (client id) the issuer puts in "
+                hint="Set KLAW_HTTP__OIDC__AUDIENCE to the audience (client id) the issuer puts in "
                 "`aud` for Klaw.",
             )
         return cls(
-            issuer=settings.oidc_issuer,
-            audience=settings.oidc_audience,
-            jwks_url=settings.oidc_jwks_url,
-            role_claim=settings.oidc_role_claim,
+            issuer=settings.http.oidc.issuer,
+            audience=settings.http.oidc.audience,
+            jwks_url=settings.http.oidc.jwks_url,
+            role_claim=settings.http.oidc.role_claim,
         )
 
     def authenticate(self, token: str) -> Principal | None:

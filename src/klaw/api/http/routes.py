@@ -48,7 +48,7 @@ ROLES: Final[dict[str, Role]] = {name: Role.parse(role) for name, role in table.
 # The routes under /api/v1 that take no bearer token (their request is its own credential).
 PUBLIC: Final = frozenset({"exchange_login_code", "auth_config", "exchange_oidc_code"})
 
-_bearer: Final = HTTPBearer(auto_error=False, description="A token of KLAW_API_TOKENS.")
+_bearer: Final = HTTPBearer(auto_error=False, description="A token of KLAW_HTTP__TOKENS.")
 C = TypeVar("C", bound=msgspec.Struct)
 F = TypeVar("F", bound=Callable[..., Any])
 
