@@ -54,7 +54,8 @@ class MotoS3:
         return sorted(item["Key"] for page in pages for item in page.get("Contents", []))
 
     def env(self, **extra: str) -> dict[str, str]:
-        """The ``KLAW_LAKE__S3__*`` settings of a ``klaw`` process using this server (no AWS_* ones)."""
+        """The ``KLAW_LAKE__S3__*`` settings of a ``klaw`` process using this server (no
+        AWS_* ones)."""
         return {
             "KLAW_LAKE__S3__ENDPOINT": self.endpoint,
             "KLAW_LAKE__S3__KEY_ID": KEY_ID,

@@ -10,6 +10,8 @@ import logging
 import sys
 from typing import Any
 
+from klaw import telemetry
+
 _LEVELS = logging.getLevelNamesMapping()
 _config: dict[str, Any] = {"level": logging.WARNING, "format": "console", "ready": False}
 
@@ -60,6 +62,9 @@ class Logger:
         if level < _config["level"]:
             return
         logger = _structlog().get_logger(self._name)
+        ids = telemetry.ids()  # inside a span: the record names its trace
+        if ids is not None:
+            values = {**values, "trace_id": ids[0], "span_id": ids[1]}
         getattr(logger, method)(event, logger=self._name, **self._context, **values)
 
     def debug(self, event: str, **values: Any) -> None:

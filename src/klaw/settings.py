@@ -288,6 +288,43 @@ class SecretsSettings(_Group):
     )
 
 
+class TelemetrySettings(_Group):
+    """Traces (OpenTelemetry) and lineage (OpenLineage); off by default, and then neither is
+    imported. The SDK's own ``OTEL_*`` variables apply too (``OTEL_SERVICE_NAME``,
+    ``OTEL_EXPORTER_OTLP_HEADERS``, ``OTEL_TRACES_SAMPLER``, ...)."""
+
+    traces: Literal["none", "console", "otlp-http", "otlp-grpc"] = Field(
+        "none", description="Where spans go: an OTLP collector (HTTP or gRPC), stdout, nowhere."
+    )
+    endpoint: str | None = Field(
+        None,
+        description="OTLP endpoint (e.g. http://127.0.0.1:4318); unset: "
+        "OTEL_EXPORTER_OTLP_ENDPOINT, else the SDK's default.",
+    )
+    service_name: str | None = Field(
+        None, description="service.name of the spans; unset: OTEL_SERVICE_NAME, else klaw."
+    )
+    sample_ratio: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Share of new traces kept (0.1: one in ten; a child follows its parent); "
+        "unset: OTEL_TRACES_SAMPLER, else all.",
+    )
+    lineage: Literal["none", "console", "http", "file"] = Field(
+        "none",
+        description="Where OpenLineage events of stage attempts go: a lineage server over HTTP "
+        "(Marquez), a file of JSON lines, stdout, nowhere.",
+    )
+    lineage_url: str | None = Field(
+        None, description="Lineage server for lineage = http (e.g. http://marquez:5000)."
+    )
+    lineage_file: str | None = Field(None, description="File for lineage = file (appended).")
+    lineage_namespace: str = Field(
+        "klaw", description="OpenLineage namespace of Klaw's jobs and datasets."
+    )
+
+
 class SettingDeprecationWarning(FutureWarning):
     """A setting was given by its flat name of an earlier release (shown by default: the
     people who set environment variables and ``klaw.toml`` are a program's users)."""
@@ -313,6 +350,7 @@ class KlawSettings(BaseSettings):
     http: HttpSettings = Field(default_factory=HttpSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     secrets: SecretsSettings = Field(default_factory=SecretsSettings)
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
 
     @classmethod
     def settings_customise_sources(

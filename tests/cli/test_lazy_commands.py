@@ -72,7 +72,17 @@ def test_help_still_lists_every_command(tmp_path: Path) -> None:
 # Libraries a `klaw run` of a workflow without assets has no use for: the lake (DuckDB,
 # Arrow, Polars), the terminal display (rich: output is not a terminal here), the HTTP API,
 # Ray; and the plugin lookup of pydantic (a scan of every installed distribution).
-_NOT_FOR_A_PLAIN_RUN = ("duckdb", "pyarrow", "polars", "rich", "fastapi", "ray", "ctypes")
+_NOT_FOR_A_PLAIN_RUN = (
+    "duckdb",
+    "pyarrow",
+    "polars",
+    "rich",
+    "fastapi",
+    "ray",
+    "ctypes",
+    "opentelemetry",
+    "openlineage",
+)
 
 
 def _imported(

@@ -6,10 +6,12 @@ from __future__ import annotations
 import time
 import traceback
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Any
 
-from klaw import tabular
+from klaw import tabular, telemetry
 from klaw.authoring.secrets import mask, secret_values
+from klaw.authoring.sql import SqlQuery
 from klaw.authoring.stage import StageKind
 from klaw.errors import NonRetryableError, OutputError
 from klaw.execution.capture import capture
@@ -37,7 +39,21 @@ def invoke(
     the attempt ended, with the user's traceback kept. With ``leases``, the attempt's lease is
     renewed while it runs and checked before its snapshot is committed. ``on_phase`` is told
     when the stage's function is called (``RUN``) and when its snapshot is stored
-    (``COMMIT``); the time spent loading inputs and committing is kept on the outcome."""
+    (``COMMIT``); the time spent loading inputs and committing is kept on the outcome. With
+    telemetry on (``task.observed``), the attempt is a span of its run's trace and its
+    OpenLineage events are sent."""
+    if task.observed is not None:
+        return _observed(task, values, assets, leases, on_phase)
+    return _attempt(task, values, assets, leases, on_phase)
+
+
+def _attempt(
+    task: Task,
+    values: ValueStore,
+    assets: AssetStoreFactory,
+    leases: LeaseKeeper | None,
+    on_phase: OnPhase | None,
+) -> Outcome:
     if leases is None:
         return _invoke(task, values, assets, None, on_phase)
     try:
@@ -50,6 +66,70 @@ def invoke(
         return _invoke(task, values, assets, leases, on_phase)
     finally:
         leases.release(task)
+
+
+def _observed(
+    task: Task,
+    values: ValueStore,
+    assets: AssetStoreFactory,
+    leases: LeaseKeeper | None,
+    on_phase: OnPhase | None,
+) -> Outcome:
+    """The attempt inside a span (``stage NAME``, a child of its run's), between its
+    OpenLineage START and COMPLETE / FAIL events."""
+    observed = task.observed
+    assert observed is not None
+    stage = task.stage
+    lineage = telemetry.ACTIVE.lineage
+    inputs = [(i.ref.key if i.ref is not None else i.upstream, None) for i in task.inputs]
+    workflow, run_id, name = observed.workflow, task.run_id, stage.name
+    if lineage is not None:
+        lineage.emit("START", workflow, run_id, name, task.attempt, time.time(), inputs=inputs)
+    attributes = {
+        "klaw.run_id": task.run_id,
+        "klaw.workflow": observed.workflow,
+        "klaw.stage": stage.name,
+        "klaw.attempt": task.attempt,
+        "klaw.stage.kind": stage.kind.value,
+    }
+    traced = (
+        telemetry.span(f"stage {stage.name}", attributes, observed.trace)
+        if observed.trace
+        else nullcontext()
+    )
+    with traced as span:
+        outcome = _attempt(task, values, assets, leases, on_phase)
+        if span is not None:
+            from opentelemetry.trace import Status, StatusCode
+
+            for key, value in (
+                ("klaw.asset", outcome.asset_key),
+                ("klaw.snapshot", outcome.snapshot),
+                ("klaw.rows", outcome.rows),
+                ("klaw.bytes", outcome.bytes),
+            ):
+                if value is not None:
+                    span.set_attribute(key, value)
+            if outcome.error is not None:
+                span.set_status(Status(StatusCode.ERROR, outcome.error))
+    if lineage is not None:
+        fn = stage.fn
+        lineage.emit(
+            "COMPLETE" if outcome.ok else "FAIL",
+            workflow,
+            run_id,
+            name,
+            task.attempt,
+            outcome.ended_at,
+            inputs=inputs,
+            output=(outcome.asset_key, outcome.snapshot) if outcome.snapshot is not None else None,
+            schema=outcome.schema,
+            rows=outcome.rows,
+            size=outcome.bytes,
+            sql=fn.query if isinstance(fn, SqlQuery) else None,
+            error=outcome.error,
+        )
+    return outcome
 
 
 def _invoke(
@@ -143,9 +223,19 @@ def _store(
     outcome.asset_key = key
     if leases is not None:  # a fenced attempt commits nothing
         leases.check(task)
-    outcome.snapshot = assets().commit(
-        key, table, run_id=task.run_id, stage=stage.name, attempt=task.attempt
-    )
+    if task.observed is None or not task.observed.trace:
+        outcome.snapshot = assets().commit(
+            key, table, run_id=task.run_id, stage=stage.name, attempt=task.attempt
+        )
+    else:
+        with telemetry.span(f"commit {key}", {"klaw.asset": key, "db.system": "ducklake"}) as span:
+            outcome.snapshot = assets().commit(
+                key, table, run_id=task.run_id, stage=stage.name, attempt=task.attempt
+            )
+            if span is not None:
+                span.set_attribute("klaw.snapshot", outcome.snapshot)
+    if task.observed is not None:  # for the lineage event's schema facet
+        outcome.schema = [(field.name, str(field.type)) for field in table.schema]
     outcome.rows, outcome.bytes = table.num_rows, table.nbytes
 
 

@@ -21,11 +21,12 @@ from typing import Any, cast
 
 import msgspec
 
+from klaw import telemetry
 from klaw.errors import KlawError, StaleAttemptError
 from klaw.execution.executor import Executor, InlineExecutor
 from klaw.execution.readiness import Readiness, Transition
 from klaw.execution.recorder import DEFAULT_LIMIT, Recorder
-from klaw.execution.task import InputRef, Outcome, Phase, Started, Task
+from klaw.execution.task import InputRef, Observed, Outcome, Phase, Started, Task
 from klaw.execution.values import ValueStore
 from klaw.graph.plan import Plan
 from klaw.ids import AssetRef, new_token
@@ -109,6 +110,7 @@ class RunOptions:
     attempts_before: Mapping[str, int] = field(default_factory=dict)
     recovered: bool = False
     done: frozenset[str] = frozenset()  # stages already finished whose value no one needs
+    trace: Mapping[str, str] = field(default_factory=dict)  # W3C context the run's span is under
 
 
 def _shared(seen: dict[Any, Any], value: Any) -> Any:
@@ -182,6 +184,8 @@ class Runner:
         self._phases: dict[tuple[str, int], int] = {}  # timed attempt -> its live phase timer
         self._lease_timer = False
         self._log = log.bind(run_id=run.run_id, workflow=run.workflow)
+        self._span: Any = None  # the run's span, when traces are on
+        self._observed: Observed | None = None  # handed to each attempt when telemetry is on
 
     # -- public --------------------------------------------------------------------------------
     def cancel(self) -> None:
@@ -236,6 +240,8 @@ class Runner:
             for name, reused in self.options.reused.items():
                 self._record_reused(name, reused)
         self._log.info("run started", stages=len(self.plan.stages))
+        if telemetry.ACTIVE.on:
+            self._observe()
         self._recorder.start()
         self.executor.open(self._outcomes.put, self._values)
         try:
@@ -250,6 +256,24 @@ class Runner:
             return self._finish()
         finally:
             self._recorder.close()
+
+    def _observe(self) -> None:
+        """Telemetry is on: a span for the run, and what each attempt needs to be traced."""
+        run = self.run
+        self._span = telemetry.start(
+            f"run {run.workflow}",
+            {
+                "klaw.run_id": run.run_id,
+                "klaw.workflow": run.workflow,
+                "klaw.stages": len(self.plan.stages),
+            },
+            self.options.trace,
+        )
+        if self._span is not None and not self._span.is_recording():
+            self._span = None  # sampled out: its attempts are not traced either
+        headers = telemetry.carrier(self._span) if self._span is not None else {}
+        if headers or telemetry.ACTIVE.lineage is not None:
+            self._observed = Observed(run.workflow, headers)
 
     # -- loop ----------------------------------------------------------------------------------
     def _loop(self) -> None:
@@ -454,6 +478,7 @@ class Runner:
             self.options.params.get(stage.params_model) if stage.params_model else None,
             self._consumers[name] > 0,
             None if ttl is None else now + ttl,
+            self._observed,
         )
         self._tasks[key] = task
         self._ready_events.pop(name, None)
@@ -737,4 +762,7 @@ class Runner:
         self._flush()
         self._recorder.drain()
         self._log.info("run finished", state=run.state.value)
+        if self._span is not None:
+            error = run.error if run.state is not RunState.SUCCEEDED else None
+            telemetry.end(self._span, error, {"klaw.state": run.state.value})
         return run

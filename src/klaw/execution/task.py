@@ -31,6 +31,14 @@ class InputRef:
     ref: AssetRef | None = None
 
 
+class Observed(msgspec.Struct, frozen=True):
+    """What an attempt needs to be traced and its lineage told: its workflow, and the W3C
+    context (``traceparent``) of its run's span. Only set when telemetry is on."""
+
+    workflow: str
+    trace: dict[str, str]
+
+
 class Task(msgspec.Struct, frozen=True):
     """One attempt handed to an executor (a msgspec Struct: made once per attempt, so cheap)."""
 
@@ -42,6 +50,7 @@ class Task(msgspec.Struct, frozen=True):
     params: Any = None  # the validated params model instance, when the stage takes one
     keep_value: bool = True  # False when no downstream stage needs the value
     lease_until: float | None = None  # epoch seconds: the lease as granted at submit
+    observed: Observed | None = None  # telemetry on: how to trace it
 
     @property
     def key(self) -> tuple[str, int]:
@@ -90,6 +99,7 @@ class Outcome(msgspec.Struct):
     value: Any = None  # process executors only: the value travels back to the parent's store
     load_s: float | None = None  # seconds spent reading and converting inputs (when it had any)
     commit_s: float | None = None  # seconds spent storing the asset snapshot (when it did)
+    schema: list[tuple[str, str]] | None = None  # telemetry on: the snapshot's (column, type)
 
     @property
     def ok(self) -> bool:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from klaw import telemetry
 from klaw.authoring.params import dump_params, resolve_params
 from klaw.errors import AssetNotFoundError, MetadataError, SelectionError
 from klaw.execution.signals import cancel_on_signals
@@ -223,6 +224,7 @@ class Launcher:
             io_timeout=settings.executor.stage_io_timeout,
             lease_ttl=settings.executor.lease_ttl,
             metadata_queue=settings.metadata.queue,
+            trace=telemetry.carrier(),  # a run launched inside a traced request is its child
             **options,
         )
         return Runner(plan, run, executor=executor, metadata=self._orch.metadata, options=shared)

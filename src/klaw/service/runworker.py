@@ -36,6 +36,7 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+from klaw import telemetry
 from klaw.errors import DefinitionError, KlawError, MetadataError
 from klaw.observability import get_logger
 from klaw.protocol.errors import error_reply, from_reply, internal_reply
@@ -64,6 +65,7 @@ class _Job:
     request: RunRequest | None = None
     recover: str | None = None
     skip: frozenset[str] = frozenset()  # workflow modules that failed their import check
+    trace: dict[str, str] = field(default_factory=dict)  # W3C context the run is a child of
 
 
 @dataclass(slots=True)
@@ -95,7 +97,7 @@ class RunWorkers:
     def start(self, request: RunRequest) -> RunRecord:
         """Start ``request`` in a new worker; the run it created (``queued``). Bad input is
         refused with the error the worker raised, before anything is recorded."""
-        run = self._spawn(_Job(request=request, skip=self._skip()))
+        run = self._spawn(_Job(request=request, skip=self._skip(), trace=telemetry.carrier()))
         assert run is not None
         return run
 
@@ -273,7 +275,8 @@ def _worker_main(conn: Connection, project: Project, settings: KlawSettings, job
     orch = Orchestrator(project, settings)
     try:
         orch.replace_workflows(load_workflows(project, skip=job.skip))
-        runner = _prepare(orch, job)
+        with telemetry.attached(job.trace):
+            runner = _prepare(orch, job)
     except KlawError as exc:
         conn.send(("refused", error_reply(exc)))
         orch.close()
@@ -297,6 +300,7 @@ def _worker_main(conn: Connection, project: Project, settings: KlawSettings, job
             runner.execute()
     finally:
         orch.close()
+        telemetry.flush()  # the run's spans leave before the worker does
 
 
 def _prepare(orch: Orchestrator, job: _Job) -> Runner | None:

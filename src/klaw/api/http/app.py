@@ -11,6 +11,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
+from klaw import telemetry
 from klaw.api.http import idempotency, problems
 from klaw.api.http.auth import Authenticator
 from klaw.api.http.idempotency import IdempotencyKeys
@@ -82,4 +83,8 @@ def create_app(
             allow_headers=["Authorization", "Content-Type"],
         )
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts) or ["*"])
+    if telemetry.ACTIVE.tracer is not None:  # outermost: the span covers every other layer
+        from klaw.api.http.tracing import TracingMiddleware
+
+        app.add_middleware(TracingMiddleware)
     return app

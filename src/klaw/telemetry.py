@@ -1,0 +1,405 @@
+"""Telemetry: OpenTelemetry traces and OpenLineage events, configured once per process.
+
+Off by default, and then nothing of OpenTelemetry or OpenLineage is imported: every hook in
+the hot paths is one attribute read (``ACTIVE.tracer``, ``ACTIVE.lineage``). Configured by
+``[settings.telemetry]`` (``KLAW_TELEMETRY__*``) and the standard ``OTEL_*`` variables, which
+the SDK reads itself (``OTEL_EXPORTER_OTLP_ENDPOINT``, ``OTEL_SERVICE_NAME``,
+``OTEL_TRACES_SAMPLER``, ``OTEL_RESOURCE_ATTRIBUTES``, ...).
+
+What is traced: each run (``run WORKFLOW``), each stage attempt (``stage NAME``, a child of its
+run; a retry is an attempt of its own), each snapshot commit (``commit ASSET``), and each HTTP
+request (``METHOD ROUTE``). A run launched over HTTP is a child of the request that launched it,
+also when it runs in a worker process: the context travels as W3C ``traceparent`` text.
+
+Spans are exported in batches off the caller's thread; a collector that cannot be reached
+drops spans (the SDK's bounded queue) and never slows or fails a run. Lineage events go through
+a bounded queue to a thread of their own; what does not fit is dropped and counted
+(:func:`dropped`).
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import queue
+import threading
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span, Tracer
+
+    from klaw.settings import TelemetrySettings
+
+
+class _Active:
+    """This process's exporters (set by :func:`configure`; both None: telemetry is off)."""
+
+    __slots__ = ("configured", "lineage", "provider", "tracer")
+
+    def __init__(self) -> None:
+        self.tracer: Tracer | None = None  # traces are exported
+        self.lineage: Lineage | None = None  # lineage events are sent
+        self.provider: Any = None  # the TracerProvider behind the tracer
+        self.configured: tuple[Any, ...] | None = None
+
+    @property
+    def on(self) -> bool:
+        return self.tracer is not None or self.lineage is not None
+
+
+ACTIVE = _Active()
+_lock = threading.Lock()
+PRODUCER = "https://github.com/klaw-data/klaw"
+_NAMESPACE_IDS = uuid.UUID("6f1c1f0e-8d7a-4c1b-9a51-6b2d0c3e7a10")  # attempt -> lineage run id
+
+
+def configure(settings: TelemetrySettings) -> None:
+    """Set this process's exporters from ``settings`` (once; the same settings again do
+    nothing, other settings replace the earlier ones)."""
+    key = (
+        settings.traces,
+        settings.endpoint,
+        settings.service_name,
+        settings.sample_ratio,
+        settings.lineage,
+        settings.lineage_url,
+        settings.lineage_file,
+        settings.lineage_namespace,
+    )
+    active = ACTIVE
+    with _lock:
+        if key == active.configured:
+            return
+        if active.provider is not None:
+            active.provider.shutdown()
+            active.tracer = active.provider = None
+        if settings.traces != "none":
+            active.provider = _provider(settings)
+            active.tracer = active.provider.get_tracer("klaw")
+        if active.lineage is not None:
+            active.lineage.close()
+        active.lineage = Lineage(settings) if settings.lineage != "none" else None
+        active.configured = key
+
+
+def _provider(settings: TelemetrySettings) -> Any:
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+    name = settings.service_name or os.environ.get("OTEL_SERVICE_NAME") or "klaw"
+    resource = Resource.create({SERVICE_NAME: name})  # and OTEL_RESOURCE_ATTRIBUTES
+    sampler = (
+        ParentBased(TraceIdRatioBased(settings.sample_ratio))
+        if settings.sample_ratio is not None
+        else None  # the SDK's default, or OTEL_TRACES_SAMPLER
+    )
+    provider = TracerProvider(resource=resource, sampler=sampler)
+    exporter: Any
+    if settings.traces == "console":
+        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+        exporter = ConsoleSpanExporter()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+    else:
+        if settings.traces == "otlp-grpc":
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        else:
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # type: ignore[assignment]
+                OTLPSpanExporter,
+            )
+        endpoint = settings.endpoint
+        if endpoint and settings.traces == "otlp-http" and not endpoint.endswith("/v1/traces"):
+            endpoint = endpoint.rstrip("/") + "/v1/traces"
+        exporter = OTLPSpanExporter(endpoint=endpoint) if endpoint else OTLPSpanExporter()
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    atexit.register(provider.shutdown)  # the last batch leaves before the process does
+    return provider
+
+
+def flush(timeout_ms: int = 5000) -> None:
+    """Export what is buffered now (spans and lineage events); for tests and before exit."""
+    if ACTIVE.provider is not None:
+        ACTIVE.provider.force_flush(timeout_ms)
+    if ACTIVE.lineage is not None:
+        ACTIVE.lineage.drain(timeout_ms / 1000)
+
+
+# -- context ---------------------------------------------------------------------------------
+
+
+def carrier(span: Span | None = None) -> dict[str, str]:
+    """The current trace context (or ``span``'s) as W3C headers; empty when traces are off
+    or nothing is being traced."""
+    if ACTIVE.tracer is None:
+        return {}
+    from opentelemetry import trace
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    headers: dict[str, str] = {}
+    context = trace.set_span_in_context(span) if span is not None else None
+    TraceContextTextMapPropagator().inject(headers, context=context)
+    return headers
+
+
+def parent(headers: Mapping[str, str] | None) -> Any:
+    """The context a ``traceparent`` header names (None: the current one)."""
+    if ACTIVE.tracer is None or not headers:
+        return None
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    return TraceContextTextMapPropagator().extract(dict(headers))
+
+
+@contextmanager
+def attached(headers: Mapping[str, str] | None) -> Iterator[None]:
+    """Make the context of ``headers`` current while the block runs."""
+    context = parent(headers)
+    if context is None:
+        yield
+        return
+    from opentelemetry import context as otel_context
+
+    token = otel_context.attach(context)
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
+
+
+def start(
+    name: str, attributes: Mapping[str, Any], headers: Mapping[str, str] | None = None
+) -> Span | None:
+    """A span, child of ``headers``' context (or the current one); None when traces are off.
+    End it with :func:`end`."""
+    tracer = ACTIVE.tracer
+    if tracer is None:
+        return None
+    clean = {k: v for k, v in attributes.items() if v is not None}
+    return tracer.start_span(name, context=parent(headers), attributes=clean)
+
+
+def end(
+    span: Span | None, error: str | None = None, attributes: Mapping[str, Any] | None = None
+) -> None:
+    """End ``span``, marked failed with ``error`` when given."""
+    if span is None:
+        return
+    from opentelemetry.trace import Status, StatusCode
+
+    for key, value in (attributes or {}).items():
+        if value is not None:
+            span.set_attribute(key, value)
+    if error is not None:
+        span.set_status(Status(StatusCode.ERROR, error))
+    span.end()
+
+
+@contextmanager
+def span(
+    name: str, attributes: Mapping[str, Any], headers: Mapping[str, str] | None = None
+) -> Iterator[Span | None]:
+    """A span around the block, current inside it: a child of ``headers``' context, or of the
+    current span. An exception marks it failed and goes on."""
+    tracer = ACTIVE.tracer
+    if tracer is None:
+        yield None
+        return
+    clean = {k: v for k, v in attributes.items() if v is not None}
+    with tracer.start_as_current_span(name, context=parent(headers), attributes=clean) as current:
+        yield current
+
+
+def ids() -> tuple[str, str] | None:
+    """The current trace and span ids (hex), for log records; None outside a span."""
+    if ACTIVE.tracer is None:
+        return None
+    from opentelemetry import trace
+
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return None
+    return format(context.trace_id, "032x"), format(context.span_id, "016x")
+
+
+# -- lineage ---------------------------------------------------------------------------------
+
+
+class Lineage:
+    """OpenLineage run events of stage attempts, sent by the ``openlineage-python`` client
+    from a thread of their own through a bounded queue."""
+
+    def __init__(self, settings: TelemetrySettings, limit: int = 10_000) -> None:
+        from openlineage.client import OpenLineageClient
+
+        self.namespace = settings.lineage_namespace
+        self._client = OpenLineageClient(transport=_transport(settings))
+        self._queue: queue.Queue[Any] = queue.Queue(limit)
+        self.dropped = 0
+        self.failed = 0
+        self._thread = threading.Thread(target=self._send, name="klaw-lineage", daemon=True)
+        self._thread.start()
+
+    def emit(
+        self,
+        state: str,
+        workflow: str,
+        run_id: str,
+        stage: str,
+        attempt: int,
+        time: float,
+        *,
+        inputs: Sequence[tuple[str, int | None]] = (),
+        output: tuple[str | None, int | None] | None = None,
+        schema: list[tuple[str, str]] | None = None,
+        rows: int | None = None,
+        size: int | None = None,
+        sql: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Queue a START, COMPLETE or FAIL event of one attempt (dropped, and counted, when
+        the queue is full)."""
+        item = (state, workflow, run_id, stage, attempt, time, inputs, output, schema)
+        try:
+            self._queue.put_nowait((*item, rows, size, sql, error))
+        except queue.Full:
+            self.dropped += 1
+
+    def _event(self, item: tuple[Any, ...]) -> Any:
+        from datetime import UTC, datetime
+
+        from openlineage.client.event_v2 import InputDataset, Job, OutputDataset, Run, RunEvent
+        from openlineage.client.event_v2 import RunState as State
+        from openlineage.client.facet_v2 import (
+            error_message_run,
+            output_statistics_output_dataset,
+            parent_run,
+            schema_dataset,
+            sql_job,
+        )
+
+        (state, workflow, run_id, stage, attempt, ts, inputs, output, schema, rows, size, sql,
+         error) = item  # fmt: skip
+        run_facets: dict[str, Any] = {
+            "parent": parent_run.ParentRunFacet(
+                run=parent_run.Run(runId=str(lineage_run_id(run_id))),
+                job=parent_run.Job(namespace=self.namespace, name=workflow),
+            )
+        }
+        if error is not None:
+            run_facets["errorMessage"] = error_message_run.ErrorMessageRunFacet(
+                message=error, programmingLanguage="python"
+            )
+        job_facets: dict[str, Any] = {}
+        if sql:
+            job_facets["sql"] = sql_job.SQLJobFacet(query=sql)
+        outputs = []
+        if output is not None:
+            facets: dict[str, Any] = {}
+            if schema:
+                facets["schema"] = schema_dataset.SchemaDatasetFacet(
+                    fields=[
+                        schema_dataset.SchemaDatasetFacetFields(name=n, type=t) for n, t in schema
+                    ]
+                )
+            stats: dict[str, Any] = {}
+            if rows is not None:
+                stats["outputStatistics"] = (
+                    output_statistics_output_dataset.OutputStatisticsOutputDatasetFacet(
+                        rowCount=rows, size=size
+                    )
+                )
+            outputs.append(
+                OutputDataset(
+                    namespace=self.namespace,
+                    name=output[0],
+                    facets=facets,
+                    outputFacets=stats,
+                )
+            )
+        return RunEvent(
+            eventType=State[state],
+            eventTime=datetime.fromtimestamp(ts, UTC).isoformat(),
+            run=Run(runId=str(lineage_run_id(run_id, stage, attempt)), facets=run_facets),
+            job=Job(namespace=self.namespace, name=f"{workflow}.{stage}", facets=job_facets),
+            inputs=[InputDataset(namespace=self.namespace, name=key) for key, _ in inputs],
+            outputs=outputs,
+            producer=PRODUCER,
+        )
+
+    def _send(self) -> None:
+        while True:
+            item = self._queue.get()
+            try:
+                if item is None:
+                    return
+                if isinstance(item, threading.Event):
+                    item.set()
+                    continue
+                self._client.emit(self._event(item))
+            except Exception:  # a lineage server that is down must not stop anything
+                self.failed += 1
+            finally:
+                self._queue.task_done()
+
+    def drain(self, timeout: float) -> None:
+        """Wait (at most ``timeout`` s) until what is queued now has been sent."""
+        done = threading.Event()
+        try:
+            self._queue.put(done, timeout=timeout)
+        except queue.Full:
+            return
+        done.wait(timeout)
+
+    def close(self) -> None:
+        try:
+            self._queue.put_nowait(None)
+        except queue.Full:
+            self.dropped += 1
+
+
+def lineage_run_id(run_id: str, stage: str | None = None, attempt: int | None = None) -> uuid.UUID:
+    """The OpenLineage run id (a UUID, as the spec asks) of a Klaw run or of one attempt:
+    the same Klaw ids always give the same UUID."""
+    name = run_id if stage is None else f"{run_id}/{stage}/{attempt}"
+    return uuid.uuid5(_NAMESPACE_IDS, name)
+
+
+def dropped() -> int:
+    """Lineage events dropped so far (the queue was full, or sending failed)."""
+    lineage = ACTIVE.lineage
+    return 0 if lineage is None else lineage.dropped + lineage.failed
+
+
+def _transport(settings: TelemetrySettings) -> Any:
+    kind = settings.lineage
+    if kind == "console":
+        from openlineage.client.transport.console import ConsoleConfig, ConsoleTransport
+
+        return ConsoleTransport(ConsoleConfig())
+    if kind == "file":
+        from openlineage.client.transport.file import FileConfig, FileTransport
+
+        from klaw.errors import ConfigError
+
+        if not settings.lineage_file:
+            raise ConfigError(
+                "KLAW_TELEMETRY__LINEAGE=file needs a file to write.",
+                hint="Set KLAW_TELEMETRY__LINEAGE_FILE (lineage_file under [settings.telemetry]).",
+            )
+        return FileTransport(FileConfig(log_file_path=settings.lineage_file, append=True))
+    from openlineage.client.transport.http import HttpConfig, HttpTransport
+
+    from klaw.errors import ConfigError
+
+    if not settings.lineage_url:
+        raise ConfigError(
+            "KLAW_TELEMETRY__LINEAGE=http needs the lineage server's URL.",
+            hint="Set KLAW_TELEMETRY__LINEAGE_URL, e.g. http://marquez:5000 (Marquez).",
+        )
+    config = HttpConfig(url=settings.lineage_url, timeout=5.0, retry={"total": 0})
+    return HttpTransport(config)
