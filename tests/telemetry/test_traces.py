@@ -16,6 +16,8 @@ import pytest
 
 import klaw
 from klaw import telemetry
+from klaw.api.flight.client import Client
+from klaw.protocol import RunReply, SubmitRun
 from klaw.settings import TelemetrySettings
 from klaw.states import RunState
 from tests.cli.driver import Dev, wait_for, write_project
@@ -183,7 +185,7 @@ wf = klaw.workflow("served", [first, second])
 
 
 @pytest.mark.slow
-def test_a_run_launched_over_http_is_a_child_of_the_callers_trace(
+def test_a_run_launched_over_http_or_flight_is_a_child_of_the_callers_trace(
     tmp_path: Path, receiver: Received
 ) -> None:
     project = write_project(tmp_path, {"served": textwrap.dedent(HTTP_WORKFLOW)})
@@ -211,8 +213,27 @@ def test_a_run_launched_over_http_is_a_child_of_the_callers_trace(
 
             wait_for("the run to end", finished)
         spans = _spans_of(receiver, TRACE_ID, 5)  # request, run, 2 stages, 1 commit
+
+        # over Flight: the client sends its current span's context with the command
+        telemetry.configure(TelemetrySettings(traces="otlp-http", endpoint=receiver.url))
+        tracer = telemetry.ACTIVE.tracer
+        assert tracer is not None
+        with (
+            tracer.start_as_current_span("caller") as caller,
+            Client(dev.info["flight"], dev.info["token"]) as flight,
+        ):
+            reply = flight.execute(SubmitRun(workflow="served", wait=True))
+        assert isinstance(reply, RunReply) and reply.run.state is RunState.SUCCEEDED
+        flight_trace = format(caller.get_span_context().trace_id, "032x")
+        over_flight = _spans_of(receiver, flight_trace, 6)  # caller, command, run, 2 stages, commit
     finally:
         dev.terminate()
+    (command,) = over_flight["klaw.command SubmitRun"]
+    assert command.parent_id == format(caller.get_span_context().span_id, "016x")
+    assert command.attributes["rpc.system"] == "apache_arrow_flight"
+    (flight_run,) = over_flight["run served"]
+    assert flight_run.parent_id == command.span_id
+    assert flight_run.attributes["klaw.run_id"] == reply.run.run_id
     (request,) = spans["POST /api/v1/runs"]
     assert request.parent_id == CALLER and request.kind == 2  # SERVER
     assert request.attributes["http.route"] == "/api/v1/runs"

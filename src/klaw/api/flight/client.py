@@ -22,6 +22,7 @@ from typing import Any, Final, TypeVar
 import pyarrow as pa
 from pyarrow import flight
 
+from klaw import telemetry
 from klaw.api.flight.status import reply_of
 from klaw.api.flight.tickets import decode_receipt, encode_ticket
 from klaw.errors import AuthError, ConfigError, RemoteError, ServerUnavailableError
@@ -315,6 +316,8 @@ class Client:
         headers = []
         if self._token:
             headers.append((b"authorization", b"Bearer " + self._token.encode()))
+        for name, value in telemetry.carrier().items():  # the caller's span, when traced
+            headers.append((name.encode(), value.encode()))
         return flight.FlightCallOptions(timeout=timeout, headers=headers)
 
     @contextlib.contextmanager

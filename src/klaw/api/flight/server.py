@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 import pyarrow as pa
 from pyarrow import flight
 
+from klaw import telemetry
 from klaw.api.flight.auth import BearerAuth, TokenSet
 from klaw.api.flight.cache import SnapshotCache
 from klaw.api.flight.status import guarded, internal, to_flight
@@ -38,7 +39,7 @@ from klaw.api.flight.tickets import (
 from klaw.errors import AssetNotFoundError, KlawError, TicketError, UnknownActionError
 from klaw.metadata.records import RunFilter
 from klaw.observability import get_logger
-from klaw.protocol import COMMANDS
+from klaw.protocol import COMMANDS, decode
 from klaw.service.dispatcher import Dispatcher
 
 if TYPE_CHECKING:
@@ -77,6 +78,20 @@ class AssetStreamer(Protocol):
     ) -> pa.RecordBatchReader: ...
 
 
+class _TraceContext(flight.ServerMiddlewareFactory):  # type: ignore[misc]
+    """Keeps a call's W3C trace headers for its handler (installed when traces are on)."""
+
+    def start_call(self, info: Any, headers: dict[str, list[Any]]) -> _Headers | None:
+        found = {k: str(headers[k][0]) for k in ("traceparent", "tracestate") if headers.get(k)}
+        return _Headers(found) if found else None
+
+
+class _Headers(flight.ServerMiddleware):  # type: ignore[misc]
+    def __init__(self, headers: dict[str, str]) -> None:
+        super().__init__()
+        self.headers = headers
+
+
 class KlawFlightServer(flight.FlightServerBase):  # type: ignore[misc]
     """Serves one Orchestrator. Listening starts in the constructor; use :func:`serve`."""
 
@@ -86,7 +101,10 @@ class KlawFlightServer(flight.FlightServerBase):  # type: ignore[misc]
         self.orchestrator = orchestrator
         self.dispatcher = Dispatcher(orchestrator)
         self.cache = SnapshotCache(cache_bytes)
-        super().__init__(location, middleware={"auth": BearerAuth(tokens)})
+        middleware: dict[str, Any] = {"auth": BearerAuth(tokens)}
+        if telemetry.ACTIVE.tracer is not None:
+            middleware["trace"] = _TraceContext()
+        super().__init__(location, middleware=middleware)
 
     # -- commands ------------------------------------------------------------------------------
     def list_actions(self, context: Any) -> list[flight.ActionType]:
@@ -101,8 +119,28 @@ class KlawFlightServer(flight.FlightServerBase):  # type: ignore[misc]
                     hint="Send commands as action type 'command' (ListActions describes it).",
                 )
             body = action.body.to_pybytes() if action.body is not None else b""
-            reply = self.dispatcher.handle(body)
+            if telemetry.ACTIVE.tracer is None:
+                reply = self.dispatcher.handle(body)
+            else:
+                reply = self._traced(context, body)
         return iter([flight.Result(reply)])
+
+    def _traced(self, context: Any, body: bytes) -> bytes:
+        """The command inside a span (``rpc.*`` conventions), child of the caller's
+        ``traceparent``; current while it runs, so a run it starts is its child."""
+        found = context.get_middleware("trace")
+        try:
+            name = type(decode(body)).__name__
+        except Exception:  # the dispatcher answers it with the decoding error
+            name = "undecodable"
+        attributes = {
+            "rpc.system": "apache_arrow_flight",
+            "rpc.service": "klaw",
+            "rpc.method": name,
+        }
+        headers = found.headers if found is not None else None
+        with telemetry.span(f"klaw.command {name}", attributes, headers):
+            return self.dispatcher.handle(body)
 
     # -- reading -------------------------------------------------------------------------------
     def do_get(self, context: Any, ticket: Any) -> Any:
