@@ -136,3 +136,42 @@ export function recolor(
   });
   return changed;
 }
+
+/** Below this zoom a large graph's labels are too small to read: they are not drawn at all. */
+export const LABEL_ZOOM = 0.8;
+
+/**
+ * The style of a large graph the server laid out: the fewest rules Cytoscape draws 10,000 nodes
+ * with (one size, one shape, a colour per state, straight "haystack" edges), and the labels only
+ * once `labelled` (zoomed in to LABEL_ZOOM or more). `color(name, fallback)` reads a CSS variable.
+ */
+export interface StyleRule {
+  selector: string;
+  style: Record<string, string | number>;
+}
+export function leanStyle(color: (name: string, fallback: string) => string, labelled: boolean): StyleRule[] {
+  const state = (s: string) => color(`--state-${s}`, '#9aa4b2');
+  const label: StyleRule = {
+    selector: 'node',
+    style: {
+      label: 'data(label)',
+      'font-size': 11,
+      'font-family': 'system-ui, sans-serif',
+      color: color('--graph-text', '#111'),
+      'text-valign': 'center',
+      'text-halign': 'center',
+      'text-wrap': 'ellipsis',
+      'text-max-width': '84px',
+    },
+  };
+  return [
+    { selector: 'node', style: { width: 90, height: 28, shape: 'rectangle', 'background-color': state('none') } },
+    ...STATE_VARS.map((s) => ({ selector: `node[state = "${s}"]`, style: { 'background-color': state(s) } })),
+    ...(labelled ? [label] : []),
+    {
+      selector: 'edge',
+      style: { width: 1, 'curve-style': 'haystack', 'haystack-radius': 0, 'line-color': color('--muted', '#888') },
+    },
+    { selector: ':selected', style: { 'overlay-color': color('--accent', '#36c'), 'overlay-opacity': 0.25 } },
+  ];
+}

@@ -1,7 +1,7 @@
 import { describe, expect, it, vi } from 'vitest';
 import { render, screen, waitFor } from '@testing-library/svelte';
 import Graph from '../components/Graph.svelte';
-import { lineageElements, recolor, statesFromAttempts, workflowElements } from '../lib/graph';
+import { leanStyle, lineageElements, recolor, STATE_VARS, statesFromAttempts, workflowElements } from '../lib/graph';
 import type { WorkflowDetail } from '../lib/types';
 
 const wf: WorkflowDetail = {
@@ -67,6 +67,21 @@ describe('workflowElements', () => {
     expect(recolor(cy, { a: 'succeeded', b: 'pending', zz: 'failed' })).toBe(1);
     expect(batch).toHaveBeenCalledOnce();
     expect(data.a).toBe('succeeded');
+  });
+});
+
+describe('leanStyle', () => {
+  const color = (name: string, fallback: string) => (name === '--state-failed' ? '#f00' : fallback);
+  it('draws a large graph with straight edges, a colour per state and no labels', () => {
+    const rules = leanStyle(color, false);
+    expect(rules.some((r) => 'label' in r.style)).toBe(false);
+    expect(rules.find((r) => r.selector === 'edge')?.style['curve-style']).toBe('haystack');
+    for (const s of STATE_VARS) expect(rules.some((r) => r.selector === `node[state = "${s}"]`)).toBe(true);
+    expect(rules.find((r) => r.selector === 'node[state = "failed"]')?.style['background-color']).toBe('#f00');
+  });
+  it('adds the labels once zoomed in', () => {
+    const label = leanStyle(color, true).find((r) => 'label' in r.style);
+    expect(label?.style.label).toBe('data(label)');
   });
 });
 
