@@ -136,3 +136,83 @@ export function recolor(
   });
   return changed;
 }
+
+/** Below this zoom a large graph's labels are too small to read: they are not drawn at all. */
+export const LABEL_ZOOM = 0.8;
+/** The size of every node of a large graph. */
+export const LEAN_NODE = { width: 90, height: 28 };
+
+/**
+ * The style of a large graph the server laid out: the fewest rules Cytoscape draws 10,000 nodes
+ * with (one size, one shape, a colour per state, straight "haystack" edges), and the labels only
+ * once `labelled` (zoomed in to LABEL_ZOOM or more). `color(name, fallback)` reads a CSS variable.
+ */
+export interface StyleRule {
+  selector: string;
+  style: Record<string, string | number>;
+}
+export function leanStyle(color: (name: string, fallback: string) => string, labelled: boolean): StyleRule[] {
+  const state = (s: string) => color(`--state-${s}`, '#9aa4b2');
+  const label: StyleRule = {
+    selector: 'node',
+    style: {
+      label: 'data(label)',
+      'font-size': 11,
+      'font-family': 'system-ui, sans-serif',
+      color: color('--graph-text', '#111'),
+      'text-valign': 'center',
+      'text-halign': 'center',
+      'text-wrap': 'ellipsis',
+      'text-max-width': '84px',
+    },
+  };
+  return [
+    { selector: 'node', style: { ...LEAN_NODE, shape: 'rectangle', 'background-color': state('none') } },
+    ...STATE_VARS.map((s) => ({ selector: `node[state = "${s}"]`, style: { 'background-color': state(s) } })),
+    ...(labelled ? [label] : []),
+    {
+      selector: 'edge',
+      style: { width: 1, 'curve-style': 'haystack', 'haystack-radius': 0, 'line-color': color('--muted', '#888') },
+    },
+    { selector: ':selected', style: { 'overlay-color': color('--accent', '#36c'), 'overlay-opacity': 0.25 } },
+  ];
+}
+
+/**
+ * A Cytoscape layout (registered as `kept`) that leaves every node where its element put it:
+ * a graph the server laid out is drawn without a pass that sets each position again.
+ */
+export function KeptLayout(): void {}
+KeptLayout.prototype.run = function (this: { emit: (event: string) => void }) {
+  this.emit('layoutstart');
+  this.emit('layoutready');
+  this.emit('layoutstop');
+  return this;
+};
+
+/**
+ * The zoom and pan that fit nodes of one size (`node` wide and high) at these positions into a
+ * `width` × `height` box with `padding` around: what `cy.fit()` gives, computed from the
+ * positions alone instead of every element's bounding box.
+ */
+export function fitViewport(
+  positions: Iterable<{ x: number; y: number }>,
+  node: { width: number; height: number },
+  box: { width: number; height: number; padding: number; minZoom: number; maxZoom: number },
+): { zoom: number; pan: { x: number; y: number } } {
+  let x1 = Infinity;
+  let y1 = Infinity;
+  let x2 = -Infinity;
+  let y2 = -Infinity;
+  for (const p of positions) {
+    x1 = Math.min(x1, p.x - node.width / 2);
+    x2 = Math.max(x2, p.x + node.width / 2);
+    y1 = Math.min(y1, p.y - node.height / 2);
+    y2 = Math.max(y2, p.y + node.height / 2);
+  }
+  if (x1 === Infinity) return { zoom: 1, pan: { x: box.width / 2, y: box.height / 2 } };
+  const w = Math.max(1, box.width - 2 * box.padding);
+  const h = Math.max(1, box.height - 2 * box.padding);
+  const zoom = Math.min(box.maxZoom, Math.max(box.minZoom, Math.min(w / (x2 - x1), h / (y2 - y1))));
+  return { zoom, pan: { x: (box.width - zoom * (x1 + x2)) / 2, y: (box.height - zoom * (y1 + y2)) / 2 } };
+}

@@ -1,7 +1,7 @@
 import { describe, expect, it, vi } from 'vitest';
 import { render, screen, waitFor } from '@testing-library/svelte';
 import Graph from '../components/Graph.svelte';
-import { lineageElements, recolor, statesFromAttempts, workflowElements } from '../lib/graph';
+import { fitViewport, KeptLayout, leanStyle, lineageElements, recolor, STATE_VARS, statesFromAttempts, workflowElements } from '../lib/graph';
 import type { WorkflowDetail } from '../lib/types';
 
 const wf: WorkflowDetail = {
@@ -67,6 +67,44 @@ describe('workflowElements', () => {
     expect(recolor(cy, { a: 'succeeded', b: 'pending', zz: 'failed' })).toBe(1);
     expect(batch).toHaveBeenCalledOnce();
     expect(data.a).toBe('succeeded');
+  });
+});
+
+describe('leanStyle', () => {
+  const color = (name: string, fallback: string) => (name === '--state-failed' ? '#f00' : fallback);
+  it('draws a large graph with straight edges, a colour per state and no labels', () => {
+    const rules = leanStyle(color, false);
+    expect(rules.some((r) => 'label' in r.style)).toBe(false);
+    expect(rules.find((r) => r.selector === 'edge')?.style['curve-style']).toBe('haystack');
+    for (const s of STATE_VARS) expect(rules.some((r) => r.selector === `node[state = "${s}"]`)).toBe(true);
+    expect(rules.find((r) => r.selector === 'node[state = "failed"]')?.style['background-color']).toBe('#f00');
+  });
+  it('adds the labels once zoomed in', () => {
+    const label = leanStyle(color, true).find((r) => 'label' in r.style);
+    expect(label?.style.label).toBe('data(label)');
+  });
+});
+
+describe('fitViewport', () => {
+  const box = { width: 400, height: 200, padding: 10, minZoom: 0.05, maxZoom: 3 };
+  it('fits the nodes into the box, centred, as cy.fit() does', () => {
+    const v = fitViewport([{ x: 0, y: 0 }, { x: 1000, y: 0 }, { x: 500, y: 100 }], { width: 100, height: 20 }, box);
+    expect(v.zoom).toBeCloseTo(380 / 1100);
+    expect(v.pan.x).toBeCloseTo((400 - v.zoom * 1000) / 2);
+    expect(v.pan.y).toBeCloseTo((200 - v.zoom * 100) / 2);
+  });
+  it('keeps to the zoom limits and copes with no nodes', () => {
+    expect(fitViewport([{ x: 5, y: 5 }], { width: 1, height: 1 }, box).zoom).toBe(3);
+    expect(fitViewport([], { width: 1, height: 1 }, box)).toEqual({ zoom: 1, pan: { x: 200, y: 100 } });
+  });
+});
+
+describe('KeptLayout', () => {
+  it('moves nothing and reports start, ready and stop', () => {
+    const events: string[] = [];
+    const layout = { emit: (e: string) => events.push(e) };
+    expect(KeptLayout.prototype.run.call(layout)).toBe(layout);
+    expect(events).toEqual(['layoutstart', 'layoutready', 'layoutstop']);
   });
 });
 
