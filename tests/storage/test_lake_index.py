@@ -254,3 +254,76 @@ def test_a_refused_large_commit_leaves_no_file(lake_place: Lake) -> None:
             commit(store, "big", _big())
         assert list(lake_place.data.rglob("klaw-*.parquet")) == []
         assert store.delete_orphaned_files(older_than=NOW) == []
+
+
+def test_columns_in_another_order_or_of_another_type_make_a_new_table(lake_place: Lake) -> None:
+    """Whether a commit rewrites the asset's table in place is decided from the columns the
+    index holds for its latest snapshot: the same names, order and types, or a new table."""
+    first = pa.table({"a": pa.array([1, 2], pa.int64()), "b": ["x", "y"]})
+    swapped = pa.table({"b": ["z"], "a": pa.array([3], pa.int64())})
+    retyped = pa.table({"b": ["w"], "a": pa.array([0.5], pa.float64())})
+    with DuckLakeAssetStore(lake_place.catalog, lake_place.data) as store:
+        ids = [commit(store, "orders", t) for t in (first, first, swapped, retyped, retyped)]
+        assert _tables(store) == 3  # first twice in place, then two new tables, then in place
+        for snap, table in zip(ids, (first, first, swapped, retyped, retyped), strict=True):
+            assert store.read("orders", snap).equals(table)
+        assert [s.schema for s in store.snapshots("orders")][-1] == {"b": "string", "a": "double"}
+
+
+_UNINDEXED = textwrap.dedent(
+    """
+    import sys
+    import pyarrow as pa
+    from klaw.storage.ducklake import DuckLakeAssetStore
+
+    store = DuckLakeAssetStore(*sys.argv[1:3])
+    store.commit("orders", pa.table({"a": ["x", "y", "z"]}), run_id="other", stage="s", attempt=1)
+    print("finished: the failpoint did not fire")
+    """
+)
+
+
+def test_a_commit_plans_from_a_snapshot_another_process_left_unindexed(lake_place: Lake) -> None:
+    """Another process commits new column types and dies before indexing them: this store's
+    next commit must see them (or it would insert its rows into the other table, cast)."""
+    with DuckLakeAssetStore(lake_place.catalog, lake_place.data) as store:
+        first = commit(store, "orders", ints(3))
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(sys.path),
+            "KLAW_FAILPOINTS": "before_lake_index",
+        }
+        child = subprocess.run(
+            [sys.executable, "-c", _UNINDEXED, lake_place.catalog, str(lake_place.data)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=90,
+            check=False,
+        )
+        assert child.returncode == -signal.SIGKILL, (child.returncode, child.stderr)
+        third = commit(store, "orders", ints(2))
+        assert store.read("orders").equals(ints(2))
+        snaps = store.snapshots("orders")
+        assert (snaps[0].snapshot, snaps[-1].snapshot) == (first, third)
+        assert [s.schema["a"] for s in snaps] == ["int64", "string", "int64"]
+        assert store.read("orders", snaps[1].snapshot).column("a").to_pylist() == ["x", "y", "z"]
+
+
+def test_a_staged_table_reads_back_by_row_group_and_time_travels(lake_place: Lake) -> None:
+    """A staged file keeps pyarrow's row groups; DuckLake reads it, its statistics and its
+    snapshot like one it wrote itself."""
+    with DuckLakeAssetStore(lake_place.catalog, lake_place.data) as store:
+        first = commit(store, "big", _big(1_200_000))
+        second = commit(store, "big", ints(3))
+        assert store.read("big", first, limit=5).equals(_big(5))
+        assert store.read("big", first).num_rows == 1_200_000
+        cur = store._connection().cursor()
+        try:
+            at = f'klaw_lake.main."big" AT (VERSION => {first})'
+            row = cur.execute(f"SELECT count(*), max(a) FROM {at} WHERE a >= 1_100_000")
+            assert row.fetchone() == (100_000, 1_199_999)
+        finally:
+            cur.close()
+        assert store.read("big", second).equals(ints(3))
+        assert store.delete_orphaned_files(older_than=NOW) == []

@@ -63,7 +63,7 @@ _CLEANUP_GRACE = dt.timedelta(hours=1)  # how long compaction keeps files nothin
 _IN_PLACE_ROWS = 100_000  # up to this many rows, a commit rewrites the asset's table in place
 _STAGED_BYTES = 4 << 20  # from this size a commit's Parquet is written before the commit lock
 _GROUP_MAX = 64  # commits made in one catalog transaction at most (a group commit)
-_ROW_GROUP = 122_880  # rows per Parquet row group, as DuckDB writes them
+_SCHEMAS_KEPT = 1024  # Arrow schemas whose DuckDB form a store remembers
 # The change kinds of ``ducklake_snapshot_changes`` that change a table's rows or columns.
 _DATA_CHANGES = frozenset({"inserted_into_table", "deleted_from_table", "altered_table"})
 _CHANGE = re.compile(r'([a-z_]+):((?:"(?:[^"]|"")*"\.?)+|\d+)')
@@ -126,6 +126,7 @@ class DuckLakeAssetStore:
         # Snapshots never change, so what was learnt about one is kept.
         self._members: set[tuple[str, int]] = set()
         self._expired: set[int] = set()  # latest snapshots that compaction expired
+        self._schemas: dict[pa.Schema, dict[str, str]] = {}  # see _duckdb_schema
 
     def __repr__(self) -> str:
         return f"DuckLakeAssetStore(catalog={self.location!r}, data_path={str(self.data_path)!r})"
@@ -580,7 +581,7 @@ class DuckLakeAssetStore:
         path = folder / f"klaw-{uuid.uuid4()}.parquet"
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            pq.write_table(table, path, compression="snappy", row_group_size=_ROW_GROUP)
+            pq.write_table(table, path, compression="snappy")  # pyarrow's row groups: 1 Mi rows
             fd = os.open(path, os.O_RDONLY)
             try:
                 os.fsync(fd)
@@ -597,6 +598,19 @@ class DuckLakeAssetStore:
             return None  # a table Parquet cannot hold as is: DuckDB writes it its own way
         return path
 
+    def _duckdb_schema(
+        self, con: duckdb.DuckDBPyConnection, name: str, table: pa.Table
+    ) -> dict[str, str]:
+        """The columns of ``table`` (registered as ``name``) as DuckDB stores them, in Arrow's
+        words: asked of DuckDB once per Arrow schema (stages commit the same shape again)."""
+        known = self._schemas.get(table.schema)
+        if known is None:
+            known = _arrow_schema(con.execute(f"SELECT * FROM {name} LIMIT 0").to_arrow_table())
+            if len(self._schemas) >= _SCHEMAS_KEPT:
+                self._schemas.clear()
+            self._schemas[table.schema] = known
+        return dict(known)
+
     def _commit_once(
         self,
         con: duckdb.DuckDBPyConnection,
@@ -607,9 +621,12 @@ class DuckLakeAssetStore:
     ) -> tuple[int, list[dict[str, str] | None]]:
         """One catalog transaction that makes the next snapshot of each asset of ``part``; the
         snapshot's id and each table's schema. A commit's ``staged`` file is registered."""
+        if index.behind():  # another process committed: plan from what the lake holds now
+            self._catch_up_locked(con, index)
+        known = index.latest_of([c.key for c in part])
         plans = []
         for c in part:
-            latest = index.latest(c.key)
+            latest = known.get(c.key.lower())
             if latest is not None and latest.latest.key != c.key:
                 raise StorageError(
                     f"asset {c.key!r} clashes with the existing asset {latest.latest.key!r}:"
@@ -617,18 +634,21 @@ class DuckLakeAssetStore:
                     hint=f"rename the asset, or spell it {latest.latest.key!r} as before",
                 )
             # Small assets are rewritten in place (DELETE + INSERT into the same DuckLake
-            # table), so an asset stays one table however many snapshots it has. A large one
-            # is replaced (CREATE OR REPLACE): a DELETE scans the old version (0.2 s per
-            # million rows) where a drop only ends its files. An empty old version is
-            # replaced too: deleting nothing and inserting nothing would make no snapshot.
-            plans.append(latest is not None and 0 < latest.latest.rows <= _IN_PLACE_ROWS)
+            # table), so an asset stays one table however many snapshots it has, when its
+            # columns (names, order and types, as the index has the latest snapshot's) stay
+            # the same. A large one is replaced (CREATE OR REPLACE): a DELETE scans the old
+            # version (0.2 s per million rows) where a drop only ends its files. An empty old
+            # version is replaced too: deleting nothing and inserting nothing would make no
+            # snapshot.
+            same = latest is not None and 0 < latest.latest.rows <= _IN_PLACE_ROWS
+            plans.append(latest.latest.schema if same and latest is not None else None)
         sources = [f"{_SOURCE}_{i}" for i in range(len(part))]
         for name, c in zip(sources, part, strict=True):
             con.register(name, c.table)
         try:
             schemas: list[dict[str, str] | None] = [
-                _arrow_schema(con.execute(f"SELECT * FROM {name} LIMIT 0").to_arrow_table())
-                for name in sources
+                self._duckdb_schema(con, name, c.table)
+                for name, c in zip(sources, part, strict=True)
             ]
             con.execute("BEGIN TRANSACTION")
             try:
@@ -638,9 +658,9 @@ class DuckLakeAssetStore:
                     f"CALL ducklake_set_commit_message({literal(_LAKE)}, {literal(_AUTHOR)}, "
                     f"{literal(message)}, extra_info => {literal(extra)})"
                 )
-                for name, c, in_place in zip(sources, part, plans, strict=True):
+                for name, c, old, new in zip(sources, part, plans, schemas, strict=True):
                     rows = f"SELECT * FROM {name}" + (" LIMIT 0" if c.staged else "")
-                    if in_place and _columns(con, _table(c.key)) == _columns(con, name):
+                    if old is not None and new is not None and _same_columns(old, new):
                         con.execute(f"DELETE FROM {_table(c.key)}")
                         con.execute(f"INSERT INTO {_table(c.key)} {rows}")
                     else:
@@ -853,10 +873,10 @@ def _table(key: str, snapshot: int | None = None) -> str:
     return name if snapshot is None else f"{name} AT (VERSION => {int(snapshot)})"
 
 
-def _columns(con: duckdb.DuckDBPyConnection, relation: str) -> list[tuple[str, str]]:
-    """The names and DuckDB types of a table's columns, in order."""
-    rows = con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()
-    return [(str(row[0]), str(row[1])) for row in rows]
+def _same_columns(old: dict[str, str], new: dict[str, str]) -> bool:
+    """Whether two tables' columns have the same names, order and types (Arrow's, as DuckDB
+    hands them back)."""
+    return list(old.items()) == list(new.items())
 
 
 def _extra(extra: object) -> dict[str, object]:

@@ -148,6 +148,22 @@ class LakeIndex:
         )
         return None if row is None else Listed(_entry(row[:-1]), int(row[-1]))
 
+    def latest_of(self, keys: Sequence[str]) -> dict[str, Listed]:
+        """:meth:`latest` of several assets in one query, by lower-cased key (an asset the
+        index does not have is left out)."""
+        wanted = sorted({k.lower() for k in keys})
+        if not wanted:
+            return {}
+        e = self._t("klaw_asset_snapshot")
+        rows = self._all(
+            f"SELECT {_ENTRY}, {self._count('e')} FROM {e} AS e"
+            f" WHERE e.asset_key IN ({', '.join(_literal(k) for k in wanted)})"
+            f" AND e.snapshot_id = (SELECT max(m.snapshot_id) FROM {e} AS m"
+            " WHERE m.asset_key = e.asset_key)"
+        )
+        listed = [Listed(_entry(row[:-1]), int(row[-1])) for row in rows]
+        return {x.latest.key.lower(): x for x in listed}
+
     def entry(self, key: str, snapshot: int) -> Entry | None:
         row = self._one(
             f"SELECT {_ENTRY} FROM {self._t('klaw_asset_snapshot')} AS e"
