@@ -69,8 +69,12 @@ _DATA_CHANGES = frozenset({"inserted_into_table", "deleted_from_table", "altered
 _CHANGE = re.compile(r'([a-z_]+):((?:"(?:[^"]|"")*"\.?)+|\d+)')
 # The catalog database's words for "another writer got there first", in an untyped error:
 # SQLite's lock, or Postgres's own catalog meeting a concurrent CREATE TABLE of the same name.
+# Another writer's doing, on the catalog database: SQLite's lock, DuckLake's conflict, and
+# Postgres's duplicate key, serialization failure (40001) and deadlock (40P01).
 _CONTENDED = re.compile(
-    r"database is locked|conflict|duplicate key value violates unique constraint", re.IGNORECASE
+    r"database is locked|conflict|duplicate key value violates unique constraint"
+    r"|could not serialize access|deadlock detected",
+    re.IGNORECASE,
 )
 _POSTGRES_FAILURE = re.compile(r'Unable to connect to Postgres at "[^"]*":\s*(.*)', re.DOTALL)
 
