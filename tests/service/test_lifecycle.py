@@ -102,24 +102,26 @@ def test_same_content_makes_no_new_version(dispatcher: Dispatcher, project: Path
     listed = run(dispatcher, ListVersions(workflow="sales"))
     assert [v.version for v in listed.versions] == [2, 1]  # newest first
     assert [(d.environment, d.version) for d in listed.deployments] == [("dev", 2)]
-    detail = run(dispatcher, GetVersion(workflow="sales", version=1)).detail
+    detail = run(dispatcher, GetVersion(workflow="sales", number=1)).detail
     assert detail.files["workflow.sql"] == SQL and "config.yaml" in detail.files
     assert {s["name"] for s in detail.graph["stages"]} == {"totals", "big"}
     changed = run(dispatcher, DiffVersions(workflow="sales", a=1, b=2))
     assert changed.stages_added == ("more",) and changed.stages_removed == ()
     [file] = changed.files
-    assert file.path == "workflow.sql" and file.change == "changed" and "+-- name: more" in file.diff
+    assert (
+        file.path == "workflow.sql" and file.change == "changed" and "+-- name: more" in file.diff
+    )
     source = run(dispatcher, GetSource(workflow="sales"))
     assert source.version == 2 and source.kind == "folder"
 
 
 def test_promotion_path_with_approvals_and_audit(dispatcher: Dispatcher) -> None:
     run(dispatcher, CreateVersion(workflow="sales", message="v1"))
-    qa = run(dispatcher, PromoteVersion(workflow="sales", version=1, to="qa"))
+    qa = run(dispatcher, PromoteVersion(workflow="sales", number=1, to="qa"))
     assert qa.request is None and qa.deployment.environment == "qa"
     with pytest.raises(PromotionError, match="cannot skip to prod"):
-        run(dispatcher, PromoteVersion(workflow="sales", version=1, to="prod"))
-    asked = run(dispatcher, PromoteVersion(workflow="sales", version=1, to="uat"))
+        run(dispatcher, PromoteVersion(workflow="sales", number=1, to="prod"))
+    asked = run(dispatcher, PromoteVersion(workflow="sales", number=1, to="uat"))
     assert asked.deployment is None and asked.request.state == "pending"
     request_id = asked.request.request_id
     with pytest.raises(ApprovalError, match="asked for this promotion"):
@@ -154,14 +156,14 @@ def test_promotion_path_with_approvals_and_audit(dispatcher: Dispatcher) -> None
 
 def test_rejected_request_is_not_promoted_anyway(dispatcher: Dispatcher) -> None:
     run(dispatcher, CreateVersion(workflow="sales"))
-    run(dispatcher, PromoteVersion(workflow="sales", version=1, to="qa"))
-    asked = run(dispatcher, PromoteVersion(workflow="sales", version=1, to="uat"))
+    run(dispatcher, PromoteVersion(workflow="sales", number=1, to="qa"))
+    asked = run(dispatcher, PromoteVersion(workflow="sales", number=1, to="uat"))
     rejected = run(
         dispatcher, RejectRequest(request_id=asked.request.request_id, comment="no tests"), BOB
     )
     assert rejected.request.state == "rejected" and rejected.deployment is None
     with pytest.raises(PromotionError, match="rejected by token:b2 \\(bob\\): 'no tests'"):
-        run(dispatcher, PromoteVersion(workflow="sales", version=1, to="uat"))
+        run(dispatcher, PromoteVersion(workflow="sales", number=1, to="uat"))
     with pytest.raises(ApprovalError, match="already rejected"):
         run(dispatcher, ApproveRequest(request_id=asked.request.request_id), CAROL)
     deployed = run(dispatcher, ListVersions(workflow="sales")).deployments
@@ -170,14 +172,14 @@ def test_rejected_request_is_not_promoted_anyway(dispatcher: Dispatcher) -> None
 
 def test_read_only_versions_refuse_change(dispatcher: Dispatcher) -> None:
     run(dispatcher, CreateVersion(workflow="sales"))
-    run(dispatcher, PromoteVersion(workflow="sales", version=1, to="qa"))
-    asked = run(dispatcher, PromoteVersion(workflow="sales", version=1, to="uat"))
+    run(dispatcher, PromoteVersion(workflow="sales", number=1, to="qa"))
+    asked = run(dispatcher, PromoteVersion(workflow="sales", number=1, to="uat"))
     run(dispatcher, ApproveRequest(request_id=asked.request.request_id), BOB)
-    asked = run(dispatcher, PromoteVersion(workflow="sales", version=1, to="prod"))
+    asked = run(dispatcher, PromoteVersion(workflow="sales", number=1, to="prod"))
     run(dispatcher, ApproveRequest(request_id=asked.request.request_id), BOB)
     with pytest.raises(ReadOnlyVersionError, match="v1 is in prod and read-only"):
-        run(dispatcher, DeleteVersion(workflow="sales", version=1))
-    bundle = run(dispatcher, ExportVersion(workflow="sales", version=1)).bundle
+        run(dispatcher, DeleteVersion(workflow="sales", number=1))
+    bundle = run(dispatcher, ExportVersion(workflow="sales", number=1)).bundle
     files = {**bundle["files"], "workflow.sql": SQL + "\n-- name: x\nSELECT 3;\n"}
     from klaw.service.versions import content_hash
 
@@ -185,12 +187,12 @@ def test_read_only_versions_refuse_change(dispatcher: Dispatcher) -> None:
     with pytest.raises(ReadOnlyVersionError, match="cannot be replaced by an import"):
         run(dispatcher, ImportVersion(bundle=edited, replace=True))
     with pytest.raises(ApprovalError, match="needs the approver role"):
-        run(dispatcher, RetireVersion(workflow="sales", version=1))
-    retired = run(dispatcher, RetireVersion(workflow="sales", version=1), BOB)
+        run(dispatcher, RetireVersion(workflow="sales", number=1))
+    retired = run(dispatcher, RetireVersion(workflow="sales", number=1), BOB)
     assert retired.version.stage == "retired"
     assert run(dispatcher, ListVersions(workflow="sales")).deployments == []
     with pytest.raises(PromotionError, match="retired"):
-        run(dispatcher, PromoteVersion(workflow="sales", version=1, to="qa"))
+        run(dispatcher, PromoteVersion(workflow="sales", number=1, to="qa"))
 
 
 def test_approval_policy_from_klaw_toml(tmp_path: Path) -> None:
@@ -199,10 +201,10 @@ def test_approval_policy_from_klaw_toml(tmp_path: Path) -> None:
     d = Dispatcher(orch)
     try:
         run(d, CreateVersion(workflow="sales"))
-        run(d, PromoteVersion(workflow="sales", version=1, to="qa"))
-        asked = run(d, PromoteVersion(workflow="sales", version=1, to="uat"))
+        run(d, PromoteVersion(workflow="sales", number=1, to="qa"))
+        asked = run(d, PromoteVersion(workflow="sales", number=1, to="uat"))
         run(d, ApproveRequest(request_id=asked.request.request_id), CAROL)
-        asked = run(d, PromoteVersion(workflow="sales", version=1, to="prod"))
+        asked = run(d, PromoteVersion(workflow="sales", number=1, to="prod"))
         assert asked.request.required == 2
         rid = asked.request.request_id
         with pytest.raises(ApprovalError, match="not an approver of prod"):
@@ -223,7 +225,7 @@ def test_two_promotions_at_once_one_wins(dispatcher: Dispatcher) -> None:
     def promote() -> None:
         start.wait()
         try:
-            outcomes.append(run(dispatcher, PromoteVersion(workflow="sales", version=1, to="qa")))
+            outcomes.append(run(dispatcher, PromoteVersion(workflow="sales", number=1, to="qa")))
         except PromotionError as exc:
             outcomes.append(exc)
 
@@ -238,13 +240,11 @@ def test_two_promotions_at_once_one_wins(dispatcher: Dispatcher) -> None:
     assert len(promoted) == 1
 
 
-def test_bundle_round_trip_signed_and_tampered(
-    dispatcher: Dispatcher, tmp_path: Path
-) -> None:
+def test_bundle_round_trip_signed_and_tampered(dispatcher: Dispatcher, tmp_path: Path) -> None:
     from klaw.service import bundles
 
     run(dispatcher, CreateVersion(workflow="sales", message="ship it"))
-    raw = run(dispatcher, ExportVersion(workflow="sales", version=1)).bundle
+    raw = run(dispatcher, ExportVersion(workflow="sales", number=1)).bundle
     key = tmp_path / "signing.pem"
     public = bundles.keygen(key)
     signed = msgspec.to_builtins(bundles.sign(bundles.read(raw), key))
@@ -279,7 +279,10 @@ def test_draft_check_and_builder_save(dispatcher: Dispatcher) -> None:
     bad = run(dispatcher, CheckDraft(workflow="fresh", files=broken))
     assert bad.error is not None and "klaw-draft-" not in bad.error.message
     assert bad.error.message.startswith("fresh/config.yaml")
-    cycle = {**files, "workflow.sql": "-- name: a\nSELECT * FROM b;\n-- name: b\nSELECT * FROM a;\n"}
+    cycle = {
+        **files,
+        "workflow.sql": "-- name: a\nSELECT * FROM b;\n-- name: b\nSELECT * FROM a;\n",
+    }
     assert run(dispatcher, CheckDraft(workflow="fresh", files=cycle)).error.code == "GraphError"
     saved = run(dispatcher, CreateVersion(workflow="fresh", message="from builder", files=files))
     assert saved.created and saved.version.kind == "folder"
@@ -294,7 +297,7 @@ def test_draft_check_and_builder_save(dispatcher: Dispatcher) -> None:
 
 def test_unknown_version_and_workflow(dispatcher: Dispatcher) -> None:
     with pytest.raises(VersionNotFoundError, match="has no version 3"):
-        run(dispatcher, GetVersion(workflow="sales", version=3))
+        run(dispatcher, GetVersion(workflow="sales", number=3))
     with pytest.raises(VersionNotFoundError, match="No approval request"):
         run(dispatcher, ApproveRequest(request_id="req_nope"), BOB)
 
@@ -340,7 +343,9 @@ def test_git_sync_dry_run_apply_and_broken_commit(tmp_path: Path) -> None:
         by_name = {c.workflow: c for c in broken.changes}
         assert by_name["orders"].action == "error" and by_name["stock"].action == "unchanged"
         assert f"commit {sha[:12]}" in by_name["orders"].error
-        assert "flows/orders" in by_name["orders"].error and "config.yaml" in by_name["orders"].error
+        assert (
+            "flows/orders" in by_name["orders"].error and "config.yaml" in by_name["orders"].error
+        )
         deployed = run(d, ListVersions(workflow="orders")).deployments
         assert [(x.environment, x.version) for x in deployed] == [("dev", 1)]
     finally:

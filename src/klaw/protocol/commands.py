@@ -248,6 +248,7 @@ class PruneMetadata(_Command, frozen=True):
 # -- the pipeline lifecycle -------------------------------------------------------------------
 
 Files = Annotated[dict[str, str], msgspec.Meta(max_length=10_000)]
+Number = Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1)]  # a version's number, an audit seq
 Environment = Annotated[str, msgspec.Meta(pattern="^(dev|qa|uat|prod)$")]
 
 
@@ -268,14 +269,14 @@ class ListVersions(_Command, frozen=True):
 
     workflow: str
     limit: PageSize = 50
-    before: Positive | None = None
+    before: Number | None = None
 
 
 class GetVersion(_Command, frozen=True):
     """One version with its files and graph."""
 
     workflow: str
-    version: Positive
+    number: Number  # the version's number (``version`` is the command's own)
 
 
 class DiffVersions(_Command, frozen=True):
@@ -283,8 +284,8 @@ class DiffVersions(_Command, frozen=True):
     a unified diff, and the stages added, removed and changed."""
 
     workflow: str
-    a: Positive
-    b: Positive | None = None
+    a: Number
+    b: Number | None = None
 
 
 class GetSource(_Command, frozen=True):
@@ -298,7 +299,7 @@ class DeleteVersion(_Command, frozen=True):
     """Delete a version that is not read-only (in dev or qa)."""
 
     workflow: str
-    version: Positive
+    number: Number  # the version's number (``version`` is the command's own)
 
 
 class PromoteVersion(_Command, frozen=True):
@@ -306,7 +307,7 @@ class PromoteVersion(_Command, frozen=True):
     an approval request where the policy needs approvals (always for uat and prod)."""
 
     workflow: str
-    version: Positive
+    number: Number  # the version's number (``version`` is the command's own)
     to: Environment
 
 
@@ -320,7 +321,7 @@ class RetireVersion(_Command, frozen=True):
     """Retire a version: it leaves every environment and is never deployed again."""
 
     workflow: str
-    version: Positive
+    number: Number  # the version's number (``version`` is the command's own)
 
 
 class ListApprovals(_Command, frozen=True):
@@ -351,14 +352,14 @@ class ListAudit(_Command, frozen=True):
 
     workflow: str | None = None
     limit: PageSize = 100
-    before: Positive | None = None
+    before: Number | None = None
 
 
 class ExportVersion(_Command, frozen=True):
     """A version as a self-contained bundle (``docs/bundle.schema.json``)."""
 
     workflow: str
-    version: Positive
+    number: Number  # the version's number (``version`` is the command's own)
 
 
 class ImportVersion(_Command, frozen=True):

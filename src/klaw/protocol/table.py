@@ -165,7 +165,7 @@ def _submit(cmd: SubmitRun) -> Request:
 _V, _O, _P, _A = "viewer", "operator", "approver", "admin"
 _LOGS: Final = "/runs/{run_id}/logs"
 _VERSIONS: Final = "/workflows/{workflow}/versions"
-_VERSION: Final = _VERSIONS + "/{version}"
+_VERSION: Final = _VERSIONS + "/{number}"
 
 HTTP: Final[dict[type[msgspec.Struct], Http | None]] = {
     ListWorkflows: Http("GET", "/workflows", "list_workflows", _V),

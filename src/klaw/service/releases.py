@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
-from klaw.errors import KlawError, VersionNotFoundError, WorkflowNotFoundError, rebuild
+from klaw.errors import ConfigError, KlawError, VersionNotFoundError, WorkflowNotFoundError, rebuild
 from klaw.metadata.records import VersionRecord
 from klaw.protocol import (
     ApprovalsReply,
@@ -185,7 +185,7 @@ class Releases:
         )
 
     def _get(self, cmd: GetVersion, caller: Caller) -> VersionDetailReply:
-        record, content = self.content(cmd.workflow, cmd.version)
+        record, content = self.content(cmd.workflow, cmd.number)
         view = self._view(record, self._deployed(cmd.workflow))
         detail = VersionDetail(version=view, files=content.files, graph=content.graph)
         return VersionDetailReply(detail=detail)
@@ -211,18 +211,18 @@ class Releases:
         )
 
     def _delete(self, cmd: DeleteVersion, caller: Caller) -> VersionReply:
-        record = self.lifecycle.delete(cmd.workflow, cmd.version, caller)
+        record = self.lifecycle.delete(cmd.workflow, cmd.number, caller)
         return VersionReply(version=self._view(record, {}), created=False)
 
     def _promote(self, cmd: PromoteVersion, caller: Caller) -> PromotionReply:
-        request, deployment = self.lifecycle.promote(cmd.workflow, cmd.version, cmd.to, caller)
+        request, deployment = self.lifecycle.promote(cmd.workflow, cmd.number, cmd.to, caller)
         return PromotionReply(request=request, deployment=deployment)
 
     def _demote(self, cmd: DemoteVersion, caller: Caller) -> PromotionReply:
         return PromotionReply(deployment=self.lifecycle.demote(cmd.workflow, caller))
 
     def _retire(self, cmd: RetireVersion, caller: Caller) -> VersionReply:
-        record = self.lifecycle.retire(cmd.workflow, cmd.version, caller)
+        record = self.lifecycle.retire(cmd.workflow, cmd.number, caller)
         return VersionReply(version=self._view(record, {}), created=False)
 
     def _approvals(self, cmd: ListApprovals, caller: Caller) -> ApprovalsReply:
@@ -239,7 +239,7 @@ class Releases:
         return AuditReply(entries=entries)
 
     def _export(self, cmd: ExportVersion, caller: Caller) -> BundleReply:
-        return BundleReply(bundle=msgspec.to_builtins(self.bundle(cmd.workflow, cmd.version)))
+        return BundleReply(bundle=msgspec.to_builtins(self.bundle(cmd.workflow, cmd.number)))
 
     def bundle(self, workflow: str, number: int) -> bundles.Bundle:
         record, content = self.content(workflow, number)
@@ -276,9 +276,7 @@ class Releases:
             try:
                 check_files(cmd.workflow, cmd.files)
                 folder = Path(scratch, cmd.workflow)
-                for name, text in cmd.files.items():
-                    (folder / name).parent.mkdir(parents=True, exist_ok=True)
-                    (folder / name).write_text(text, encoding="utf-8")
+                _write_draft(folder, cmd.workflow, cmd.files)
                 wf = load_folder(folder)
                 catalog = self.dispatcher.orchestrator.catalog
                 graph, plan = catalog.plan_of(wf, cmd.selection)
@@ -306,6 +304,18 @@ class Releases:
 
 
 _ORDER: Final = {"dev": 0, "qa": 1, "uat": 2, "prod": 3}
+
+
+def _write_draft(folder: Path, workflow: str, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        try:
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_text(text, encoding="utf-8")
+        except (OSError, ValueError) as exc:
+            raise ConfigError(
+                f"Draft {workflow!r}: cannot write the file {name!r}: {exc}.",
+                hint="Give each file a plain relative path, like config.yaml or workflow.sql.",
+            ) from None
 
 
 def version_of(store: Any, workflow: str, files_hash: str) -> int | None:

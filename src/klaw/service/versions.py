@@ -122,7 +122,14 @@ def check_files(workflow: str, files: Mapping[str, str]) -> None:
     """Refuse paths that would leave the workflow's folder (absolute, ``..``) or are empty."""
     for name in files:
         parts = Path(name).parts
-        if not name or Path(name).is_absolute() or ".." in parts or name.startswith("/"):
+        if (
+            not name
+            or Path(name).is_absolute()
+            or ".." in parts
+            or name.endswith("/")
+            or "\x00" in name
+            or "\\" in name
+        ):
             raise ConfigError(
                 f"Workflow {workflow!r}: the file path {name!r} leaves the workflow's folder.",
                 hint="Give paths relative to the folder, like config.yaml or sql/a.sql.",
