@@ -58,7 +58,9 @@ def graph_of(reply: Any) -> dict[str, Any]:
     for up, down in reply.edges:
         deps[down].append(up)
     stages = [{**msgspec.to_builtins(s), "deps": sorted(deps[s.name])} for s in reply.stages]
-    return {"stages": stages, "params_schema": reply.params_schema}
+    graph = {"stages": stages, "params_schema": reply.params_schema}
+    decoded: dict[str, Any] = msgspec.json.decode(msgspec.json.encode(graph))  # as stored
+    return decoded
 
 
 def source_files(project: Project, workflow: str, source: str) -> tuple[str, dict[str, str]]:
