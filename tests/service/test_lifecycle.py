@@ -350,3 +350,27 @@ def test_git_sync_dry_run_apply_and_broken_commit(tmp_path: Path) -> None:
         assert [(x.environment, x.version) for x in deployed] == [("dev", 1)]
     finally:
         orch.close()
+
+
+def test_runs_record_their_version_and_run_a_deployed_one(
+    dispatcher: Dispatcher, project: Path
+) -> None:
+    from klaw.protocol import SubmitRun
+
+    orch = dispatcher.orchestrator
+    plain = run(dispatcher, SubmitRun(workflow="sales")).run
+    assert plain.version is None and plain.environment is None  # no version holds these files
+    run(dispatcher, CreateVersion(workflow="sales", message="v1"))
+    run(dispatcher, PromoteVersion(workflow="sales", number=1, to="qa"))
+    held = run(dispatcher, SubmitRun(workflow="sales")).run
+    assert held.version == 1 and held.environment is None
+    # the files move on; qa still runs v1's own files
+    (project / "workflows/sales/workflow.sql").write_text(
+        SQL + "\n-- name: later\nSELECT 7 AS n;\n"
+    )
+    in_qa = run(dispatcher, SubmitRun(workflow="sales", environment="qa")).run
+    assert in_qa.state.value == "succeeded" and (in_qa.version, in_qa.environment) == (1, "qa")
+    stages = {a.stage for a in orch.attempts(in_qa.run_id)}
+    assert stages == {"totals", "big"}
+    with pytest.raises(PromotionError, match="no version deployed in prod"):
+        run(dispatcher, SubmitRun(workflow="sales", environment="prod"))

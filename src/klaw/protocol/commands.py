@@ -40,6 +40,9 @@ class SubmitRun(_Command, frozen=True):
     fail_fast: bool = False
     resume: str | None = None
     wait: bool = True
+    # Run the version deployed in this environment (dev, qa, uat, prod) rather than the
+    # project's files as they are; the run records the version and the environment.
+    environment: Annotated[str, msgspec.Meta(pattern="^(dev|qa|uat|prod)$")] | None = None
 
 
 class CancelRun(_Command, frozen=True):

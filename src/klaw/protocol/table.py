@@ -159,6 +159,8 @@ def _submit(cmd: SubmitRun) -> Request:
         "selection": cmd.selection,
         "fail_fast": cmd.fail_fast,
     }
+    if cmd.environment is not None:
+        body["environment"] = cmd.environment
     return "POST", f"{PREFIX}/runs", {}, body
 
 

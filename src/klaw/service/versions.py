@@ -192,3 +192,35 @@ def diff(a: Content, b: Content, a_label: str, b_label: str) -> Diff:
         stages_removed=tuple(sorted(set(old_stages) - set(new_stages))),
         stages_changed=changed,
     )
+
+
+def load(root: Path, content: Content) -> Any:
+    """The workflow a version's files define, loaded from where :func:`materialize` put them
+    under ``root``: a folder workflow as any folder, a Python workflow by importing its module
+    file under a name of its own (its sibling imports resolve in the project as now)."""
+    import dataclasses
+    import importlib.util
+    import sys
+
+    from klaw.authoring.workflow import Workflow
+    from klaw.service.folders import load_folder
+
+    place = materialize(root, content)
+    if content.kind == "folder":
+        return load_folder(place)
+    [name] = list(content.files)
+    module_name = f"klaw_version_{content.workflow}_{content.hash[:12]}"
+    module = sys.modules.get(module_name)
+    if module is None:
+        spec = importlib.util.spec_from_file_location(module_name, place / name)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        spec.loader.exec_module(module)
+    for value in vars(module).values():
+        if isinstance(value, Workflow) and value.name == content.workflow:
+            return dataclasses.replace(value, source=module_name)
+    raise DefinitionError(
+        f"The saved version of {content.workflow!r} defines no workflow of that name.",
+        hint="Make a new version from a module that defines it.",
+    )
