@@ -61,10 +61,15 @@ def handler(
     command) and the principal the ``principal`` dependency found."""
     hints = typing.get_type_hints(cls, include_extras=True)
     fields = {f.name: f for f in msgspec.structs.fields(cls)}
-    params = [
-        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[str, Path()])
-        for name in http.path_fields
-    ]
+    params = []
+    for name in http.path_fields:
+        base, bounds = _plain(hints[name])
+        path = Path(**bounds)
+        params.append(
+            inspect.Parameter(
+                name, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[base, path]
+            )
+        )
     for name in http.query:
         field = fields[name]
         base, bounds = _plain(hints[name])
