@@ -134,6 +134,7 @@ COMMAND_MODULES: dict[str, str] = {
     "server": "server",
     "schedules": "schedules",
     "tokens": "tokens",
+    "mcp": "mcp",
 }
 _VALUED = frozenset({"--project", "-p", "--log-level", "--server", "--url"})  # take a value
 
