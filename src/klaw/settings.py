@@ -2,11 +2,12 @@
 
 Settings are nested in groups, one per part of Klaw: ``metadata``, ``lake`` (with ``lake.s3``),
 ``executor``, ``flight``, ``http`` (with ``http.oidc``), ``log``, ``secrets``, ``telemetry``
-and ``mcp``; the project's ``home`` stays at the top. A group's setting is ``[settings.GROUP]`` in ``klaw.toml`` and
-``KLAW_GROUP__NAME`` in the environment (``KLAW_LAKE__CATALOG``, ``KLAW_HTTP__OIDC__ISSUER``).
-The flat names of earlier releases (``KLAW_LAKE_CATALOG``, ``lake_catalog`` under
-``[settings]``) still work for this release, each with a deprecation warning naming its new
-spelling (:data:`LEGACY`). The command line's flags keep their short names.
+and ``mcp``; the project's ``home`` stays at the top. A group's setting is
+``[settings.GROUP]`` in ``klaw.toml`` and ``KLAW_GROUP__NAME`` in the environment
+(``KLAW_LAKE__CATALOG``, ``KLAW_HTTP__OIDC__ISSUER``). The flat names of earlier releases
+(``KLAW_LAKE_CATALOG``, ``lake_catalog`` under ``[settings]``) still work for this release,
+each with a deprecation warning naming its new spelling (:data:`LEGACY`). The command line's
+flags keep their short names.
 
 The client's own settings (``KLAW_SERVER``, ``KLAW_URL``, ``KLAW_TOKEN``) are
 :class:`ClientSettings`: a client needs no project.

@@ -16,7 +16,9 @@ _log: Final = get_logger("klaw.mcp")
 MAX_VALUE: Final = 200  # characters of one argument's value kept in the record
 
 
-def record(caller: str, tool: str, arguments: Mapping[str, Any], outcome: str, **detail: Any) -> None:
+def record(
+    caller: str, tool: str, arguments: Mapping[str, Any], outcome: str, **detail: Any
+) -> None:
     """Record one MCP call: who (``caller``), what (``tool`` and its ``arguments``), and how
     it ended (``outcome``, with ``detail`` such as the error code or the run id)."""
     _log.info(

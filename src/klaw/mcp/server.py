@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 from urllib.parse import quote, unquote
 
 import anyio.to_thread
-import mcp.types as types
 import msgspec
 from mcp.server import Server, ServerRequestContext
 from mcp.shared.exceptions import MCPError
@@ -58,6 +57,7 @@ from klaw.protocol import (
     long_poll,
     table,
 )
+from mcp import types
 
 if TYPE_CHECKING:
     from klaw.metadata.records import LogRecord
@@ -169,7 +169,9 @@ class KlawMcp:
         self, ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
         who = self.caller(ctx)
-        return types.ListToolsResult(tools=[_tool(t, t.name in self.confirm) for t in self.visible(who)])
+        return types.ListToolsResult(
+            tools=[_tool(t, t.name in self.confirm) for t in self.visible(who)]
+        )
 
     async def call_tool(
         self, ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
@@ -369,16 +371,22 @@ class KlawMcp:
             cmd = PreviewRows(key=unquote(preview.group(1)), limit=MAX_PREVIEW_ROWS)
         else:
             audit.record(who.subject, "resources/read", {"uri": uri}, "refused", code="NotFound")
-            raise MCPError(RESOURCE_NOT_FOUND, f"No Klaw resource {uri}: try {RUN_LOGS} or {ASSET_PREVIEW}.")
+            raise MCPError(
+                RESOURCE_NOT_FOUND, f"No Klaw resource {uri}: try {RUN_LOGS} or {ASSET_PREVIEW}."
+            )
         needed = Role[table.roles()[route].upper()]
         with telemetry.span("mcp.read", {"mcp.resource": uri, "klaw.caller": who.subject}):
             if who.role < needed:
-                audit.record(who.subject, "resources/read", {"uri": uri}, "refused", code="Forbidden")
+                audit.record(
+                    who.subject, "resources/read", {"uri": uri}, "refused", code="Forbidden"
+                )
                 raise MCPError(types.INVALID_REQUEST, f"{uri} needs the role {needed.label}.")
             try:
                 reply = await self._run(self.commands.execute, cmd)
             except KlawError as exc:
-                audit.record(who.subject, "resources/read", {"uri": uri}, "error", code=type(exc).__name__)
+                audit.record(
+                    who.subject, "resources/read", {"uri": uri}, "error", code=type(exc).__name__
+                )
                 raise MCPError(RESOURCE_NOT_FOUND, _say(exc)) from None
         audit.record(who.subject, "resources/read", {"uri": uri}, "ok")
         if isinstance(reply, LogsReply):
@@ -409,7 +417,9 @@ class KlawMcp:
     ) -> types.GetPromptResult:
         found = PROMPTS.get(params.name)
         if found is None:
-            raise MCPError(types.INVALID_PARAMS, f"No prompt {params.name!r}: {', '.join(PROMPTS)}.")
+            raise MCPError(
+                types.INVALID_PARAMS, f"No prompt {params.name!r}: {', '.join(PROMPTS)}."
+            )
         argument, description, text = found
         value = (params.arguments or {}).get(argument)
         if not value:
@@ -501,12 +511,12 @@ def _plain(value: Any) -> Any:
 def _shaped(spec: ToolSpec, cmd: Command, reply: Reply) -> Any:
     """The reply as the tool returns it; a full page of logs says how to read the next."""
     data = _plain(reply)
-    if isinstance(cmd, ReadLogPage) and isinstance(reply, LogsReply) and reply.logs:
-        if cmd.tail is None and cmd.limit is not None and len(reply.logs) >= cmd.limit:
-            data["next"] = (
-                f"{len(reply.logs)} lines, there may be more: call {spec.name} with "
-                f"after_seq={reply.logs[-1].seq} for the next page."
-            )
+    limit = cmd.limit if isinstance(cmd, ReadLogPage) and cmd.tail is None else None
+    if limit and isinstance(reply, LogsReply) and len(reply.logs) >= limit:
+        data["next"] = (
+            f"{len(reply.logs)} lines, there may be more: call {spec.name} with "
+            f"after_seq={reply.logs[-1].seq} for the next page."
+        )
     return data
 
 
@@ -579,7 +589,9 @@ def _question(spec: ToolSpec, arguments: Mapping[str, Any]) -> tuple[str, dict[s
 def _check_answer(spec: ToolSpec, answer: Any) -> None:
     """Go on only when the person accepted and allowed it; ConfirmationDeclinedError else."""
     if not isinstance(answer, types.ElicitResult):
-        raise ConfirmationDeclinedError(f"The answer to confirm {spec.name} is not an elicitation result.")
+        raise ConfirmationDeclinedError(
+            f"The answer to confirm {spec.name} is not an elicitation result."
+        )
     allowed = answer.action == "accept" and bool((answer.content or {}).get("allow"))
     if not allowed:
         raise ConfirmationDeclinedError(

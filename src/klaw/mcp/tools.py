@@ -108,7 +108,9 @@ def _invalid(tool: str, exc: msgspec.ValidationError) -> InvalidCommandError:
     message = str(exc)
     found = _PATH.search(message) or _MISSING.search(message)
     name = RENAMES.get(found.group(1), found.group(1)) if found else None
-    message = _PATH.sub(lambda m: f"at `{RENAMES.get(m.group(1), m.group(1))}{m.group(2)}`", message)
+    message = _PATH.sub(
+        lambda m: f"at `{RENAMES.get(m.group(1), m.group(1))}{m.group(2)}`", message
+    )
     message = _MISSING.sub(lambda m: f"field `{RENAMES.get(m.group(1), m.group(1))}`", message)
     message = message.replace("`$`", "the arguments")
     return InvalidCommandError(
@@ -144,12 +146,10 @@ def _schema(cls: type[msgspec.Struct], caps: Mapping[str, Cap], mutating: bool) 
     own = defs.pop(cls.__name__)
     hidden = HIDDEN.get(cls, frozenset()) | {"type", "version"}
     properties: dict[str, Any] = {}
-    for name, prop in own.get("properties", {}).items():
+    for name, given in own.get("properties", {}).items():
         if name in hidden:
             continue
-        prop = dict(prop)
-        if name in caps:
-            prop = _capped(prop, caps[name])
+        prop = _capped(dict(given), caps[name]) if name in caps else dict(given)
         properties[RENAMES.get(name, name)] = prop
     if mutating:
         properties[DRY_RUN] = {
