@@ -46,6 +46,8 @@ def test_tools_calls_and_logs(project: Path) -> None:
         logs = await client.call_tool("read_logs", {"run_id": run_id, "stage": "orders"})
         page = await client.call_tool("read_logs", {"run_id": run_id, "limit": 1})
         resource = await client.read_resource(f"klaw://runs/{run_id}/logs")
+        preview = await client.read_resource("klaw://assets/orders/preview")
+        rows = await client.call_tool("preview_rows", {"key": "orders", "limit": 2})
         return {
             "listed": listed,
             "workflows": workflows,
@@ -53,6 +55,8 @@ def test_tools_calls_and_logs(project: Path) -> None:
             "logs": logs,
             "page": page,
             "resource": resource,
+            "preview": preview,
+            "rows": rows,
         }
 
     found = run(project, body)
@@ -74,6 +78,10 @@ def test_tools_calls_and_logs(project: Path) -> None:
     assert INJECTION in text(logs)
     assert "next" in found["page"].structured_content  # a full page says how to go on
     assert f"orders#1 stdout: {INJECTION}" in found["resource"].contents[0].text
+    preview = json.loads(found["preview"].contents[0].text)
+    assert preview["key"] == "orders" and preview["total_rows"] == 3
+    assert preview["rows"][0] == {"day": "d1", "amount": 10.0}
+    assert len(found["rows"].structured_content["rows"]) == 2
 
 
 def test_malformed_arguments_are_tool_errors(project: Path) -> None:

@@ -4,6 +4,7 @@ process, the SDK's client) checks roles, arguments and confirmations."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import anyio
@@ -140,3 +141,35 @@ def test_a_big_reply_is_cut_with_a_note() -> None:
     assert len(shown) < MAX_TEXT + 300
     assert "[cut: the reply is" in shown
     assert cut.structured_content is None
+
+
+def test_dry_run_of_a_command_sends_nothing() -> None:
+    fake = Fake()
+    local = Principal(subject="local:test", role=Role.OPERATOR)
+    server = KlawMcp(fake, local=local).server()
+
+    async def main() -> Any:
+        async with Client(server) as client:
+            return await client.call_tool("cancel_run", {"run_id": "r 1", "dry_run": True})
+
+    said = anyio.run(main)
+    assert not said.is_error and fake.sent == []
+    request = said.structured_content["request"]
+    assert (request["method"], request["path"]) == ("POST", "/api/v1/runs/r%201/cancel")
+    assert said.structured_content["command"] == {"run_id": "r 1", "wait": 30.0}
+
+
+def test_audit_writes_one_structlog_record(capfd: pytest.CaptureFixture[str]) -> None:
+    from klaw.observability import configure_logging
+
+    configure_logging("info", "json")
+    try:
+        audit.record("token:abc", "get_run", {"run_id": "r1", "long": "x" * 1000}, "ok")
+    finally:
+        configure_logging("warning")
+    [line] = [x for x in capfd.readouterr().err.splitlines() if "mcp.call" in x]
+    found = json.loads(line)
+    assert found["event"] == "mcp.call"
+    assert (found["caller"], found["tool"], found["outcome"]) == ("token:abc", "get_run", "ok")
+    assert found["arguments"]["run_id"] == "r1"
+    assert len(found["arguments"]["long"]) < 300

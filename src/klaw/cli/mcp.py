@@ -15,6 +15,7 @@ from klaw.cli.output import Format, emit_json
 from klaw.errors import ConfigError
 
 if TYPE_CHECKING:
+    from klaw.api.http.auth import Role
     from klaw.mcp.server import KlawMcp
     from klaw.service.orchestrator import Orchestrator
 
@@ -87,6 +88,9 @@ def _serve_stdio(role: str) -> None:
 
         settings = load_settings({})  # no project needed: KLAW_MCP__CONFIRM
         configure_logging(STATE.log_level or "info", settings.log.format)
+        if STATE.url:  # the API says the token's role: the tools listed are those it allows
+            granted = _api_role(STATE.url)
+            local = Principal(local.subject, min(local.role, granted))
         server = KlawMcp(STATE.backend(), confirm=settings.mcp.confirm, local=local)
         anyio.run(server.serve_stdio)
         return
@@ -146,6 +150,41 @@ def _serve_http(host: str, port: int, output: Format) -> None:
                 thread.join(timeout=10.0)
             serving.stop()
     sys.stderr.write("Klaw MCP server stopped.\n")
+
+
+def _api_role(url: str) -> Role:
+    """The role the Klaw API at ``url`` gives the token of KLAW_TOKEN (``GET /auth/me``); the
+    API's refusal as the AuthError it names."""
+    import httpx
+
+    from klaw.api.http.auth import Role
+    from klaw.api.http.client import api_url
+    from klaw.cli.backend import TOKEN_ENV
+    from klaw.errors import AuthError, ServerUnavailableError
+    from klaw.settings import load_client_settings
+
+    secret = load_client_settings().token
+    headers = {"Authorization": f"Bearer {secret.get_secret_value()}"} if secret else {}
+    base = api_url(url)
+    try:
+        answer = httpx.get(f"{base}/api/v1/auth/me", headers=headers, timeout=30.0)
+    except httpx.HTTPError as exc:
+        raise ServerUnavailableError(
+            f"No Klaw API answers at {base} ({exc}).",
+            hint="Start it with `klaw api` (or `klaw dev`), or check --url / KLAW_URL.",
+        ) from None
+    if answer.status_code in (401, 403):
+        raise AuthError(
+            f"The Klaw API at {base} refused the token of {TOKEN_ENV}.",
+            hint=f"Set {TOKEN_ENV} to one of the API's tokens (KLAW_HTTP__TOKENS or `klaw "
+            "tokens create` where it runs).",
+        )
+    if answer.status_code != 200:
+        raise ServerUnavailableError(
+            f"The Klaw API at {base} answered GET /api/v1/auth/me with HTTP {answer.status_code}.",
+            hint="Is this the URL of a Klaw API? Check the server's log.",
+        )
+    return Role[str(answer.json()["role"]).upper()]
 
 
 def _orchestrator() -> Orchestrator:
