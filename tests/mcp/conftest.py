@@ -37,6 +37,18 @@ def explode():
 
 
 broken = klaw.workflow("broken", [explode])
+
+
+@klaw.stage
+def nap():
+    import time
+
+    for _ in range(1200):  # about a minute: ended by a cancel long before
+        time.sleep(0.05)
+    return 1
+
+
+slow = klaw.workflow("slow", [nap])
 '''
 
 

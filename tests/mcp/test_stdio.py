@@ -66,7 +66,7 @@ def test_tools_calls_and_logs(project: Path) -> None:
     assert "version" not in listed["submit_run"].input_schema["properties"]
     assert not found["workflows"].is_error
     names = [w["name"] for w in found["workflows"].structured_content["workflows"]]
-    assert names == ["broken", "shop"]
+    assert names == ["broken", "shop", "slow"]
     submitted = found["submitted"]
     assert not submitted.is_error, text(submitted)
     assert submitted.structured_content["run"]["state"] == "succeeded"
@@ -184,3 +184,15 @@ def test_confirmation_by_elicitation(project: Path, answer: bool) -> None:
         assert result.is_error
         assert result.structured_content["error"] == "ConfirmationDeclinedError"
         json.loads(json.dumps(result.structured_content))
+
+
+def test_runs_started_here_are_cancelled_when_the_client_goes(project: Path) -> None:
+    async def body(client: Client) -> str:
+        started = await client.call_tool("submit_run", {"workflow": "slow", "wait": False})
+        assert started.structured_content["run"]["state"] in ("queued", "running")
+        assert "follow it with get_run" in started.structured_content["note"]
+        return str(started.structured_content["run"]["run_id"])
+
+    run_id = run(project, body)
+    shown = klaw(project, "runs", "show", run_id, "-o", "json").json()
+    assert shown["run"]["state"] == "cancelled", shown
