@@ -173,3 +173,28 @@ def test_audit_writes_one_structlog_record(capfd: pytest.CaptureFixture[str]) ->
     assert (found["caller"], found["tool"], found["outcome"]) == ("token:abc", "get_run", "ok")
     assert found["arguments"]["run_id"] == "r1"
     assert len(found["arguments"]["long"]) < 300
+
+
+def test_each_call_is_a_span(monkeypatch: pytest.MonkeyPatch) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from klaw import telemetry
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    monkeypatch.setattr(telemetry.ACTIVE, "tracer", provider.get_tracer("test"))
+    local = Principal(subject="local:test", role=Role.VIEWER)
+    server = KlawMcp(Fake(), local=local).server()
+
+    async def main() -> Any:
+        async with Client(server) as client:
+            return await client.call_tool("list_runs", {})
+
+    assert not anyio.run(main).is_error
+    [span] = [s for s in exporter.get_finished_spans() if s.name == "mcp.call"]
+    assert span.attributes is not None
+    assert span.attributes["mcp.tool"] == "list_runs"
+    assert span.attributes["klaw.caller"] == "local:test"

@@ -148,6 +148,12 @@ class KlawMcp:
         """The tools ``who`` may call, in the table's order."""
         return [t for t in self.tools.values() if who.role >= t.role]
 
+    def input_schema(self, name: str) -> Mapping[str, Any] | None:
+        """A tool's input schema by name (None: no such tool), whoever asks: schemas are no
+        secret, calls are checked."""
+        found = self.tools.get(name)
+        return found.input_schema if found is not None else None
+
     def server(self) -> Server[Any]:
         """A low-level MCP server whose handlers are these."""
         from klaw import __version__
@@ -157,6 +163,7 @@ class KlawMcp:
             version=__version__,
             title="Klaw",
             instructions=INSTRUCTIONS,
+            get_tool_input_schema=self.input_schema,
             on_list_tools=self.list_tools,
             on_call_tool=self.call_tool,
             on_list_resources=self.list_resources,
