@@ -87,3 +87,36 @@ def test_a_refused_token_is_a_clean_error(tmp_path: Path, api: str) -> None:
     assert done.returncode == 2, done.stderr
     assert "refused the token of KLAW_TOKEN" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+FLIGHT = "remote-flight-token"
+
+
+@pytest.fixture(scope="module")
+def flight(project: Path) -> Iterator[str]:
+    tokens = {"KLAW_FLIGHT__TOKENS": FLIGHT}
+    server = Background(project, "server", "--port", "0", "-o", "json", extra_env=tokens)
+    try:
+        yield json.loads(server.first_line())["listening"]
+        server.stop(signal.SIGTERM)
+    finally:
+        server.kill()
+
+
+def test_over_arrow_flight(tmp_path: Path, flight: str) -> None:
+    params = StdioServerParameters(
+        command=str(KLAW),
+        args=["--server", flight, "mcp"],
+        cwd=str(tmp_path),
+        env=env({"KLAW_TOKEN": FLIGHT}),
+    )
+
+    async def main() -> tuple[Any, Any]:
+        async with Client(params) as client:
+            run = await client.call_tool("submit_run", {"workflow": "shop"})
+            run_id = run.structured_content["run"]["run_id"]
+            return run, await client.call_tool("get_run", {"run_id": run_id})
+
+    run, found = anyio.run(main)
+    assert run.structured_content["run"]["state"] == "succeeded", text(run)
+    assert found.structured_content["run"]["run_id"] == run.structured_content["run"]["run_id"]
