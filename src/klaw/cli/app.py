@@ -141,6 +141,7 @@ COMMAND_MODULES: dict[str, str] = {
     "approvals": "lifecycle",
     "audit": "lifecycle",
     "git": "lifecycle",
+    "mcp": "mcp",
 }
 _VALUED = frozenset({"--project", "-p", "--log-level", "--server", "--url"})  # take a value
 
