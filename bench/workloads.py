@@ -19,7 +19,19 @@ from pathlib import Path
 from typing import Any
 
 import klaw
-from bench import floors, follow, lake, logs, metadata, serving, shapes, tpch, ui, workflows
+from bench import (
+    floors,
+    follow,
+    lake,
+    lifecycle,
+    logs,
+    metadata,
+    serving,
+    shapes,
+    tpch,
+    ui,
+    workflows,
+)
 from bench.report import Basis, Row, Target, Unit
 from bench.timing import Case, interleaved
 
@@ -539,6 +551,7 @@ WORKLOADS: tuple[Workload, ...] = (
     Workload("A2", "asset commit, list, show and read as history grows", lake.history),
     Workload("A3", "a 1,000,000-row asset commit vs Parquet by hand", lake.large),
     Workload("G1", "a page of a run's log at 10, 10,000 and 1,000,000 lines", logs.log_pages),
+    Workload("V1", "pipeline versions, promotions, audit and git sync", lifecycle.lifecycle),
     Workload("L1", "event latency, commit → follower (SSE, Flight, CLI)", follow.latency),
     Workload("U", "the web UI in headless Chromium: graph, runs, logs, bundle", ui.web_ui),
 )

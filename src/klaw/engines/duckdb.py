@@ -39,6 +39,9 @@ _COLUMN = re.compile(r'(?:Referenced column|does not have a column named) "([^"]
 _PARAMS = re.compile(r"prepared statement parameters: (.+)$", re.MULTILINE)
 
 
+_KEPT_QUERIES = 4096
+
+
 class DuckDBEngine:
     """DuckDB: SQL over Arrow with ``$name`` parameters."""
 
@@ -47,6 +50,7 @@ class DuckDBEngine:
     def __init__(self) -> None:
         self._db: duckdb.DuckDBPyConnection | None = None
         self._lock = threading.Lock()
+        self._read: dict[str, frozenset[str]] = {}  # query -> the tables it reads
 
     def _cursor(self) -> duckdb.DuckDBPyConnection:
         with self._lock:
@@ -69,12 +73,24 @@ class DuckDBEngine:
             cursor.close()
 
     def tables_read(self, query: str) -> set[str]:
+        """The tables ``query`` reads (kept per query text: loading a folder and checking it
+        ask the same)."""
+        found = self._read.get(query)
+        if found is None:
+            found = frozenset(self._tables_read(query))
+            if len(self._read) >= _KEPT_QUERIES:
+                self._read.pop(next(iter(self._read)))
+            self._read[query] = found
+        return set(found)
+
+    def _tables_read(self, query: str) -> set[str]:
         cursor = self._cursor()
         try:
             self._statement(cursor, query)
-            (text,) = cursor.execute("SELECT json_serialize_sql($q)", {"q": query}).fetchone() or (
-                "{}",
-            )
+            # the query as a literal, not a bound parameter: DuckDB tries `import pandas` on
+            # every execute with parameters, a search of sys.path each time it is not installed
+            literal = "'" + query.replace("'", "''") + "'"
+            (text,) = cursor.execute(f"SELECT json_serialize_sql({literal})").fetchone() or ("{}",)
             tree = json.loads(text)
             if tree.get("error"):
                 if tree.get("error_type") == "parser":
