@@ -1,10 +1,9 @@
 // What the version pages compute: the next environment, a unified diff's lines, names.
 import { ENVIRONMENTS, type Environment, type VersionView } from './types';
 
-/** Where Promote sends a version: the environment after the furthest it is deployed in (or reached). */
-export function nextEnvironment(v: Pick<VersionView, 'stage' | 'environments'>): Environment | null {
-  if (v.stage === 'retired') return null;
-  const at = Math.max(ENVIRONMENTS.indexOf(v.stage), ...v.environments.map((e) => ENVIRONMENTS.indexOf(e)));
+/** Where Promote sends a version: the environment after the one it is in (none once in prod or retired). */
+export function nextEnvironment(v: Pick<VersionView, 'stage'>): Environment | null {
+  const at = ENVIRONMENTS.indexOf(v.stage);
   return at >= 0 && at + 1 < ENVIRONMENTS.length ? ENVIRONMENTS[at + 1] : null;
 }
 

@@ -4,12 +4,11 @@ import { match } from '../lib/router.svelte';
 
 describe('lifecycle', () => {
   it('promotes to the environment after the furthest one', () => {
-    expect(nextEnvironment({ stage: 'dev', environments: ['dev'] })).toBe('qa');
-    expect(nextEnvironment({ stage: 'qa', environments: ['qa'] })).toBe('uat');
-    expect(nextEnvironment({ stage: 'uat', environments: ['qa'] })).toBe('prod');
-    expect(nextEnvironment({ stage: 'prod', environments: ['prod'] })).toBeNull();
-    expect(nextEnvironment({ stage: 'retired', environments: [] })).toBeNull();
-    expect(nextEnvironment({ stage: 'dev', environments: [] })).toBe('qa');
+    expect(nextEnvironment({ stage: 'dev' })).toBe('qa');
+    expect(nextEnvironment({ stage: 'qa' })).toBe('uat');
+    expect(nextEnvironment({ stage: 'uat' })).toBe('prod');
+    expect(nextEnvironment({ stage: 'prod' })).toBeNull();
+    expect(nextEnvironment({ stage: 'retired' })).toBeNull();
   });
 
   it('colours a unified diff', () => {
