@@ -42,6 +42,13 @@ The tree (``x``: a family worth catching; ``+`` / ``-``: its members)::
       x UnknownActionError          a Flight call this server does not offer
       x RemoteError                 a server's error this client has no class for (fields: code)
         + ServerUnavailableError      no server answers at that address
+      x LifecycleError              a pipeline version change that is not allowed
+        + VersionNotFoundError        no such version (or approval request)
+        + ReadOnlyVersionError        the version is in uat, prod or retired
+        + PromotionError              a promotion that skips an environment, or is refused
+        + ApprovalError               an approval the caller may not give
+        + VersionBundleError          a bundle with a bad hash, signature or format
+        + GitSyncError                a git repository that cannot be followed
       x NotOverHttpError            a command with no route in the HTTP API
       x UnexpectedReplyError        a reply of the wrong kind
     * NonRetryableError             (not a KlawError) raise from a stage to skip its retries
@@ -382,6 +389,35 @@ class RemoteError(KlawError):
 
 class ServerUnavailableError(RemoteError):
     """No Klaw server answers at the address the client was given."""
+
+
+class LifecycleError(KlawError):
+    """A change of pipeline versions, environments or approvals that is not allowed."""
+
+
+class VersionNotFoundError(LifecycleError):
+    """No such version of the workflow, or no such approval request."""
+
+
+class ReadOnlyVersionError(LifecycleError):
+    """The version is in uat, prod or retired: it cannot be changed, replaced or deleted."""
+
+
+class PromotionError(LifecycleError):
+    """A promotion, demotion or retirement the lifecycle refuses (it skips an environment,
+    another is pending, the request was rejected, ...)."""
+
+
+class ApprovalError(LifecycleError):
+    """An approval the caller may not give (the requester, no approver role, not listed)."""
+
+
+class VersionBundleError(LifecycleError):
+    """A version bundle whose hash, signature or format does not check."""
+
+
+class GitSyncError(LifecycleError):
+    """A git repository that cannot be read or followed."""
 
 
 class NotOverHttpError(KlawError):

@@ -1,12 +1,13 @@
 """Settings, read once: command-line flag > ``KLAW_*`` environment > ``klaw.toml`` > default.
 
 Settings are nested in groups, one per part of Klaw: ``metadata``, ``lake`` (with ``lake.s3``),
-``executor``, ``flight``, ``http`` (with ``http.oidc``), ``log`` and ``secrets``; the project's
-``home`` stays at the top. A group's setting is ``[settings.GROUP]`` in ``klaw.toml`` and
-``KLAW_GROUP__NAME`` in the environment (``KLAW_LAKE__CATALOG``, ``KLAW_HTTP__OIDC__ISSUER``).
-The flat names of earlier releases (``KLAW_LAKE_CATALOG``, ``lake_catalog`` under
-``[settings]``) still work for this release, each with a deprecation warning naming its new
-spelling (:data:`LEGACY`). The command line's flags keep their short names.
+``executor``, ``flight``, ``http`` (with ``http.oidc``), ``log``, ``secrets``, ``telemetry``
+and ``mcp``; the project's ``home`` stays at the top. A group's setting is
+``[settings.GROUP]`` in ``klaw.toml`` and ``KLAW_GROUP__NAME`` in the environment
+(``KLAW_LAKE__CATALOG``, ``KLAW_HTTP__OIDC__ISSUER``). The flat names of earlier releases
+(``KLAW_LAKE_CATALOG``, ``lake_catalog`` under ``[settings]``) still work for this release,
+each with a deprecation warning naming its new spelling (:data:`LEGACY`). The command line's
+flags keep their short names.
 
 The client's own settings (``KLAW_SERVER``, ``KLAW_URL``, ``KLAW_TOKEN``) are
 :class:`ClientSettings`: a client needs no project.
@@ -325,6 +326,16 @@ class TelemetrySettings(_Group):
     )
 
 
+class McpSettings(_Group):
+    """``klaw mcp``: Klaw's commands as tools of an MCP server for AI assistants."""
+
+    confirm: Names = Field(
+        default_factory=list,
+        description="MCP tools a person confirms before each call (MCP elicitation), e.g. "
+        "submit_run,cancel_run; * for every mutating tool.",
+    )
+
+
 class SettingDeprecationWarning(FutureWarning):
     """A setting was given by its flat name of an earlier release (shown by default: the
     people who set environment variables and ``klaw.toml`` are a program's users)."""
@@ -351,6 +362,7 @@ class KlawSettings(BaseSettings):
     log: LogSettings = Field(default_factory=LogSettings)
     secrets: SecretsSettings = Field(default_factory=SecretsSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
+    mcp: McpSettings = Field(default_factory=McpSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -94,6 +94,12 @@ def example(name: str, run_id: str) -> c.Command:
         "workflows": ("pipe",),
         "older_than": 30 * 86400.0,
         "token_id": "000000000000",  # no such token: a clean MetadataError
+        "number": 1,  # no version yet: a clean VersionNotFoundError
+        "to": "qa",
+        "a": 1,
+        "request_id": "req_none",
+        "bundle": {"klaw_bundle": 1},  # malformed: a clean VersionBundleError
+        "files": {"config.yaml": "engine: duckdb\n"},  # no code file: the draft's error
     }
     cls = c.COMMANDS[name]
     required = [f.name for f in msgspec.structs.fields(cls) if f.required]

@@ -34,6 +34,12 @@ REQUIRED = {
     "error": "e",
     "until": 1.0,
     "workflows": ["daily", "hourly"],
+    "number": 3,
+    "to": "qa",
+    "a": 1,
+    "request_id": "req_1",
+    "bundle": {"klaw_bundle": 1},
+    "files": {"config.yaml": "engine: duckdb\n"},
 }
 
 

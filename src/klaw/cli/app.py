@@ -134,6 +134,14 @@ COMMAND_MODULES: dict[str, str] = {
     "server": "server",
     "schedules": "schedules",
     "tokens": "tokens",
+    "versions": "lifecycle",
+    "promote": "lifecycle",
+    "demote": "lifecycle",
+    "retire": "lifecycle",
+    "approvals": "lifecycle",
+    "audit": "lifecycle",
+    "git": "lifecycle",
+    "mcp": "mcp",
 }
 _VALUED = frozenset({"--project", "-p", "--log-level", "--server", "--url"})  # take a value
 

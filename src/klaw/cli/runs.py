@@ -48,6 +48,12 @@ def run(
         str | None,
         typer.Option("--resume", help="Re-run what failed or never ran in this run."),
     ] = None,
+    environment: Annotated[
+        str | None,
+        typer.Option(
+            "--env", help="Run the version deployed in dev, qa, uat or prod (not the files)."
+        ),
+    ] = None,
     output: OutputOpt = Format.TABLE,
 ) -> None:
     """Run a workflow, with a live progress display.
@@ -66,6 +72,7 @@ def run(
         max_workers=max_workers,
         fail_fast=fail_fast,
         resume=resume,
+        environment=environment,
     )
     out = Lines()  # plain text, and no rich, unless stdout is a terminal
     live = output is Format.TABLE and out.terminal
@@ -158,6 +165,10 @@ def runs_show(
         out.print(f"  selection {record.selection}")
     if record.parent_run_id:
         out.print(f"  resumed from {record.parent_run_id}")
+    if record.version is not None or record.environment is not None:
+        version = f"v{record.version}" if record.version is not None else "unversioned files"
+        where = f" deployed in {record.environment}" if record.environment else ""
+        out.print(f"  version {version}{where}", highlight=False)
     if record.error:
         out.print(f"  [red]{record.error}[/red]")
     table(

@@ -35,6 +35,7 @@ class Migration:
     version: int
     description: str
     statements: tuple[str, ...]
+    sqlite: tuple[str, ...] = ()  # what SQLite runs after them (Postgres: postgres_steps)
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -195,6 +196,85 @@ MIGRATIONS: tuple[Migration, ...] = (
         # line of the run: the same cost at a million lines as at ten.
         statements=("CREATE INDEX logs_by_seq ON logs (run_id, seq)",),
     ),
+    Migration(
+        version=7,
+        description="pipeline versions, deployments, approvals and the audit log",
+        statements=(
+            "ALTER TABLE runs ADD COLUMN version INTEGER",
+            "ALTER TABLE runs ADD COLUMN environment TEXT",
+            # `content` is the version's files and graph (JSON); `stage` the furthest
+            # environment it reached. The same content is one version (versions_by_hash).
+            """CREATE TABLE versions (
+                workflow TEXT NOT NULL,
+                version INTEGER NOT NULL,
+                hash TEXT NOT NULL,
+                format INTEGER NOT NULL,
+                kind TEXT NOT NULL,
+                author TEXT NOT NULL,
+                message TEXT NOT NULL,
+                created_at DOUBLE PRECISION NOT NULL,
+                stage TEXT NOT NULL,
+                stages INTEGER NOT NULL,
+                content TEXT NOT NULL,
+                PRIMARY KEY (workflow, version)
+            ) /*clustered*/""",
+            "CREATE UNIQUE INDEX versions_by_hash ON versions (workflow, hash)",
+            """CREATE TABLE deployments (
+                workflow TEXT NOT NULL,
+                environment TEXT NOT NULL,
+                version INTEGER NOT NULL,
+                deployed_at DOUBLE PRECISION NOT NULL,
+                deployed_by TEXT NOT NULL,
+                PRIMARY KEY (workflow, environment)
+            ) /*clustered*/""",
+            # `pending` is 1 while the request waits and NULL once decided: the unique index
+            # lets one request at a time wait per workflow and environment (NULLs are
+            # distinct).
+            """CREATE TABLE approval_requests (
+                request_id TEXT PRIMARY KEY,
+                workflow TEXT NOT NULL,
+                version INTEGER NOT NULL,
+                environment TEXT NOT NULL,
+                requester TEXT NOT NULL,
+                state TEXT NOT NULL,
+                created_at DOUBLE PRECISION NOT NULL,
+                required INTEGER NOT NULL,
+                decided_at DOUBLE PRECISION,
+                pending INTEGER
+            )""",
+            "CREATE UNIQUE INDEX approvals_pending ON approval_requests "
+            "(workflow, environment, pending)",
+            "CREATE INDEX approvals_by_created ON approval_requests (created_at)",
+            "CREATE INDEX approvals_by_version ON approval_requests (workflow, version)",
+            """CREATE TABLE approval_decisions (
+                request_id TEXT NOT NULL,
+                approver TEXT NOT NULL,
+                decision TEXT NOT NULL,
+                comment TEXT NOT NULL,
+                at DOUBLE PRECISION NOT NULL,
+                PRIMARY KEY (request_id, approver)
+            ) /*clustered*/""",
+            # Append-only (triggers refuse UPDATE and DELETE); `seq` is given by the database.
+            """CREATE TABLE audit (
+                seq INTEGER PRIMARY KEY,
+                at DOUBLE PRECISION NOT NULL,
+                actor TEXT NOT NULL,
+                action TEXT NOT NULL,
+                workflow TEXT,
+                version INTEGER,
+                environment TEXT,
+                request_id TEXT,
+                detail TEXT NOT NULL
+            )""",
+            "CREATE INDEX audit_by_workflow ON audit (workflow, seq)",
+        ),
+        sqlite=(
+            "CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit "
+            "BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END",
+            "CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit "
+            "BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END",
+        ),
+    ),
 )
 
 LATEST_VERSION: int = MIGRATIONS[-1].version
@@ -269,7 +349,7 @@ def migrate(conn: sqlite3.Connection, location: str) -> list[int]:
         for migration in MIGRATIONS:
             if migration.version <= found:
                 continue
-            for statement in migration.statements:
+            for statement in (*migration.statements, *migration.sqlite):
                 conn.execute(sqlite_statement(statement))
             conn.execute(INSERT_VERSION, (migration.version, migration.description, now))
             applied.append(migration.version)

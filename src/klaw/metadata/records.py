@@ -26,6 +26,10 @@ class RunRecord(msgspec.Struct, kw_only=True):
     owner_pid: int = 0
     error: str | None = None
     stage_counts: dict[str, int] = msgspec.field(default_factory=dict)
+    # The pipeline version the run ran (None: files no version holds) and the environment
+    # whose deployment it ran (None: the project's working copy).
+    version: int | None = None
+    environment: str | None = None
 
 
 class AttemptRecord(msgspec.Struct, kw_only=True):
@@ -237,3 +241,72 @@ class IdempotencyRecord(msgspec.Struct, kw_only=True):
     expires_at: float
     pending_until: float
     run_id: str | None = None
+
+
+class VersionRecord(msgspec.Struct, kw_only=True):
+    """An immutable pipeline version of a workflow: its number (1, 2, ... per workflow), the
+    SHA-256 of its content (``hash``), the bundle ``format`` it was made in, ``kind`` (folder
+    or python), who made it and why, and ``stage``: the furthest environment it has reached
+    (dev, qa, uat, prod, retired). Its files and graph are kept beside it (``content``)."""
+
+    workflow: str
+    version: int
+    hash: str
+    format: int
+    kind: str
+    author: str
+    message: str
+    created_at: float
+    stage: str
+    stages: int  # how many stages its graph has
+
+
+class DeploymentRecord(msgspec.Struct, kw_only=True):
+    """The version deployed in an environment of a workflow (at most one per environment)."""
+
+    workflow: str
+    environment: str
+    version: int
+    deployed_at: float
+    deployed_by: str
+
+
+class DecisionRecord(msgspec.Struct, kw_only=True):
+    """One approver's decision on a promotion request: ``approve`` or ``reject``."""
+
+    approver: str
+    decision: str
+    comment: str
+    at: float
+
+
+class ApprovalRecord(msgspec.Struct, kw_only=True):
+    """A request to promote ``version`` of ``workflow`` to ``environment``: ``pending`` until
+    ``required`` approvers approve it (then ``approved``, and the version is deployed) or one
+    rejects it (``rejected``)."""
+
+    request_id: str
+    workflow: str
+    version: int
+    environment: str
+    requester: str
+    state: str
+    created_at: float
+    required: int
+    decided_at: float | None = None
+    decisions: list[DecisionRecord] = msgspec.field(default_factory=list)
+
+
+class AuditRecord(msgspec.Struct, kw_only=True):
+    """One entry of the append-only audit log: who did what, when, to which workflow,
+    version, environment or request; ``detail`` holds the rest (a comment, a commit)."""
+
+    seq: int = 0  # given by the store
+    at: float
+    actor: str
+    action: str
+    workflow: str | None = None
+    version: int | None = None
+    environment: str | None = None
+    request_id: str | None = None
+    detail: dict[str, Any] = msgspec.field(default_factory=dict)

@@ -203,6 +203,8 @@ def run_row(run: RunRecord) -> tuple[Any, ...]:
         run.owner_pid,
         run.error,
         json_text(run.stage_counts),
+        run.version,
+        run.environment,
     )
 
 

@@ -36,6 +36,7 @@ from klaw.errors import (
     RunNotFoundError,
 )
 from klaw.metadata import rows, wakeups
+from klaw.metadata.lifecycle import LifecycleReads, LifecycleTx
 from klaw.metadata.records import (
     Activity,
     AttemptRecord,
@@ -88,7 +89,7 @@ class Statements:
         return translated
 
 
-class SqlMetadataStore(ABC):
+class SqlMetadataStore(LifecycleReads, ABC):
     """The metadata store over one SQL connection; a dialect subclass supplies the hooks.
 
     The constructor only records where the database is: the connection opens on first use,
@@ -633,6 +634,22 @@ class SqlMetadataStore(ABC):
             "record the use of an API token in",
             lambda conn: conn.execute(self.q.TOUCH_TOKEN, args),
         )
+
+    # -- pipeline lifecycle ----------------------------------------------------------------
+
+    def _sql(self, statement: str) -> str:
+        return statement.replace("?", self.q.PARAM) if self.q.PARAM != "?" else statement
+
+    def change(self, workflow: str, action: str, work: Callable[[LifecycleTx], T]) -> T:
+        """Run ``work`` in one write transaction on ``workflow``'s versions, deployments,
+        approval requests and audit log, serialised with every other change of the workflow
+        (whichever process makes it)."""
+
+        def apply(conn: Any) -> T:
+            self._lock_workflow(conn, f"lifecycle:{workflow}")
+            return work(LifecycleTx(conn, self._sql, workflow))
+
+        return self._in_transaction(action, apply)
 
     # -- Idempotency-Keys ------------------------------------------------------------------
 

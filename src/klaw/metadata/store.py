@@ -5,12 +5,15 @@ Idempotency-Keys, waiting, maintenance) and ``MetadataStore``, all of them, whic
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from klaw.metadata.records import (
     Activity,
+    ApprovalRecord,
     AttemptRecord,
+    AuditRecord,
     Batch,
+    DeploymentRecord,
     EventRecord,
     IdempotencyRecord,
     Lease,
@@ -21,7 +24,13 @@ from klaw.metadata.records import (
     ScheduleDefinition,
     ScheduleRecord,
     TokenRecord,
+    VersionRecord,
 )
+
+if TYPE_CHECKING:
+    from klaw.metadata.lifecycle import LifecycleTx
+
+T = TypeVar("T")
 
 
 class MetadataWriter(Protocol):
@@ -192,6 +201,41 @@ class IdempotencyStore(Protocol):
         """Delete the keys expired at ``now``; how many went."""
 
 
+class LifecycleStore(Protocol):
+    """Pipeline versions, deployments, approval requests and the audit log
+    (:mod:`klaw.metadata.lifecycle`)."""
+
+    def change(self, workflow: str, action: str, work: Callable[[LifecycleTx], T]) -> T:
+        """Run ``work`` in one transaction serialised per workflow."""
+
+    def get_version(self, workflow: str, number: int) -> VersionRecord | None: ...
+
+    def version_by_hash(self, workflow: str, digest: str) -> VersionRecord | None: ...
+
+    def version_content(self, workflow: str, number: int) -> str | None: ...
+
+    def list_versions(
+        self, workflow: str, *, limit: int = 50, before: int | None = None
+    ) -> list[VersionRecord]: ...
+
+    def list_deployments(self, workflow: str) -> list[DeploymentRecord]: ...
+
+    def get_request(self, request_id: str) -> ApprovalRecord | None: ...
+
+    def list_requests(
+        self,
+        *,
+        workflow: str | None = None,
+        state: str | None = None,
+        limit: int = 100,
+        before: float | None = None,
+    ) -> list[ApprovalRecord]: ...
+
+    def list_audit(
+        self, *, workflow: str | None = None, limit: int = 100, before: int | None = None
+    ) -> list[AuditRecord]: ...
+
+
 class Maintenance(Protocol):
     """Keeping the database small (``klaw db prune``)."""
 
@@ -210,6 +254,7 @@ class MetadataStore(
     ScheduleStore,
     TokenStore,
     IdempotencyStore,
+    LifecycleStore,
     RunWaiter,
     Maintenance,
     Protocol,

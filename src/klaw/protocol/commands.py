@@ -40,6 +40,9 @@ class SubmitRun(_Command, frozen=True):
     fail_fast: bool = False
     resume: str | None = None
     wait: bool = True
+    # Run the version deployed in this environment (dev, qa, uat, prod) rather than the
+    # project's files as they are; the run records the version and the environment.
+    environment: Annotated[str, msgspec.Meta(pattern="^(dev|qa|uat|prod)$")] | None = None
 
 
 class CancelRun(_Command, frozen=True):
@@ -245,6 +248,147 @@ class PruneMetadata(_Command, frozen=True):
     older_than: Seconds
 
 
+# -- the pipeline lifecycle -------------------------------------------------------------------
+
+Files = Annotated[dict[str, str], msgspec.Meta(max_length=10_000)]
+Number = Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1)]  # a version's number, an audit seq
+Environment = Annotated[str, msgspec.Meta(pattern="^(dev|qa|uat|prod)$")]
+
+
+class CreateVersion(_Command, frozen=True):
+    """Make a version of a workflow from its files as they are now (deployed to dev), or,
+    with ``files``, from those (a folder workflow's ``config.yaml`` and ``workflow.sql`` or
+    ``workflow.py``: what the pipeline builder saves). The same content makes no new version:
+    the reply then has ``created`` false and the version that holds it."""
+
+    workflow: str
+    message: str = ""
+    files: Files | None = None
+
+
+class ListVersions(_Command, frozen=True):
+    """A workflow's versions, newest first (at most ``limit``, numbered below ``before``),
+    and where each environment's deployment is."""
+
+    workflow: str
+    limit: PageSize = 50
+    before: Number | None = None
+
+
+class GetVersion(_Command, frozen=True):
+    """One version with its files and graph."""
+
+    workflow: str
+    number: Number  # the version's number (``version`` is the command's own)
+
+
+class DiffVersions(_Command, frozen=True):
+    """How version ``b`` (default: the working copy) differs from version ``a``: each file as
+    a unified diff, and the stages added, removed and changed."""
+
+    workflow: str
+    a: Number
+    b: Number | None = None
+
+
+class GetSource(_Command, frozen=True):
+    """A workflow's files as they are now (what the pipeline builder opens), with their
+    content hash and the version that holds them, if one does."""
+
+    workflow: str
+
+
+class DeleteVersion(_Command, frozen=True):
+    """Delete a version that is not read-only (in dev or qa)."""
+
+    workflow: str
+    number: Number  # the version's number (``version`` is the command's own)
+
+
+class PromoteVersion(_Command, frozen=True):
+    """Promote a version to the next environment ``to`` (qa, uat, prod): at once, or through
+    an approval request where the policy needs approvals (always for uat and prod)."""
+
+    workflow: str
+    number: Number  # the version's number (``version`` is the command's own)
+    to: Environment
+
+
+class DemoteVersion(_Command, frozen=True):
+    """Take the version deployed in uat back to qa."""
+
+    workflow: str
+
+
+class RetireVersion(_Command, frozen=True):
+    """Retire a version: it leaves every environment and is never deployed again."""
+
+    workflow: str
+    number: Number  # the version's number (``version`` is the command's own)
+
+
+class ListApprovals(_Command, frozen=True):
+    """Promotion requests, newest first: of ``workflow``, in ``state`` (pending, approved,
+    rejected, or all)."""
+
+    workflow: str | None = None
+    state: Annotated[str, msgspec.Meta(pattern="^(pending|approved|rejected|all)$")] = "pending"
+    limit: PageSize = 100
+
+
+class ApproveRequest(_Command, frozen=True):
+    """Approve a pending promotion request (approver role; not its requester)."""
+
+    request_id: str
+    comment: str = ""
+
+
+class RejectRequest(_Command, frozen=True):
+    """Reject a pending promotion request (approver role; not its requester)."""
+
+    request_id: str
+    comment: str = ""
+
+
+class ListAudit(_Command, frozen=True):
+    """The audit log, newest first: at most ``limit`` entries with seq below ``before``."""
+
+    workflow: str | None = None
+    limit: PageSize = 100
+    before: Number | None = None
+
+
+class ExportVersion(_Command, frozen=True):
+    """A version as a self-contained bundle (``docs/bundle.schema.json``)."""
+
+    workflow: str
+    number: Number  # the version's number (``version`` is the command's own)
+
+
+class ImportVersion(_Command, frozen=True):
+    """Import a bundle as a new dev version; ``replace``: in place of the version of its
+    number (refused when that one is read-only). Refused when its hash or signature does not
+    check or its format is unknown."""
+
+    bundle: dict[str, Any]
+    replace: bool = False
+
+
+class CheckDraft(_Command, frozen=True):
+    """Validate and plan a folder workflow that is not saved (the pipeline builder's files)."""
+
+    workflow: str
+    files: Files
+    selection: str | None = None
+
+
+class SyncGit(_Command, frozen=True):
+    """Follow the project's git repository (``[lifecycle.git]``): each folder workflow whose
+    files changed becomes a new dev version; with ``dry_run``, only say what would."""
+
+    dry_run: bool = False
+
+
 Command = (
     SubmitRun
     | CancelRun
@@ -276,6 +420,23 @@ Command = (
     | ListTokens
     | RevokeToken
     | PruneMetadata
+    | CreateVersion
+    | ListVersions
+    | GetVersion
+    | DiffVersions
+    | GetSource
+    | DeleteVersion
+    | PromoteVersion
+    | DemoteVersion
+    | RetireVersion
+    | ListApprovals
+    | ApproveRequest
+    | RejectRequest
+    | ListAudit
+    | ExportVersion
+    | ImportVersion
+    | CheckDraft
+    | SyncGit
 )
 
 COMMANDS: Final[dict[str, type[_Command]]] = {
@@ -311,6 +472,23 @@ COMMANDS: Final[dict[str, type[_Command]]] = {
         ListTokens,
         RevokeToken,
         PruneMetadata,
+        CreateVersion,
+        ListVersions,
+        GetVersion,
+        DiffVersions,
+        GetSource,
+        DeleteVersion,
+        PromoteVersion,
+        DemoteVersion,
+        RetireVersion,
+        ListApprovals,
+        ApproveRequest,
+        RejectRequest,
+        ListAudit,
+        ExportVersion,
+        ImportVersion,
+        CheckDraft,
+        SyncGit,
     )
 }
 # The newest version of each command this code understands.

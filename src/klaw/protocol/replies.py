@@ -8,12 +8,16 @@ from typing import Any
 import msgspec
 
 from klaw.metadata.records import (
+    ApprovalRecord,
+    AuditRecord,
+    DeploymentRecord,
     EventRecord,
     LogRecord,
     RunRecord,
     StageDuration,
     StageFailures,
 )
+from klaw.protocol.lifecycle import FileDiff, GitChange, StageChange, VersionDetail, VersionView
 from klaw.protocol.views import AttemptView, PlannedStage, ScheduleInfo, StageNode, WorkflowInfo
 from klaw.states import RunState
 from klaw.storage.store import AssetInfo, SnapshotInfo
@@ -222,6 +226,84 @@ class PruneReply(_Reply, frozen=True):
     expired_keys: int
 
 
+class VersionReply(_Reply, frozen=True):
+    """Reply to CreateVersion, ImportVersion, RetireVersion and DeleteVersion; ``created``:
+    whether a new version was made (false: the same content already was one)."""
+
+    version: VersionView
+    created: bool = True
+
+
+class VersionsReply(_Reply, frozen=True):
+    versions: list[VersionView]  # newest first
+    deployments: list[DeploymentRecord]
+
+
+class VersionDetailReply(_Reply, frozen=True):
+    detail: VersionDetail
+
+
+class DiffReply(_Reply, frozen=True):
+    """Reply to DiffVersions; ``b`` None: the working copy."""
+
+    workflow: str
+    a: int
+    b: int | None
+    files: list[FileDiff]
+    stages_added: tuple[str, ...]
+    stages_removed: tuple[str, ...]
+    stages_changed: list[StageChange]
+
+
+class SourceReply(_Reply, frozen=True):
+    workflow: str
+    kind: str  # folder | python
+    files: dict[str, str]
+    hash: str
+    version: int | None = None  # the version that holds these files, if one does
+
+
+class PromotionReply(_Reply, frozen=True):
+    """Reply to PromoteVersion, DemoteVersion, ApproveRequest and RejectRequest: the request
+    (when there is one) and the deployment the change made (None: none yet)."""
+
+    request: ApprovalRecord | None = None
+    deployment: DeploymentRecord | None = None
+
+
+class ApprovalsReply(_Reply, frozen=True):
+    requests: list[ApprovalRecord]
+
+
+class AuditReply(_Reply, frozen=True):
+    entries: list[AuditRecord]  # newest first
+
+
+class BundleReply(_Reply, frozen=True):
+    bundle: dict[str, Any]
+
+
+class DraftReply(_Reply, frozen=True):
+    """Reply to CheckDraft: ``error`` None when the draft is valid, with its plan and graph."""
+
+    workflow: str
+    error: ErrorReply | None = None
+    plan: PlanReply | None = None
+    stages: list[StageNode] = msgspec.field(default_factory=list)
+    edges: list[tuple[str, str]] = msgspec.field(default_factory=list)
+    params_schema: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class GitSyncReply(_Reply, frozen=True):
+    """Reply to SyncGit: the commit synced, and what it did to each workflow folder."""
+
+    repository: str
+    branch: str
+    commit: str
+    dry_run: bool
+    changes: list[GitChange]
+
+
 Reply = (
     ErrorReply
     | RunReply
@@ -247,4 +329,15 @@ Reply = (
     | TokenReply
     | TokensReply
     | PruneReply
+    | VersionReply
+    | VersionsReply
+    | VersionDetailReply
+    | DiffReply
+    | SourceReply
+    | PromotionReply
+    | ApprovalsReply
+    | AuditReply
+    | BundleReply
+    | DraftReply
+    | GitSyncReply
 )

@@ -31,31 +31,48 @@ import msgspec
 from klaw.errors import NotOverHttpError
 from klaw.protocol.commands import (
     COMMANDS,
+    ApproveRequest,
     CancelRun,
+    CheckDraft,
     CreateToken,
+    CreateVersion,
+    DeleteVersion,
+    DemoteVersion,
+    DiffVersions,
+    ExportVersion,
     GetAsset,
     GetLineage,
     GetOverview,
     GetRun,
+    GetSource,
+    GetVersion,
     GetWorkflow,
+    ImportVersion,
     LastRuns,
+    ListApprovals,
     ListAssets,
     ListAttempts,
+    ListAudit,
     ListEvents,
     ListRuns,
     ListSchedules,
     ListSnapshots,
     ListTokens,
+    ListVersions,
     ListWorkflows,
     PauseSchedule,
     PlanWorkflow,
     PreviewRows,
+    PromoteVersion,
     PruneMetadata,
     ReadLogPage,
     ReadLogs,
+    RejectRequest,
     ResumeSchedule,
+    RetireVersion,
     RevokeToken,
     SubmitRun,
+    SyncGit,
     ValidateWorkflows,
 )
 
@@ -142,11 +159,15 @@ def _submit(cmd: SubmitRun) -> Request:
         "selection": cmd.selection,
         "fail_fast": cmd.fail_fast,
     }
+    if cmd.environment is not None:
+        body["environment"] = cmd.environment
     return "POST", f"{PREFIX}/runs", {}, body
 
 
-_V, _O, _A = "viewer", "operator", "admin"
+_V, _O, _P, _A = "viewer", "operator", "approver", "admin"
 _LOGS: Final = "/runs/{run_id}/logs"
+_VERSIONS: Final = "/workflows/{workflow}/versions"
+_VERSION: Final = _VERSIONS + "/{number}"
 
 HTTP: Final[dict[type[msgspec.Struct], Http | None]] = {
     ListWorkflows: Http("GET", "/workflows", "list_workflows", _V),
@@ -223,6 +244,36 @@ HTTP: Final[dict[type[msgspec.Struct], Http | None]] = {
     ListTokens: Http("GET", "/tokens", "list_tokens", _A),
     RevokeToken: Http("POST", "/tokens/{token_id}/revoke", "revoke_token", _A),
     PruneMetadata: Http("POST", "/db/prune", "prune_metadata", _A, query=("older_than",)),
+    # the pipeline lifecycle
+    ListVersions: Http("GET", _VERSIONS, "list_versions", _V, query=("limit", "before")),
+    CreateVersion: Http(
+        "POST", _VERSIONS, "create_version", _O, body=("message", "files"), status=201
+    ),
+    GetVersion: Http("GET", _VERSION, "get_version", _V),
+    DeleteVersion: Http("POST", _VERSION + "/delete", "delete_version", _O),
+    DiffVersions: Http("GET", "/workflows/{workflow}/diff", "diff_versions", _V, query=("a", "b")),
+    GetSource: Http("GET", "/workflows/{workflow}/source", "get_source", _V),
+    PromoteVersion: Http("POST", _VERSION + "/promote", "promote_version", _O, query=("to",)),
+    DemoteVersion: Http("POST", "/workflows/{workflow}/demote", "demote_version", _O),
+    RetireVersion: Http("POST", _VERSION + "/retire", "retire_version", _P),
+    ExportVersion: Http("GET", _VERSION + "/bundle", "export_version", _V),
+    ImportVersion: Http(
+        "POST", "/versions/import", "import_version", _O, body=("bundle", "replace"), status=201
+    ),
+    ListApprovals: Http(
+        "GET", "/approvals", "list_approvals", _V, query=("workflow", "state", "limit")
+    ),
+    ApproveRequest: Http(
+        "POST", "/approvals/{request_id}/approve", "approve_request", _P, body=("comment",)
+    ),
+    RejectRequest: Http(
+        "POST", "/approvals/{request_id}/reject", "reject_request", _P, body=("comment",)
+    ),
+    ListAudit: Http("GET", "/audit", "list_audit", _V, query=("workflow", "limit", "before")),
+    CheckDraft: Http(
+        "POST", "/drafts/check", "check_draft", _O, body=("workflow", "files", "selection")
+    ),
+    SyncGit: Http("POST", "/git/sync", "sync_git", _O, query=("dry_run",)),
     # a remote agent's calls: Arrow Flight only
     **{COMMANDS[name]: None for name in ("Ping", "Heartbeat", "CompleteAttempt", "FailAttempt")},
 }

@@ -130,6 +130,18 @@ class Catalog:
         self.check_sql(graph)
         return make_plan(graph, selection)
 
+    def plan_of(
+        self, workflow: Workflow, selection: str | None = None
+    ) -> tuple[WorkflowGraph, Plan]:
+        """The graph and plan of a workflow object that is not the project's own definition
+        of its name (a saved version, a draft of the pipeline builder), checked like one."""
+        others = {k: wf for k, (wf, _) in self.producers().items() if wf != workflow.name}
+        graph = build_graph(workflow, others)
+        checks = self._check_sql(graph, frozenset(), keep=False)
+        if checks.problems:
+            raise GraphError.of(checks.problems, hint="Fix the SQL, then check it again.")
+        return graph, make_plan(graph, selection)
+
     def check_sql(self, graph: WorkflowGraph) -> None:
         """Parse and plan every SQL stage against its upstream schemas, before anything runs.
         An upstream SQL stage's schema comes from planning it (also in another workflow);
@@ -143,10 +155,13 @@ class Catalog:
         """The SQL statements of workflow ``name`` that could not be checked, and why."""
         return tuple(self._check_sql(self.graph(name), frozenset()).unchecked)
 
-    def _check_sql(self, graph: WorkflowGraph, visiting: frozenset[str]) -> SqlChecks:
+    def _check_sql(
+        self, graph: WorkflowGraph, visiting: frozenset[str], *, keep: bool = True
+    ) -> SqlChecks:
+        """``keep``: the graph is the project's definition of its name (checks are kept)."""
         from klaw.authoring.sql import SqlChecks, SqlQuery, check_sql_workflow
 
-        found = self._sql_checks.get(graph.name)
+        found = self._sql_checks.get(graph.name) if keep else None
         if found is not None:
             return found
         stages = list(graph.stages.values())
@@ -167,7 +182,7 @@ class Catalog:
                 known[name] = derived if derived is not None else known.get(name)
             checks = check_sql_workflow(stages, known, made)
         # kept, unless found inside a cycle of workflows (partial) or waiting for a snapshot
-        if not visiting and not checks.unchecked:
+        if keep and not visiting and not checks.unchecked:
             self._sql_checks[graph.name] = checks
         return checks
 

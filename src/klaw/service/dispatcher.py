@@ -85,7 +85,8 @@ from klaw.protocol import (
     from_reply,
     internal_reply,
 )
-from klaw.service import tokens, views
+from klaw.service import releases, tokens, views
+from klaw.service.lifecycle import Caller
 from klaw.service.orchestrator import Orchestrator
 from klaw.service.schedules import list_schedules, set_paused
 from klaw.states import RunState
@@ -97,7 +98,14 @@ _log: Final = get_logger(__name__)
 
 # Commands answered from the workflow definitions: a serving process asks its definitions
 # process (it imports no workflow module itself).
-_DEFINITIONS: Final = (ListWorkflows, GetWorkflow, PlanWorkflow, ValidateWorkflows, GetLineage)
+_DEFINITIONS: Final = (
+    ListWorkflows,
+    GetWorkflow,
+    PlanWorkflow,
+    ValidateWorkflows,
+    GetLineage,
+    *releases.DEFINITIONS,
+)
 
 
 class Dispatcher:
@@ -137,16 +145,22 @@ class Dispatcher:
             RevokeToken: self._revoke_token,
             PruneMetadata: self._prune_metadata,
         }
+        # the lifecycle's commands, which act as (and are audited as) their caller
+        self.releases = releases.Releases(self)
+        self._acting = self.releases.handlers()
 
     def execute(
         self,
         cmd: Command,
         *,
+        caller: Caller | None = None,
         on_events: Callable[[list[EventRecord]], None] | None = None,
         on_start: Callable[[RunRecord, Plan], None] | None = None,
     ) -> Reply:
         """The reply to ``cmd``. A KlawError raised by the Orchestrator propagates.
 
+        ``caller``: who sent it, as the transport authenticated them (None: the person at
+        this terminal, :meth:`Caller.local`); lifecycle changes are made and audited as them.
         ``on_start`` and ``on_events`` are for an in-process caller of ``SubmitRun(wait=True)``
         (``klaw run``'s live display): they go to :meth:`Orchestrator.run` as they are."""
         if isinstance(cmd, SubmitRun) and cmd.wait and (on_events or on_start):
@@ -157,16 +171,19 @@ class Dispatcher:
             if isinstance(reply, ErrorReply):
                 raise from_reply(reply)
             return reply
+        acting = self._acting.get(type(cmd))
+        if acting is not None:
+            return acting(cmd, caller if caller is not None else Caller.local())
         handler = self._handlers.get(type(cmd))
         if handler is None:
             raise TypeError(f"Not a command: {cmd!r}")
         return handler(cmd)
 
-    def handle(self, data: bytes) -> bytes:
+    def handle(self, data: bytes, caller: Caller | None = None) -> bytes:
         """Decode, execute, encode. Never raises: a failure comes back as an ErrorReply."""
         reply: Reply
         try:
-            reply = self.execute(decode(data))
+            reply = self.execute(decode(data), caller=caller)
         except KlawError as exc:
             reply = error_reply(exc)
         except Exception as exc:  # a bug, not bad input: keep serving, say so

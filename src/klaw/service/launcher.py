@@ -16,7 +16,14 @@ import msgspec
 
 from klaw import telemetry
 from klaw.authoring.params import dump_params, resolve_params
-from klaw.errors import AssetNotFoundError, MetadataError, SelectionError
+from klaw.errors import (
+    AssetNotFoundError,
+    DefinitionError,
+    KlawError,
+    MetadataError,
+    PromotionError,
+    SelectionError,
+)
 from klaw.execution.signals import cancel_on_signals
 from klaw.failpoints import failpoint
 from klaw.graph.plan import Plan
@@ -27,6 +34,7 @@ from klaw.service.wiring import make_executor
 from klaw.states import RunState, StageState
 
 if TYPE_CHECKING:
+    from klaw.authoring.workflow import Workflow
     from klaw.execution.runner import Runner
     from klaw.service.orchestrator import Orchestrator, RunRequest
 
@@ -119,7 +127,7 @@ class Launcher:
         """Everything before a run starts: params, plan, executor, the run record."""
         from klaw.execution.runner import Reused
 
-        workflow = self._orch.workflow(request.workflow)
+        workflow, plan_of, pinned = self._definition(request.workflow, request.environment)
         self._orch.check_lake()  # an object-storage lake is reachable before a run is recorded
         values = dict(request.params or {})
         selection = request.selection
@@ -141,7 +149,7 @@ class Launcher:
             values = {**parent.params, **values}
             selection = selection if selection is not None else parent.selection
         params = self._orch.secrets.resolve(workflow, resolve_params(workflow, values))
-        plan = self._orch.plan(workflow.name, selection)
+        plan = plan_of(selection)
         if parent is not None:
             reused = self._reusable(parent, plan)
         external = self.external_refs(plan)
@@ -155,6 +163,8 @@ class Launcher:
             parent_run_id=parent.run_id if parent else None,
             owner_host=socket.gethostname(),
             owner_pid=os.getpid(),
+            version=pinned,
+            environment=request.environment,
         )
         executor = self._executor(request.executor or workflow.executor, request.max_workers)
         self._orch.metadata.create_run(run, max_active=workflow.max_active_runs)
@@ -168,6 +178,42 @@ class Launcher:
             reused=reused,
             external=external,
             on_events=on_events,
+        )
+
+    def _definition(
+        self, name: str, environment: str | None
+    ) -> tuple[Workflow, Callable[[str | None], Plan], int | None]:
+        """The workflow a run runs, how to plan it, and the version it is: the project's
+        files (the version holding them, if one does) or, with ``environment``, the version
+        deployed there (loaded from its own files when the project's differ)."""
+        from klaw.service import versions
+
+        orch = self._orch
+        store = orch.metadata
+        if environment is None:
+            workflow = orch.workflow(name)
+            held = _held_version(orch, workflow)
+            return workflow, lambda selection: orch.plan(name, selection), held
+        deployed = {d.environment: d for d in store.list_deployments(name)}.get(environment)
+        if deployed is None:
+            raise PromotionError(
+                f"Workflow {name!r} has no version deployed in {environment}.",
+                hint=f"`klaw versions list {name}` shows its deployments; promote one first.",
+            )
+        text = store.version_content(name, deployed.version)
+        assert text is not None  # a deployed version is never deleted
+        content = msgspec.json.decode(text, type=versions.Content)
+        try:
+            current = orch.workflow(name)
+        except DefinitionError:
+            current = None
+        if current is not None and _held_hash(orch, current) == content.hash:
+            return current, lambda selection: orch.plan(name, selection), deployed.version
+        workflow = versions.load(orch.settings.home / "versions", content)
+        return (
+            workflow,
+            lambda selection: orch.catalog.plan_of(workflow, selection)[1],
+            deployed.version,
         )
 
     def continuing(self, run: RunRecord) -> Runner:
@@ -292,3 +338,23 @@ class Launcher:
                     )
                 refs[up] = AssetRef(key, snaps[-1].snapshot)
         return refs
+
+
+def _held_hash(orch: Orchestrator, workflow: Workflow) -> str | None:
+    """The content hash of ``workflow``'s files as they are (None: they cannot be read)."""
+    from klaw.service.versions import content_hash, source_files
+
+    try:
+        kind, files = source_files(orch.project, workflow.name, workflow.source)
+    except KlawError:
+        return None
+    return content_hash(workflow.name, kind, files)
+
+
+def _held_version(orch: Orchestrator, workflow: Workflow) -> int | None:
+    """The version whose content is ``workflow``'s files as they are, if one is."""
+    if not workflow.source:
+        return None  # defined in a notebook or test: no files
+    digest = _held_hash(orch, workflow)
+    found = orch.metadata.version_by_hash(workflow.name, digest) if digest else None
+    return found.version if found is not None else None

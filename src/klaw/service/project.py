@@ -27,6 +27,7 @@ class Project:
     modules: tuple[str, ...]
     settings: dict[str, Any] = field(default_factory=dict)
     workflow_dirs: tuple[str, ...] = ()  # folders of folder workflows (<dir>/<name>/config.yaml)
+    lifecycle: dict[str, Any] = field(default_factory=dict)  # [lifecycle]: policies, keys, git
 
 
 def find_project(start: Path | None = None) -> Project:
@@ -42,7 +43,8 @@ def find_project(start: Path | None = None) -> Project:
             data = _load_toml(pyproject)
             table = data.get("tool", {}).get("klaw")
             if table is not None:
-                return _read(pyproject, {"project": table, "settings": table.get("settings", {})})
+                found = {"project": table, "settings": table.get("settings", {})}
+                return _read(pyproject, {**found, "lifecycle": table.get("lifecycle", {})})
     raise ConfigError(
         f"No {PROJECT_FILE} found in {here} or any folder above it.",
         hint="Run `klaw init` to create a project, or pass --project DIR.",
@@ -98,7 +100,7 @@ def _read(path: Path, data: dict[str, Any]) -> Project:
             hint='Add for example: modules = ["workflows.revenue"], or workflow_dirs = '
             '["workflows"] with one folder per workflow holding config.yaml.',
         )
-    known = {"name", "modules", "settings", "workflow_dirs"}
+    known = {"name", "modules", "settings", "workflow_dirs", "lifecycle"}
     unknown = set(table) - known
     if unknown:
         raise ConfigError(
@@ -106,7 +108,12 @@ def _read(path: Path, data: dict[str, Any]) -> Project:
             hint=f"Known keys: {', '.join(sorted(known))}; settings go under [settings].",
         )
     name = table.get("name", path.parent.name)
-    return Project(path.parent, path, str(name), tuple(modules), dict(settings), tuple(dirs))
+    lifecycle = data.get("lifecycle", {})
+    if not isinstance(lifecycle, dict):
+        raise ConfigError(f"{path} [lifecycle] must be a table.")
+    return Project(
+        path.parent, path, str(name), tuple(modules), dict(settings), tuple(dirs), lifecycle
+    )
 
 
 def load_workflows(project: Project, skip: Collection[str] = ()) -> dict[str, Workflow]:

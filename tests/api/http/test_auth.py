@@ -52,7 +52,7 @@ def assert_refused(response: httpx.Response, status: int, code: str) -> None:
 def test_every_protected_route_refuses_without_the_role(live: Live) -> None:
     routes = protected(live)
     assert len(routes) == len(ROLES) >= 16
-    assert {role for *_, role in routes} == {Role.VIEWER, Role.OPERATOR, Role.ADMIN}
+    assert {role for *_, role in routes} == {Role.VIEWER, Role.OPERATOR, Role.APPROVER, Role.ADMIN}
     with live.client() as anonymous, live.client(token="not-a-token") as wrong:
         for method, path, needed in routes:
             assert_refused(anonymous.request(method, path, json={}), 401, "AuthError")

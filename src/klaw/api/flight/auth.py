@@ -163,7 +163,7 @@ class BearerAuth(flight.ServerMiddlewareFactory):  # type: ignore[misc]
         super().__init__()
         self.tokens = tokens
 
-    def start_call(self, info: Any, headers: dict[str, list[Any]]) -> None:
+    def start_call(self, info: Any, headers: dict[str, list[Any]]) -> Authenticated:
         token = bearer_token(headers)
         name = getattr(info.method, "name", str(info.method))  # DO_GET -> DoGet
         method = "".join(part.capitalize() for part in name.split("_"))
@@ -179,3 +179,13 @@ class BearerAuth(flight.ServerMiddlewareFactory):  # type: ignore[misc]
                 f"Klaw server: the bearer token sent with {method} is not accepted. "
                 + MISSING_TOKEN_HINT
             )
+        return Authenticated(f"flight:{_digest(token).hex()[:12]}")
+
+
+class Authenticated(flight.ServerMiddleware):  # type: ignore[misc]
+    """Who made a call (``context.get_middleware("auth")``): ``subject`` names their token
+    by its digest, never the token itself."""
+
+    def __init__(self, subject: str) -> None:
+        super().__init__()
+        self.subject = subject

@@ -41,6 +41,7 @@ from klaw.metadata.records import RunFilter
 from klaw.observability import get_logger
 from klaw.protocol import COMMANDS, decode
 from klaw.service.dispatcher import Dispatcher
+from klaw.service.lifecycle import Caller
 
 if TYPE_CHECKING:
     from klaw.service.orchestrator import Orchestrator
@@ -120,7 +121,7 @@ class KlawFlightServer(flight.FlightServerBase):  # type: ignore[misc]
                 )
             body = action.body.to_pybytes() if action.body is not None else b""
             if telemetry.ACTIVE.tracer is None:
-                reply = self.dispatcher.handle(body)
+                reply = self.dispatcher.handle(body, _caller(context))
             else:
                 reply = self._traced(context, body)
         return iter([flight.Result(reply)])
@@ -140,7 +141,7 @@ class KlawFlightServer(flight.FlightServerBase):  # type: ignore[misc]
         }
         headers = found.headers if found is not None else None
         with telemetry.span(f"klaw.command {name}", attributes, headers):
-            return self.dispatcher.handle(body)
+            return self.dispatcher.handle(body, _caller(context))
 
     # -- reading -------------------------------------------------------------------------------
     def do_get(self, context: Any, ticket: Any) -> Any:
@@ -301,6 +302,12 @@ class KlawFlightServer(flight.FlightServerBase):  # type: ignore[misc]
                 hint="Use FlightDescriptor.for_path(key) or for_path(key, str(snapshot)).",
             )
         return descriptor_path(descriptor.path)
+
+
+def _caller(context: Any) -> Caller:
+    """Who sent a command: every accepted Flight token may do everything (admin)."""
+    found = context.get_middleware("auth")
+    return Caller(getattr(found, "subject", "flight"), "admin")
 
 
 def batch_rows(schema: pa.Schema) -> int:

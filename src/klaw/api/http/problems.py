@@ -20,6 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from klaw.errors import (
+    ApprovalError,
     AssetNotFoundError,
     AuthError,
     CommandError,
@@ -31,12 +32,16 @@ from klaw.errors import (
     MalformedKeyError,
     MetadataUnavailableError,
     ParamsError,
+    PromotionError,
     RateLimitedError,
+    ReadOnlyVersionError,
     RunConflictError,
     RunNotFoundError,
     ScheduleNotFoundError,
     SelectionError,
     StaleAttemptError,
+    VersionBundleError,
+    VersionNotFoundError,
     WorkflowNotFoundError,
 )
 from klaw.observability import get_logger
@@ -54,6 +59,11 @@ STATUS: Final[dict[type[KlawError], int]] = {
     AssetNotFoundError: 404,
     WorkflowNotFoundError: 404,
     RunConflictError: 409,
+    VersionNotFoundError: 404,
+    ReadOnlyVersionError: 409,
+    PromotionError: 409,
+    ApprovalError: 403,
+    VersionBundleError: 422,
     StaleAttemptError: 409,
     MetadataUnavailableError: 503,
     RateLimitedError: 429,

@@ -20,6 +20,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from klaw.api.http import events
 from klaw.api.http.auth import Authenticator, Principal, Role, authorize
+from klaw.api.http.derived import body_schema
 from klaw.api.http.derived import handler as derived_handler
 from klaw.api.http.idempotency import HEADER, IdempotencyKeys, submit_once
 from klaw.api.http.limits import Limits, Throttle, ThrottledAuthenticator
@@ -38,6 +39,7 @@ from klaw.protocol import (
     table,
 )
 from klaw.service.dispatcher import Dispatcher
+from klaw.service.lifecycle import Caller
 
 PREFIX: Final = "/api/v1"
 
@@ -103,7 +105,7 @@ def api_router(
     checked = guard(authenticator, throttle)
     router = APIRouter(prefix=PREFIX, dependencies=[checked])
 
-    def endpoint(cmd: type[msgspec.Struct]) -> Callable[[F], F]:
+    def endpoint(cmd: type[msgspec.Struct], *, derived: bool = False) -> Callable[[F], F]:
         """Register a route's handler at the method, path, name and status of ``cmd`` in the
         command table (tagged with the path's first segment)."""
         http = table.HTTP[cmd]
@@ -118,6 +120,7 @@ def api_router(
                 name=http.name,
                 status_code=http.status,
                 tags=[tag],
+                openapi_extra=body_schema(cmd, http) if derived and http.body else None,
             )
             return fn
 
@@ -222,15 +225,27 @@ def api_router(
     derived.sort(key=lambda entry: entry[1].path.endswith(":path}"))
     for cls, http in derived:
 
-        def respond(fields: dict[str, Any], cls: type[msgspec.Struct] = cls) -> Response:
-            return reply(run(cast(Command, command(cls, **fields))))
+        def respond(
+            fields: dict[str, Any],
+            who: Principal,
+            cls: type[msgspec.Struct] = cls,
+            http: Any = http,
+        ) -> Response:
+            found = run(cast(Command, command(cls, **fields)), caller=caller(who))
+            made = getattr(found, "created", True)  # the same content made no new version
+            return reply(found, http.status if made else 200)
 
-        endpoint(cls)(derived_handler(cls, http, respond))
+        endpoint(cls, derived=True)(derived_handler(cls, http, respond, checked))
 
     return router
 
 
 _NO_STORE: Final = {"Cache-Control": "no-store"}
+
+
+def caller(who: Principal) -> Caller:
+    """The lifecycle's caller for an authenticated principal."""
+    return Caller(who.subject, who.role.label)
 
 
 def _location(created: Reply) -> dict[str, str]:

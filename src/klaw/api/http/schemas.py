@@ -24,6 +24,9 @@ class RunBody(_Body):
     )
     selection: str | None = Field(None, description="Stages to run (a --select expression).")
     fail_fast: bool = Field(False, description="Stop scheduling new stages at the first failure.")
+    environment: str | None = Field(
+        None, description="Run the version deployed in dev, qa, uat or prod (none: the files)."
+    )
 
 
 class ValidateBody(_Body):
