@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from klaw.api.http.ui import PAGES
 from tests.cli.driver import WAIT
 from tests.ui import project
 from tests.ui.conftest import APPROVER, OPERATOR, Served, shot, signed_in
@@ -32,6 +33,18 @@ def expect(locator: Any) -> Any:
 
 def goto(page: Any, served: Served, path: str) -> None:
     page.goto(urllib.parse.urljoin(served.url, path))
+
+
+def nav(page: Any, served: Served, label: str) -> None:
+    """Open a page from the header's navigation."""
+    goto(page, served, "/workflows")
+    page.get_by_role("navigation", name="Main").get_by_role("link", name=label, exact=True).click()
+
+
+def open_builder(page: Any, served: Served) -> None:
+    goto(page, served, f"/workflows/{WF}")
+    page.get_by_test_id("builder-link").click()
+    page.wait_for_url(re.compile(rf"/builder/{WF}$"), timeout=MS)
 
 
 def versions(served: Served) -> list[dict[str, Any]]:
@@ -63,7 +76,7 @@ def test_the_builder_saves_an_unchanged_folder_as_no_new_version(
         made = client.post(f"/api/v1/workflows/{WF}/versions", json={"message": "first"})
     assert made.status_code in (200, 201), made.text
     before = versions(served)
-    goto(operator, served, f"/builder/{WF}")
+    open_builder(operator, served)
     expect(operator.get_by_test_id("builder-stage-totals")).to_be_visible(timeout=MS)
     expect(operator.get_by_test_id("builder-stage-orders")).to_have_attribute("data-lang", "sql")
     expect(operator.get_by_test_id("graph")).to_have_attribute("data-ready", "true", timeout=MS)
@@ -81,7 +94,7 @@ def test_the_builder_adds_an_sql_stage_and_saves_a_new_version(
     operator: Any, served: Served
 ) -> None:
     newest = versions(served)[0]["version"]
-    goto(operator, served, f"/builder/{WF}")
+    open_builder(operator, served)
     operator.get_by_role("button", name="orders", exact=True).click()
     operator.get_by_test_id("new-stage-name").fill("big_orders")
     operator.get_by_test_id("add-sql").click()
@@ -136,12 +149,12 @@ def test_an_operators_promotion_waits_for_an_approver(
     goto(operator, served, f"/workflows/{WF}/versions")
     operator.get_by_test_id(f"promote-{newest}").click()
     expect(operator.get_by_test_id("notice")).to_contain_text("waits for approval", timeout=MS)
-    goto(operator, served, "/approvals")
+    nav(operator, served, "Approvals")
     pending = operator.locator(f"[data-testid^=request-][data-workflow={WF}]")
     expect(pending).to_have_count(1, timeout=MS)
     expect(pending).to_contain_text("uat")
     expect(operator.locator("[data-testid^=approve-]")).to_have_count(0)  # an operator cannot
-    goto(approver, served, "/approvals")
+    nav(approver, served, "Approvals")
     pending = approver.locator(f"[data-testid^=request-][data-workflow={WF}]")
     expect(pending).to_contain_text("0 / 1", timeout=MS)
     request_id = (pending.get_attribute("data-testid") or "").removeprefix("request-")
@@ -158,7 +171,7 @@ def test_an_operators_promotion_waits_for_an_approver(
     expect(approver.get_by_test_id(f"read-only-{newest}")).to_be_visible()
     approver.get_by_test_id(f"promote-{newest}").click()
     expect(approver.get_by_test_id("notice")).to_contain_text("waits for approval", timeout=MS)
-    goto(approver, served, "/approvals")
+    nav(approver, served, "Approvals")
     mine = approver.locator(f"[data-testid^=request-][data-workflow={WF}]")
     expect(mine).to_contain_text("prod", timeout=MS)
     mine.locator("[data-testid^=approve-]").click()
@@ -167,7 +180,10 @@ def test_an_operators_promotion_waits_for_an_approver(
 
 
 def test_the_audit_log_lists_the_approval(admin: Any, served: Served) -> None:
-    goto(admin, served, f"/audit?workflow={WF}")
+    nav(admin, served, "Audit")
+    admin.get_by_test_id("audit-workflow").fill(WF)
+    admin.get_by_test_id("audit-workflow").press("Enter")
+    admin.wait_for_url(re.compile(rf"/audit\?workflow={WF}$"), timeout=MS)
     approved = admin.locator("[data-action='promotion.approved']")
     expect(approved).to_have_count(1, timeout=MS)
     expect(approved).to_contain_text("uat")
@@ -176,3 +192,22 @@ def test_the_audit_log_lists_the_approval(admin: Any, served: Served) -> None:
     newest = admin.get_by_test_id("audit-table").locator("tbody tr").first
     expect(newest).to_have_attribute("data-action", "promotion.requested")  # newest first
     shot(admin, "audit")
+
+
+@pytest.mark.skipif(
+    not {"approvals", "audit", "builder"} <= PAGES,
+    reason="the server does not serve /approvals, /audit and /builder as pages yet "
+    "(klaw.api.http.ui.PAGES)",
+)
+def test_the_new_pages_reload(admin: Any, served: Served) -> None:
+    for path, ready in {
+        "/approvals": "approvals-pending",
+        f"/audit?workflow={WF}": "audit-table",
+        f"/builder/{WF}": "builder-stage-totals",
+        "/builder": "builder-new",
+        f"/workflows/{WF}/versions": "versions-table",
+        f"/workflows/{WF}/diff/1/2": "diff-stages",
+    }.items():
+        goto(admin, served, path)
+        expect(admin.get_by_test_id(ready)).to_be_visible(timeout=MS)
+        expect(admin.get_by_test_id("problem")).to_have_count(0)

@@ -169,7 +169,8 @@ export const lifecycle = {
   bundle: async (wf: string, version: number) =>
     (await get<{ bundle: Record<string, unknown> }>(`${wfPath(wf)}/versions/${version}/bundle`)).bundle,
   importBundle: (bundle: Record<string, unknown>, replace = false) => post<VersionReply>('/versions/import', { bundle, replace }),
-  approvals: async (opts: { workflow?: string; state?: string } = {}) =>
+  /** `state`: pending (the server's default), approved, rejected or all. */
+  approvals: async (opts: { workflow?: string; state?: 'pending' | 'approved' | 'rejected' | 'all' } = {}) =>
     (await get<{ requests: ApprovalRequest[] }>('/approvals', { workflow: opts.workflow, state: opts.state })).requests,
   approve: (id: string, comment: string) => post<PromotionReply>(`/approvals/${encodeURIComponent(id)}/approve`, { comment }),
   reject: (id: string, comment: string) => post<PromotionReply>(`/approvals/${encodeURIComponent(id)}/reject`, { comment }),
