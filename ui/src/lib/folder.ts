@@ -813,7 +813,7 @@ export function locate(message: string, files: Files): { stage?: string; field?:
     const key = configKeyAt(files[CONFIG] ?? '', Number(cfg[1]));
     if (key) return { field: key };
   }
-  const named = /(?:stage|statement|name) '([A-Za-z_]\w*)'/.exec(message);
+  const named = /(?:stage|statement|name) '([A-Za-z_]\w*)'/i.exec(message);
   if (named && model.stages.some((s) => s.name === named[1])) return { stage: named[1] };
   const at = /workflow\.(sql|py):(\d+)/.exec(message);
   if (at) {

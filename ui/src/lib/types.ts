@@ -294,6 +294,8 @@ export interface DraftError {
   code: string;
   message: string;
   hint?: string | null;
+  /** The error's fields: `problems` lists each problem of a GraphError. */
+  fields?: Record<string, unknown>;
 }
 export interface DraftReply {
   workflow: string;

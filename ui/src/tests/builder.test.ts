@@ -37,6 +37,11 @@ function serve() {
         const version = { workflow: 'tpch_sql', version: same ? 1 : 2, hash: 'ab', format: 1, kind: 'folder', author: 'me', message: '', created_at: 0, stage: 'dev', environments: ['dev'], stages: 3, read_only: false };
         return json(same ? 200 : 201, { type: 'VersionReply', version, created: !same });
       }
+      if (u.pathname === '/api/v1/workflows/daily/source') return json(404, { status: 404, title: 'Not Found', code: 'WorkflowNotFoundError' });
+      if (u.pathname === '/api/v1/workflows/daily/versions')
+        return json(200, { type: 'VersionsReply', versions: [{ workflow: 'daily', version: 4, kind: 'folder', stage: 'dev', environments: ['dev'] }], deployments: [] });
+      if (u.pathname === '/api/v1/workflows/daily/versions/4')
+        return json(200, { type: 'VersionDetailReply', detail: { version: {}, files: { 'config.yaml': 'engine: duckdb\n', 'workflow.sql': '-- name: first\nSELECT 1 AS value;\n' }, graph: { stages: [] } } });
       return json(404, { status: 404, title: 'Not found' });
     }),
   );
@@ -87,6 +92,14 @@ describe('the builder', () => {
     expect(sent.files['config.yaml']).toBe(files['config.yaml']);
     expect(sent.files['workflow.sql']).toBe(files['workflow.sql'].trimEnd() + '\n\n-- name: top_regions\nSELECT *\nFROM region_volume;\n');
     expect(screen.getByTestId('save-notice').textContent).toMatch(/version 2/);
+  });
+
+  it('opens the newest version of a workflow that has no folder yet', async () => {
+    render(Builder, { name: 'daily' });
+    await screen.findByTestId('builder-stage-first');
+    expect(screen.getByTestId('builder-note').textContent).toMatch(/newest version, v4/);
+    expect(screen.getByTestId('builder-version').textContent).toMatch(/version 4/);
+    expect(screen.queryByTestId('problem')).toBeNull();
   });
 
   it('checks the draft as it is edited, after a pause', async () => {

@@ -248,6 +248,8 @@ describe('new workflows and problems', () => {
     expect(locate("config.yaml:8: retries: Input should be greater than or equal to 0 (got -1)", sqlFolder)).toEqual({ field: 'retries' });
     expect(locate("SQL stage 'region_volume' (workflow.sql:44) reads table 'x'", sqlFolder)).toEqual({ stage: 'region_volume' });
     expect(locate('/p/workflow.sql:26: the statement is empty.', sqlFolder)).toEqual({ stage: 'local_supplier_volume' });
+    expect(locate("Stage 'region_volume' (sales/workflow.sql:44) depends on 'x'", sqlFolder)).toEqual({ stage: 'region_volume' });
+    expect(locate('sales/config.yaml:6: engine: bad', sqlFolder)).toEqual({ field: 'engine' });
     expect(locate('something else', sqlFolder)).toEqual({});
   });
 });
