@@ -120,6 +120,22 @@ def test_the_builder_adds_an_sql_stage_and_saves_a_new_version(
     )
 
 
+def test_the_builder_makes_a_new_workflow(operator: Any, served: Served) -> None:
+    nav(operator, served, "Builder")
+    operator.get_by_test_id("builder-name").fill("daily")
+    operator.get_by_test_id("builder-kind").select_option("sql")
+    operator.get_by_test_id("builder-start").click()
+    expect(operator.get_by_test_id("builder-stage-first")).to_be_visible(timeout=MS)
+    expect(operator.get_by_test_id("check-ok")).to_be_visible(timeout=MS)
+    operator.get_by_test_id("save-message").fill("a new workflow")
+    operator.get_by_test_id("save").click()
+    operator.wait_for_url(re.compile(r"/builder/daily$"), timeout=MS)
+    expect(operator.get_by_test_id("builder-version")).to_contain_text("version 1", timeout=MS)
+    with served.api() as client:
+        got = client.get("/api/v1/workflows/daily/versions").json()["versions"]
+    assert [(v["version"], v["message"], v["stage"]) for v in got] == [(1, "a new workflow", "dev")]
+
+
 def test_the_versions_page_promotes_to_qa_and_shows_the_diff(operator: Any, served: Served) -> None:
     newest = versions(served)[0]["version"]
     goto(operator, served, f"/workflows/{WF}")
