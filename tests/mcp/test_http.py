@@ -94,3 +94,18 @@ def test_missing_or_invalid_token_is_401(url: str, header: str | None) -> None:
     assert answer.status_code == 401
     assert answer.headers["www-authenticate"].startswith("Bearer")
     assert answer.json()["code"] == "AuthError"
+
+
+def test_lifecycle_tools_act_as_the_token(project: Path, url: str) -> None:
+    async def main() -> Any:
+        async with connect(url, OPERATOR) as client:
+            return await client.call_tool(
+                "create_version", {"workflow": "shop", "message": "from an assistant"}
+            )
+
+    made = anyio.run(main)
+    assert not made.is_error, text(made)
+    assert made.structured_content["version"]["author"].startswith("token:")
+    audit = klaw(project, "audit", "list", "--workflow", "shop", "-o", "json").json()
+    [entry] = [e for e in audit["entries"] if e["action"] == "version.created"]
+    assert entry["actor"] == made.structured_content["version"]["author"]

@@ -34,7 +34,7 @@ def test_every_table_entry_is_a_tool_or_left_out_on_purpose() -> None:
         spec = derived[http.name]
         assert spec.command is cls
         assert spec.role.label == http.role
-        assert spec.mutating == (http.method == "POST" and http.name != "validate_workflows")
+        assert spec.mutating == (http.method == "POST" and not http.safe)
     # left out: the admin's commands, the agents' calls, a route answered by another command
     assert {table.HTTP[c].name for c in excluded if table.HTTP[c] is not None} >= {
         "create_token",
@@ -83,7 +83,9 @@ def test_schemas_and_arguments() -> None:
 
 
 def test_confirm_setting_names_tools() -> None:
-    assert confirm_list(["*"]) == {"submit_run", "cancel_run", "pause_schedule", "resume_schedule"}
+    every = confirm_list(["*"])
+    assert {"submit_run", "cancel_run", "pause_schedule", "promote_version"} <= every
+    assert not {"validate_workflows", "check_draft", "get_run"} & every
     with pytest.raises(ConfigError, match="submit_runs"):
         confirm_list(["submit_runs"])
 

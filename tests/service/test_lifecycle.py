@@ -374,3 +374,14 @@ def test_runs_record_their_version_and_run_a_deployed_one(
     assert stages == {"totals", "big"}
     with pytest.raises(PromotionError, match="no version deployed in prod"):
         run(dispatcher, SubmitRun(workflow="sales", environment="prod"))
+
+
+def test_the_published_bundle_schema_is_current() -> None:
+    import json
+
+    from klaw.service.bundles import schema
+
+    published = Path(__file__).parents[2] / "docs" / "bundle.schema.json"
+    assert json.loads(published.read_text()) == schema(), (
+        "regenerate docs/bundle.schema.json from klaw.service.bundles.schema()"
+    )

@@ -152,6 +152,13 @@ class LocalBackend:
     def execute(self, cmd: Command) -> Reply:
         return self.dispatcher.execute(cmd)
 
+    def execute_as(self, cmd: Command, subject: str, role: str) -> Reply:
+        """``cmd`` sent by ``subject`` with ``role`` (an MCP server's authenticated caller):
+        lifecycle changes are made and audited as them, not as the local user."""
+        from klaw.service.lifecycle import Caller
+
+        return self.dispatcher.execute(cmd, caller=Caller(subject, role))
+
     def submit(self, cmd: SubmitRun, watcher: RunWatcher | None = None) -> RunRecord:
         """Run here, to the end; ``watcher`` hears of each durable write as it happens."""
         import msgspec

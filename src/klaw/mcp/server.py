@@ -132,6 +132,15 @@ class KlawMcp:
         self.local = local
         self.max_wait = max_wait
 
+    def _execute(self, cmd: Command, who: Principal) -> Reply:
+        """``cmd`` as ``who``: a local project's dispatcher makes (and audits) lifecycle
+        changes as the caller; a remote server knows the caller by its token."""
+        as_caller = getattr(self.commands, "execute_as", None)
+        if as_caller is not None:
+            reply: Reply = as_caller(cmd, who.subject, who.role.label)
+            return reply
+        return self.commands.execute(cmd)
+
     # -- who calls, and what they may call -------------------------------------------------------
     def caller(self, ctx: ServerRequestContext[Any, Any]) -> Principal:
         """The principal of this request: the HTTP token's, else the local caller."""
@@ -247,7 +256,7 @@ class KlawMcp:
                 return "confirming", pending
         if isinstance(cmd, SubmitRun):
             return "ok", result(await _threaded(partial(self._submit, cmd)))
-        reply = await _threaded(partial(self.commands.execute, cmd))
+        reply = await _threaded(partial(self._execute, cmd, who))
         return "ok", result(_shaped(spec, cmd, reply))
 
     def _submit(self, cmd: SubmitRun) -> dict[str, Any]:

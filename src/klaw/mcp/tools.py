@@ -9,8 +9,8 @@ another command's, ``serve=False``). A tool's
 - input schema is the command Struct's JSON Schema (``msgspec.json.schema``) without its
   ``type`` tag and ``version``, ``selection`` spelled ``select`` as on the command line, with
   the bounds of :data:`CAPS` and, on a mutating tool, ``dry_run``;
-- required role is the table's; it is mutating when its route is a POST (but
-  :data:`READ_ONLY_POSTS`).
+- required role is the table's; it is mutating when its route is a POST that the table does
+  not mark ``safe`` (a POST only to send its body, like ``validate_workflows``).
 
 So a command added to the table later is a tool at once, with no change here.
 """
@@ -30,7 +30,6 @@ from klaw.protocol import table
 from klaw.protocol.commands import Command, SubmitRun
 
 EXCLUDED_ROLES: Final = frozenset({"admin"})  # tokens and database upkeep: not for assistants
-READ_ONLY_POSTS: Final = frozenset({"validate_workflows"})  # a POST only for its body
 RENAMES: Final[Mapping[str, str]] = {"selection": "select"}  # command field -> argument
 MAX_LOG_LINES: Final = 500  # read_logs: the most lines one call returns
 MAX_PREVIEW_ROWS: Final = 100  # preview_rows: the most rows one call returns
@@ -184,7 +183,7 @@ def derive() -> dict[str, ToolSpec]:
     for cls, http in table.HTTP.items():
         if http is None or not http.serve or http.role in EXCLUDED_ROLES:
             continue
-        mutating = http.method == "POST" and http.name not in READ_ONLY_POSTS
+        mutating = http.method == "POST" and not http.safe
         caps = CAPS.get(http.name, {})
         description = describe(cls, http)
         if mutating:

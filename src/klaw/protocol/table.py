@@ -100,6 +100,7 @@ class Http:
     status: int = 200
     build: Callable[[Any], Request] | None = None
     serve: bool = True  # False: the route is another command's (it answers this request too)
+    safe: bool = False  # a POST that changes nothing (it posts only to send its body)
 
     def request(self, cmd: msgspec.Struct) -> Request:
         if self.build is not None:
@@ -181,7 +182,7 @@ HTTP: Final[dict[type[msgspec.Struct], Http | None]] = {
         names={"selection": "select"},
     ),
     ValidateWorkflows: Http(
-        "POST", "/workflows/validate", "validate_workflows", _V, body=("workflows",)
+        "POST", "/workflows/validate", "validate_workflows", _V, body=("workflows",), safe=True
     ),
     SubmitRun: Http("POST", "/runs", "submit_run", _O, status=201, build=_submit),
     ListRuns: Http(
@@ -271,7 +272,12 @@ HTTP: Final[dict[type[msgspec.Struct], Http | None]] = {
     ),
     ListAudit: Http("GET", "/audit", "list_audit", _V, query=("workflow", "limit", "before")),
     CheckDraft: Http(
-        "POST", "/drafts/check", "check_draft", _O, body=("workflow", "files", "selection")
+        "POST",
+        "/drafts/check",
+        "check_draft",
+        _O,
+        body=("workflow", "files", "selection"),
+        safe=True,
     ),
     SyncGit: Http("POST", "/git/sync", "sync_git", _O, query=("dry_run",)),
     # a remote agent's calls: Arrow Flight only
