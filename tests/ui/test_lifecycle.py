@@ -8,9 +8,11 @@ The tests run in order: each builds on the versions the one before made."""
 
 from __future__ import annotations
 
+import json
 import re
 import urllib.parse
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -148,6 +150,12 @@ def test_the_versions_page_promotes_to_qa_and_shows_the_diff(operator: Any, serv
     expect(operator.get_by_test_id("env-qa")).to_have_attribute("data-version", str(newest))
     expect(operator.get_by_test_id(f"version-stage-{newest}")).to_have_text("qa")
     shot(operator, "versions")
+    with operator.expect_download() as download:
+        operator.get_by_test_id(f"export-{newest}").click()
+    assert download.value.suggested_filename == f"{WF}-v{newest}.klaw.json"
+    bundle = json.loads(Path(download.value.path()).read_text())
+    assert (bundle["workflow"], bundle["version"]) == (WF, newest)
+    assert "-- name: big_orders" in bundle["files"]["workflow.sql"]
     operator.get_by_test_id(f"diff-prev-{newest}").click()
     operator.wait_for_url(re.compile(rf"/diff/{newest - 1}/{newest}$"), timeout=MS)
     sql = operator.get_by_test_id("diff-file-workflow.sql")

@@ -76,6 +76,21 @@ describe('the builder', () => {
     expect(screen.getByTestId('save-notice').textContent).toMatch(/no new version/);
   });
 
+  it('applies the config form unchanged without touching config.yaml, and one field as one line', async () => {
+    render(Builder, { name: 'tpch_sql' });
+    await screen.findByTestId('builder-stage-region_volume');
+    await fireEvent.click(screen.getByTestId('config-button'));
+    expect(screen.getByTestId('builder-dirty').textContent).toMatch(/No changes/);
+    await fireEvent.input(screen.getByTestId('config-retries'), { target: { value: '4' } });
+    await fireEvent.click(screen.getByTestId('config-button'));
+    expect(screen.getByTestId('builder-dirty').textContent).toMatch(/Changed/);
+    await fireEvent.click(screen.getByTestId('save'));
+    await screen.findByTestId('save-notice');
+    const sent = saves()[0].body?.files as Record<string, string>;
+    expect(sent['config.yaml']).toBe(files['config.yaml'].replace('retries: 1\n', 'retries: 4\n'));
+    expect(sent['workflow.sql']).toBe(files['workflow.sql']);
+  });
+
   it('adds an SQL stage reading the selected one and saves it', async () => {
     render(Builder, { name: 'tpch_sql' });
     await screen.findByTestId('builder-stage-region_volume');
