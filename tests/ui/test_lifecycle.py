@@ -2,7 +2,8 @@
 the builder sends a hand-written folder back byte for byte (no new version) and saves an added
 SQL stage as a new version; the versions page promotes it to qa and shows the diff; an
 operator's promotion to uat waits in the approval queue until an approver approves it (the
-requester may not approve their own); the audit log lists it.
+requester may not approve their own); the audit log lists it; a viewer sees versions but no
+control to change them.
 
 The tests run in order: each builds on the versions the one before made."""
 
@@ -235,3 +236,15 @@ def test_the_new_pages_reload(admin: Any, served: Served) -> None:
         goto(admin, served, path)
         expect(admin.get_by_test_id(ready)).to_be_visible(timeout=MS)
         expect(admin.get_by_test_id("problem")).to_have_count(0)
+
+
+def test_a_viewer_sees_versions_but_no_lifecycle_controls(viewer: Any, served: Served) -> None:
+    newest = versions(served)[0]["version"]
+    goto(viewer, served, f"/workflows/{WF}/versions")
+    expect(viewer.get_by_test_id(f"version-row-{newest}")).to_be_visible(timeout=MS)
+    expect(viewer.get_by_test_id(f"export-{newest}")).to_be_visible()
+    for control in ("promote-", "retire-", "demote"):
+        expect(viewer.locator(f"[data-testid^={control}]")).to_have_count(0)
+    nav(viewer, served, "Approvals")
+    expect(viewer.get_by_test_id("approvals-pending")).to_be_visible(timeout=MS)
+    expect(viewer.locator("[data-testid^=approve-]")).to_have_count(0)
