@@ -1020,6 +1020,136 @@ class MetadataStoreContract:
         found = store.begin_key(claim("race", claim="late"))
         assert found is not None and found.claim == won[0]
 
+    # -- the pipeline lifecycle (migration 7) ----------------------------------------------
+
+    def test_run_records_its_version_and_environment(self, store: Store) -> None:
+        run = make_run(version=3, environment="qa")
+        store.create_run(run)
+        assert store.get_run(run.run_id) == run
+        plain = make_run()
+        store.create_run(plain)
+        assert store.get_run(plain.run_id).version is None
+
+    def test_versions_deployments_requests_and_audit(self, store: Store) -> None:
+        from klaw.metadata.records import (
+            ApprovalRecord,
+            AuditRecord,
+            DecisionRecord,
+            DeploymentRecord,
+            VersionRecord,
+        )
+
+        wf = fresh_id("wf")
+
+        def version(n: int) -> VersionRecord:
+            return VersionRecord(
+                workflow=wf,
+                version=n,
+                hash=f"h{n}",
+                format=1,
+                kind="folder",
+                author="a",
+                message=f"m{n}",
+                created_at=float(n),
+                stage="dev",
+                stages=2,
+            )
+
+        def make(tx: Any) -> None:
+            for n in (1, 2, 3):
+                assert tx.next_version() == n
+                tx.add_version(version(n), f'{{"n": {n}}}')
+                tx.audit(
+                    AuditRecord(
+                        at=float(n), actor="a", action="version.created", workflow=wf, version=n
+                    )
+                )
+            tx.deploy(
+                DeploymentRecord(
+                    workflow=wf, environment="dev", version=3, deployed_at=3.0, deployed_by="a"
+                )
+            )
+            tx.set_stage(1, "qa")
+            tx.add_request(
+                ApprovalRecord(
+                    request_id=f"{wf}-r1",
+                    workflow=wf,
+                    version=1,
+                    environment="uat",
+                    requester="a",
+                    state="pending",
+                    created_at=4.0,
+                    required=1,
+                )
+            )
+            tx.decide(
+                f"{wf}-r1", DecisionRecord(approver="b", decision="approve", comment="ok", at=5.0)
+            )
+
+        store.change(wf, "test", make)
+        assert [v.version for v in store.list_versions(wf)] == [3, 2, 1]
+        assert [v.version for v in store.list_versions(wf, limit=1, before=3)] == [2]
+        assert store.get_version(wf, 1).stage == "qa"
+        assert store.version_by_hash(wf, "h2").version == 2
+        assert store.version_content(wf, 3) == '{"n": 3}'
+        assert [(d.environment, d.version) for d in store.list_deployments(wf)] == [("dev", 3)]
+        [pending] = store.list_requests(workflow=wf, state="pending")
+        assert pending.decisions[0].approver == "b" and pending.decisions[0].comment == "ok"
+        assert store.change(wf, "test", lambda tx: tx.close_request(f"{wf}-r1", "approved", 6.0))
+        assert not store.change(
+            wf, "test", lambda tx: tx.close_request(f"{wf}-r1", "approved", 7.0)
+        )
+        assert store.get_request(f"{wf}-r1").state == "approved"
+        entries = store.list_audit(workflow=wf)
+        assert [e.version for e in entries] == [3, 2, 1]  # newest first
+        assert [e.version for e in store.list_audit(workflow=wf, before=entries[0].seq)] == [2, 1]
+        with pytest.raises(MetadataError):  # the same content is one version
+            store.change(
+                wf,
+                "test",
+                lambda tx: tx.add_version(
+                    version(4).__class__(**{**msgspec.structs.asdict(version(4)), "hash": "h1"}),
+                    "{}",
+                ),
+            )
+
+    def test_one_pending_request_per_environment(self, store: Store) -> None:
+        from klaw.metadata.records import ApprovalRecord
+
+        wf = fresh_id("wf")
+
+        def ask(request_id: str) -> ApprovalRecord:
+            return ApprovalRecord(
+                request_id=request_id,
+                workflow=wf,
+                version=1,
+                environment="prod",
+                requester="a",
+                state="pending",
+                created_at=1.0,
+                required=1,
+            )
+
+        store.change(wf, "test", lambda tx: tx.add_request(ask(f"{wf}-1")))
+        with pytest.raises(MetadataError):
+            store.change(wf, "test", lambda tx: tx.add_request(ask(f"{wf}-2")))
+        store.change(wf, "test", lambda tx: tx.close_request(f"{wf}-1", "rejected", 2.0))
+        store.change(wf, "test", lambda tx: tx.add_request(ask(f"{wf}-3")))  # decided: free again
+
+    def test_the_audit_log_is_append_only(self, store: Store) -> None:
+        from klaw.metadata.records import AuditRecord
+
+        wf = fresh_id("wf")
+        entry = AuditRecord(at=1.0, actor="a", action="promoted", workflow=wf, detail={"k": [1]})
+        store.change(wf, "test", lambda tx: tx.audit(entry))
+        [found] = store.list_audit(workflow=wf)
+        assert found.detail == {"k": [1]} and found.actor == "a"
+        sql = store._sql  # type: ignore[attr-defined]
+        for statement in ("UPDATE audit SET actor = 'x'", "DELETE FROM audit"):
+            with pytest.raises(MetadataError, match="append-only"):
+                store._in_transaction("test", lambda conn, s=statement: conn.execute(sql(s)))  # type: ignore[attr-defined]
+        assert store.list_audit(workflow=wf) == [found]
+
 
 def claim(key: str, **fields: object) -> IdempotencyRecord:
     """A claim on ``key`` of alice with fingerprint f, made at 1.0, pending until 60.0 and

@@ -521,3 +521,43 @@ def test_a_lock_held_too_long_is_named_as_such(store: PostgresMetadataStore, url
     assert "held a lock" in (caught.value.hint or "")
     assert impatient.get_run(run.run_id).run_id == run.run_id  # the store carries on
     impatient.close()
+
+
+def test_two_promotions_at_once_on_two_connections_one_wins(url: str, tmp_path: Path) -> None:
+    """Two API replicas promote the same version at once: the workflow's advisory lock makes
+    one wait for the other, which then finds the version already promoted."""
+    from klaw.errors import PromotionError
+    from klaw.service.lifecycle import Caller, Lifecycle
+    from klaw.service.project import Project
+    from klaw.service.versions import Content
+
+    project = Project(tmp_path, tmp_path / "klaw.toml", "p", ())
+    stores = [PostgresMetadataStore(url) for _ in range(2)]
+    stores[0].migrate()
+    who = Caller("token:a (alice)", "operator")
+    content = Content(workflow="wf", kind="folder", files={"config.yaml": "engine: duckdb\n"})
+    Lifecycle(stores[0], project).create(content, who, "v1")
+    outcomes: list[object] = []
+    start = threading.Barrier(2)
+
+    def promote(store: PostgresMetadataStore) -> None:
+        start.wait()
+        try:
+            outcomes.append(Lifecycle(store, project).promote("wf", 1, "qa", who))
+        except PromotionError as exc:
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=promote, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    errors = [o for o in outcomes if isinstance(o, PromotionError)]
+    assert len(outcomes) == 2 and len(errors) == 1, outcomes
+    assert "already in qa" in errors[0].message
+    assert [e.action for e in stores[1].list_audit(workflow="wf")] == [
+        "promoted",
+        "version.created",
+    ]
+    for s in stores:
+        s.close()
