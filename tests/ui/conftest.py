@@ -25,6 +25,8 @@ from tests.ui import project
 SCREENSHOTS = Path(__file__).with_name("screenshots")
 ADMIN = "ui-admin-token-0f1e2d3c"
 VIEWER = "ui-viewer-token-4b5a6978"
+OPERATOR = "ui-operator-token-8c7d6e5f"
+APPROVER = "ui-approver-token-1a2b3c4d"
 CHROMIUM = os.environ.get("KLAW_TEST_CHROMIUM") or shutil.which("chromium") or ""
 
 
@@ -84,8 +86,9 @@ def dev_server(root: Path, extra_env: dict[str, str] | None, token: str | None) 
 
 @pytest.fixture(scope="session")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    """``klaw dev`` with an admin and a viewer token configured."""
-    tokens = {"KLAW_FLIGHT__TOKENS": ADMIN, "KLAW_HTTP__TOKENS": f"admin:{ADMIN},viewer:{VIEWER}"}
+    """``klaw dev`` with an admin, a viewer, an operator and an approver token configured."""
+    http = f"admin:{ADMIN},viewer:{VIEWER},operator:{OPERATOR},approver:{APPROVER}"
+    tokens = {"KLAW_FLIGHT__TOKENS": ADMIN, "KLAW_HTTP__TOKENS": http}
     with dev_server(tmp_path_factory.mktemp("ui"), tokens, ADMIN) as served:
         yield served
 

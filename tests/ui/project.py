@@ -1,5 +1,7 @@
 """The project the browser tests serve: a launch form with constraints, stages slow enough to
-watch, a failing stage with a traceback, a run to cancel, and an asset with several snapshots."""
+watch, a failing stage with a traceback, a run to cancel, an asset with several snapshots, and
+a folder workflow (config.yaml + workflow.sql, written by hand) for the lifecycle pages and the
+builder."""
 
 from __future__ import annotations
 
@@ -60,8 +62,38 @@ forever = klaw.workflow("forever", [wait_long], description="runs until cancelle
 """
 
 
+# A hand-written folder workflow: comments, a folded description, a flow list; the builder
+# must send these bytes back as they are when nothing is edited.
+SALES_CONFIG = """# Sales, in DuckDB SQL.
+description: >-
+  Orders and their total,
+  made up for the browser tests.
+engine: duckdb
+retries: 1 # each statement once more on failure
+tags: [sales, sql]
+"""
+
+SALES_SQL = """-- The sales workflow: one stage per statement.
+
+-- name: orders
+-- Three orders.
+SELECT range AS id, (range + 1) * 10.0 AS amount
+FROM range(3);
+
+-- name: totals
+SELECT sum(amount) AS total, count(*) AS orders
+FROM orders;
+"""
+
+
 def write(root: Path) -> Path:
     root.mkdir(parents=True, exist_ok=True)
-    (root / "klaw.toml").write_text('[project]\nname = "uiproj"\nmodules = ["flows.py"]\n')
+    (root / "klaw.toml").write_text(
+        '[project]\nname = "uiproj"\nmodules = ["flows.py"]\nworkflow_dirs = ["workflows"]\n'
+    )
     (root / "flows.py").write_text(FLOWS)
+    sales = root / "workflows" / "sales"
+    sales.mkdir(parents=True, exist_ok=True)
+    (sales / "config.yaml").write_text(SALES_CONFIG)
+    (sales / "workflow.sql").write_text(SALES_SQL)
     return root

@@ -1,5 +1,17 @@
 // The one HTTP client of the UI: bearer token from sessionStorage, problem+json errors.
-import type { LogLine, Problem } from './types';
+import type {
+  ApprovalRequest,
+  AuditEntry,
+  DiffReply,
+  DraftReply,
+  LogLine,
+  Problem,
+  PromotionReply,
+  SourceReply,
+  VersionDetail,
+  VersionReply,
+  VersionsReply,
+} from './types';
 
 const TOKEN_KEY = 'klaw.token';
 export const API = '/api/v1';
@@ -135,4 +147,50 @@ export function toLogLine(raw: unknown): LogLine {
     line: String(o.line ?? ''),
     level: (o.level as string | null) ?? null,
   };
+}
+
+// The lifecycle routes: versions, promotions, approvals, audit, drafts.
+const wfPath = (wf: string) => `/workflows/${encodeURIComponent(wf)}`;
+
+export const lifecycle = {
+  versions: (wf: string, opts: { limit?: number; before?: number } = {}) =>
+    get<VersionsReply>(`${wfPath(wf)}/versions`, { limit: opts.limit, before: opts.before }),
+  version: async (wf: string, version: number) =>
+    (await get<{ detail: VersionDetail }>(`${wfPath(wf)}/versions/${version}`)).detail,
+  /** Save a new version (`files`: the builder's folder files); the same content makes none. */
+  createVersion: (wf: string, message: string, files?: Record<string, string>) =>
+    post<VersionReply>(`${wfPath(wf)}/versions`, files ? { message, files } : { message }),
+  /** `b` null: against the working copy. */
+  diff: (wf: string, a: number, b: number | null) => get<DiffReply>(`${wfPath(wf)}/diff`, { a, b }),
+  promote: (wf: string, version: number, to: string) =>
+    post<PromotionReply>(`${wfPath(wf)}/versions/${version}/promote`, {}, { to }),
+  demote: (wf: string) => post<PromotionReply>(`${wfPath(wf)}/demote`),
+  retire: (wf: string, version: number) => post<VersionReply>(`${wfPath(wf)}/versions/${version}/retire`),
+  bundle: async (wf: string, version: number) =>
+    (await get<{ bundle: Record<string, unknown> }>(`${wfPath(wf)}/versions/${version}/bundle`)).bundle,
+  importBundle: (bundle: Record<string, unknown>, replace = false) => post<VersionReply>('/versions/import', { bundle, replace }),
+  /** `state`: pending (the server's default), approved, rejected or all. */
+  approvals: async (opts: { workflow?: string; state?: 'pending' | 'approved' | 'rejected' | 'all' } = {}) =>
+    (await get<{ requests: ApprovalRequest[] }>('/approvals', { workflow: opts.workflow, state: opts.state })).requests,
+  approve: (id: string, comment: string) => post<PromotionReply>(`/approvals/${encodeURIComponent(id)}/approve`, { comment }),
+  reject: (id: string, comment: string) => post<PromotionReply>(`/approvals/${encodeURIComponent(id)}/reject`, { comment }),
+  audit: async (opts: { workflow?: string; limit?: number; before?: number } = {}) =>
+    (await get<{ entries: AuditEntry[] }>('/audit', { workflow: opts.workflow, limit: opts.limit, before: opts.before })).entries,
+  checkDraft: (workflow: string, files: Record<string, string>, selection?: string) =>
+    post<DraftReply>('/drafts/check', selection ? { workflow, files, selection } : { workflow, files }),
+  source: (wf: string) => get<SourceReply>(`${wfPath(wf)}/source`),
+};
+
+/** Offer a JSON value as a file download (a bundle as WF-vN.klaw.json). */
+export function downloadJson(name: string, value: unknown): void {
+  const blob = new Blob([JSON.stringify(value, null, 2) + '\n'], { type: 'application/json' });
+  const href = URL.createObjectURL(blob);
+  const a = document.createElement('a');
+  a.href = href;
+  a.download = name;
+  a.dataset.external = '';
+  document.body.appendChild(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(href), 1000);
 }

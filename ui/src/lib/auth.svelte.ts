@@ -12,6 +12,7 @@ class Session {
   /** The server has no /auth/me: the role is unknown, so the server decides (403). */
   unknownRole = $state(false);
   canOperate = $derived(this.role ? RANK[this.role] >= RANK.operator : this.unknownRole);
+  canApprove = $derived(this.role ? RANK[this.role] >= RANK.approver : this.unknownRole);
 
   async load(): Promise<void> {
     if (!getToken()) {

@@ -9,6 +9,11 @@ const patterns: [string, RegExp][] = [
   ['overview', /^\/$/],
   ['workflows', /^\/workflows\/?$/],
   ['workflow', /^\/workflows\/(?<name>[^/]+)\/?$/],
+  ['versions', /^\/workflows\/(?<name>[^/]+)\/versions\/?$/],
+  ['diff', /^\/workflows\/(?<name>[^/]+)\/diff\/(?<a>\d+)\/(?<b>\d+|working)\/?$/],
+  ['approvals', /^\/approvals\/?$/],
+  ['audit', /^\/audit\/?$/],
+  ['builder', /^\/builder(?:\/(?<name>[^/]+))?\/?$/],
   ['runs', /^\/runs\/?$/],
   ['logs', /^\/runs\/(?<id>[^/]+)\/logs\/?$/],
   ['run', /^\/runs\/(?<id>[^/]+)\/?$/],
@@ -24,6 +29,7 @@ export function match(path: string): Route {
     if (m) {
       const params: Record<string, string> = {};
       for (const [k, v] of Object.entries(m.groups ?? {})) {
+        if (v === undefined) continue;
         params[k] = k === 'key' ? v.split('/').map(decodeURIComponent).join('/') : decodeURIComponent(v);
       }
       return { name, params };
@@ -105,4 +111,14 @@ export function logsHref(id: string, stage?: string | null, attempt?: number | n
   if (attempt) q.set('attempt', String(attempt));
   const qs = q.toString();
   return `/runs/${encodeURIComponent(id)}/logs${qs ? `?${qs}` : ''}`;
+}
+export function versionsHref(name: string): string {
+  return `/workflows/${encodeURIComponent(name)}/versions`;
+}
+/** `b` null: the working copy. */
+export function diffHref(name: string, a: number, b: number | null): string {
+  return `/workflows/${encodeURIComponent(name)}/diff/${a}/${b ?? 'working'}`;
+}
+export function builderHref(name?: string | null): string {
+  return name ? `/builder/${encodeURIComponent(name)}` : '/builder';
 }

@@ -174,3 +174,134 @@ export interface Problem {
   hint?: string;
   [k: string]: unknown;
 }
+
+// The lifecycle of a workflow: versions, environments, promotions, approvals, audit.
+export type Environment = 'dev' | 'qa' | 'uat' | 'prod' | 'retired';
+export const ENVIRONMENTS: Environment[] = ['dev', 'qa', 'uat', 'prod'];
+
+export interface VersionView {
+  workflow: string;
+  version: number;
+  hash: string;
+  format: number;
+  kind: 'folder' | 'python';
+  author: string;
+  message: string;
+  created_at: number;
+  /** The furthest environment the version reached. */
+  stage: Environment;
+  /** Where it is deployed now. */
+  environments: Environment[];
+  stages: number;
+  read_only: boolean;
+}
+export interface GraphStage {
+  name: string;
+  kind: string;
+  engine: string | null;
+  asset: string | null;
+  deps: string[];
+  config: Record<string, unknown>;
+}
+export interface VersionDetail {
+  version: VersionView;
+  files: Record<string, string>;
+  graph: { stages: GraphStage[] };
+}
+export interface FileDiff {
+  path: string;
+  change: 'added' | 'removed' | 'changed';
+  diff: string;
+}
+export interface StageChange {
+  name: string;
+  fields: string[];
+}
+export interface DiffReply {
+  workflow: string;
+  a: number;
+  /** null: the working copy. */
+  b: number | null;
+  files: FileDiff[];
+  stages_added: string[];
+  stages_removed: string[];
+  stages_changed: StageChange[];
+}
+export interface DeploymentView {
+  workflow: string;
+  environment: Environment;
+  version: number;
+  deployed_at: number;
+  deployed_by: string;
+}
+export interface Decision {
+  approver: string;
+  decision: 'approve' | 'reject';
+  comment: string;
+  at: number;
+}
+export interface ApprovalRequest {
+  request_id: string;
+  workflow: string;
+  version: number;
+  environment: Environment;
+  requester: string;
+  state: 'pending' | 'approved' | 'rejected';
+  created_at: number;
+  required: number;
+  decisions: Decision[];
+  decided_at: number | null;
+}
+export interface AuditEntry {
+  seq: number;
+  at: number;
+  actor: string;
+  action: string;
+  workflow: string | null;
+  version: number | null;
+  environment: string | null;
+  request_id: string | null;
+  detail: Record<string, unknown>;
+}
+export interface VersionsReply {
+  versions: VersionView[];
+  deployments: DeploymentView[];
+}
+export interface VersionReply {
+  version: VersionView;
+  created: boolean;
+}
+export interface PromotionReply {
+  request: ApprovalRequest | null;
+  deployment: DeploymentView | null;
+}
+export interface SourceReply {
+  workflow: string;
+  kind: 'folder' | 'python';
+  files: Record<string, string>;
+  hash: string;
+  /** The version with this content, if any. */
+  version: number | null;
+}
+export interface PlanReply {
+  stages: string[];
+  levels: string[][];
+  external: Record<string, string[]>;
+  selection: string | null;
+  [k: string]: unknown;
+}
+export interface DraftError {
+  code: string;
+  message: string;
+  hint?: string | null;
+  /** The error's fields: `problems` lists each problem of a GraphError. */
+  fields?: Record<string, unknown>;
+}
+export interface DraftReply {
+  workflow: string;
+  error: DraftError | null;
+  plan: PlanReply | null;
+  stages: StageInfo[];
+  edges: [string, string][];
+  params_schema: JsonSchema | null;
+}
