@@ -34,7 +34,9 @@ _NOT_BUILT: Final = """<!doctype html><html lang="en"><head><meta charset="utf-8
 <code>make ui</code> in a checkout of Klaw, or install a Klaw wheel (it ships the UI).</p>
 <p>The HTTP API is at <a href="/docs">/docs</a>.</p></body></html>"""
 # the first segments of the app's pages (any other path is a 404, not the app)
-PAGES: Final = frozenset({"", "login", "workflows", "runs", "assets", "schedules"})
+PAGES: Final = frozenset(
+    {"", "login", "workflows", "runs", "assets", "schedules", "approvals", "audit", "builder"}
+)
 
 
 def ui_router(dist: Path = DIST) -> APIRouter:
