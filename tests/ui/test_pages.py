@@ -71,6 +71,7 @@ def test_launch_from_the_form_and_watch_it_live(admin: Any, served: Served) -> N
         "data-state", "succeeded", timeout=MS
     )
     expect(admin.get_by_test_id("run-params")).to_contain_text('"rows": 5')
+    expect(admin.get_by_test_id("run-version")).to_contain_text("unversioned files")
     expect(admin.get_by_test_id("gantt-bar-settle-1")).to_be_visible()
     expect(admin.get_by_test_id("gantt-bar-summed-1")).to_be_visible(timeout=MS)
     shot(admin, "run")

@@ -75,6 +75,10 @@ export interface RunRecord {
   parent_run_id: string | null;
   error: string | null;
   stage_counts: Record<string, number>;
+  /** The pipeline version the run ran (null: files no version holds). */
+  version?: number | null;
+  /** The environment whose deployment it ran (null: the project's files). */
+  environment?: string | null;
 }
 
 export interface Attempt {
