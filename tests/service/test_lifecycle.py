@@ -385,3 +385,61 @@ def test_the_published_bundle_schema_is_current() -> None:
     assert json.loads(published.read_text()) == schema(), (
         "regenerate docs/bundle.schema.json from klaw.service.bundles.schema()"
     )
+
+
+def test_a_schedule_runs_the_prod_version(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from klaw.triggers import TriggerService
+
+    root = make_project(tmp_path / "p")
+    (root / "workflows/sales/config.yaml").write_text("engine: duckdb\nschedule: '0 * * * *'\n")
+    orch = Orchestrator.open(root)
+    d = Dispatcher(orch)
+    try:
+        start = datetime(2026, 3, 1, 0, 30, tzinfo=UTC)
+        service = TriggerService(orch, clock=lambda: start.timestamp())
+        service.sync(start)
+        [before] = service.run_due(start + timedelta(hours=1))
+        assert orch.wait(before.run_id, timeout=60)
+        assert orch.get_run(before.run_id).environment is None  # no prod version yet
+        run(d, CreateVersion(workflow="sales"))
+        run(d, PromoteVersion(workflow="sales", number=1, to="qa"))
+        for env in ("uat", "prod"):
+            asked = run(d, PromoteVersion(workflow="sales", number=1, to=env))
+            run(d, ApproveRequest(request_id=asked.request.request_id), BOB)
+        [fired] = service.run_due(start + timedelta(hours=2))
+        assert orch.wait(fired.run_id, timeout=60)
+        ran = orch.get_run(fired.run_id)
+        assert (ran.version, ran.environment, ran.state.value) == (1, "prod", "succeeded")
+    finally:
+        orch.shutdown(wait=30)
+        orch.close()
+
+
+def test_the_trigger_service_polls_the_git_repository(tmp_path: Path) -> None:
+    from klaw.triggers import TriggerService
+
+    repo = tmp_path / "repo"
+    git_repo(
+        repo,
+        {"flows/orders/config.yaml": "engine: duckdb\n", "flows/orders/workflow.sql": SQL},
+        "one",
+    )
+    git = f'\n[lifecycle.git]\nurl = "{repo}"\nbranch = "master"\npath = "flows"\npoll_interval = "5m"\n'
+    orch = Orchestrator.open(make_project(tmp_path / "p", git))
+    now = [1_000.0]
+    service = TriggerService(orch, clock=lambda: now[0])
+    try:
+        assert service.poll_git(now[0]) == 300
+        assert [v.version for v in orch.metadata.list_versions("orders")] == [1]
+        git_repo(repo, {"flows/orders/workflow.sql": SQL + "\n-- name: c\nSELECT 3 AS z;\n"}, "two")
+        now[0] += 60
+        assert service.poll_git(now[0]) == 240  # not yet due: nothing read
+        assert len(orch.metadata.list_versions("orders")) == 1
+        now[0] += 240
+        service.poll_git(now[0])
+        [newest, _] = orch.metadata.list_versions("orders")
+        assert newest.version == 2 and newest.author == "git:poll" and "two" in newest.message
+    finally:
+        orch.close()

@@ -76,6 +76,7 @@ class TriggerService:
         self._wakeup = threading.Event()
         self._stopping = False
         self._thread: threading.Thread | None = None
+        self._git_due: float | None = None  # when the project's git repository is synced next
 
     # -- one step --------------------------------------------------------------------------
     def sync(self, now: float | datetime | None = None) -> list[ScheduleDefinition]:
@@ -126,7 +127,11 @@ class TriggerService:
             return None  # another service fired it, or the schedule was paused meanwhile
         run_id = error = None
         try:
-            run_id = self.orchestrator.start(RunRequest(workflow=definition.workflow)).run_id
+            # once the workflow has a version in prod, its schedule runs that version
+            deployed = {d.environment for d in store.list_deployments(definition.workflow)}
+            environment = "prod" if "prod" in deployed else None
+            request = RunRequest(workflow=definition.workflow, environment=environment)
+            run_id = self.orchestrator.start(request).run_id
         except KlawError as exc:
             error = f"{type(exc).__name__}: {exc.message}"
         except Exception as exc:  # a bug: record and log it, keep firing the other schedules
@@ -189,6 +194,38 @@ class TriggerService:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
+    def poll_git(self, now: float | None = None) -> float | None:
+        """Sync the project's git repository when ``[lifecycle.git] poll_interval`` (seconds,
+        or ``5m``, ``1h``) says it is time; the seconds until the next sync (None: no
+        polling). A broken commit is logged with the commit and file; nothing changes."""
+        from klaw.durations import parse_duration
+        from klaw.service.dispatcher import Dispatcher
+        from klaw.service.gitsync import sync
+        from klaw.service.lifecycle import Caller
+
+        table = self.orchestrator.project.lifecycle.get("git")
+        every = table.get("poll_interval") if isinstance(table, dict) else None
+        if every is None:
+            return None
+        where = f"{self.orchestrator.project.file} [lifecycle.git] poll_interval"
+        interval = (
+            float(every)
+            if isinstance(every, int | float) and every > 0
+            else parse_duration(str(every), flag=where)
+        )
+        at = self._clock() if now is None else now
+        if self._git_due is not None and at < self._git_due:
+            return self._git_due - at
+        self._git_due = at + interval
+        releases = Dispatcher(self.orchestrator).releases
+        reply = sync(releases, Caller("git:poll", "operator"), dry_run=False)
+        for change in reply.changes:
+            if change.action == "error":
+                _log.warning("git sync: a folder does not load", error=change.error)
+            elif change.action == "created":
+                _log.info("git sync: new version", workflow=change.workflow, version=change.version)
+        return interval
+
     def _loop(self) -> None:
         while not self._stopping:
             self._wakeup.clear()
@@ -198,6 +235,9 @@ class TriggerService:
                 self.run_due(now)
                 wake = self.next_wake(now)
                 delay = None if wake is None else max(0.0, wake.timestamp() - self._clock())
+                git = self._poll_git_safely(now)
+                if git is not None:
+                    delay = git if delay is None else min(delay, git)
             except Exception as exc:  # never let the loop die: log, wait, try again
                 _log.error(
                     "trigger service step failed",
@@ -208,6 +248,13 @@ class TriggerService:
                 delay = RETRY_DELAY_S
             if not self._stopping:
                 self._wakeup.wait(delay)
+
+    def _poll_git_safely(self, now: float) -> float | None:
+        try:
+            return self.poll_git(now)
+        except KlawError as exc:  # the repository cannot be read now: say so, try again later
+            _log.warning("git sync failed", error=exc.message, hint=exc.hint)
+            return RETRY_DELAY_S
 
 
 def _floor(record: ScheduleRecord) -> datetime:
