@@ -49,6 +49,9 @@ The tree (``x``: a family worth catching; ``+`` / ``-``: its members)::
         + ApprovalError               an approval the caller may not give
         + VersionBundleError          a bundle with a bad hash, signature or format
         + GitSyncError                a git repository that cannot be followed
+      x ConfirmationError           an MCP tool call that needs a person's confirmation
+        + ConfirmationRequiredError   ... and the client cannot ask for one
+        + ConfirmationDeclinedError   ... and the person did not confirm
       x NotOverHttpError            a command with no route in the HTTP API
       x UnexpectedReplyError        a reply of the wrong kind
     * NonRetryableError             (not a KlawError) raise from a stage to skip its retries
@@ -418,6 +421,19 @@ class VersionBundleError(LifecycleError):
 
 class GitSyncError(LifecycleError):
     """A git repository that cannot be read or followed."""
+
+
+class ConfirmationError(KlawError):
+    """An MCP tool call that needs a person's confirmation did not get it."""
+
+
+class ConfirmationRequiredError(ConfirmationError):
+    """The tool needs a person's confirmation, and the client cannot ask for one (it offers
+    no elicitation)."""
+
+
+class ConfirmationDeclinedError(ConfirmationError):
+    """The person asked to confirm the call did not."""
 
 
 class NotOverHttpError(KlawError):

@@ -35,6 +35,8 @@ from klaw.errors import (
     AuthError,
     CommandError,
     ConfigError,
+    ConfirmationDeclinedError,
+    ConfirmationRequiredError,
     ForbiddenError,
     InvalidCommandError,
     KlawError,
@@ -42,7 +44,6 @@ from klaw.errors import (
     UnknownCommandError,
 )
 from klaw.mcp import audit
-from klaw.mcp.errors import ConfirmationDeclinedError, ConfirmationRequiredError
 from klaw.mcp.tools import DRY_RUN, MAX_LOG_LINES, MAX_PREVIEW_ROWS, TOOLS, ToolSpec
 from klaw.observability import get_logger
 from klaw.protocol import (

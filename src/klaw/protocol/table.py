@@ -101,6 +101,7 @@ class Http:
     build: Callable[[Any], Request] | None = None
     serve: bool = True  # False: the route is another command's (it answers this request too)
     safe: bool = False  # a POST that changes nothing (it posts only to send its body)
+    headers: Mapping[str, str] = field(default_factory=dict)  # sent with every reply
 
     def request(self, cmd: msgspec.Struct) -> Request:
         if self.build is not None:
@@ -241,6 +242,7 @@ HTTP: Final[dict[type[msgspec.Struct], Http | None]] = {
         _A,
         body=("name", "role", "expires_in"),
         status=201,
+        headers={"Cache-Control": "no-store"},  # the reply holds the token's secret
     ),
     ListTokens: Http("GET", "/tokens", "list_tokens", _A),
     RevokeToken: Http("POST", "/tokens/{token_id}/revoke", "revoke_token", _A),

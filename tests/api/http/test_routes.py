@@ -185,4 +185,13 @@ def test_openapi_lists_every_route(live: Live) -> None:
             assert method.lower() in spec["paths"][route.path_format], (method, route.path)
     assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
     run_body = spec["components"]["schemas"]["RunBody"]
-    assert set(run_body["properties"]) == {"workflow", "params", "selection", "fail_fast"}
+    assert set(run_body["properties"]) == {
+        "workflow",
+        "params",
+        "selection",
+        "fail_fast",
+        "environment",
+    }
+    token = spec["paths"]["/api/v1/tokens"]["post"]["requestBody"]["content"]["application/json"]
+    assert set(token["schema"]["properties"]) == {"name", "role", "expires_in"}
+    assert token["schema"]["required"] == ["name", "role"]

@@ -24,18 +24,16 @@ from klaw.api.http.derived import body_schema
 from klaw.api.http.derived import handler as derived_handler
 from klaw.api.http.idempotency import HEADER, IdempotencyKeys, submit_once
 from klaw.api.http.limits import Limits, Throttle, ThrottledAuthenticator
-from klaw.api.http.schemas import RunBody, TokenBody, ValidateBody
+from klaw.api.http.schemas import RunBody
 from klaw.errors import InvalidCommandError, KlawError
 from klaw.protocol import (
     Command,
-    CreateToken,
     GetRun,
     ListEvents,
     ListRuns,
     Reply,
     RunReply,
     SubmitRun,
-    ValidateWorkflows,
     table,
 )
 from klaw.service.dispatcher import Dispatcher
@@ -131,11 +129,6 @@ def api_router(
     idempotency = keys
     run = dispatcher.execute
 
-    @endpoint(ValidateWorkflows)
-    def validate_workflows(body: ValidateBody) -> Response:
-        """Check workflows without running them: one result each."""
-        return reply(run(command(ValidateWorkflows, workflows=body.workflows)))
-
     @endpoint(SubmitRun)
     def submit_run(
         body: RunBody,
@@ -209,11 +202,6 @@ def api_router(
         messages = events.stream(dispatcher, run_id, cursor, first)
         return StreamingResponse(messages, media_type=events.MEDIA_TYPE, headers=events.HEADERS)
 
-    @endpoint(CreateToken)
-    def create_token(body: TokenBody) -> Response:
-        """Make an API token; the reply's ``secret`` is the token, shown only this once."""
-        return reply(run(command(CreateToken, **body.model_dump())), 201, _NO_STORE)
-
     # every other command of the table: its handler derived from its Struct (paths ending in
     # a {key:path} segment last, so /assets/{key}/rows is not read as the key "x/rows")
     served = {r.name for r in router.routes if isinstance(r, APIRoute)}
@@ -233,14 +221,11 @@ def api_router(
         ) -> Response:
             found = run(cast(Command, command(cls, **fields)), caller=caller(who))
             made = getattr(found, "created", True)  # the same content made no new version
-            return reply(found, http.status if made else 200)
+            return reply(found, http.status if made else 200, dict(http.headers) or None)
 
         endpoint(cls, derived=True)(derived_handler(cls, http, respond, checked))
 
     return router
-
-
-_NO_STORE: Final = {"Cache-Control": "no-store"}
 
 
 def caller(who: Principal) -> Caller:

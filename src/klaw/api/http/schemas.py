@@ -27,17 +27,3 @@ class RunBody(_Body):
     environment: str | None = Field(
         None, description="Run the version deployed in dev, qa, uat or prod (none: the files)."
     )
-
-
-class ValidateBody(_Body):
-    """``POST /workflows/validate``: check the named workflows (none named: every one)."""
-
-    workflows: list[str] = Field(default_factory=list, description="Workflow names; [] = all.")
-
-
-class TokenBody(_Body):
-    """``POST /tokens``: make an API token (its secret is in the reply, once)."""
-
-    name: str = Field(description="Who or what uses it (ci, alice).")
-    role: str = Field(description="viewer, operator, approver or admin.")
-    expires_in: float | None = Field(None, description="Seconds it is valid (none: until revoked).")
