@@ -398,7 +398,7 @@ def test_a_schedule_runs_the_prod_version(tmp_path: Path) -> None:
     d = Dispatcher(orch)
     try:
         start = datetime(2026, 3, 1, 0, 30, tzinfo=UTC)
-        service = TriggerService(orch, clock=lambda: start.timestamp())
+        service = TriggerService(orch, clock=start.timestamp)
         service.sync(start)
         [before] = service.run_due(start + timedelta(hours=1))
         assert orch.wait(before.run_id, timeout=60)
@@ -426,7 +426,10 @@ def test_the_trigger_service_polls_the_git_repository(tmp_path: Path) -> None:
         {"flows/orders/config.yaml": "engine: duckdb\n", "flows/orders/workflow.sql": SQL},
         "one",
     )
-    git = f'\n[lifecycle.git]\nurl = "{repo}"\nbranch = "master"\npath = "flows"\npoll_interval = "5m"\n'
+    git = (
+        f'\n[lifecycle.git]\nurl = "{repo}"\nbranch = "master"\n'
+        'path = "flows"\npoll_interval = "5m"\n'
+    )
     orch = Orchestrator.open(make_project(tmp_path / "p", git))
     now = [1_000.0]
     service = TriggerService(orch, clock=lambda: now[0])
