@@ -28,6 +28,7 @@ from bench import (
     metadata,
     serving,
     shapes,
+    telemetry,
     tpch,
     ui,
     workflows,
@@ -554,4 +555,5 @@ WORKLOADS: tuple[Workload, ...] = (
     Workload("V1", "pipeline versions, promotions, audit and git sync", lifecycle.lifecycle),
     Workload("L1", "event latency, commit → follower (SSE, Flight, CLI)", follow.latency),
     Workload("U", "the web UI in headless Chromium: graph, runs, logs, bundle", ui.web_ui),
+    Workload("O1", "W1 and W2 with traces, sampled traces and metrics", telemetry.overhead),
 )

@@ -290,8 +290,8 @@ class SecretsSettings(_Group):
 
 
 class TelemetrySettings(_Group):
-    """Traces (OpenTelemetry) and lineage (OpenLineage); off by default, and then neither is
-    imported. The SDK's own ``OTEL_*`` variables apply too (``OTEL_SERVICE_NAME``,
+    """Traces and metrics (OpenTelemetry) and lineage (OpenLineage); off by default, and then
+    none is imported. The SDK's own ``OTEL_*`` variables apply too (``OTEL_SERVICE_NAME``,
     ``OTEL_EXPORTER_OTLP_HEADERS``, ``OTEL_TRACES_SAMPLER``, ...)."""
 
     traces: Literal["none", "console", "otlp-http", "otlp-grpc"] = Field(
@@ -311,6 +311,17 @@ class TelemetrySettings(_Group):
         le=1,
         description="Share of new traces kept (0.1: one in ten; a child follows its parent); "
         "unset: OTEL_TRACES_SAMPLER, else all.",
+    )
+    metrics: Literal["none", "console", "otlp-http", "otlp-grpc"] = Field(
+        "none",
+        description="Where metrics go besides /metrics on the API: an OTLP collector (HTTP or "
+        "gRPC, at endpoint), stdout, nowhere.",
+    )
+    metrics_interval: float | None = Field(
+        None,
+        gt=0,
+        description="Seconds between OTLP metric exports; unset: OTEL_METRIC_EXPORT_INTERVAL, "
+        "else 60.",
     )
     lineage: Literal["none", "console", "http", "file"] = Field(
         "none",

@@ -1,5 +1,6 @@
-"""A real OTLP/HTTP trace receiver on loopback: decodes the protobuf the exporter posts
-(``opentelemetry-proto``) and keeps the spans, for tests to look at."""
+"""A real OTLP/HTTP receiver on loopback: decodes the protobuf the exporters post
+(``opentelemetry-proto``) and keeps the spans (``/v1/traces``) and metric points
+(``/v1/metrics``), for tests to look at."""
 
 from __future__ import annotations
 
@@ -10,6 +11,10 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -29,10 +34,27 @@ class Span:
 
 
 @dataclass
+class Point:
+    """One data point of a metric: a sum's value, or a histogram's count and sum."""
+
+    metric: str
+    unit: str
+    attributes: dict[str, Any]
+    value: float
+    count: int = 0
+    service: str = ""
+
+
+@dataclass
 class Received:
     url: str
     spans: list[Span] = field(default_factory=list)
+    points: list[Point] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def metric(self, name: str) -> list[Point]:
+        with self.lock:
+            return [p for p in self.points if p.metric == name]
 
     def named(self, prefix: str) -> list[Span]:
         with self.lock:
@@ -44,6 +66,26 @@ def _value(v: Any) -> Any:
     return getattr(v, kind) if kind else None
 
 
+def _points(request: Any) -> list[Point]:
+    points = []
+    for resource in request.resource_metrics:
+        service = str(
+            {a.key: _value(a.value) for a in resource.resource.attributes}.get("service.name")
+        )
+        for scope in resource.scope_metrics:
+            for m in scope.metrics:
+                kind = m.WhichOneof("data")
+                for p in getattr(m, kind).data_points:
+                    attrs = {a.key: _value(a.value) for a in p.attributes}
+                    if kind == "histogram":
+                        point = Point(m.name, m.unit, attrs, p.sum, p.count, service)
+                    else:
+                        value = p.as_double if p.WhichOneof("value") == "as_double" else p.as_int
+                        point = Point(m.name, m.unit, attrs, float(value), service=service)
+                    points.append(point)
+    return points
+
+
 @contextmanager
 def otlp_receiver() -> Iterator[Received]:
     """An OTLP/HTTP endpoint on 127.0.0.1 (a free port), stopped afterwards."""
@@ -52,6 +94,11 @@ def otlp_receiver() -> Iterator[Received]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            if self.path.endswith("/v1/metrics"):
+                with received.lock:
+                    received.points.extend(_points(ExportMetricsServiceRequest.FromString(body)))
+                self._answer(ExportMetricsServiceResponse().SerializeToString())
+                return
             request = ExportTraceServiceRequest.FromString(body)
             spans = []
             for resource in request.resource_spans:
@@ -72,7 +119,9 @@ def otlp_receiver() -> Iterator[Received]:
                         )
             with received.lock:
                 received.spans.extend(spans)
-            answer = ExportTraceServiceResponse().SerializeToString()
+            self._answer(ExportTraceServiceResponse().SerializeToString())
+
+        def _answer(self, answer: bytes) -> None:
             self.send_response(200)
             self.send_header("Content-Type", "application/x-protobuf")
             self.send_header("Content-Length", str(len(answer)))

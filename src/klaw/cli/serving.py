@@ -12,6 +12,7 @@ import time
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Final
 
+from klaw import metrics
 from klaw.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -151,6 +152,8 @@ class ServingHost:
     def start(self) -> ServingHost:
         orch = self.orch
         orch.check_lake()  # a lake in object storage is reachable before serving
+        if self._http_at is not None:  # /metrics counts what this process and its workers do
+            metrics.share(orch.settings.home)
         orch.isolate_user_code()  # runs and workflow imports happen in child processes
         report_load_errors(orch)  # a module that fails at import is named; the rest served
         settings = orch.settings
@@ -221,3 +224,5 @@ class ServingHost:
         if self._thread is not None:
             self._thread.join(timeout=grace + 5.0)
         self.orch.shutdown(wait=grace)  # any started while it was stopping
+        if self._http_at is not None:
+            metrics.unshare()

@@ -21,7 +21,7 @@ from typing import Any, cast
 
 import msgspec
 
-from klaw import telemetry
+from klaw import metrics, telemetry
 from klaw.errors import KlawError, StaleAttemptError
 from klaw.execution.executor import Executor, InlineExecutor
 from klaw.execution.readiness import Readiness, Transition
@@ -240,6 +240,7 @@ class Runner:
             for name, reused in self.options.reused.items():
                 self._record_reused(name, reused)
         self._log.info("run started", stages=len(self.plan.stages))
+        metrics.run_started(run.workflow)
         if telemetry.ACTIVE.on:
             self._observe()
         self._recorder.start()
@@ -341,6 +342,8 @@ class Runner:
         self._fast = outcome.ended_at - outcome.started_at < _FAST
         if outcome.ok:
             record.asset_key, record.snapshot_id = outcome.asset_key, outcome.snapshot
+            if record.asset_key and outcome.snapshot is not None:
+                metrics.asset_written(record.asset_key, outcome.rows, outcome.bytes)
             self._apply(self._readiness.succeeded(name))
             return
         timed_out = key in self._timed_out
@@ -555,6 +558,7 @@ class Runner:
                 continue
             record = self._attempts[task.key]
             record.error, record.ended_at = reason, found.ended_at
+            metrics.leases_expired(1)
             self.executor.abandon(task)
             self._lost(task, record)
         self._lease_timer = True
@@ -645,6 +649,14 @@ class Runner:
                     data = {"error": record.error}
                 if state is not RETRYING:
                     self._release_inputs(stage)
+                if metrics.ACTIVE.sinks:
+                    started = record.started_at
+                    metrics.attempt_ended(
+                        self.run.workflow,
+                        state.value,
+                        None if started is None else record.ended_at - started,
+                        None if started is None else started - (record.queued_at or started),
+                    )
             events.append(
                 EventRecord(
                     run_id=run_id,
@@ -762,6 +774,7 @@ class Runner:
         self._flush()
         self._recorder.drain()
         self._log.info("run finished", state=run.state.value)
+        metrics.run_ended(run.workflow, run.state.value)
         if self._span is not None:
             error = run.error if run.state is not RunState.SUCCEEDED else None
             telemetry.end(self._span, error, {"klaw.state": run.state.value})

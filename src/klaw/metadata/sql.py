@@ -29,6 +29,7 @@ from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import Any, ClassVar, Self, TypeVar
 
+from klaw import metrics
 from klaw.errors import (
     MetadataError,
     MetadataUnavailableError,
@@ -271,6 +272,7 @@ class SqlMetadataStore(LifecycleReads, ABC):
     def commit(self, batch: Batch) -> None:
         if not batch:
             return
+        start = time.perf_counter()
         with self._lock:
             conn = self._ready_connection()
             try:
@@ -292,6 +294,8 @@ class SqlMetadataStore(LifecycleReads, ABC):
                 if run.state.terminal:  # a finished run's counters reseed if it is ever touched
                     self._event_seq.pop(run.run_id, None)
                     self._log_seq.pop(run.run_id, None)
+        if metrics.ACTIVE.sinks:
+            metrics.store_write(time.perf_counter() - start)
         self._wake(wakeups.written(batch))
 
     def create_run(self, run: RunRecord, *, max_active: int | None = None) -> None:

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
+from klaw import metrics
 from klaw.errors import (
     AssetNotFoundError,
     DefinitionError,
@@ -163,6 +164,18 @@ class Dispatcher:
         this terminal, :meth:`Caller.local`); lifecycle changes are made and audited as them.
         ``on_start`` and ``on_events`` are for an in-process caller of ``SubmitRun(wait=True)``
         (``klaw run``'s live display): they go to :meth:`Orchestrator.run` as they are."""
+        if not metrics.ACTIVE.sinks:
+            return self._execute(cmd, caller, on_events, on_start)
+        with metrics.timed_command(type(cmd).__name__):
+            return self._execute(cmd, caller, on_events, on_start)
+
+    def _execute(
+        self,
+        cmd: Command,
+        caller: Caller | None,
+        on_events: Callable[[list[EventRecord]], None] | None,
+        on_start: Callable[[RunRecord, Plan], None] | None,
+    ) -> Reply:
         if isinstance(cmd, SubmitRun) and cmd.wait and (on_events or on_start):
             return self._submit_run(cmd, on_events=on_events, on_start=on_start)
         definitions = self.orchestrator.definitions

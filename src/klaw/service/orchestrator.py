@@ -9,7 +9,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from klaw import telemetry
+from klaw import metrics, telemetry
 from klaw.authoring.workflow import Workflow
 from klaw.errors import (
     KlawError,
@@ -84,6 +84,7 @@ class Orchestrator:
         self.workers: RunWorkers | None = None  # set by isolate_user_code() (serving commands)
         configure_logging(self.settings.log.level, self.settings.log.format)
         telemetry.configure(self.settings.telemetry)
+        metrics.configure(self.settings.telemetry)
 
     @classmethod
     def open(cls, project_dir: Path | None = None, **flags: Any) -> Orchestrator:

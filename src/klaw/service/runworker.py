@@ -36,7 +36,7 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from klaw import telemetry
+from klaw import metrics, telemetry
 from klaw.errors import DefinitionError, KlawError, MetadataError
 from klaw.observability import get_logger
 from klaw.protocol.errors import error_reply, from_reply, internal_reply
@@ -234,6 +234,7 @@ class RunWorkers:
                         _kill(process)
             process.join()
             self._settle(worker)
+            metrics.sweep()  # what the worker counted joins the archive
         except Exception as exc:  # never lose the watcher silently: the run would stay open
             _log.error("run worker watch failed", run_id=worker.run_id, error=repr(exc))
         finally:
@@ -300,7 +301,8 @@ def _worker_main(conn: Connection, project: Project, settings: KlawSettings, job
             runner.execute()
     finally:
         orch.close()
-        telemetry.flush()  # the run's spans leave before the worker does
+        telemetry.flush()  # the run's spans and metrics leave before the worker does
+        metrics.flush()
 
 
 def _prepare(orch: Orchestrator, job: _Job) -> Runner | None:

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
 
+from klaw import metrics
 from klaw.authoring.cron import due, next_tick, parse_tick_key, tick_key
 from klaw.errors import KlawError
 from klaw.observability import get_logger
@@ -121,6 +122,7 @@ class TriggerService:
     ) -> FiredTick | None:
         from klaw.service.orchestrator import RunRequest
 
+        began = time.perf_counter()
         store = self.orchestrator.metadata
         key = tick_key(tick)
         if not store.claim_tick(definition.name, key, now=now.timestamp(), owner=self._owner):
@@ -132,6 +134,9 @@ class TriggerService:
             environment = "prod" if "prod" in deployed else None
             request = RunRequest(workflow=definition.workflow, environment=environment)
             run_id = self.orchestrator.start(request).run_id
+            # from the tick to the run started: how late the service saw it, and the start
+            lag = now.timestamp() - tick.timestamp() + time.perf_counter() - began
+            metrics.trigger_lag(definition.name, lag)
         except KlawError as exc:
             error = f"{type(exc).__name__}: {exc.message}"
         except Exception as exc:  # a bug: record and log it, keep firing the other schedules

@@ -11,14 +11,14 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from klaw import telemetry
+from klaw import metrics, telemetry
 from klaw.api.http import idempotency, problems
 from klaw.api.http.auth import Authenticator
 from klaw.api.http.idempotency import IdempotencyKeys
 from klaw.api.http.limits import Limits, Throttle
 from klaw.api.http.limits import install as install_limits
 from klaw.api.http.login import LoginCodes, OidcClient, login_router
-from klaw.api.http.routes import PREFIX, PUBLIC, ROLES, api_router, probe_router
+from klaw.api.http.routes import PREFIX, PUBLIC, ROLES, api_router, metrics_router, probe_router
 from klaw.api.http.ui import ui_router
 from klaw.service.dispatcher import Dispatcher
 from klaw.service.orchestrator import Orchestrator
@@ -53,7 +53,9 @@ def create_app(
     oidc = OidcClient.from_settings(orchestrator.settings)
     login = login_router(logins or LoginCodes(), authenticator, throttle, oidc)
     # the routers' routes go in as they are (flat: every route is in app.routes)
-    routes = [*probe_router(dispatcher).routes, *api.routes, *login.routes]
+    metrics.serve_in_process()
+    scrape = metrics_router(authenticator, throttle)
+    routes = [*probe_router(dispatcher).routes, *scrape.routes, *api.routes, *login.routes]
     app = FastAPI(
         title="Klaw",
         version=__version__,

@@ -18,6 +18,7 @@ from fastapi.responses import StreamingResponse
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from klaw import metrics
 from klaw.api.http import events
 from klaw.api.http.auth import Authenticator, Principal, Role, authorize
 from klaw.api.http.derived import body_schema
@@ -53,11 +54,13 @@ C = TypeVar("C", bound=msgspec.Struct)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def guard(authenticator: Authenticator, throttle: Throttle | None = None) -> Any:
+def guard(
+    authenticator: Authenticator, throttle: Throttle | None = None, role: Role | None = None
+) -> Any:
     """The dependency every /api/v1 route runs: the bearer token's principal, when its role is
-    at least the route's in :data:`ROLES` (a route not in it needs admin), and, with a
-    ``throttle``, when neither the principal nor the client's failed tokens are over its
-    rate limits."""
+    at least ``role``, else the route's in :data:`ROLES` (a route not in it needs admin),
+    and, with a ``throttle``, when neither the principal nor the client's failed tokens are
+    over its rate limits."""
 
     def principal(
         request: Request,
@@ -69,7 +72,7 @@ def guard(authenticator: Authenticator, throttle: Throttle | None = None) -> Any
         if throttle is not None:
             client = request.client.host if request.client is not None else ""
             checker = ThrottledAuthenticator(authenticator, throttle, client)
-        return authorize(checker, token, ROLES.get(name, Role.ADMIN))
+        return authorize(checker, token, role or ROLES.get(name, Role.ADMIN))
 
     return Depends(principal)
 
@@ -236,6 +239,25 @@ def caller(who: Principal) -> Caller:
 def _location(created: Reply) -> dict[str, str]:
     assert isinstance(created, RunReply)
     return {"Location": f"{PREFIX}/runs/{created.run.run_id}"}
+
+
+def metrics_router(authenticator: Authenticator, throttle: Throttle | None = None) -> APIRouter:
+    """``/metrics``: Klaw's metrics in the Prometheus text format, for any token of at least
+    the viewer role (a scraper's ``authorization`` credentials)."""
+    router = APIRouter(tags=["probes"])
+
+    @router.get(
+        "/metrics",
+        name="metrics",
+        dependencies=[guard(authenticator, throttle, Role.VIEWER)],
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {}}}},
+    )
+    def scrape() -> Response:
+        body, content_type = metrics.exposition()
+        return Response(body, media_type=content_type)
+
+    return router
 
 
 def probe_router(dispatcher: Dispatcher) -> APIRouter:
