@@ -37,13 +37,14 @@ if TYPE_CHECKING:
 class _Active:
     """This process's exporters (set by :func:`configure`; both None: telemetry is off)."""
 
-    __slots__ = ("configured", "lineage", "provider", "tracer")
+    __slots__ = ("configured", "lineage", "provider", "settings", "tracer")
 
     def __init__(self) -> None:
         self.tracer: Tracer | None = None  # traces are exported
         self.lineage: Lineage | None = None  # lineage events are sent
         self.provider: Any = None  # the TracerProvider behind the tracer
         self.configured: tuple[Any, ...] | None = None
+        self.settings: TelemetrySettings | None = None  # as configured
 
     @property
     def on(self) -> bool:
@@ -83,6 +84,23 @@ def configure(settings: TelemetrySettings) -> None:
             active.lineage.close()
         active.lineage = Lineage(settings) if settings.lineage != "none" else None
         active.configured = key
+        active.settings = settings
+
+
+def exported() -> dict[str, Any] | None:
+    """This process's telemetry settings as plain data, for the processes that run its stages
+    (process and Ray workers) to export the same way; None when telemetry is off."""
+    settings = ACTIVE.settings
+    return settings.model_dump(mode="json") if settings is not None and ACTIVE.on else None
+
+
+def adopt(settings: Mapping[str, Any]) -> None:
+    """Configure this process like the one that sent ``settings`` (:func:`exported`), unless
+    it is configured already: a stage process or Ray worker tracing the attempts it runs."""
+    if ACTIVE.configured is None:
+        from klaw.settings import TelemetrySettings
+
+        configure(TelemetrySettings.model_validate(dict(settings)))
 
 
 def _provider(settings: TelemetrySettings) -> Any:

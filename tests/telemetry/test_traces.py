@@ -17,6 +17,7 @@ import pytest
 import klaw
 from klaw import telemetry
 from klaw.api.flight.client import Client
+from klaw.authoring.sql import klaw_sql
 from klaw.protocol import RunReply, SubmitRun
 from klaw.settings import TelemetrySettings
 from klaw.states import RunState
@@ -51,7 +52,19 @@ def broken(doubled: pa.Table) -> int:
     raise ValueError("broken on purpose")
 
 
+@klaw.stage
+def counted(raw: pa.Table) -> int:
+    return raw.num_rows
+
+
+totals = klaw_sql("SELECT name, sum(n) AS n FROM raw GROUP BY name", name="totals")
+on_datafusion = klaw_sql(
+    "SELECT count(*) AS c FROM raw", name="counted_df", engine="datafusion", kind="stage"
+)
+
 traced = klaw.workflow("traced", [raw, doubled])
+queried = klaw.workflow("traced_sql", [raw, totals, on_datafusion])
+elsewhere = klaw.workflow("traced_elsewhere", [raw, counted])
 failing = klaw.workflow("failing_lineage", [raw, doubled, broken])
 
 
@@ -111,6 +124,52 @@ def test_a_run_is_one_trace_of_its_attempts_and_commits(
     assert commits["commit raw"].parent_id == raw_span.span_id
     assert commits["commit doubled"].parent_id == attempts[1].span_id
     assert commits["commit raw"].attributes["klaw.snapshot"] == raw_span.attributes["klaw.snapshot"]
+
+
+def test_an_sql_stage_is_an_engine_query_span_of_its_attempt(
+    tmp_path: Path, receiver: Received, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KLAW_TELEMETRY__TRACES", "otlp-http")
+    monkeypatch.setenv("KLAW_TELEMETRY__ENDPOINT", receiver.url)
+    run = klaw.run(queried, home=tmp_path / "home")
+    assert run.state is RunState.SUCCEEDED
+    telemetry.flush()
+    (root,) = wait_for("the run's span", lambda: receiver.named("run traced_sql") or None)
+    spans = _spans_of(receiver, root.trace_id, 8)  # run, 3 attempts, 2 queries, 2 commits
+    (duck,) = spans["query totals"]
+    assert duck.parent_id == spans["stage totals"][0].span_id
+    assert duck.attributes["db.system.name"] == "duckdb"
+    assert duck.attributes["db.query.text"].startswith("SELECT name, sum(n)")
+    assert duck.attributes["db.query.summary"] == "SELECT raw"
+    (fusion,) = spans["query counted_df"]
+    assert fusion.attributes["db.system.name"] == "datafusion"
+    assert fusion.parent_id == spans["stage counted_df"][0].span_id
+
+
+@pytest.mark.parametrize(
+    "executor", ["process", pytest.param("ray", marks=pytest.mark.slow)], ids=str
+)
+def test_stages_run_by_worker_processes_are_spans_of_the_run(
+    tmp_path: Path, receiver: Received, monkeypatch: pytest.MonkeyPatch, executor: str
+) -> None:
+    events_file = tmp_path / "lineage.jsonl"
+    monkeypatch.setenv("KLAW_TELEMETRY__TRACES", "otlp-http")
+    monkeypatch.setenv("KLAW_TELEMETRY__ENDPOINT", receiver.url)
+    monkeypatch.setenv("KLAW_TELEMETRY__LINEAGE", "file")
+    monkeypatch.setenv("KLAW_TELEMETRY__LINEAGE_FILE", str(events_file))
+    run = klaw.run(elsewhere, home=tmp_path / "home", executor=executor, max_workers=2)
+    assert run.state is RunState.SUCCEEDED
+
+    telemetry.flush()
+    (root,) = wait_for("the run's span", lambda: receiver.named("run traced_elsewhere") or None)
+    spans = _spans_of(receiver, root.trace_id, 4)  # run, 2 attempts, 1 commit (in the workers)
+    for stage in ("stage raw", "stage counted"):
+        (span,) = spans[stage]
+        assert span.parent_id == root.span_id and span.attributes["klaw.run_id"] == run.run_id
+    assert spans["commit raw"][0].parent_id == spans["stage raw"][0].span_id
+    # the workers sent the attempts' lineage events too
+    events = [json.loads(line) for line in events_file.read_text().splitlines()]
+    assert sorted(e["eventType"] for e in events) == ["COMPLETE", "COMPLETE", "START", "START"]
 
 
 def test_an_unreachable_collector_changes_nothing(
@@ -223,14 +282,24 @@ def test_a_run_launched_over_http_or_flight_is_a_child_of_the_callers_trace(
             Client(dev.info["flight"], dev.info["token"]) as flight,
         ):
             reply = flight.execute(SubmitRun(workflow="served", wait=True))
+            uploaded = flight.write_asset("uploaded", pa.table({"x": [1, 2, 3]}))
+            assert flight.read_asset("uploaded").num_rows == 3
         assert isinstance(reply, RunReply) and reply.run.state is RunState.SUCCEEDED
         flight_trace = format(caller.get_span_context().trace_id, "032x")
-        over_flight = _spans_of(receiver, flight_trace, 6)  # caller, command, run, 2 stages, commit
+        # caller, command, run, 2 stages, commit; DoPut and DoGet
+        over_flight = _spans_of(receiver, flight_trace, 8)
     finally:
         dev.terminate()
     (command,) = over_flight["klaw.command SubmitRun"]
     assert command.parent_id == format(caller.get_span_context().span_id, "016x")
     assert command.attributes["rpc.system"] == "apache_arrow_flight"
+    (put,) = over_flight["klaw.DoPut uploaded"]
+    (get,) = over_flight["klaw.DoGet uploaded"]
+    for data_call in (put, get):
+        assert data_call.parent_id == format(caller.get_span_context().span_id, "016x")
+        assert data_call.attributes["klaw.asset"] == "uploaded"
+        assert data_call.attributes["klaw.snapshot"] == uploaded
+    assert put.attributes["klaw.rows"] == 3 and put.attributes["rpc.method"] == "DoPut"
     (flight_run,) = over_flight["run served"]
     assert flight_run.parent_id == command.span_id
     assert flight_run.attributes["klaw.run_id"] == reply.run.run_id

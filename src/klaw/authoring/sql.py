@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from klaw import telemetry
 from klaw.authoring.resources import Resources, RetryPolicy
 from klaw.authoring.stage import NAME_PATTERN, InputType, StageDef, StageInput, StageKind
 from klaw.engines import EngineError, SqlError, SqlProblem, get_engine
@@ -83,7 +84,10 @@ class SqlQuery:
         engine = get_engine(self.engine)
         arrow = {name: engine.to_arrow(value) for name, value in tables.items()}
         try:
-            return engine.sql(self.query, arrow, _param_values(params))
+            if telemetry.ACTIVE.tracer is None:
+                return engine.sql(self.query, arrow, _param_values(params))
+            with telemetry.span(f"query {self.stage}", self._span_attributes(tables)):
+                return engine.sql(self.query, arrow, _param_values(params))
         except SqlError as exc:
             message = f"SQL stage {self.stage!r} ({self.error_location(exc)}): {exc.message}"
             if exc.problem is SqlProblem.OTHER:
@@ -91,6 +95,18 @@ class SqlQuery:
             if exc.problem is SqlProblem.COLUMN:
                 message += "; an upstream stage returned a different schema than the SQL expects"
             raise SqlSchemaError(message, hint=exc.hint) from None
+
+    def _span_attributes(self, tables: dict[str, Any]) -> dict[str, Any]:
+        """The engine query's span: OpenTelemetry's database conventions, and Klaw's own."""
+        return {
+            "db.system.name": self.engine,
+            "db.operation.name": "SELECT",
+            "db.query.summary": f"SELECT {' '.join(sorted(tables))}".strip(),
+            "db.query.text": self.query[:4096],
+            "klaw.stage": self.stage,
+            "code.file.path": self.source,
+            "code.line.number": self.line,
+        }
 
     def error_location(self, exc: SqlError) -> str:
         """``file:line`` of what the engine refused (found by name when it gave no line)."""

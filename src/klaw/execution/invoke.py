@@ -79,6 +79,8 @@ def _observed(
     OpenLineage START and COMPLETE / FAIL events."""
     observed = task.observed
     assert observed is not None
+    if observed.settings is not None and telemetry.ACTIVE.configured is None:
+        telemetry.adopt(observed.settings)  # a stage process or Ray worker: trace here too
     stage = task.stage
     lineage = telemetry.ACTIVE.lineage
     inputs = [(i.ref.key if i.ref is not None else i.upstream, None) for i in task.inputs]

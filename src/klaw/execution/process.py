@@ -19,6 +19,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from klaw import telemetry
 from klaw.execution.executor import Deliver
 from klaw.execution.invoke import invoke
 from klaw.execution.lease import LeaseKeeper
@@ -40,11 +41,13 @@ def _worker_main(
         try:
             message = conn.recv()
         except EOFError:
+            telemetry.flush()  # a worker process runs no atexit: its spans leave now
             return
         except Exception as exc:  # the task could not be loaded here (e.g. stage not found)
             conn.send(("load_error", f"{type(exc).__name__}: {exc}"))
             continue
         if message is None:
+            telemetry.flush()
             return
         task, inputs = message
         for upstream, value in inputs.items():

@@ -41,6 +41,7 @@ from typing import Any
 import ray
 from ray import exceptions as ray_errors
 
+from klaw import telemetry
 from klaw.authoring.resources import Resources
 from klaw.authoring.stage import StageDef
 from klaw.errors import ConfigError
@@ -389,6 +390,8 @@ def _attempt(context: bytes, payload: bytes, board: Any, *inputs: Any) -> tuple[
     on_phase = None if board is None else functools.partial(_note, board, task)
     outcome = invoke(task, values, assets, leases, on_phase)
     value = values.get(task.stage.name) if task.keep_value and outcome.ok else None
+    if task.observed is not None:
+        telemetry.flush()  # a Ray worker may be stopped with the cluster before its next batch
     return outcome, value
 
 

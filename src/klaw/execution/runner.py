@@ -274,7 +274,7 @@ class Runner:
             self._span = None  # sampled out: its attempts are not traced either
         headers = telemetry.carrier(self._span) if self._span is not None else {}
         if headers or telemetry.ACTIVE.lineage is not None:
-            self._observed = Observed(run.workflow, headers)
+            self._observed = Observed(run.workflow, headers, telemetry.exported())
 
     # -- loop ----------------------------------------------------------------------------------
     def _loop(self) -> None:

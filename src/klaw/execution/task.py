@@ -32,11 +32,13 @@ class InputRef:
 
 
 class Observed(msgspec.Struct, frozen=True):
-    """What an attempt needs to be traced and its lineage told: its workflow, and the W3C
-    context (``traceparent``) of its run's span. Only set when telemetry is on."""
+    """What an attempt needs to be traced and its lineage told: its workflow, the W3C
+    context (``traceparent``) of its run's span, and the telemetry settings a process that
+    runs it (a process or Ray worker) configures itself with. Only set when telemetry is on."""
 
     workflow: str
     trace: dict[str, str]
+    settings: dict[str, Any] | None = None
 
 
 class Task(msgspec.Struct, frozen=True):

@@ -147,17 +147,50 @@ class KlawFlightServer(flight.FlightServerBase):  # type: ignore[misc]
     def do_get(self, context: Any, ticket: Any) -> Any:
         with guarded("DoGet"):
             wanted = decode_ticket(ticket.ticket)
-            key, snapshot = self._resolve(wanted)
-            cached = self.cache.get(key, snapshot)  # only snapshots that exist get in
-            if cached is not None:
-                return flight.RecordBatchStream(cached)
-            found = self._locate(AssetTicket(key=key, snapshot=snapshot))
-            reader = self._reader(found)
-            return flight.GeneratorStream(reader.schema, self._streamed(found, reader))
+            span = self._span(context, "DoGet", wanted.key) if telemetry.ACTIVE.tracer else None
+            try:
+                key, snapshot = self._resolve(wanted)
+                if span is not None:
+                    span.set_attribute("klaw.snapshot", snapshot)
+                cached = self.cache.get(key, snapshot)  # only snapshots that exist get in
+                if cached is not None:
+                    telemetry.end(span, attributes={"klaw.cached": True})
+                    return flight.RecordBatchStream(cached)
+                found = self._locate(AssetTicket(key=key, snapshot=snapshot))
+                reader = self._reader(found)
+            except KlawError as exc:
+                telemetry.end(span, exc.message)
+                raise
+            return flight.GeneratorStream(reader.schema, self._streamed(found, reader, span))
 
-    def _streamed(self, found: _Located, reader: pa.RecordBatchReader) -> Iterator[Any]:
-        with guarded("DoGet"):
-            yield from self.cache.keep(found.key, found.snapshot, reader.schema, reader)
+    def _streamed(
+        self, found: _Located, reader: pa.RecordBatchReader, span: Any = None
+    ) -> Iterator[Any]:
+        """The snapshot's batches as they are read (and kept in the cache); the DoGet's span,
+        if any, ends when the last has gone."""
+        error = None
+        try:
+            with guarded("DoGet"):
+                yield from self.cache.keep(found.key, found.snapshot, reader.schema, reader)
+        except Exception as exc:
+            error = str(exc)
+            raise
+        finally:
+            telemetry.end(span, error)
+
+    def _span(self, context: Any, method: str, key: str) -> Any:
+        """A span of a data call (``rpc.*`` conventions), child of the caller's
+        ``traceparent``; ended by the caller."""
+        found = context.get_middleware("trace")
+        attributes = {
+            "rpc.system": "apache_arrow_flight",
+            "rpc.service": "klaw",
+            "rpc.method": method,
+            "klaw.asset": key,
+        }
+        return telemetry.start(
+            f"klaw.{method} {key}", attributes, found.headers if found is not None else None
+        )
 
     def _reader(self, found: _Located) -> pa.RecordBatchReader:
         rows = batch_rows(found.schema)
@@ -202,13 +235,29 @@ class KlawFlightServer(flight.FlightServerBase):  # type: ignore[misc]
                     f"[key], without a snapshot id (got {wanted.snapshot}).",
                     hint=f"Use FlightDescriptor.for_path({wanted.key!r}).",
                 )
-            table = reader.read_all()
-            snapshot = self.orchestrator.lake().commit(
-                wanted.key, table, run_id=UPLOAD_RUN, stage=UPLOAD_STAGE, attempt=1
-            )
+            if telemetry.ACTIVE.tracer is None:
+                table = reader.read_all()
+                snapshot = self.orchestrator.lake().commit(
+                    wanted.key, table, run_id=UPLOAD_RUN, stage=UPLOAD_STAGE, attempt=1
+                )
+            else:
+                table, snapshot = self._traced_put(context, wanted.key, reader)
             _log.info("asset uploaded", key=wanted.key, snapshot=snapshot, rows=table.num_rows)
             receipt = PutReceipt(key=wanted.key, snapshot=snapshot, rows=table.num_rows)
             writer.write(pa.py_buffer(encode_receipt(receipt)))
+
+    def _traced_put(self, context: Any, key: str, reader: Any) -> tuple[pa.Table, int]:
+        span = self._span(context, "DoPut", key)
+        try:
+            table = reader.read_all()
+            snapshot = self.orchestrator.lake().commit(
+                key, table, run_id=UPLOAD_RUN, stage=UPLOAD_STAGE, attempt=1
+            )
+        except Exception as exc:
+            telemetry.end(span, str(exc))
+            raise
+        telemetry.end(span, None, {"klaw.snapshot": snapshot, "klaw.rows": table.num_rows})
+        return table, snapshot
 
     def do_exchange(self, context: Any, descriptor: Any, reader: Any, writer: Any) -> None:
         with guarded("DoExchange"):
