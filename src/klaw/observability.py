@@ -64,8 +64,12 @@ class Logger:
         logger = _structlog().get_logger(self._name)
         ids = telemetry.ids()  # inside a span: the record names its trace
         if ids is not None:
-            values = {**values, "trace_id": ids[0], "span_id": ids[1]}
-        getattr(logger, method)(event, logger=self._name, **self._context, **values)
+            values = {**self._context, **values, "trace_id": ids[0], "span_id": ids[1]}
+        else:
+            values = {**self._context, **values}
+        getattr(logger, method)(event, logger=self._name, **values)
+        if telemetry.ACTIVE.logger is not None:
+            telemetry.log(method, event, {"logger": self._name, **values})
 
     def debug(self, event: str, **values: Any) -> None:
         self._emit(logging.DEBUG, "debug", event, values)

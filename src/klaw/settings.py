@@ -290,8 +290,8 @@ class SecretsSettings(_Group):
 
 
 class TelemetrySettings(_Group):
-    """Traces and metrics (OpenTelemetry) and lineage (OpenLineage); off by default, and then
-    none is imported. The SDK's own ``OTEL_*`` variables apply too (``OTEL_SERVICE_NAME``,
+    """Traces, metrics and logs (OpenTelemetry) and lineage (OpenLineage); off by default,
+    and then none is imported. The SDK's own ``OTEL_*`` variables apply too (``OTEL_SERVICE_NAME``,
     ``OTEL_EXPORTER_OTLP_HEADERS``, ``OTEL_TRACES_SAMPLER``, ...)."""
 
     traces: Literal["none", "console", "otlp-http", "otlp-grpc"] = Field(
@@ -311,6 +311,11 @@ class TelemetrySettings(_Group):
         le=1,
         description="Share of new traces kept (0.1: one in ten; a child follows its parent); "
         "unset: OTEL_TRACES_SAMPLER, else all.",
+    )
+    logs: Literal["none", "console", "otlp-http", "otlp-grpc"] = Field(
+        "none",
+        description="Where Klaw's log records and the stage logs it captures go besides stderr "
+        "and the metadata store: an OTLP collector (HTTP or gRPC, at endpoint), stdout, nowhere.",
     )
     metrics: Literal["none", "console", "otlp-http", "otlp-grpc"] = Field(
         "none",

@@ -23,6 +23,7 @@ import atexit
 import os
 import queue
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -37,7 +38,15 @@ if TYPE_CHECKING:
 class _Active:
     """This process's exporters (set by :func:`configure`; both None: telemetry is off)."""
 
-    __slots__ = ("configured", "lineage", "provider", "settings", "tracer")
+    __slots__ = (
+        "configured",
+        "lineage",
+        "log_provider",
+        "logger",
+        "provider",
+        "settings",
+        "tracer",
+    )
 
     def __init__(self) -> None:
         self.tracer: Tracer | None = None  # traces are exported
@@ -45,10 +54,12 @@ class _Active:
         self.provider: Any = None  # the TracerProvider behind the tracer
         self.configured: tuple[Any, ...] | None = None
         self.settings: TelemetrySettings | None = None  # as configured
+        self.logger: Any = None  # an OpenTelemetry Logger: log records are exported
+        self.log_provider: Any = None
 
     @property
     def on(self) -> bool:
-        return self.tracer is not None or self.lineage is not None
+        return self.tracer is not None or self.lineage is not None or self.logger is not None
 
 
 ACTIVE = _Active()
@@ -69,6 +80,7 @@ def configure(settings: TelemetrySettings) -> None:
         settings.lineage_url,
         settings.lineage_file,
         settings.lineage_namespace,
+        settings.logs,
     )
     active = ACTIVE
     with _lock:
@@ -83,6 +95,12 @@ def configure(settings: TelemetrySettings) -> None:
         if active.lineage is not None:
             active.lineage.close()
         active.lineage = Lineage(settings) if settings.lineage != "none" else None
+        if active.log_provider is not None:
+            active.log_provider.shutdown()
+            active.logger = active.log_provider = None
+        if settings.logs != "none":
+            active.log_provider = _log_provider(settings)
+            active.logger = active.log_provider.get_logger("klaw")
         active.configured = key
         active.settings = settings
 
@@ -139,10 +157,85 @@ def _provider(settings: TelemetrySettings) -> Any:
     return provider
 
 
+def _log_provider(settings: TelemetrySettings) -> Any:
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, SimpleLogRecordProcessor
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+
+    name = settings.service_name or os.environ.get("OTEL_SERVICE_NAME") or "klaw"
+    provider = LoggerProvider(resource=Resource.create({SERVICE_NAME: name}))
+    if settings.logs == "console":
+        from opentelemetry.sdk._logs.export import ConsoleLogRecordExporter
+
+        provider.add_log_record_processor(SimpleLogRecordProcessor(ConsoleLogRecordExporter()))
+    else:
+        exporter: Any
+        if settings.logs == "otlp-grpc":
+            from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+        else:
+            from opentelemetry.exporter.otlp.proto.http._log_exporter import (  # type: ignore[assignment]
+                OTLPLogExporter,
+            )
+        endpoint = settings.endpoint
+        if endpoint and settings.logs == "otlp-http" and not endpoint.endswith("/v1/logs"):
+            endpoint = endpoint.rstrip("/") + "/v1/logs"
+        exporter = OTLPLogExporter(endpoint=endpoint) if endpoint else OTLPLogExporter()
+        provider.add_log_record_processor(BatchLogRecordProcessor(exporter))
+    atexit.register(provider.shutdown)
+    return provider
+
+
+_SEVERITY = {"debug": 5, "info": 9, "warning": 13, "error": 17, "critical": 21}  # OTel numbers
+
+
+def log(level: str, body: str, attributes: Mapping[str, Any], when: float | None = None) -> None:
+    """Export one log record (Klaw's own, or a line a stage printed) when logs are exported:
+    in the current span's context, else in the one its ``trace_id`` / ``span_id`` name."""
+    logger = ACTIVE.logger
+    if logger is None:
+        return
+    from opentelemetry._logs import SeverityNumber
+
+    attrs = {
+        k: v if isinstance(v, str | int | float | bool) else str(v)
+        for k, v in attributes.items()
+        if v is not None
+    }
+    trace_id, span_id = attrs.pop("trace_id", None), attrs.pop("span_id", None)
+    context = None
+    if isinstance(trace_id, str) and isinstance(span_id, str):
+        context = _context_of(trace_id, span_id)
+    level = level.lower()
+    severity = _SEVERITY.get(level, 9)
+    logger.emit(
+        timestamp=int((when if when is not None else time.time()) * 1e9),
+        context=context,
+        severity_number=SeverityNumber(severity),
+        severity_text=level.upper(),
+        body=body,
+        attributes=attrs,
+    )
+
+
+def _context_of(trace_id: str, span_id: str) -> Any:
+    from opentelemetry import trace
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+    if trace.get_current_span().get_span_context().is_valid:
+        return None  # the current span's own
+    span = NonRecordingSpan(
+        SpanContext(int(trace_id, 16), int(span_id, 16), False, TraceFlags(TraceFlags.SAMPLED))
+    )
+    return trace.set_span_in_context(span)
+
+
 def flush(timeout_ms: int = 5000) -> None:
-    """Export what is buffered now (spans and lineage events); for tests and before exit."""
+    """Export what is buffered now (spans, log records and lineage events); for tests and
+    before exit."""
     if ACTIVE.provider is not None:
         ACTIVE.provider.force_flush(timeout_ms)
+    if ACTIVE.log_provider is not None:
+        ACTIVE.log_provider.force_flush(timeout_ms)
     if ACTIVE.lineage is not None:
         ACTIVE.lineage.drain(timeout_ms / 1000)
 

@@ -1,6 +1,6 @@
 """A real OTLP/HTTP receiver on loopback: decodes the protobuf the exporters post
 (``opentelemetry-proto``) and keeps the spans (``/v1/traces``) and metric points
-(``/v1/metrics``), for tests to look at."""
+(``/v1/metrics``) and log records (``/v1/logs``), for tests to look at."""
 
 from __future__ import annotations
 
@@ -11,6 +11,10 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsServiceRequest,
+    ExportLogsServiceResponse,
+)
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
     ExportMetricsServiceResponse,
@@ -46,10 +50,20 @@ class Point:
 
 
 @dataclass
+class Log:
+    body: str
+    severity: str
+    trace_id: str
+    span_id: str
+    attributes: dict[str, Any]
+
+
+@dataclass
 class Received:
     url: str
     spans: list[Span] = field(default_factory=list)
     points: list[Point] = field(default_factory=list)
+    logs: list[Log] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def metric(self, name: str) -> list[Point]:
@@ -94,6 +108,24 @@ def otlp_receiver() -> Iterator[Received]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            if self.path.endswith("/v1/logs"):
+                request = ExportLogsServiceRequest.FromString(body)
+                logs = [
+                    Log(
+                        r.body.string_value,
+                        r.severity_text,
+                        r.trace_id.hex(),
+                        r.span_id.hex(),
+                        {a.key: _value(a.value) for a in r.attributes},
+                    )
+                    for resource in request.resource_logs
+                    for scope in resource.scope_logs
+                    for r in scope.log_records
+                ]
+                with received.lock:
+                    received.logs.extend(logs)
+                self._answer(ExportLogsServiceResponse().SerializeToString())
+                return
             if self.path.endswith("/v1/metrics"):
                 with received.lock:
                     received.points.extend(_points(ExportMetricsServiceRequest.FromString(body)))

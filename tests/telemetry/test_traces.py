@@ -6,6 +6,7 @@ that changes nothing, and lineage events per attempt."""
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import textwrap
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from klaw.protocol import RunReply, SubmitRun
 from klaw.settings import TelemetrySettings
 from klaw.states import RunState
 from tests.cli.driver import Dev, wait_for, write_project
-from tests.telemetry.receiver import Received, otlp_receiver
+from tests.telemetry.receiver import Log, Received, otlp_receiver
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 CALLER = "00f067aa0ba902b7"
@@ -62,7 +63,16 @@ on_datafusion = klaw_sql(
     "SELECT count(*) AS c FROM raw", name="counted_df", engine="datafusion", kind="stage"
 )
 
+
+@klaw.stage
+def chatty(raw: pa.Table) -> int:
+    print("chatty says hello")
+    logging.getLogger("chatty").warning("chatty warns")
+    return raw.num_rows
+
+
 traced = klaw.workflow("traced", [raw, doubled])
+talking = klaw.workflow("traced_logs", [raw, chatty])
 queried = klaw.workflow("traced_sql", [raw, totals, on_datafusion])
 elsewhere = klaw.workflow("traced_elsewhere", [raw, counted])
 failing = klaw.workflow("failing_lineage", [raw, doubled, broken])
@@ -124,6 +134,36 @@ def test_a_run_is_one_trace_of_its_attempts_and_commits(
     assert commits["commit raw"].parent_id == raw_span.span_id
     assert commits["commit doubled"].parent_id == attempts[1].span_id
     assert commits["commit raw"].attributes["klaw.snapshot"] == raw_span.attributes["klaw.snapshot"]
+
+
+def test_log_records_and_captured_stage_logs_are_exported_with_their_trace(
+    tmp_path: Path, receiver: Received, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KLAW_TELEMETRY__TRACES", "otlp-http")
+    monkeypatch.setenv("KLAW_TELEMETRY__LOGS", "otlp-http")
+    monkeypatch.setenv("KLAW_TELEMETRY__ENDPOINT", receiver.url)
+    monkeypatch.setenv("KLAW_LOG__LEVEL", "info")
+    run = klaw.run(talking, home=tmp_path / "home")
+    assert run.state is RunState.SUCCEEDED
+    telemetry.flush()
+    (root,) = wait_for("the run's span", lambda: receiver.named("run traced_logs") or None)
+    spans = _spans_of(receiver, root.trace_id, 4)
+    stage_span = spans["stage chatty"][0]
+
+    def logged(body: str) -> Log | None:
+        telemetry.flush()
+        with receiver.lock:
+            return next((r for r in receiver.logs if r.body == body), None)
+
+    printed = wait_for("the stage's printed line", lambda: logged("chatty says hello"))
+    assert (printed.trace_id, printed.span_id) == (root.trace_id, stage_span.span_id)
+    assert printed.attributes["log.iostream"] == "stdout"
+    assert printed.attributes["klaw.stage"] == "chatty"
+    warned = wait_for("the stage's log record", lambda: logged("chatty: chatty warns"))
+    assert warned.severity == "WARNING" and warned.span_id == stage_span.span_id
+    finished = wait_for("Klaw's own record", lambda: logged("run finished"))
+    assert finished.trace_id == root.trace_id and finished.span_id == root.span_id
+    assert finished.attributes["run_id"] == run.run_id and finished.severity == "INFO"
 
 
 def test_an_sql_stage_is_an_engine_query_span_of_its_attempt(

@@ -101,6 +101,19 @@ def _observed(
     )
     with traced as span:
         outcome = _attempt(task, values, assets, leases, on_phase)
+        if telemetry.ACTIVE.logger is not None:  # in the attempt's span: they name its trace
+            for record in outcome.logs:
+                telemetry.log(
+                    record.level or ("warning" if record.stream == "stderr" else "info"),
+                    record.line,
+                    {
+                        "klaw.run_id": task.run_id,
+                        "klaw.stage": stage.name,
+                        "klaw.attempt": task.attempt,
+                        "log.iostream": record.stream,
+                    },
+                    record.ts,
+                )
         if span is not None:
             from opentelemetry.trace import Status, StatusCode
 

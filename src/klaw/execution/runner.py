@@ -273,7 +273,13 @@ class Runner:
         if self._span is not None and not self._span.is_recording():
             self._span = None  # sampled out: its attempts are not traced either
         headers = telemetry.carrier(self._span) if self._span is not None else {}
-        if headers or telemetry.ACTIVE.lineage is not None:
+        if self._span is not None:  # the run's own log records name its trace
+            context = self._span.get_span_context()
+            self._log = self._log.bind(
+                trace_id=format(context.trace_id, "032x"), span_id=format(context.span_id, "016x")
+            )
+        active = telemetry.ACTIVE
+        if headers or active.lineage is not None or active.logger is not None:
             self._observed = Observed(run.workflow, headers, telemetry.exported())
 
     # -- loop ----------------------------------------------------------------------------------
