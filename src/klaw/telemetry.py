@@ -371,12 +371,15 @@ class Lineage:
         size: int | None = None,
         sql: str | None = None,
         error: str | None = None,
+        sql_tables: Mapping[str, tuple[str, list[str] | None]] | None = None,
+        engine: str | None = None,
     ) -> None:
         """Queue a START, COMPLETE or FAIL event of one attempt (dropped, and counted, when
-        the queue is full)."""
+        the queue is full). An SQL stage's ``sql_tables`` (the asset and, when known, the
+        columns of each table its statement names) give the output's column lineage."""
         item = (state, workflow, run_id, stage, attempt, time, inputs, output, schema)
         try:
-            self._queue.put_nowait((*item, rows, size, sql, error))
+            self._queue.put_nowait((*item, rows, size, sql, error, sql_tables, engine))
         except queue.Full:
             self.dropped += 1
 
@@ -394,7 +397,7 @@ class Lineage:
         )
 
         (state, workflow, run_id, stage, attempt, ts, inputs, output, schema, rows, size, sql,
-         error) = item  # fmt: skip
+         error, sql_tables, engine) = item  # fmt: skip
         run_facets: dict[str, Any] = {
             "parent": parent_run.ParentRunFacet(
                 run=parent_run.Run(runId=str(lineage_run_id(run_id))),
@@ -417,6 +420,10 @@ class Lineage:
                         schema_dataset.SchemaDatasetFacetFields(name=n, type=t) for n, t in schema
                     ]
                 )
+                if sql and sql_tables is not None:
+                    columns = self._columns(sql, engine, sql_tables, [n for n, _ in schema])
+                    if columns is not None:
+                        facets["columnLineage"] = columns
             stats: dict[str, Any] = {}
             if rows is not None:
                 stats["outputStatistics"] = (
@@ -441,6 +448,35 @@ class Lineage:
             outputs=outputs,
             producer=PRODUCER,
         )
+
+    def _columns(
+        self,
+        sql: str,
+        engine: str | None,
+        tables: Mapping[str, tuple[str, list[str] | None]],
+        outputs: list[str],
+    ) -> Any:
+        """The ``columnLineage`` facet of an SQL stage's output: for each output column, the
+        input columns it is made from (parsed by sqlglot), or None when it cannot be told."""
+        from openlineage.client.facet_v2 import column_lineage_dataset as cl
+
+        found = column_lineage(sql, engine, tables, outputs)
+        if not found:
+            return None
+        fields = {}
+        for column, sources in found.items():
+            fields[column] = cl.Fields(
+                inputFields=[
+                    cl.InputField(
+                        namespace=self.namespace,
+                        name=key,
+                        field=field,
+                        transformations=[cl.Transformation(type="DIRECT", subtype=subtype)],
+                    )
+                    for key, field, subtype in sources
+                ]
+            )
+        return cl.ColumnLineageDatasetFacet(fields=fields)
 
     def _send(self) -> None:
         while True:
@@ -471,6 +507,50 @@ class Lineage:
             self._queue.put_nowait(None)
         except queue.Full:
             self.dropped += 1
+
+
+_DIALECTS = {"duckdb": "duckdb", "datafusion": "postgres", "polars": "duckdb"}
+
+
+def column_lineage(
+    sql: str,
+    engine: str | None,
+    tables: Mapping[str, tuple[str, list[str] | None]],
+    outputs: Sequence[str],
+) -> dict[str, list[tuple[str, str, str]]]:
+    """For each of ``outputs`` (the columns an SQL statement returned), the ``(asset, column,
+    subtype)`` of each input column it comes from: subtype ``IDENTITY`` when the column is
+    passed through, ``TRANSFORMATION`` when it is computed from it (an aggregate, an
+    expression). ``tables`` names each table of the statement's asset and, when known, its
+    columns. Empty when sqlglot is not installed or cannot follow the statement."""
+    try:
+        from sqlglot import exp
+        from sqlglot.errors import SqlglotError
+        from sqlglot.lineage import lineage
+    except ImportError:
+        return {}
+    dialect = _DIALECTS.get(engine or "duckdb")
+    schema = {name: dict.fromkeys(cols, "TEXT") for name, (_, cols) in tables.items() if cols}
+    found: dict[str, list[tuple[str, str, str]]] = {}
+    for column in outputs:
+        try:
+            node = lineage(column, sql, schema=schema, dialect=dialect)
+        except (SqlglotError, KeyError, ValueError):
+            continue
+        passed = isinstance(node.expression.unalias(), exp.Column)
+        sources: list[tuple[str, str, str]] = []
+        for leaf in node.walk():
+            if leaf.downstream or not isinstance(leaf.source, exp.Table):
+                continue
+            table = tables.get(leaf.source.name)
+            if table is None:
+                continue
+            field = leaf.name.rsplit(".", 1)[-1]
+            identity = passed and field == column
+            sources.append((table[0], field, "IDENTITY" if identity else "TRANSFORMATION"))
+        if sources:
+            found[column] = sorted(set(sources))
+    return found
 
 
 def lineage_run_id(run_id: str, stage: str | None = None, attempt: int | None = None) -> uuid.UUID:

@@ -186,6 +186,33 @@ def test_an_sql_stage_is_an_engine_query_span_of_its_attempt(
     assert fusion.parent_id == spans["stage counted_df"][0].span_id
 
 
+def test_an_sql_stage_sends_the_column_lineage_of_its_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events_file = tmp_path / "lineage.jsonl"
+    monkeypatch.setenv("KLAW_TELEMETRY__LINEAGE", "file")
+    monkeypatch.setenv("KLAW_TELEMETRY__LINEAGE_FILE", str(events_file))
+    run = klaw.run(queried, home=tmp_path / "home")
+    assert run.state is RunState.SUCCEEDED
+    telemetry.flush()
+    events = [json.loads(line) for line in events_file.read_text().splitlines()]
+    (done,) = [
+        e
+        for e in events
+        if e["job"]["name"] == "traced_sql.totals" and e["eventType"] == "COMPLETE"
+    ]
+    assert done["job"]["facets"]["sql"]["query"].startswith("SELECT name")
+    (output,) = done["outputs"]
+    fields = output["facets"]["columnLineage"]["fields"]
+    assert set(fields) == {"name", "n"}
+    (name,) = fields["name"]["inputFields"]
+    assert (name["name"], name["field"]) == ("raw", "name")
+    assert name["transformations"][0]["subtype"] == "IDENTITY"
+    (summed,) = fields["n"]["inputFields"]
+    assert (summed["name"], summed["field"]) == ("raw", "n")
+    assert summed["transformations"][0] == {"type": "DIRECT", "subtype": "TRANSFORMATION"}
+
+
 @pytest.mark.parametrize(
     "executor", ["process", pytest.param("ray", marks=pytest.mark.slow)], ids=str
 )

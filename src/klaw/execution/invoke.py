@@ -47,6 +47,20 @@ def invoke(
     return _attempt(task, values, assets, leases, on_phase)
 
 
+def _sql_tables(task: Task, values: ValueStore) -> dict[str, tuple[str, list[str] | None]]:
+    """An SQL stage's tables, by the name its statement gives them: the asset (or stage) each
+    comes from and, when its value is an Arrow table here, its columns (for column lineage
+    of ``SELECT *``)."""
+    import pyarrow as pa
+
+    found: dict[str, tuple[str, list[str] | None]] = {}
+    for i in task.inputs:
+        value = values.get(i.upstream) if i.ref is None and values.has(i.upstream) else None
+        columns = value.schema.names if isinstance(value, pa.Table) else None
+        found[i.param] = (i.ref.key if i.ref is not None else i.upstream, columns)
+    return found
+
+
 def _attempt(
     task: Task,
     values: ValueStore,
@@ -142,6 +156,8 @@ def _observed(
             rows=outcome.rows,
             size=outcome.bytes,
             sql=fn.query if isinstance(fn, SqlQuery) else None,
+            sql_tables=_sql_tables(task, values) if isinstance(fn, SqlQuery) else None,
+            engine=fn.engine if isinstance(fn, SqlQuery) else None,
             error=outcome.error,
         )
     return outcome
