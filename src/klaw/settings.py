@@ -328,6 +328,11 @@ class TelemetrySettings(_Group):
         description="Seconds between OTLP metric exports; unset: OTEL_METRIC_EXPORT_INTERVAL, "
         "else 60.",
     )
+    trace_url: str | None = Field(
+        None,
+        description="Link from the web UI's run page to each stage attempt's trace: a URL with "
+        "{trace_id}, {run_id}, {stage} and {attempt} (e.g. a Grafana Tempo or Jaeger search).",
+    )
     lineage: Literal["none", "console", "http", "file"] = Field(
         "none",
         description="Where OpenLineage events of stage attempts go: a lineage server over HTTP "

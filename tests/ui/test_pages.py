@@ -169,3 +169,34 @@ def test_every_page_renders(browser: Any, served: Served, dark: bool) -> None:
         expect(page.get_by_test_id("problem")).to_have_count(0)
         shot(page, f"{name}-{theme}")
     page.context.close()
+
+
+def test_a_traced_run_links_each_attempt_to_its_trace(browser: Any, tmp_path: Path) -> None:
+    from tests.telemetry.receiver import otlp_receiver
+
+    template = "http://tempo.example/explore?trace={trace_id}&stage={stage}&attempt={attempt}"
+    with otlp_receiver() as receiver:
+        extra = {
+            "KLAW_TELEMETRY__TRACES": "otlp-http",
+            "KLAW_TELEMETRY__ENDPOINT": receiver.url,
+            "KLAW_TELEMETRY__TRACE_URL": template,
+        }
+        with dev_server(tmp_path / "traced", extra, None) as served:
+            run_id = served.submit("launch", rows=2)
+            run = served.wait(run_id)
+            assert run["state"] == "succeeded" and run["trace_id"], run
+            with served.api() as client:
+                attempts = client.get(f"/api/v1/runs/{run_id}/attempts").json()["attempts"]
+            ran = [a for a in attempts if a["attempt"] > 0]
+            assert ran and all(a["trace_url"] for a in ran), attempts
+            stage = ran[0]["stage"]
+            page = browser.new_context(viewport={"width": 1280, "height": 800}).new_page()
+            page.goto(served.ui)
+            expect(page.get_by_test_id("whoami")).to_contain_text("admin", timeout=MS)
+            goto(page, served, f"/runs/{run_id}")
+            link = page.get_by_test_id(f"attempt-trace-{stage}-1")
+            expected = f"trace={run['trace_id']}&stage={stage}&attempt=1"
+            expect(link).to_have_attribute("href", re.compile(re.escape(expected)), timeout=MS)
+            expect(page.get_by_test_id(f"stage-queued-{stage}")).not_to_have_text("—")
+            shot(page, "run-traced")
+            page.context.close()

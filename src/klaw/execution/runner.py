@@ -275,6 +275,7 @@ class Runner:
         headers = telemetry.carrier(self._span) if self._span is not None else {}
         if self._span is not None:  # the run's own log records name its trace
             context = self._span.get_span_context()
+            run.trace_id = format(context.trace_id, "032x")
             self._log = self._log.bind(
                 trace_id=format(context.trace_id, "032x"), span_id=format(context.span_id, "016x")
             )

@@ -275,6 +275,13 @@ MIGRATIONS: tuple[Migration, ...] = (
             "BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END",
         ),
     ),
+    Migration(
+        version=8,
+        description="the trace of each run",
+        # The OpenTelemetry trace id of the run's span (None: not traced), for links from the
+        # UI to a tracing backend.
+        statements=("ALTER TABLE runs ADD COLUMN trace_id TEXT",),
+    ),
 )
 
 LATEST_VERSION: int = MIGRATIONS[-1].version

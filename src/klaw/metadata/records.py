@@ -30,6 +30,7 @@ class RunRecord(msgspec.Struct, kw_only=True):
     # whose deployment it ran (None: the project's working copy).
     version: int | None = None
     environment: str | None = None
+    trace_id: str | None = None  # the OpenTelemetry trace of its span (None: not traced)
 
 
 class AttemptRecord(msgspec.Struct, kw_only=True):

@@ -205,6 +205,7 @@ def run_row(run: RunRecord) -> tuple[Any, ...]:
         json_text(run.stage_counts),
         run.version,
         run.environment,
+        run.trace_id,
     )
 
 

@@ -18,9 +18,18 @@ class AttemptView(AttemptRecord, kw_only=True):
 
     load_s: float | None = None
     commit_s: float | None = None
+    trace_url: str | None = None  # the attempt in a tracing backend (settings.telemetry.trace_url)
 
     @classmethod
-    def of(cls, attempts: list[AttemptRecord], metrics: list[MetricRecord]) -> list[AttemptView]:
+    def of(
+        cls,
+        attempts: list[AttemptRecord],
+        metrics: list[MetricRecord],
+        trace_url: str | None = None,
+        trace_id: str | None = None,
+    ) -> list[AttemptView]:
+        """The views of ``attempts`` with their timings from ``metrics`` and, when the run was
+        traced and a ``trace_url`` template is set, each one's link to its trace."""
         timings: dict[tuple[str | None, int | None], dict[str, float]] = {}
         for m in metrics:
             if m.name in _TIMINGS:
@@ -31,11 +40,24 @@ class AttemptView(AttemptRecord, kw_only=True):
             found = timings.get((a.stage, a.attempt))
             if found:
                 view.load_s, view.commit_s = found.get("load_s"), found.get("commit_s")
+            if trace_url and trace_id and a.attempt > 0:  # attempt 0: reused, not run here
+                view.trace_url = render_trace_url(trace_url, trace_id, a.run_id, a.stage, a.attempt)
             views.append(view)
         return views
 
 
 _TIMINGS: Final = frozenset({"load_s", "commit_s"})
+
+
+def render_trace_url(template: str, trace_id: str, run_id: str, stage: str, attempt: int) -> str:
+    """``template`` with its ``{trace_id}``, ``{run_id}``, ``{stage}`` and ``{attempt}``
+    filled in (each URL-quoted; other braces are left as they are)."""
+    from urllib.parse import quote
+
+    values = {"trace_id": trace_id, "run_id": run_id, "stage": stage, "attempt": str(attempt)}
+    for name, value in values.items():
+        template = template.replace("{" + name + "}", quote(value, safe=""))
+    return template
 
 
 class WorkflowInfo(msgspec.Struct, kw_only=True, frozen=True):

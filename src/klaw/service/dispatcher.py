@@ -266,7 +266,9 @@ class Dispatcher:
     def _list_attempts(self, cmd: ListAttempts) -> AttemptsReply:
         attempts = self.orchestrator.attempts(cmd.run_id)
         metrics = self.orchestrator.metrics(cmd.run_id)
-        return AttemptsReply(attempts=AttemptView.of(attempts, metrics))
+        template = self.orchestrator.settings.telemetry.trace_url
+        trace_id = self.orchestrator.get_run(cmd.run_id).trace_id if template else None
+        return AttemptsReply(attempts=AttemptView.of(attempts, metrics, template, trace_id))
 
     def _list_events(self, cmd: ListEvents) -> EventsReply:
         found: list[EventsReply] = []

@@ -96,6 +96,11 @@ export interface Attempt {
   reused_from: string | null;
   rows: number | null;
   bytes: number | null;
+  /** Seconds spent loading the inputs and committing the snapshot (not in the timeout). */
+  load_s?: number | null;
+  commit_s?: number | null;
+  /** The attempt in a tracing backend, when the server has a trace_url and the run was traced. */
+  trace_url?: string | null;
 }
 
 export interface RunEvent {
