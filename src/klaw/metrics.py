@@ -374,8 +374,9 @@ def sweep() -> None:
 
 
 def _shared() -> Path | None:
+    """The directory the serving process shares (None: none, or it is gone)."""
     value = os.environ.get(ENV)
-    return Path(value) if value else None
+    return Path(value) if value and os.path.isdir(value) else None
 
 
 def _alive(pid: int) -> bool:
