@@ -481,7 +481,8 @@ class _Otel:
     def __init__(self, settings: TelemetrySettings) -> None:
         from opentelemetry.sdk.metrics import MeterProvider
         from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
-        from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+
+        from klaw import telemetry
 
         exporter: Any
         if settings.metrics == "console":
@@ -489,26 +490,13 @@ class _Otel:
 
             exporter = ConsoleMetricExporter()
         else:
-            if settings.metrics == "otlp-grpc":
-                from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
-                    OTLPMetricExporter,
-                )
-            else:
-                from opentelemetry.exporter.otlp.proto.http.metric_exporter import (  # type: ignore[assignment]
-                    OTLPMetricExporter,
-                )
-            endpoint = settings.endpoint
-            http = settings.metrics == "otlp-http"
-            if endpoint and http and not endpoint.endswith("/v1/metrics"):
-                endpoint = endpoint.rstrip("/") + "/v1/metrics"
-            exporter = OTLPMetricExporter(endpoint=endpoint) if endpoint else OTLPMetricExporter()
+            exporter = telemetry.otlp_exporter(settings.metrics, "metrics", settings.endpoint)
         interval = (
             settings.metrics_interval * 1000 if settings.metrics_interval is not None else None
         )  # None: OTEL_METRIC_EXPORT_INTERVAL, else the SDK's 60 s
         reader = PeriodicExportingMetricReader(exporter, export_interval_millis=interval)
-        name = settings.service_name or os.environ.get("OTEL_SERVICE_NAME") or "klaw"
         self.provider = MeterProvider(
-            metric_readers=[reader], resource=Resource.create({SERVICE_NAME: name})
+            metric_readers=[reader], resource=telemetry.resource(settings)
         )
         meter = self.provider.get_meter("klaw")
         self._attrs: dict[tuple[str, tuple[str, ...]], dict[str, str]] = {}

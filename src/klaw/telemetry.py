@@ -122,36 +122,22 @@ def adopt(settings: Mapping[str, Any]) -> None:
 
 
 def _provider(settings: TelemetrySettings) -> Any:
-    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
     from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
-    name = settings.service_name or os.environ.get("OTEL_SERVICE_NAME") or "klaw"
-    resource = Resource.create({SERVICE_NAME: name})  # and OTEL_RESOURCE_ATTRIBUTES
     sampler = (
         ParentBased(TraceIdRatioBased(settings.sample_ratio))
         if settings.sample_ratio is not None
         else None  # the SDK's default, or OTEL_TRACES_SAMPLER
     )
-    provider = TracerProvider(resource=resource, sampler=sampler)
-    exporter: Any
+    provider = TracerProvider(resource=resource(settings), sampler=sampler)
     if settings.traces == "console":
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
-        exporter = ConsoleSpanExporter()
-        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
     else:
-        if settings.traces == "otlp-grpc":
-            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-        else:
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # type: ignore[assignment]
-                OTLPSpanExporter,
-            )
-        endpoint = settings.endpoint
-        if endpoint and settings.traces == "otlp-http" and not endpoint.endswith("/v1/traces"):
-            endpoint = endpoint.rstrip("/") + "/v1/traces"
-        exporter = OTLPSpanExporter(endpoint=endpoint) if endpoint else OTLPSpanExporter()
+        exporter = otlp_exporter(settings.traces, "traces", settings.endpoint)
         provider.add_span_processor(BatchSpanProcessor(exporter))
     atexit.register(provider.shutdown)  # the last batch leaves before the process does
     return provider
@@ -160,29 +146,48 @@ def _provider(settings: TelemetrySettings) -> Any:
 def _log_provider(settings: TelemetrySettings) -> Any:
     from opentelemetry.sdk._logs import LoggerProvider
     from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, SimpleLogRecordProcessor
-    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 
-    name = settings.service_name or os.environ.get("OTEL_SERVICE_NAME") or "klaw"
-    provider = LoggerProvider(resource=Resource.create({SERVICE_NAME: name}))
+    provider = LoggerProvider(resource=resource(settings))
     if settings.logs == "console":
         from opentelemetry.sdk._logs.export import ConsoleLogRecordExporter
 
         provider.add_log_record_processor(SimpleLogRecordProcessor(ConsoleLogRecordExporter()))
     else:
-        exporter: Any
-        if settings.logs == "otlp-grpc":
-            from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
-        else:
-            from opentelemetry.exporter.otlp.proto.http._log_exporter import (  # type: ignore[assignment]
-                OTLPLogExporter,
-            )
-        endpoint = settings.endpoint
-        if endpoint and settings.logs == "otlp-http" and not endpoint.endswith("/v1/logs"):
-            endpoint = endpoint.rstrip("/") + "/v1/logs"
-        exporter = OTLPLogExporter(endpoint=endpoint) if endpoint else OTLPLogExporter()
+        exporter = otlp_exporter(settings.logs, "logs", settings.endpoint)
         provider.add_log_record_processor(BatchLogRecordProcessor(exporter))
     atexit.register(provider.shutdown)
     return provider
+
+
+# signal: the OTLP exporter's gRPC module, HTTP module and class
+_OTLP = {
+    "traces": ("grpc.trace_exporter", "http.trace_exporter", "OTLPSpanExporter"),
+    "metrics": ("grpc.metric_exporter", "http.metric_exporter", "OTLPMetricExporter"),
+    "logs": ("grpc._log_exporter", "http._log_exporter", "OTLPLogExporter"),
+}
+
+
+def otlp_exporter(protocol: str, signal: str, endpoint: str | None) -> Any:
+    """The OTLP exporter of ``signal`` (traces, metrics, logs) over ``protocol``
+    (``otlp-grpc`` or ``otlp-http``) to ``endpoint`` (an HTTP endpoint gets the signal's path,
+    ``/v1/<signal>``; unset: the SDK's ``OTEL_EXPORTER_OTLP_*`` variables, else its default)."""
+    import importlib
+
+    grpc, http, name = _OTLP[signal]
+    module = grpc if protocol == "otlp-grpc" else http
+    exporter = getattr(importlib.import_module(f"opentelemetry.exporter.otlp.proto.{module}"), name)
+    if endpoint and protocol == "otlp-http" and not endpoint.endswith(f"/v1/{signal}"):
+        endpoint = endpoint.rstrip("/") + f"/v1/{signal}"
+    return exporter(endpoint=endpoint) if endpoint else exporter()
+
+
+def resource(settings: TelemetrySettings) -> Any:
+    """The OpenTelemetry resource of this process: ``service.name`` from the settings, else
+    ``OTEL_SERVICE_NAME``, else klaw (and ``OTEL_RESOURCE_ATTRIBUTES``)."""
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+
+    name = settings.service_name or os.environ.get("OTEL_SERVICE_NAME") or "klaw"
+    return Resource.create({SERVICE_NAME: name})
 
 
 _SEVERITY = {"debug": 5, "info": 9, "warning": 13, "error": 17, "critical": 21}  # OTel numbers
